@@ -1,0 +1,162 @@
+//! Tensor data stored outside the `.onnx` file (`data_location = EXTERNAL`).
+//!
+//! Reading: each external tensor's `location` is resolved relative to the model's folder and only
+//! its `offset..offset+length` range is read. Writing: tensors whose payload reaches a threshold are
+//! moved into one data file beside the model, each described by `location`, `offset` and `length`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::dtype;
+use super::proto::tensor_proto::DataLocation;
+use super::proto::{ModelProto, StringStringEntryProto, TensorProto};
+use super::visit::for_each_tensor_mut;
+use crate::error::{Error, Result};
+
+/// What loading found out about external data, so that saving can keep the same layout.
+#[derive(Debug, Clone, Default)]
+pub struct ExternalSummary {
+    /// Number of tensors read from external files.
+    pub tensors: usize,
+    /// Total bytes read from external files.
+    pub bytes: u64,
+    /// Smallest external payload seen: a good threshold for writing the model back out.
+    pub min_len: Option<u64>,
+}
+
+/// Whether `t` keeps its payload in an external file.
+pub fn is_external(t: &TensorProto) -> bool {
+    t.data_location == Some(DataLocation::External as i32)
+}
+
+fn tensor_label(t: &TensorProto) -> String {
+    t.name.clone().unwrap_or_else(|| "<unnamed>".into())
+}
+
+/// Reads every external tensor of `model` into its `raw_data`, resolving locations against
+/// `base_dir`, and clears the external markers.
+pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<ExternalSummary> {
+    let mut summary = ExternalSummary::default();
+    let mut files: HashMap<PathBuf, (File, u64)> = HashMap::new();
+    for_each_tensor_mut(model, &mut |t: &mut TensorProto| -> Result<()> {
+        if !is_external(t) {
+            return Ok(());
+        }
+        let name = tensor_label(t);
+        let err = |path: &Path, reason: String| Error::ExternalData {
+            tensor: name.clone(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut location = None;
+        let mut offset = 0u64;
+        let mut length = None;
+        for e in &t.external_data {
+            let value = e.value.as_deref().unwrap_or("");
+            match e.key.as_deref().unwrap_or("") {
+                "location" => location = Some(value.to_string()),
+                "offset" => {
+                    offset = value
+                        .parse()
+                        .map_err(|_| err(base_dir, format!("bad offset `{value}`")))?
+                }
+                "length" => {
+                    length = Some(
+                        value
+                            .parse::<u64>()
+                            .map_err(|_| err(base_dir, format!("bad length `{value}`")))?,
+                    )
+                }
+                _ => {}
+            }
+        }
+        let location = location.ok_or_else(|| err(base_dir, "no `location` entry".into()))?;
+        let rel = Path::new(&location);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+        {
+            return Err(err(
+                rel,
+                "location must be a relative path inside the model's folder".into(),
+            ));
+        }
+        let path = base_dir.join(rel);
+        if !files.contains_key(&path) {
+            let f = File::open(&path).map_err(|e| err(&path, format!("cannot open: {e}")))?;
+            let len = f
+                .metadata()
+                .map_err(|e| err(&path, format!("cannot stat: {e}")))?
+                .len();
+            files.insert(path.clone(), (f, len));
+        }
+        let Some((file, file_len)) = files.get_mut(&path) else {
+            return Err(err(&path, "cannot open".into()));
+        };
+        let length = match length {
+            Some(l) => l,
+            None => match dtype::byte_len(t.data_type.unwrap_or(0), &t.dims) {
+                Some(l) => l,
+                None => file_len.saturating_sub(offset),
+            },
+        };
+        let end = offset
+            .checked_add(length)
+            .ok_or_else(|| err(&path, "offset + length overflows".into()))?;
+        if end > *file_len {
+            return Err(err(
+                &path,
+                format!("file is too short: needs bytes {offset}..{end}, has {file_len}"),
+            ));
+        }
+        let mut buf = vec![0u8; length as usize];
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(&mut buf))
+            .map_err(|e| err(&path, format!("cannot read: {e}")))?;
+        summary.tensors += 1;
+        summary.bytes += length;
+        summary.min_len = Some(summary.min_len.map_or(length, |m| m.min(length)));
+        t.raw_data = Some(Bytes::from(buf));
+        t.data_location = None;
+        t.external_data.clear();
+        Ok(())
+    })?;
+    Ok(summary)
+}
+
+/// Moves the `raw_data` of every tensor with at least `threshold` bytes out of `model`, pointing it
+/// at `location` (a file name relative to the model). Returns the payloads in file order.
+pub fn externalize(model: &mut ModelProto, location: &str, threshold: u64) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    let mut offset = 0u64;
+    let _ = for_each_tensor_mut::<()>(model, &mut |t| {
+        let Some(raw) = t.raw_data.as_ref() else {
+            return Ok(());
+        };
+        let len = raw.len() as u64;
+        if len < threshold || len == 0 {
+            return Ok(());
+        }
+        let entry = |k: &str, v: String| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
+        t.external_data = vec![
+            entry("location", location.to_string()),
+            entry("offset", offset.to_string()),
+            entry("length", len.to_string()),
+        ];
+        t.data_location = Some(DataLocation::External as i32);
+        if let Some(raw) = t.raw_data.take() {
+            chunks.push(raw);
+        }
+        offset += len;
+        Ok(())
+    });
+    chunks
+}
