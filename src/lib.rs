@@ -1,8 +1,11 @@
 //! onnx-slim: rewrite ONNX graphs to make models smaller and faster, and prove every rewrite in tract.
 
+pub mod cli;
 pub mod error;
 pub mod ir;
 pub mod onnx;
+pub mod rewrite;
+pub mod rules;
 pub mod verify;
 
 pub use error::{Error, Result};

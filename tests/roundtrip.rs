@@ -28,20 +28,30 @@ fn round_trip(path: &Path) -> Result<(), String> {
 
 #[test]
 fn every_node_suite_model_round_trips_losslessly() {
-    let Some(cases) = common::node_test_cases() else { return };
+    let Some(cases) = common::node_test_cases() else {
+        return;
+    };
     let mut failures = Vec::new();
     for case in &cases {
         if let Err(e) = round_trip(&case.join("model.onnx")) {
             failures.push(format!("{}: {e}", case.display()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     eprintln!("round trip: {} node-suite models identical", cases.len());
 }
 
 #[test]
 fn every_shared_model_round_trips_losslessly() {
-    let Some(models) = common::shared_models() else { return };
+    let Some(models) = common::shared_models() else {
+        return;
+    };
     for m in &models {
         round_trip(&m.join("model.onnx")).unwrap_or_else(|e| panic!("{}: {e}", m.display()));
     }

@@ -342,6 +342,21 @@ impl Graph {
         c
     }
 
+    /// Nodes whose subgraphs read `v` by name.
+    pub fn capture_consumers(&self, v: ValueRef) -> Vec<NodeId> {
+        let mut c: Vec<_> = self
+            .g
+            .edges_directed(v.node.0, Direction::Outgoing)
+            .filter_map(|e| match *e.weight() {
+                Edge::Capture { out } if out == v.slot => Some(NodeId(e.target())),
+                _ => None,
+            })
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+
     /// Whether a subgraph reads `v` by name.
     pub fn is_captured(&self, v: ValueRef) -> bool {
         self.g
@@ -482,6 +497,13 @@ impl Graph {
         }
     }
 
+    pub(crate) fn disconnect(&mut self, to: NodeId, inp: usize) {
+        self.dirty = true;
+        if let Some(e) = self.data_edge_into(to, inp) {
+            self.g.remove_edge(e);
+        }
+    }
+
     pub(crate) fn add_capture(&mut self, from: ValueRef, to: NodeId) {
         self.g
             .add_edge(from.node.0, to.0, Edge::Capture { out: from.slot });
@@ -583,7 +605,10 @@ impl Graph {
                 let out = match *e.weight() {
                     Edge::Data { out, inp } => {
                         if !slots.insert(inp) {
-                            return bad(format!("input {inp} of `{}` has two producers", n.label()));
+                            return bad(format!(
+                                "input {inp} of `{}` has two producers",
+                                n.label()
+                            ));
                         }
                         out
                     }

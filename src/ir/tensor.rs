@@ -113,10 +113,17 @@ pub fn to_f32(t: &TensorProto) -> Result<ArrayD<f32>> {
                 .chunks_exact(2)
                 .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])))
                 .collect(),
-            None => t.int32_data.iter().map(|b| half_to_f32(*b as u16)).collect(),
+            None => t
+                .int32_data
+                .iter()
+                .map(|b| half_to_f32(*b as u16))
+                .collect(),
         }
     } else {
-        return Err(err(t, format!("expected a float tensor, got {}", dtype::name(dt))));
+        return Err(err(
+            t,
+            format!("expected a float tensor, got {}", dtype::name(dt)),
+        ));
     };
     if data.len() != n {
         return Err(err(t, format!("has {} values, dims need {n}", data.len())));
@@ -146,7 +153,9 @@ pub fn to_i64(t: &TensorProto) -> Result<ArrayD<i64>> {
         Some(r) => r
             .chunks_exact(width)
             .map(|c| match dt {
-                Int64 | Uint64 => i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+                Int64 | Uint64 => {
+                    i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                }
                 Int32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
                 Uint32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
                 Int16 => i16::from_le_bytes([c[0], c[1]]) as i64,

@@ -128,8 +128,8 @@ pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Res
             encoded.len()
         )));
     }
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io("create a file in", &dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .map_err(|e| Error::io("create a file in", &dir, e))?;
     tmp.write_all(&encoded)
         .map_err(|e| Error::io("write", out, e))?;
     if let Some((data_tmp, path)) = pending_data {
@@ -137,7 +137,8 @@ pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Res
             .persist(&path)
             .map_err(|e| Error::io("write", &path, e.error))?;
     }
-    tmp.persist(out).map_err(|e| Error::io("write", out, e.error))?;
+    tmp.persist(out)
+        .map_err(|e| Error::io("write", out, e.error))?;
     Ok(Written {
         model_bytes: encoded.len() as u64,
         data_file,

@@ -1,7 +1,9 @@
 //! Walks every tensor of a model: initializers, sparse initializers, tensor attributes (including
 //! `Constant` values), subgraphs, functions and training graphs.
 
-use super::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto};
+use super::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto,
+};
 
 /// Calls `f` on every [`TensorProto`] held anywhere in `model`, depth first; stops at the first error.
 pub fn for_each_tensor_mut<E>(
@@ -17,7 +19,10 @@ pub fn for_each_tensor_mut<E>(
         }
     }
     for ti in &mut model.training_info {
-        for g in [&mut ti.initialization, &mut ti.algorithm].into_iter().flatten() {
+        for g in [&mut ti.initialization, &mut ti.algorithm]
+            .into_iter()
+            .flatten()
+        {
             graph_tensors_mut(g, f)?;
         }
     }

@@ -9,7 +9,10 @@ pub fn shared_dir() -> PathBuf {
 }
 
 fn skip(what: &str) {
-    eprintln!("SKIPPED: {what} not found at {} (a user's clone has no ../shared)", shared_dir().display());
+    eprintln!(
+        "SKIPPED: {what} not found at {} (a user's clone has no ../shared)",
+        shared_dir().display()
+    );
 }
 
 /// Every `test_*` case folder of the ONNX node suite, sorted; `None` (and a loud message) if absent.

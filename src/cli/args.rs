@@ -1,0 +1,114 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Make ONNX models smaller and faster by rewriting their graphs, and prove every rewrite
+/// numerically in tract.
+#[derive(Debug, Parser)]
+#[command(
+    name = "onnx-slim",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  onnx-slim in.onnx out.onnx                 # default rules (clean), verify, write\n  onnx-slim in.onnx out.onnx --rules none    # lossless re-encode\n  onnx-slim inspect in.onnx --json\n  onnx-slim --list-rules"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The main job: rewrite IN, verify, write OUT.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The model to rewrite.
+    #[arg(value_name = "IN", required_unless_present = "list_rules")]
+    pub input: Option<PathBuf>,
+    /// Where to write the result (refused if it is IN, unless --in-place).
+    #[arg(value_name = "OUT", required_unless_present = "list_rules")]
+    pub output: Option<PathBuf>,
+    /// Comma-separated rules, rule codes or groups; `none` re-encodes losslessly. Default: clean.
+    #[arg(long)]
+    pub rules: Option<String>,
+    /// List the rules and exit.
+    #[arg(long)]
+    pub list_rules: bool,
+    /// Write the result without verifying it in tract.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Allow OUT to be the same file as IN.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Store tensors of at least THRESHOLD bytes (default 1024) in `OUT.data`.
+    #[arg(long, value_name = "THRESHOLD", num_args = 0..=1, default_missing_value = "1024")]
+    pub external_data: Option<u64>,
+    /// Stop after N patches (to bisect which rewrite broke numerics).
+    #[arg(long, value_name = "N")]
+    pub max_patches: Option<usize>,
+    /// Representative inputs for data-aware rules (test_data_set folders or .npz).
+    #[arg(long, value_name = "DIR")]
+    pub calibration: Vec<PathBuf>,
+    #[command(flatten)]
+    pub verify: VerifyInputArgs,
+}
+
+/// Inputs and tolerance for verification.
+#[derive(Debug, Args, Clone, Default)]
+pub struct VerifyInputArgs {
+    /// Inputs: a test_data_set_N folder, a folder of them, a .npz or a .npy file. Default: the
+    /// model's own test_data_set_* folders if present, else seeded random values.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub inputs: Option<PathBuf>,
+    /// Bind an input's shape, e.g. `--input-shape x=1,3,224,224` (repeatable).
+    #[arg(long, value_name = "NAME=DIMS")]
+    pub input_shape: Vec<String>,
+    /// Override the verification tolerance (relative, with an absolute floor).
+    #[arg(long)]
+    pub tolerance: Option<f32>,
+    /// Seed for random inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// What is in a model: opsets, inputs/outputs, op histogram, parameters, MACs.
+    Inspect {
+        /// The model.
+        model: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deterministic text form of the graph.
+    Show {
+        /// The model.
+        model: PathBuf,
+    },
+    /// What changed between two models: op counts and a unified diff of their text forms.
+    Diff {
+        /// The original.
+        a: PathBuf,
+        /// The rewritten model.
+        b: PathBuf,
+    },
+    /// Run both models in tract on the same inputs and compare every output.
+    Verify {
+        /// The reference model.
+        a: PathBuf,
+        /// The model to check.
+        b: PathBuf,
+        #[command(flatten)]
+        inputs: VerifyInputArgs,
+        /// Write the comparison as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        report_json: Option<PathBuf>,
+    },
+}

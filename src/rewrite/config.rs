@@ -1,0 +1,8 @@
+//! Options of the rules, set from the command line. Each rule with options owns one field.
+
+/// Every rule option. Rules read their own section; `Default` is what a user gets without flags.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Folders or `.npz` files with representative inputs, for data-aware rules.
+    pub calibration: Vec<std::path::PathBuf>,
+}

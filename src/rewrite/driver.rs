@@ -1,0 +1,213 @@
+//! Applies rules to a fixed point, one checked patch at a time, and reports what each rule did.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::rule::{Exactness, Rule, Skip};
+use super::Config;
+use crate::error::{Error, Result};
+use crate::ir::{tensor, Graph, Model, ValueRef};
+
+/// How the driver runs.
+#[derive(Debug, Clone, Default)]
+pub struct DriverOptions {
+    /// Stop after this many patches in total (to bisect a numerics problem).
+    pub max_patches: Option<usize>,
+}
+
+/// Node, parameter and byte counts of a graph's top level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Operator nodes.
+    pub nodes: usize,
+    /// Elements of constant tensors (initializers and `Constant` values).
+    pub params: u64,
+    /// Bytes of those tensors' payloads.
+    pub bytes: u64,
+}
+
+impl Stats {
+    /// Counts `graph`.
+    pub fn of(graph: &Graph) -> Stats {
+        let mut s = Stats {
+            nodes: graph.op_count(),
+            ..Default::default()
+        };
+        for id in graph.const_nodes() {
+            if let Some(t) = graph.const_tensor(ValueRef { node: id, slot: 0 }) {
+                s.params += tensor::numel(t).unwrap_or(0);
+                s.bytes += tensor::payload_bytes(t);
+            }
+        }
+        s
+    }
+}
+
+/// One applied patch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rewrite {
+    /// What changed.
+    pub description: String,
+}
+
+/// What one rule did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleReport {
+    /// Stable code.
+    pub code: &'static str,
+    /// Name.
+    pub name: &'static str,
+    /// Exact or lossy, with the tolerance used for verification.
+    pub exactness: Exactness,
+    /// Patches applied, in order.
+    pub rewrites: Vec<Rewrite>,
+    /// Places left alone, with reasons (deduplicated).
+    pub skips: Vec<Skip>,
+    /// Counts before the rule first ran.
+    pub before: Stats,
+    /// Counts after it last ran.
+    pub after: Stats,
+}
+
+/// What a whole run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Per rule, in the order run.
+    pub rules: Vec<RuleReport>,
+    /// Counts before any rule.
+    pub before: Stats,
+    /// Counts after all rules.
+    pub after: Stats,
+    /// Whether `--max-patches` stopped the run early.
+    pub stopped_early: bool,
+}
+
+impl RunReport {
+    /// Patches applied by all rules.
+    pub fn patches(&self) -> usize {
+        self.rules.iter().map(|r| r.rewrites.len()).sum()
+    }
+
+    /// The largest tolerance among rules that rewrote something (0 if none did).
+    pub fn tolerance(&self, rules: &[&dyn Rule], config: &Config) -> f32 {
+        rules
+            .iter()
+            .filter(|r| {
+                self.rules
+                    .iter()
+                    .any(|rr| rr.code == r.meta().code && !rr.rewrites.is_empty())
+            })
+            .map(|r| r.tolerance(config))
+            .fold(0.0, f32::max)
+    }
+}
+
+/// Upper bound on patches per rule per round; a rule that hits it does not converge.
+const MAX_PATCHES_PER_RULE: usize = 200_000;
+/// Upper bound on rounds over all rules.
+const MAX_ROUNDS: usize = 16;
+
+/// Runs `rules` in order, each to its own fixed point, and repeats the sequence until a round
+/// changes nothing. Each patch is applied to a copy of the graph and checked; a patch that fails
+/// becomes a skip with its reason and its match is not tried again.
+pub fn run(
+    model: &mut Model,
+    rules: &[&dyn Rule],
+    config: &Config,
+    opts: &DriverOptions,
+) -> Result<RunReport> {
+    let before = Stats::of(&model.graph);
+    let mut reports: Vec<RuleReport> = rules
+        .iter()
+        .map(|r| {
+            let m = r.meta();
+            RuleReport {
+                code: m.code,
+                name: m.name,
+                exactness: m.exactness,
+                rewrites: vec![],
+                skips: vec![],
+                before,
+                after: before,
+            }
+        })
+        .collect();
+    let mut skips: Vec<BTreeSet<Skip>> = vec![BTreeSet::new(); rules.len()];
+    let mut total = 0usize;
+    let mut stopped_early = false;
+    'rounds: for round in 0..MAX_ROUNDS {
+        let mut changed = false;
+        for (ri, rule) in rules.iter().enumerate() {
+            if round == 0 {
+                reports[ri].before = Stats::of(&model.graph);
+            }
+            let mut failed: BTreeSet<String> = BTreeSet::new();
+            let mut applied = 0usize;
+            loop {
+                if opts.max_patches.is_some_and(|m| total >= m) {
+                    stopped_early = true;
+                    break 'rounds;
+                }
+                let findings = rule.find(model, config);
+                skips[ri].extend(findings.skips);
+                let Some(m) = findings
+                    .matches
+                    .into_iter()
+                    .find(|m| !failed.contains(&m.what))
+                else {
+                    break;
+                };
+                let outcome = rule.rewrite(model, &m, config).and_then(|patch| {
+                    let description = if patch.description.is_empty() {
+                        m.what.clone()
+                    } else {
+                        patch.description.clone()
+                    };
+                    let mut g = model.graph.clone();
+                    patch.apply(&mut g)?;
+                    Ok((g, description))
+                });
+                match outcome {
+                    Ok((g, description)) => {
+                        model.graph = g;
+                        reports[ri]
+                            .rewrites
+                            .push(super::driver::Rewrite { description });
+                        applied += 1;
+                        total += 1;
+                        changed = true;
+                    }
+                    Err(e) => {
+                        let n = model.graph.node(m.anchor);
+                        skips[ri].insert(Skip {
+                            node: n.label(),
+                            op: n.op_type().to_string(),
+                            reason: e.to_string(),
+                        });
+                        failed.insert(m.what);
+                    }
+                }
+                if applied > MAX_PATCHES_PER_RULE {
+                    return Err(Error::Rule {
+                        rule: rule.meta().name.to_string(),
+                        reason: format!("did not converge after {applied} patches"),
+                    });
+                }
+            }
+            reports[ri].after = Stats::of(&model.graph);
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (r, s) in reports.iter_mut().zip(skips) {
+        r.skips = s.into_iter().collect();
+    }
+    Ok(RunReport {
+        rules: reports,
+        before,
+        after: Stats::of(&model.graph),
+        stopped_early,
+    })
+}

@@ -1,0 +1,105 @@
+//! The [`Rule`] trait: a read-only `find` and a `rewrite` that returns a [`Patch`].
+
+use serde::Serialize;
+
+use super::{Config, Patch};
+use crate::error::Result;
+use crate::ir::{Model, NodeId};
+
+/// Whether a rule keeps outputs equal up to float reordering, or trades accuracy for size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Exactness {
+    /// Outputs equal within `tolerance` (relative, with an absolute floor of `tolerance`).
+    Exact {
+        /// Verification tolerance.
+        tolerance: f32,
+    },
+    /// Outputs change; verification accepts up to `tolerance` by default.
+    Lossy {
+        /// Default verification tolerance.
+        tolerance: f32,
+    },
+}
+
+impl Exactness {
+    /// The verification tolerance this rule needs.
+    pub fn tolerance(&self) -> f32 {
+        match *self {
+            Exactness::Exact { tolerance } | Exactness::Lossy { tolerance } => tolerance,
+        }
+    }
+}
+
+/// What the registry and the docs know about a rule.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RuleMeta {
+    /// Stable code, never reused (`C001`).
+    pub code: &'static str,
+    /// Kebab-case name used by `--rules`.
+    pub name: &'static str,
+    /// Group selected together (`clean`, `share`, ...).
+    pub group: &'static str,
+    /// One line on what the rule does.
+    pub summary: &'static str,
+    /// Exact or lossy, with tolerance.
+    pub exactness: Exactness,
+}
+
+/// One place a rule can act. `nodes` lists everything the rewrite reads, `anchor` first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    /// The node the rewrite centres on; new nodes are placed where it was.
+    pub anchor: NodeId,
+    /// Other nodes involved.
+    pub nodes: Vec<NodeId>,
+    /// Human description, e.g. "Identity `x` → `y`".
+    pub what: String,
+}
+
+/// A place a rule looked at and left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Skip {
+    /// Node label.
+    pub node: String,
+    /// Its op type.
+    pub op: String,
+    /// Why the rule did not act.
+    pub reason: String,
+}
+
+/// What `find` returns: matches to rewrite and skips to report.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    /// Places to rewrite.
+    pub matches: Vec<Match>,
+    /// Places left alone, with reasons.
+    pub skips: Vec<Skip>,
+}
+
+impl Findings {
+    /// Records a skip of `node` (label and op from the model).
+    pub fn skip(&mut self, model: &Model, node: NodeId, reason: impl Into<String>) {
+        let n = model.graph.node(node);
+        self.skips.push(Skip {
+            node: n.label(),
+            op: n.op_type().to_string(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// A rewrite rule. `find` must not mutate and must not return a match the rule already rewrote,
+/// so that the driver reaches a fixed point; `rewrite` builds the patch for one match.
+pub trait Rule: Sync {
+    /// Code, name, group, summary, exactness.
+    fn meta(&self) -> RuleMeta;
+    /// Where the rule can act, and where it chose not to.
+    fn find(&self, model: &Model, config: &Config) -> Findings;
+    /// The patch for `m`; an error becomes a skip in the report.
+    fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch>;
+    /// Tolerance for verification with this configuration (defaults to the metadata's).
+    fn tolerance(&self, _config: &Config) -> f32 {
+        self.meta().exactness.tolerance()
+    }
+}
