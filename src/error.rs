@@ -21,13 +21,21 @@ pub enum Error {
     Decode { path: PathBuf, reason: String },
     /// Tensor data stored outside the model file is missing or inconsistent.
     #[error("external data of tensor `{tensor}` in `{path}`: {reason}")]
-    ExternalData { tensor: String, path: PathBuf, reason: String },
+    ExternalData {
+        tensor: String,
+        path: PathBuf,
+        reason: String,
+    },
     /// The graph is structurally invalid (dangling input, cycle, duplicate names, ...).
     #[error("invalid graph: {reason}")]
     Graph { reason: String },
     /// A node is malformed (bad attribute, wrong number of inputs, ...).
     #[error("node `{node}` (`{op}`): {reason}")]
-    Node { node: String, op: String, reason: String },
+    Node {
+        node: String,
+        op: String,
+        reason: String,
+    },
     /// A tensor cannot be interpreted (bad dtype, size mismatch, absurd dims, ...).
     #[error("tensor `{name}`: {reason}")]
     Tensor { name: String, reason: String },
@@ -62,7 +70,11 @@ impl Error {
 
     /// Shorthand for an I/O error with its path.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { action, path: path.into(), source }
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }
 
