@@ -54,6 +54,23 @@ pub struct RunArgs {
     /// Representative inputs for data-aware rules (test_data_set folders or .npz).
     #[arg(long, value_name = "DIR")]
     pub calibration: Vec<PathBuf>,
+    /// lowrank: keep this fraction of each weight's squared singular values, in (0, 1]
+    /// (default 0.95 when no --lowrank-* rank flag is given).
+    #[arg(long, value_name = "E", allow_negative_numbers = true)]
+    pub lowrank_energy: Option<f64>,
+    /// lowrank: factor every weight at this rank.
+    #[arg(long, value_name = "R")]
+    pub lowrank_rank: Option<usize>,
+    /// lowrank: keep this fraction of each weight's parameters, in (0, 1].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub lowrank_ratio: Option<f64>,
+    /// lowrank: per-layer relative error budget ‖W−AB‖/‖W‖ (output error on the calibration
+    /// data with --calibration); raises the rank where needed, or alone picks the smallest.
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub lowrank_tolerance: Option<f64>,
+    /// lowrank: factor only when it saves more than this fraction of parameters (default 0.1).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub lowrank_min_saving: Option<f64>,
     #[command(flatten)]
     pub verify: VerifyInputArgs,
 }

@@ -51,10 +51,23 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
         return Err(Error::Usage("expected IN and OUT".into()));
     };
     let rules = registry::select(args.rules.as_deref().unwrap_or(registry::DEFAULT_SELECTION))?;
+    let lowrank = crate::rules::lowrank::LowrankConfig::from_flags(
+        args.lowrank_energy,
+        args.lowrank_rank,
+        args.lowrank_ratio,
+        args.lowrank_tolerance,
+        args.lowrank_min_saving,
+    )?;
     if same_file(input, output) && !args.in_place {
         return Err(Error::Usage(format!(
             "refusing to overwrite the input `{}`; pass --in-place to allow it",
             input.display()
+        )));
+    }
+    if output.is_dir() {
+        return Err(Error::Usage(format!(
+            "cannot write `{}`: it is a folder",
+            output.display()
         )));
     }
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -71,6 +84,7 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     let mut model = Model::from_proto(loaded.model)?;
     let config = Config {
         calibration: args.calibration.clone(),
+        lowrank,
     };
     let report = rewrite::run(
         &mut model,
@@ -83,10 +97,12 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     let proto = model.to_proto();
     let text = summary::render(&report);
     let mut verification = None;
+    // Printed once the output is written, so that a failed write leaves one line on stderr.
+    let mut notice = None;
     if args.no_verify {
-        eprintln!("verification skipped (--no-verify)");
+        notice = Some("verification skipped (--no-verify)");
     } else if report.patches() == 0 {
-        eprintln!("no rewrite applied: the output is the input re-encoded, nothing to verify");
+        notice = Some("no rewrite applied: the output is the input re-encoded, nothing to verify");
     } else {
         let tolerance = args
             .verify
@@ -108,6 +124,9 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
         .external_data
         .or_else(|| (loaded.external.tensors > 0).then(|| loaded.external.min_len.unwrap_or(1024)));
     let written = write_model(proto, output, &SaveOptions { external_threshold })?;
+    if let Some(n) = notice {
+        eprintln!("{n}");
+    }
     print!("{text}");
     println!(
         "wrote `{}`: {} bytes (input {} bytes){}",

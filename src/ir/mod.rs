@@ -10,6 +10,7 @@ mod build;
 mod emit;
 pub mod graph;
 pub mod tensor;
+pub mod text; pub mod builder;
 
 pub use graph::{Edge, Graph, Node, NodeId, NodeKind, ValueRef};
 

@@ -83,6 +83,19 @@ pub struct Written {
     pub encoded: Vec<u8>,
 }
 
+/// A temp file in `dir` that becomes an ordinary file on rename: mode 0666 minus the umask, like
+/// `File::create` (tempfile's default, 0600, would leave the output unreadable to others).
+fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    let mut b = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b.tempfile_in(dir)
+        .map_err(|e| Error::io("create a file in", dir, e))
+}
+
 /// Writes `model` to `out` atomically: a temp file in the target folder, then a rename, so a
 /// failure never leaves a partial file. Tensors go to `<out file name>.data` when
 /// `opts.external_threshold` says so, or automatically when the model would pass protobuf's
@@ -109,8 +122,7 @@ pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Res
         let chunks = external::externalize(&mut model, &location, threshold);
         if !chunks.is_empty() {
             let path = dir.join(&location);
-            let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-                .map_err(|e| Error::io("create a file in", &dir, e))?;
+            let mut tmp = temp_file_in(&dir)?;
             let mut total = 0u64;
             for c in &chunks {
                 tmp.write_all(c).map_err(|e| Error::io("write", &path, e))?;
@@ -128,17 +140,23 @@ pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Res
             encoded.len()
         )));
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .map_err(|e| Error::io("create a file in", &dir, e))?;
+    let mut tmp = temp_file_in(&dir)?;
     tmp.write_all(&encoded)
         .map_err(|e| Error::io("write", out, e))?;
+    let mut persisted_data = None;
     if let Some((data_tmp, path)) = pending_data {
         data_tmp
             .persist(&path)
             .map_err(|e| Error::io("write", &path, e.error))?;
+        persisted_data = Some(path);
     }
-    tmp.persist(out)
-        .map_err(|e| Error::io("write", out, e.error))?;
+    tmp.persist(out).map_err(|e| {
+        // Do not leave a data file behind without the model that describes it.
+        if let Some(p) = &persisted_data {
+            let _ = std::fs::remove_file(p);
+        }
+        Error::io("write", out, e.error)
+    })?;
     Ok(Written {
         model_bytes: encoded.len() as u64,
         data_file,

@@ -5,4 +5,6 @@
 pub struct Config {
     /// Folders or `.npz` files with representative inputs, for data-aware rules.
     pub calibration: Vec<std::path::PathBuf>,
+    /// `lowrank` (L001): rank selection, error budget, minimum saving.
+    pub lowrank: crate::rules::lowrank::LowrankConfig,
 }

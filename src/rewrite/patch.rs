@@ -38,6 +38,7 @@ pub struct Patch {
     shunts: Vec<(ValueRef, Wire)>,
     removals: Vec<NodeId>,
     rewires: Vec<(NodeId, usize, Option<Wire>)>,
+    renames: Vec<(ValueRef, Wire)>,
 }
 
 impl Patch {
@@ -97,6 +98,13 @@ impl Patch {
         if !self.removals.contains(&node) {
             self.removals.push(node);
         }
+    }
+
+    /// Once the patch is applied, `new` takes the name of `old`, whose producer the patch must
+    /// remove (a no-op if `new` already has that name). Use it to keep value names stable, e.g.
+    /// when a `Constant` node becomes an initializer.
+    pub fn keep_name(&mut self, old: ValueRef, new: Wire) {
+        self.renames.push((old, new));
     }
 
     /// Connects input `slot` of existing `node` to `wire` (`None` disconnects it).
@@ -203,6 +211,10 @@ impl Patch {
                 ));
             }
         }
+        let mut renames = Vec::with_capacity(self.renames.len());
+        for (old, new) in &self.renames {
+            renames.push((graph.value_name(*old).to_string(), *old, resolve(*new)?));
+        }
         let removed: HashSet<NodeId> = self.removals.iter().copied().collect();
         for &r in &self.removals {
             if !graph.contains(r) {
@@ -258,6 +270,16 @@ impl Patch {
             }
             for c in captured_by {
                 graph.add_capture(target, c);
+            }
+        }
+        for (name, old, new) in renames {
+            if graph.contains(old.node) {
+                return Err(bad(format!(
+                    "keeping the name `{name}` needs its old producer removed"
+                )));
+            }
+            if !name.is_empty() && graph.value_name(new) != name {
+                graph.rename_value(new, &name)?;
             }
         }
         graph.check()

@@ -2,18 +2,60 @@
 //!
 //! | code | name | group | exact |
 //! |------|------|-------|-------|
+//! | C002 | `constant-to-initializer` | clean | exact |
 //! | C001 | `eliminate-identity` | clean | exact |
+//! | C003 | `eliminate-dropout` | clean | exact |
+//! | C004 | `eliminate-noop` | clean | exact |
+//! | C005 | `eliminate-neutral-arith` | clean | exact |
+//! | C006 | `fold-constants` | clean | exact (1e-5) |
+//! | C007 | `static-reshape-shape` | clean | exact |
+//! | C008 | `merge-slices` | clean | exact |
+//! | C009 | `fuse-batchnorm` | clean | exact (1e-5) |
+//! | C010 | `fuse-conv-add` | clean | exact (1e-5) |
+//! | C011 | `matmul-add-to-gemm` | clean | exact (1e-5) |
+//! | C012 | `drop-zero-rnn-state` | clean | exact |
+//! | C013 | `eliminate-common-subexpressions` | clean | exact |
 //! | C100 | `remove-dead` | clean | exact |
+//! | L001 | `lowrank` | lowrank | lossy |
 
+pub mod constant_to_initializer;
+pub mod cse;
+pub mod drop_zero_rnn_state;
+pub mod eliminate_dropout;
 pub mod eliminate_identity;
+pub mod eliminate_neutral;
+pub mod eliminate_noop;
+pub mod fold_constants;
+pub mod fuse_batchnorm;
+pub mod fuse_conv_add;
+pub mod lowrank;
+pub mod matmul_add_to_gemm;
+pub mod merge_slices;
 pub mod remove_dead;
+pub mod static_reshape;
 
+pub(crate) mod eval;
+pub mod infer;
 pub(crate) mod util;
 
 use crate::rewrite::Rule;
 
-/// Every rule in canonical order. Clean-up rules that expose dead code run before `remove-dead`.
+/// Every rule in canonical order. Clean-up rules that expose dead code run before `remove-dead`,
+/// which stays last in the clean group.
 pub static ALL: &[&dyn Rule] = &[
+    &constant_to_initializer::ConstantToInitializer,
     &eliminate_identity::EliminateIdentity,
+    &eliminate_dropout::EliminateDropout,
+    &eliminate_noop::EliminateNoop,
+    &eliminate_neutral::EliminateNeutral,
+    &fold_constants::FoldConstants,
+    &static_reshape::StaticReshape,
+    &merge_slices::MergeSlices,
+    &fuse_batchnorm::FuseBatchnorm,
+    &fuse_conv_add::FuseConvAdd,
+    &matmul_add_to_gemm::MatMulAddToGemm,
+    &drop_zero_rnn_state::DropZeroRnnState,
+    &cse::EliminateCommonSubexpressions,
     &remove_dead::RemoveDead,
+    &lowrank::Lowrank,
 ];

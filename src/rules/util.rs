@@ -1,7 +1,8 @@
 //! Small helpers shared by rules.
 
-use crate::ir::{Graph, NodeId};
-use crate::onnx::proto::AttributeProto;
+use crate::ir::{tensor, Graph, NodeId, NodeKind, ValueRef};
+use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
+use crate::rewrite::{Patch, Wire};
 
 /// Integer attribute `name` of `node`, or `default`.
 pub fn attr_i(graph: &Graph, node: NodeId, name: &str, default: i64) -> i64 {
@@ -60,4 +61,122 @@ pub fn make_attr_ints(name: &str, v: &[i64]) -> AttributeProto {
 pub fn is_op(graph: &Graph, node: NodeId, op: &str) -> bool {
     let n = graph.node(node);
     n.op().is_some() && n.domain().is_empty() && n.op_type() == op
+}
+
+/// Why `node` cannot be bypassed by making every reader of its output 0 read `src` instead, or
+/// `None` if it can. Bypassing fails only when both names are pinned: the output is a graph
+/// output or captured by a subgraph, and `src` is a graph input, a graph output or captured.
+pub fn bypass_blocker(graph: &Graph, node: NodeId, src: ValueRef) -> Option<&'static str> {
+    let out = ValueRef { node, slot: 0 };
+    let name_bound = graph.is_graph_output(out) || graph.is_captured(out);
+    let src_fixed = graph.is_graph_output(src)
+        || graph.is_captured(src)
+        || !matches!(
+            graph.node(src.node).kind,
+            NodeKind::Op(_) | NodeKind::Initializer(_)
+        );
+    if name_bound && src_fixed {
+        return Some(
+            "its output is a graph output or captured, and its input's name cannot change",
+        );
+    }
+    if (1..graph.node(node).num_outputs()).any(|s| graph.is_used(ValueRef { node, slot: s })) {
+        return Some("another of its outputs is used");
+    }
+    None
+}
+
+/// The patch that removes `node` and makes the readers of its output 0 read `src`.
+pub fn bypass(description: String, node: NodeId, src: ValueRef) -> Patch {
+    let mut p = Patch::new(description, Some(node));
+    p.shunt(ValueRef { node, slot: 0 }, Wire::Value(src));
+    p.remove(node);
+    p
+}
+
+/// The constant tensor behind input `slot` of `node`.
+pub fn const_input(graph: &Graph, node: NodeId, slot: usize) -> Option<&TensorProto> {
+    graph.const_tensor(graph.input(node, slot)?)
+}
+
+/// Input `slot` of `node` as constant integers.
+pub fn const_ints(graph: &Graph, node: NodeId, slot: usize) -> Option<Vec<i64>> {
+    let t = const_input(graph, node, slot)?;
+    Some(tensor::to_i64(t).ok()?.iter().copied().collect())
+}
+
+/// Whether `v` feeds exactly one node input and nothing else (no graph output, no capture).
+pub fn single_use(graph: &Graph, v: ValueRef) -> bool {
+    graph.consumers(v).len() == 1 && !graph.is_graph_output(v) && !graph.is_captured(v)
+}
+
+/// Ops whose result is random: never folded, never deduplicated.
+pub fn is_random(op: &str) -> bool {
+    matches!(
+        op,
+        "RandomNormal"
+            | "RandomUniform"
+            | "RandomNormalLike"
+            | "RandomUniformLike"
+            | "Multinomial"
+            | "Bernoulli"
+    )
+}
+
+/// A new operator node of the default domain.
+pub fn make_node(op: &str, name: &str, n_inputs: usize, outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: vec![String::new(); n_inputs],
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Whether every element of `t` (any numeric type) equals `x`.
+pub fn all_equal(t: &TensorProto, x: f64) -> bool {
+    if let Ok(a) = tensor::to_f32(t) {
+        return a.iter().all(|v| *v as f64 == x);
+    }
+    if let Ok(a) = tensor::to_i64(t) {
+        return a.iter().all(|v| *v as f64 == x);
+    }
+    false
+}
+
+/// An existing initializer with the same dtype, dims and contents as `t`, to reuse instead of
+/// adding a copy (only small tensors are compared).
+pub fn existing_const(graph: &Graph, t: &TensorProto) -> Option<ValueRef> {
+    if tensor::numel(t)? > 64 {
+        return None;
+    }
+    let want_i = tensor::to_i64(t).ok();
+    let want_f = tensor::to_f32(t).ok();
+    graph.topo_order().into_iter().find_map(|id| {
+        let NodeKind::Initializer(u) = &graph.node(id).kind else {
+            return None;
+        };
+        if u.data_type != t.data_type || u.dims != t.dims {
+            return None;
+        }
+        let same = match (&want_i, &want_f) {
+            (Some(a), _) => tensor::to_i64(u).ok().as_ref() == Some(a),
+            (_, Some(a)) => tensor::to_f32(u).ok().is_some_and(|b| {
+                b.iter()
+                    .zip(a.iter())
+                    .all(|(x, y)| x.to_bits() == y.to_bits())
+            }),
+            _ => false,
+        };
+        same.then_some(ValueRef { node: id, slot: 0 })
+    })
+}
+
+/// `t` as a wire: an existing equal initializer if there is one, else a new one added to `patch`.
+pub fn const_wire(graph: &Graph, patch: &mut Patch, t: TensorProto) -> Wire {
+    match existing_const(graph, &t) {
+        Some(v) => Wire::Value(v),
+        None => patch.add_initializer(t),
+    }
 }

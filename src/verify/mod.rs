@@ -1,1 +1,17 @@
-//! Verification in tract.
+//! Verification in tract: load input sets, prepare a model so tract can run it, run it, and
+//! compare the outputs of two models.
+
+pub mod compare;
+pub mod inputs;
+pub mod prepare;
+pub mod runner;
+
+pub use compare::{
+    compare_outputs, compare_tensors, verify, verify_labeled, Comparison, SetReport, VerifyReport,
+};
+pub use inputs::{
+    load_inputs, load_npy, load_npz, load_test_data_set, load_test_data_sets, parse_input_shape,
+    random_inputs, read_tensor_proto, tensor_from_proto, InputSet,
+};
+pub use prepare::{prepare, IfDecision, Prepared};
+pub use runner::{run, run_many, run_prepared, Outputs};

@@ -1,0 +1,397 @@
+//! Calibration: the inputs a layer really sees, captured by running the original model in tract on
+//! representative input sets, and turned into Gram matrices `XᵀX` for data-aware factorisation.
+//!
+//! [`capture`] clones the `ModelProto`, adds the wanted values to `graph.output`, drops every
+//! declared output shape and `value_info` entry (declared shapes can be wrong or symbolic, and
+//! tract infers them anyway), binds the graph inputs to the shapes of each input set, and runs
+//! the optimized plan. [`gram`] turns one captured activation into the rows a layer multiplies
+//! by its weight: rows of a MatMul's input, columns of a left-hand MatMul's input, `im2col`
+//! patches of a Conv's input.
+
+use std::collections::{BTreeMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::linalg::Gram;
+use crate::onnx::proto::{ModelProto, ValueInfoProto};
+use crate::verify::InputSet;
+
+/// Loads every input set under `paths`: `test_data_set_N` folders, folders of them, `.npz` or
+/// `.npy` files (the loader of [`crate::verify::load_inputs`]).
+pub fn load_sets(paths: &[PathBuf], model: &ModelProto) -> Result<Vec<InputSet>> {
+    let mut sets = Vec::new();
+    for p in paths {
+        sets.extend(crate::verify::load_inputs(p, model)?);
+    }
+    if sets.is_empty() {
+        return Err(Error::Usage("--calibration gave no input set".into()));
+    }
+    Ok(sets)
+}
+
+/// One input set's captured values, by name, as `f32`.
+pub type Captured = BTreeMap<String, ArrayD<f32>>;
+
+fn tract_err(reason: impl std::fmt::Display) -> Error {
+    Error::Tract {
+        model: "calibration model".into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Runs `model` on every set of `sets` with `values` added as graph outputs; returns, per set,
+/// each wanted value converted to `f32`. Values that are graph inputs are taken from the set.
+pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Result<Vec<Captured>> {
+    let mut proto = model.clone();
+    let graph = proto.graph.as_mut().ok_or_else(|| Error::Graph {
+        reason: "the model has no graph".into(),
+    })?;
+    let inputs: HashSet<String> = graph.input.iter().filter_map(|i| i.name.clone()).collect();
+    let mut present: HashSet<String> = HashSet::new();
+    for o in &mut graph.output {
+        o.r#type = None;
+        present.extend(o.name.clone());
+    }
+    graph.value_info.clear();
+    let first_extra = graph.output.len();
+    let mut extra: Vec<String> = Vec::new();
+    for v in values {
+        if !inputs.contains(v) && present.insert(v.clone()) {
+            graph.output.push(ValueInfoProto {
+                name: Some(v.clone()),
+                ..Default::default()
+            });
+            extra.push(v.clone());
+        }
+    }
+    let bytes = crate::onnx::encode_model(&proto);
+    let mut plans: BTreeMap<String, Arc<TypedRunnableModel>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(sets.len());
+    for set in sets {
+        let key: String = set
+            .tensors
+            .iter()
+            .map(|(n, t)| format!("{n}:{:?}{:?};", t.datum_type(), t.shape()))
+            .collect();
+        if !plans.contains_key(&key) {
+            plans.insert(key.clone(), compile(&bytes, set)?);
+        }
+        let plan = plans[&key].clone();
+        let order: Vec<String> = plan
+            .model()
+            .input_outlets()
+            .map_err(tract_err)?
+            .iter()
+            .map(|o| plan.model().node(o.node).name.clone())
+            .collect();
+        let mut feed: TVec<TValue> = tvec![];
+        for name in &order {
+            let t = set
+                .get(name)
+                .ok_or_else(|| Error::Usage(format!("calibration set `{}` has no input `{name}`", set.label)))?;
+            feed.push(t.clone().into_tvalue());
+        }
+        let res = guard(move || plan.run(feed))?;
+        let mut captured = Captured::new();
+        for (i, name) in extra.iter().enumerate() {
+            let t = res
+                .get(first_extra + i)
+                .ok_or_else(|| tract_err(format!("no output for `{name}`")))?;
+            captured.insert(name.clone(), to_f32(t, name)?);
+        }
+        for v in values.iter().filter(|v| inputs.contains(*v)) {
+            if let Some(t) = set.get(v) {
+                captured.insert(v.clone(), to_f32(t, v)?);
+            }
+        }
+        out.push(captured);
+    }
+    Ok(out)
+}
+
+/// Runs `f`, turning a tract error or a panic inside tract into an error.
+fn guard<T>(f: impl FnOnce() -> TractResult<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(tract_err),
+        Err(_) => Err(tract_err("tract panicked")),
+    }
+}
+
+fn compile(bytes: &[u8], set: &InputSet) -> Result<Arc<TypedRunnableModel>> {
+    let mut model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(tract_err)?;
+    let outlets = model.input_outlets().map_err(tract_err)?.to_vec();
+    for (i, o) in outlets.iter().enumerate() {
+        let name = model.node(o.node).name.clone();
+        let t = set.get(&name).ok_or_else(|| {
+            Error::Usage(format!(
+                "calibration set `{}` has no input `{name}`",
+                set.label
+            ))
+        })?;
+        model
+            .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
+            .map_err(tract_err)?;
+    }
+    guard(move || model.into_optimized()?.into_runnable())
+}
+
+fn to_f32(t: &Tensor, name: &str) -> Result<ArrayD<f32>> {
+    let c = t.cast_to::<f32>().map_err(|e| Error::Tensor {
+        name: name.to_string(),
+        reason: format!("captured value is not numeric: {e}"),
+    })?;
+    Ok(c.to_plain_array_view::<f32>()
+        .map_err(|e| Error::Tensor {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?
+        .to_owned())
+}
+
+/// How a layer reads its activation: which vectors get multiplied by the weight.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampling {
+    /// `X[..., K]`: every vector along the last axis (MatMul with the weight on the right, Gemm).
+    Rows,
+    /// `X[K, M]` of a Gemm with `transA`: every column.
+    Columns,
+    /// `X[..., K, N]` of a MatMul with the weight on the left: every column of every matrix.
+    BatchColumns,
+    /// `X[N, C, spatial...]` of a Conv: every `im2col` patch, ordered `(c, kernel...)` like the
+    /// flattened weight `[M, C·k...]`.
+    Conv {
+        /// Kernel size per spatial axis.
+        kernel: Vec<usize>,
+        /// Strides per spatial axis.
+        strides: Vec<usize>,
+        /// Dilations per spatial axis.
+        dilations: Vec<usize>,
+        /// Explicit pads `[begin..., end...]` (used when `auto_pad` is `NOTSET`).
+        pads: Vec<usize>,
+        /// `NOTSET`, `VALID`, `SAME_UPPER` or `SAME_LOWER`.
+        auto_pad: String,
+    },
+}
+
+/// Adds the rows `act` contributes under `sampling` to `gram` (width `K`).
+pub fn gram(gram: &mut Gram, act: &ArrayD<f32>, sampling: &Sampling) -> Result<()> {
+    let k = gram.dim();
+    let bad = |why: String| Error::Tensor {
+        name: "calibration activation".into(),
+        reason: why,
+    };
+    match sampling {
+        Sampling::Rows => {
+            let last = *act.shape().last().unwrap_or(&1);
+            if last != k {
+                return Err(bad(format!("last axis is {last}, the weight expects {k}")));
+            }
+            let rows = act.len() / k.max(1);
+            let view = act
+                .view()
+                .into_shape_with_order((rows, k))
+                .map_err(|e| bad(e.to_string()))?;
+            gram.add_rows(view);
+        }
+        Sampling::Columns => {
+            let m = act
+                .view()
+                .into_dimensionality::<Ix2>()
+                .map_err(|e| bad(e.to_string()))?;
+            if m.nrows() != k {
+                return Err(bad(format!("has {} rows, the weight expects {k}", m.nrows())));
+            }
+            gram.add_rows(m.t().as_standard_layout().view());
+        }
+        Sampling::BatchColumns => {
+            let nd = act.ndim();
+            if nd == 1 {
+                return gram_rows(gram, act);
+            }
+            let (kk, n) = (act.shape()[nd - 2], act.shape()[nd - 1]);
+            if kk != k {
+                return Err(bad(format!("has {kk} rows, the weight expects {k}")));
+            }
+            let batch = act.len() / (kk * n).max(1);
+            let v = act
+                .view()
+                .into_shape_with_order((batch, kk, n))
+                .map_err(|e| bad(e.to_string()))?;
+            for b in v.axis_iter(Axis(0)) {
+                gram.add_rows(b.t().as_standard_layout().view());
+            }
+        }
+        Sampling::Conv {
+            kernel,
+            strides,
+            dilations,
+            pads,
+            auto_pad,
+        } => conv_gram(gram, act, kernel, strides, dilations, pads, auto_pad).map_err(bad)?,
+    }
+    Ok(())
+}
+
+fn gram_rows(gram: &mut Gram, act: &ArrayD<f32>) -> Result<()> {
+    let k = gram.dim();
+    let view = act
+        .view()
+        .into_shape_with_order((act.len() / k.max(1), k))
+        .map_err(|e| Error::Tensor {
+            name: "calibration activation".into(),
+            reason: e.to_string(),
+        })?;
+    gram.add_rows(view);
+    Ok(())
+}
+
+/// Begin pad and output length of one spatial axis.
+fn axis_geometry(
+    len: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    pad_begin: usize,
+    pad_end: usize,
+    auto_pad: &str,
+) -> std::result::Result<(usize, usize), String> {
+    let ext = (k - 1) * d + 1;
+    match auto_pad {
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let out = len.div_ceil(s);
+            let total = ((out - 1) * s + ext).saturating_sub(len);
+            let begin = if auto_pad == "SAME_UPPER" {
+                total / 2
+            } else {
+                total - total / 2
+            };
+            Ok((begin, out))
+        }
+        "VALID" => {
+            if len < ext {
+                return Err(format!("input length {len} is shorter than the kernel {ext}"));
+            }
+            Ok((0, (len - ext) / s + 1))
+        }
+        _ => {
+            let padded = len + pad_begin + pad_end;
+            if padded < ext {
+                return Err(format!("padded length {padded} is shorter than the kernel {ext}"));
+            }
+            Ok((pad_begin, (padded - ext) / s + 1))
+        }
+    }
+}
+
+/// `im2col` Gram of a 1-D or 2-D convolution input `[N, C, (H,) W]`.
+fn conv_gram(
+    gram: &mut Gram,
+    act: &ArrayD<f32>,
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+    pads: &[usize],
+    auto_pad: &str,
+) -> std::result::Result<(), String> {
+    let nsp = kernel.len();
+    if act.ndim() != nsp + 2 {
+        return Err(format!(
+            "has rank {}, a {nsp}-D convolution expects {}",
+            act.ndim(),
+            nsp + 2
+        ));
+    }
+    if nsp == 0 || nsp > 2 {
+        return Err(format!("data-aware factoring of {nsp}-D convolutions is not supported"));
+    }
+    // Treat 1-D as 2-D with a height of 1.
+    let sh = act.shape();
+    let (n, c) = (sh[0], sh[1]);
+    let (h, w) = if nsp == 2 { (sh[2], sh[3]) } else { (1, sh[2]) };
+    let get = |v: &[usize], i: usize, d: usize| v.get(i).copied().unwrap_or(d);
+    let (kh, kw, s_h, s_w, d_h, d_w, pb_h, pb_w, pe_h, pe_w) = if nsp == 2 {
+        (
+            kernel[0],
+            kernel[1],
+            get(strides, 0, 1),
+            get(strides, 1, 1),
+            get(dilations, 0, 1),
+            get(dilations, 1, 1),
+            get(pads, 0, 0),
+            get(pads, 1, 0),
+            get(pads, 2, 0),
+            get(pads, 3, 0),
+        )
+    } else {
+        (
+            1,
+            kernel[0],
+            1,
+            get(strides, 0, 1),
+            1,
+            get(dilations, 0, 1),
+            0,
+            get(pads, 0, 0),
+            0,
+            get(pads, 1, 0),
+        )
+    };
+    let k = c * kh * kw;
+    if k != gram.dim() {
+        return Err(format!(
+            "gives {k}-wide patches, the weight expects {}",
+            gram.dim()
+        ));
+    }
+    let (ph, oh) = axis_geometry(h, kh, s_h, d_h, pb_h, pe_h, auto_pad)?;
+    let (pw, ow) = axis_geometry(w, kw, s_w, d_w, pb_w, pe_w, auto_pad)?;
+    let x = act
+        .view()
+        .into_shape_with_order((n, c, h, w))
+        .map_err(|e| e.to_string())?;
+    let positions = n * oh * ow;
+    let chunk = (2_000_000 / k.max(1)).clamp(1, positions.max(1));
+    let mut buf = Array2::<f32>::zeros((chunk, k));
+    let mut filled = 0;
+    let flush = |buf: &Array2<f32>, filled: usize, gram: &mut Gram| {
+        let v: ArrayView2<f32> = buf.slice(ndarray::s![..filled, ..]);
+        gram.add_rows(v);
+    };
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut row = buf.row_mut(filled);
+                for ci in 0..c {
+                    for i in 0..kh {
+                        let y = (oy * s_h + i * d_h) as isize - ph as isize;
+                        for j in 0..kw {
+                            let xx = (ox * s_w + j * d_w) as isize - pw as isize;
+                            let v = if y >= 0 && (y as usize) < h && xx >= 0 && (xx as usize) < w {
+                                x[[b, ci, y as usize, xx as usize]]
+                            } else {
+                                0.0
+                            };
+                            row[(ci * kh + i) * kw + j] = v;
+                        }
+                    }
+                }
+                filled += 1;
+                if filled == chunk {
+                    flush(&buf, filled, gram);
+                    filled = 0;
+                }
+            }
+        }
+    }
+    if filled > 0 {
+        flush(&buf, filled, gram);
+    }
+    Ok(())
+}

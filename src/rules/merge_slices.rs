@@ -1,0 +1,178 @@
+//! `C008 merge-slices`: merges a `Slice` of a `Slice` on other axes into one `Slice`.
+//!
+//! **What:** `Slice(Slice(x, s1, e1, a1, p1), s2, e2, a2, p2)` with constant parameters and
+//! disjoint axes becomes `Slice(x, s1‖s2, e1‖e2, a1‖a2, p1‖p2)`, when every reader of the inner
+//! slice is such a slice (so the inner one disappears).
+//! **Why:** exporters spell `x[:, :, ::2, ::2]` as one Slice per axis (YOLO "Focus" stems).
+//! **Example:** `Slice(Slice(x, [0], [MAX], [2], [2]), [1], [MAX], [3], [2])` →
+//! `Slice(x, [0, 1], [MAX, MAX], [2, 3], [2, 2])`.
+//! **Exact:** yes, bit for bit: slicing different axes commutes and composes. Negative axes are
+//! resolved with the input's known rank, or the pair is left alone.
+
+use crate::error::{Error, Result};
+use crate::ir::{Graph, Model, NodeId, ValueRef};
+use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
+
+use super::infer::Facts;
+use super::util::{const_ints, const_wire, is_op, make_node};
+
+/// See the module docs.
+pub struct MergeSlices;
+
+/// (starts, ends, axes normalised, steps) of a Slice-10+ with constant parameters.
+fn params(g: &Graph, id: NodeId, rank: Option<usize>) -> Option<[Vec<i64>; 4]> {
+    let starts = const_ints(g, id, 1)?;
+    let ends = const_ints(g, id, 2)?;
+    let n = starts.len();
+    let axes = match g.input(id, 3) {
+        Some(_) => const_ints(g, id, 3)?,
+        None => (0..n as i64).collect(),
+    };
+    let steps = match g.input(id, 4) {
+        Some(_) => const_ints(g, id, 4)?,
+        None => vec![1; n],
+    };
+    if ends.len() != n || axes.len() != n || steps.len() != n {
+        return None;
+    }
+    let axes: Option<Vec<i64>> = axes
+        .iter()
+        .map(|a| {
+            if *a >= 0 {
+                Some(*a)
+            } else {
+                rank.map(|r| a + r as i64).filter(|a| *a >= 0)
+            }
+        })
+        .collect();
+    Some([starts, ends, axes?, steps])
+}
+
+fn check(model: &Model, facts: &Facts, outer: NodeId) -> std::result::Result<NodeId, String> {
+    let g = &model.graph;
+    let v = g.input(outer, 0).ok_or("no input")?;
+    let inner = v.node;
+    if v.slot != 0 || !is_op(g, inner, "Slice") {
+        return Err(String::new());
+    }
+    if g.is_graph_output(v) || g.is_captured(v) {
+        return Err("the inner Slice's output is a graph output or captured".into());
+    }
+    let x = g.input(inner, 0).ok_or("no input")?;
+    let rank = facts.get(x).rank();
+    let pi = params(g, inner, rank).ok_or("the inner Slice's parameters are not constant")?;
+    for (c, _) in g.consumers(v) {
+        if !is_op(g, c, "Slice") || g.input(c, 0) != Some(v) {
+            return Err("the inner Slice has readers that are not Slices".into());
+        }
+        let po = params(g, c, rank).ok_or("a reading Slice's parameters are not constant")?;
+        if po[2].iter().any(|a| pi[2].contains(a)) {
+            return Err("the Slices share an axis".into());
+        }
+    }
+    Ok(inner)
+}
+
+impl Rule for MergeSlices {
+    fn meta(&self) -> RuleMeta {
+        RuleMeta {
+            code: "C008",
+            name: "merge-slices",
+            group: "clean",
+            summary: "merge a Slice of a Slice on other axes into one Slice",
+            exactness: Exactness::Exact { tolerance: 0.0 },
+        }
+    }
+
+    fn find(&self, model: &Model, _config: &Config) -> Findings {
+        let g = &model.graph;
+        let mut f = Findings::default();
+        if model.opset("").unwrap_or(1) < 10 {
+            return f;
+        }
+        let candidates: Vec<NodeId> = g
+            .ops()
+            .into_iter()
+            .filter(|id| is_op(g, *id, "Slice"))
+            .filter(|id| g.input(*id, 0).is_some_and(|v| is_op(g, v.node, "Slice")))
+            .collect();
+        if candidates.is_empty() {
+            return f;
+        }
+        let facts = Facts::infer(g);
+        for id in candidates {
+            match check(model, &facts, id) {
+                Ok(inner) => f.matches.push(Match {
+                    anchor: id,
+                    nodes: vec![inner],
+                    what: format!(
+                        "merge Slice `{}` into `{}`",
+                        g.node(inner).label(),
+                        g.node(id).label()
+                    ),
+                }),
+                Err(reason) if !reason.is_empty() => f.skip(model, id, reason),
+                Err(_) => {}
+            }
+        }
+        f
+    }
+
+    fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
+        let g = &model.graph;
+        let facts = Facts::infer(g);
+        let err = |reason: String| Error::Rule {
+            rule: "merge-slices".into(),
+            reason,
+        };
+        let inner = check(model, &facts, m.anchor).map_err(err)?;
+        let x = g.input(inner, 0).expect("checked");
+        let rank = facts.get(x).rank();
+        let pi = params(g, inner, rank).ok_or_else(|| err("parameters".into()))?;
+        let po = params(g, m.anchor, rank).ok_or_else(|| err("parameters".into()))?;
+        let label = g.node(m.anchor).label();
+        let mut p = Patch::new(m.what.clone(), Some(m.anchor));
+        let names = ["b", "e", "a", "s"];
+        let mut wires = vec![Some(Wire::Value(x))];
+        for k in 0..4 {
+            let mut v = pi[k].clone();
+            v.extend_from_slice(&po[k]);
+            let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v).expect("1-D");
+            let t = crate::ir::tensor::from_i64(&format!("{label}:{}", names[k]), &arr);
+            wires.push(Some(const_wire(g, &mut p, t)));
+        }
+        let out_name = g
+            .value_name(ValueRef {
+                node: m.anchor,
+                slot: 0,
+            })
+            .to_string();
+        let node = make_node("Slice", &label, 5, &[&out_name]);
+        let new = p.add_op(node, &wires);
+        p.shunt(
+            ValueRef {
+                node: m.anchor,
+                slot: 0,
+            },
+            new[0],
+        );
+        p.keep_name(
+            ValueRef {
+                node: m.anchor,
+                slot: 0,
+            },
+            new[0],
+        );
+        p.remove(m.anchor);
+        if g.consumers(ValueRef {
+            node: inner,
+            slot: 0,
+        })
+        .len()
+            == 1
+        {
+            p.remove(inner);
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,457 @@
+//! Comparing the outputs of two models, and the verification report.
+//!
+//! Per output, with `a` the reference value and `b` the candidate at the same position:
+//!
+//! - **max abs error**: `max |a − b|`;
+//! - **max rel error**: `max |a − b| / max(|a|, |b|, f64::MIN_POSITIVE)` (0 where `a == b`);
+//! - **cosine**: `Σab / (‖a‖·‖b‖)` over the positions where both are finite (1 when both norms
+//!   are 0, 0 when only one is);
+//! - **argmax agreement**: the fraction of positions along all but the last axis where the index
+//!   of the largest value along the last axis is the same in `a` and `b` (n/a when the last axis
+//!   has fewer than 2 elements);
+//! - **pass**: float outputs pass when every element satisfies `|a − b| ≤ tol · max(1, |a|)`, a
+//!   relative tolerance with an absolute floor of `tol` for values below 1 in magnitude. `NaN`
+//!   in both at the same place counts as equal, so do equal infinities; `NaN` in only one fails.
+//!   Integer, bool and string outputs must be exactly equal. Shapes and element types must be
+//!   equal.
+
+use std::fmt;
+
+use serde::Serialize;
+use tract_onnx::prelude::{DatumType, Tensor};
+
+use super::inputs::InputSet;
+use super::runner::{run_many, Outputs};
+use crate::error::{Error, Result};
+use crate::onnx::proto::ModelProto;
+
+/// How one output of the candidate compares with the reference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// Output name (`a_name/b_name` when the models name it differently).
+    pub output: String,
+    /// Element type of the reference, e.g. `F32` (`F32/F16` when they differ).
+    pub dtype: String,
+    /// Shape of the reference output.
+    pub shape: Vec<usize>,
+    /// Shape of the candidate output.
+    pub other_shape: Vec<usize>,
+    /// Whether both shapes are equal.
+    pub shape_equal: bool,
+    /// Number of elements compared (0 when shapes differ).
+    pub elements: usize,
+    /// Largest `|a − b|`; `None` for strings or when shapes differ.
+    pub max_abs_error: Option<f64>,
+    /// Largest `|a − b| / max(|a|, |b|, tiny)`; `None` for strings or when shapes differ.
+    pub max_rel_error: Option<f64>,
+    /// Cosine similarity of the two outputs; `None` for bools, strings or when shapes differ.
+    pub cosine: Option<f64>,
+    /// Fraction of rows whose argmax along the last axis agrees; `None` when not applicable.
+    pub argmax_agreement: Option<f64>,
+    /// Number of elements that fail the criterion.
+    pub mismatched: usize,
+    /// Whether the output passes (see the module documentation).
+    pub passed: bool,
+    /// Why the comparison failed when that is not a matter of values (dtype, shape, missing).
+    pub note: Option<String>,
+}
+
+/// The comparisons of all outputs for one input set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetReport {
+    /// Label of the input set.
+    pub label: String,
+    /// One comparison per output.
+    pub outputs: Vec<Comparison>,
+    /// Whether every output passed.
+    pub passed: bool,
+}
+
+/// The result of [`verify`]: every output of every input set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyReport {
+    /// The tolerance used.
+    pub tolerance: f32,
+    /// One report per input set.
+    pub sets: Vec<SetReport>,
+    /// Whether every output of every set passed.
+    pub passed: bool,
+}
+
+impl VerifyReport {
+    /// The largest max abs error over every output and set (0 when none is numeric).
+    pub fn max_abs_error(&self) -> f64 {
+        self.sets
+            .iter()
+            .flat_map(|s| &s.outputs)
+            .filter_map(|c| c.max_abs_error)
+            .fold(0.0, f64::max)
+    }
+
+    /// The comparisons that failed, with the label of their set.
+    pub fn failures(&self) -> Vec<(&str, &Comparison)> {
+        self.sets
+            .iter()
+            .flat_map(|s| s.outputs.iter().map(move |c| (s.label.as_str(), c)))
+            .filter(|(_, c)| !c.passed)
+            .collect()
+    }
+}
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        None => "n/a".into(),
+        Some(x) if x == 0.0 => "0".into(),
+        Some(x) if x.is_nan() => "nan".into(),
+        Some(x) if x.abs() >= 1e-3 && x.abs() < 1e4 => format!("{x:.4}"),
+        Some(x) => format!("{x:.2e}"),
+    }
+}
+
+impl Comparison {
+    /// Column titles matching the rows [`Comparison`]'s `Display` prints.
+    pub fn header() -> String {
+        format!(
+            "{:<24} {:<7} {:<18} {:>10} {:>10} {:>8} {:>8} {:>6}",
+            "output", "dtype", "shape", "max abs", "max rel", "cosine", "argmax", "result"
+        )
+    }
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = if self.shape_equal {
+            format!("{:?}", self.shape)
+        } else {
+            format!("{:?}/{:?}", self.shape, self.other_shape)
+        };
+        let cos = match self.cosine {
+            Some(c) if c.is_finite() => format!("{c:.6}"),
+            other => num(other),
+        };
+        let argmax = match self.argmax_agreement {
+            Some(a) => format!("{:.1}%", a * 100.0),
+            None => "n/a".into(),
+        };
+        write!(
+            f,
+            "{:<24} {:<7} {:<18} {:>10} {:>10} {:>8} {:>8} {:>6}",
+            self.output,
+            self.dtype,
+            shape,
+            num(self.max_abs_error),
+            num(self.max_rel_error),
+            cos,
+            argmax,
+            if self.passed { "ok" } else { "FAIL" }
+        )?;
+        if !self.passed {
+            if let Some(n) = &self.note {
+                write!(f, "  ({n})")?;
+            } else if self.mismatched > 0 {
+                write!(
+                    f,
+                    "  ({} of {} elements off)",
+                    self.mismatched, self.elements
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<20} {}", "input set", Comparison::header())?;
+        for s in &self.sets {
+            for c in &s.outputs {
+                writeln!(f, "{:<20} {c}", s.label)?;
+            }
+        }
+        write!(
+            f,
+            "{} at tolerance {} ({} input set{})",
+            if self.passed { "passed" } else { "FAILED" },
+            self.tolerance,
+            self.sets.len(),
+            if self.sets.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+fn floats(t: &Tensor) -> Option<Vec<f64>> {
+    let c = t.cast_to::<f64>().ok()?;
+    let v = c.to_plain_array_view::<f64>().ok()?;
+    Some(v.iter().copied().collect())
+}
+
+fn is_numeric(dt: DatumType) -> bool {
+    dt.is_float() || dt.is_integer()
+}
+
+/// Index of the largest non-NaN value of `row` (the first one on ties), `None` if all are NaN.
+fn argmax(row: &[f64]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, &x) in row.iter().enumerate() {
+        if x.is_nan() {
+            continue;
+        }
+        if best.is_none_or(|(_, b)| x > b) {
+            best = Some((i, x));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Compares the reference `a` with the candidate `b` for output `name` at tolerance `tol`.
+pub fn compare_tensors(name: &str, a: &Tensor, b: &Tensor, tol: f32) -> Comparison {
+    let (da, db) = (a.datum_type(), b.datum_type());
+    let mut c = Comparison {
+        output: name.to_string(),
+        dtype: if da == db {
+            format!("{da:?}")
+        } else {
+            format!("{da:?}/{db:?}")
+        },
+        shape: a.shape().to_vec(),
+        other_shape: b.shape().to_vec(),
+        shape_equal: a.shape() == b.shape(),
+        elements: 0,
+        max_abs_error: None,
+        max_rel_error: None,
+        cosine: None,
+        argmax_agreement: None,
+        mismatched: 0,
+        passed: false,
+        note: None,
+    };
+    if !c.shape_equal {
+        c.note = Some("shapes differ".into());
+        return c;
+    }
+    c.elements = a.len();
+    let tol = tol as f64;
+    let exact = !(da.is_float() && db.is_float());
+    if is_numeric(da) && is_numeric(db) {
+        let (Some(x), Some(y)) = (floats(a), floats(b)) else {
+            c.note = Some("cannot read values".into());
+            return c;
+        };
+        let mut max_abs = 0f64;
+        let mut max_rel = 0f64;
+        let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+        for (&p, &q) in x.iter().zip(&y) {
+            let same = p == q || (p.is_nan() && q.is_nan());
+            let diff = if same {
+                0.0
+            } else if p.is_nan() || q.is_nan() {
+                f64::INFINITY
+            } else {
+                (p - q).abs()
+            };
+            let ok = if exact {
+                same
+            } else {
+                same || diff <= tol * p.abs().max(1.0)
+            };
+            if !ok {
+                c.mismatched += 1;
+            }
+            max_abs = max_abs.max(diff);
+            if diff > 0.0 {
+                let rel = diff / p.abs().max(q.abs()).max(f64::MIN_POSITIVE);
+                max_rel = max_rel.max(if rel.is_nan() { f64::INFINITY } else { rel });
+            }
+            if p.is_finite() && q.is_finite() {
+                dot += p * q;
+                na += p * p;
+                nb += q * q;
+            }
+        }
+        c.max_abs_error = Some(max_abs);
+        c.max_rel_error = Some(max_rel);
+        c.cosine = Some(if na == 0.0 && nb == 0.0 {
+            1.0
+        } else if na == 0.0 || nb == 0.0 {
+            0.0
+        } else {
+            dot / (na.sqrt() * nb.sqrt())
+        });
+        let last = a.shape().last().copied().unwrap_or(1);
+        if last >= 2 && a.len() > 1 {
+            let rows = a.len() / last;
+            let agree = x
+                .chunks_exact(last)
+                .zip(y.chunks_exact(last))
+                .filter(|(p, q)| argmax(p) == argmax(q))
+                .count();
+            c.argmax_agreement = Some(agree as f64 / rows as f64);
+        }
+    } else if da == DatumType::Bool && db == DatumType::Bool {
+        let (Ok(x), Ok(y)) = (
+            a.to_plain_array_view::<bool>(),
+            b.to_plain_array_view::<bool>(),
+        ) else {
+            c.note = Some("cannot read values".into());
+            return c;
+        };
+        c.mismatched = x.iter().zip(y.iter()).filter(|(p, q)| p != q).count();
+        let m = if c.mismatched > 0 { 1.0 } else { 0.0 };
+        c.max_abs_error = Some(m);
+        c.max_rel_error = Some(m);
+    } else if da == DatumType::String && db == DatumType::String {
+        let (Ok(x), Ok(y)) = (
+            a.to_plain_array_view::<String>(),
+            b.to_plain_array_view::<String>(),
+        ) else {
+            c.note = Some("cannot read values".into());
+            return c;
+        };
+        c.mismatched = x.iter().zip(y.iter()).filter(|(p, q)| p != q).count();
+    } else {
+        c.note = Some(format!("cannot compare {da:?} with {db:?}"));
+        return c;
+    }
+    if da != db {
+        c.note = Some(format!("element types differ: {da:?} vs {db:?}"));
+        return c;
+    }
+    c.passed = c.mismatched == 0;
+    c
+}
+
+fn missing(name: &str, which: &str) -> Comparison {
+    Comparison {
+        output: name.to_string(),
+        dtype: "-".into(),
+        shape: vec![],
+        other_shape: vec![],
+        shape_equal: false,
+        elements: 0,
+        max_abs_error: None,
+        max_rel_error: None,
+        cosine: None,
+        argmax_agreement: None,
+        mismatched: 0,
+        passed: false,
+        note: Some(format!("missing in the {which} model")),
+    }
+}
+
+/// Compares every output of the reference `a` with the candidate `b`.
+///
+/// Outputs are matched by name; when the two sets of names differ but their counts agree, by
+/// position (named `a_name/b_name`). An output only one side has is a failed comparison.
+pub fn compare_outputs(a: &Outputs, b: &Outputs, tol: f32) -> Vec<Comparison> {
+    let same_names = a.len() == b.len() && a.iter().all(|(n, _)| b.iter().any(|(m, _)| m == n));
+    if !same_names && a.len() == b.len() {
+        return a
+            .iter()
+            .zip(b)
+            .map(|((na, ta), (nb, tb))| {
+                let name = if na == nb {
+                    na.clone()
+                } else {
+                    format!("{na}/{nb}")
+                };
+                compare_tensors(&name, ta, tb, tol)
+            })
+            .collect();
+    }
+    let mut out: Vec<Comparison> = a
+        .iter()
+        .map(|(n, ta)| match b.iter().find(|(m, _)| m == n) {
+            Some((_, tb)) => compare_tensors(n, ta, tb, tol),
+            None => missing(n, "candidate"),
+        })
+        .collect();
+    for (n, _) in b {
+        if !a.iter().any(|(m, _)| m == n) {
+            out.push(missing(n, "reference"));
+        }
+    }
+    out
+}
+
+/// Runs the reference model `a` and the candidate `b` in tract on every input set and compares
+/// their outputs at `tolerance` (see the module documentation for the criterion).
+///
+/// A model tract cannot run is an [`Error::Tract`] naming it `original` (for `a`) or `rewritten`
+/// (for `b`); outputs that disagree are not an error but a report whose `passed` is false.
+pub fn verify(
+    a: &ModelProto,
+    b: &ModelProto,
+    input_sets: &[InputSet],
+    tolerance: f32,
+) -> Result<VerifyReport> {
+    verify_labeled(a, "original", b, "rewritten", input_sets, tolerance)
+}
+
+/// [`verify`] with the names errors give the two models (file names, typically).
+pub fn verify_labeled(
+    a: &ModelProto,
+    label_a: &str,
+    b: &ModelProto,
+    label_b: &str,
+    input_sets: &[InputSet],
+    tolerance: f32,
+) -> Result<VerifyReport> {
+    if !tolerance.is_finite() || tolerance < 0.0 {
+        return Err(Error::Usage(format!(
+            "tolerance `{tolerance}` must be a finite non-negative number"
+        )));
+    }
+    if input_sets.is_empty() {
+        return Err(Error::Usage(
+            "verification needs at least one input set".into(),
+        ));
+    }
+    let out_a = run_many(a, input_sets, label_a)?;
+    let out_b = run_many(b, input_sets, label_b)?;
+    let sets: Vec<SetReport> = input_sets
+        .iter()
+        .zip(out_a.iter().zip(&out_b))
+        .map(|(set, (oa, ob))| {
+            let outputs = compare_outputs(oa, ob, tolerance);
+            SetReport {
+                label: set.label.clone(),
+                passed: outputs.iter().all(|c| c.passed),
+                outputs,
+            }
+        })
+        .collect();
+    Ok(VerifyReport {
+        tolerance,
+        passed: sets.iter().all(|s| s.passed),
+        sets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::from_shape(shape, v).unwrap()
+    }
+
+    #[test]
+    fn criterion_has_an_absolute_floor() {
+        let a = t(&[3], &[0.0, 100.0, -0.5]);
+        let b = t(&[3], &[0.0009, 100.09, -0.5009]);
+        assert!(compare_tensors("y", &a, &b, 1e-3).passed);
+        let b = t(&[3], &[0.0011, 100.0, -0.5]);
+        let c = compare_tensors("y", &a, &b, 1e-3);
+        assert!(!c.passed);
+        assert_eq!(c.mismatched, 1);
+    }
+
+    #[test]
+    fn display_has_one_row() {
+        let a = t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let c = compare_tensors("logits", &a, &a, 1e-4);
+        let row = c.to_string();
+        assert!(!row.contains('\n'));
+        assert!(row.contains("logits") && row.contains("ok"), "{row}");
+    }
+}

@@ -1,0 +1,947 @@
+//! Input sets for verification: loaded from ONNX `test_data_set_N` folders, `.npy`/`.npz` files,
+//! or made up from a seed; plus the conversion of ONNX `TensorProto`s into tract tensors.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn, ShapeBuilder};
+use tract_onnx::prelude::{f16, DatumType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::onnx::proto::tensor_proto::{DataLocation, DataType};
+use crate::onnx::proto::tensor_shape_proto::dimension::Value as DimValue;
+use crate::onnx::proto::type_proto::Value as TypeValue;
+use crate::onnx::proto::{ModelProto, TensorProto, ValueInfoProto};
+
+/// Largest number of elements a single tensor may declare (2^40); guards allocations on bad files.
+const MAX_ELEMENTS: u64 = 1 << 40;
+
+/// One named set of input tensors, fed together to a model.
+#[derive(Debug, Clone)]
+pub struct InputSet {
+    /// Where the set comes from (`test_data_set_0`, `inputs.npz`, `random seed 0`, ...).
+    pub label: String,
+    /// The tensors, each under the name of the graph input it feeds.
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+impl InputSet {
+    /// A set named `label` holding `tensors`.
+    pub fn new(label: impl Into<String>, tensors: Vec<(String, Tensor)>) -> Self {
+        InputSet {
+            label: label.into(),
+            tensors,
+        }
+    }
+
+    /// The tensor fed to input `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// The input names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Number of tensors in the set.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the set holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+}
+
+/// The graph inputs a caller must feed: declared inputs that no initializer backs.
+pub fn model_inputs(model: &ModelProto) -> Vec<&ValueInfoProto> {
+    let Some(g) = model.graph.as_ref() else {
+        return Vec::new();
+    };
+    let inits: std::collections::HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    g.input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_deref().unwrap_or("")))
+        .collect()
+}
+
+/// Declared element type (ONNX data type id) of a graph input, if it is a tensor with one.
+pub fn declared_elem_type(vi: &ValueInfoProto) -> Option<i32> {
+    match vi.r#type.as_ref()?.value.as_ref()? {
+        TypeValue::TensorType(t) => t.elem_type,
+        _ => None,
+    }
+}
+
+/// A declared dimension: a fixed size, a named symbol, or unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeclaredDim {
+    /// A fixed size.
+    Fixed(usize),
+    /// A named symbolic size (`batch`, `DynamicDimension.0`, ...).
+    Symbol(String),
+    /// No size and no name.
+    Unknown,
+}
+
+/// Declared shape of a graph input, or `None` when the model gives no shape (any rank).
+pub fn declared_shape(vi: &ValueInfoProto) -> Option<Vec<DeclaredDim>> {
+    let TypeValue::TensorType(t) = vi.r#type.as_ref()?.value.as_ref()? else {
+        return None;
+    };
+    let shape = t.shape.as_ref()?;
+    Some(
+        shape
+            .dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(DimValue::DimValue(v)) if *v >= 0 => DeclaredDim::Fixed(*v as usize),
+                Some(DimValue::DimParam(p)) if !p.is_empty() => DeclaredDim::Symbol(p.clone()),
+                _ => DeclaredDim::Unknown,
+            })
+            .collect(),
+    )
+}
+
+/// The tract element type for an ONNX data type id, or an error naming the type tract lacks.
+pub fn datum_type_of(data_type: i32, name: &str) -> Result<DatumType> {
+    let dt = DataType::try_from(data_type).map_err(|_| Error::Tensor {
+        name: name.to_string(),
+        reason: format!("unknown onnx data type id {data_type}"),
+    })?;
+    Ok(match dt {
+        DataType::Float => DatumType::F32,
+        DataType::Double => DatumType::F64,
+        DataType::Float16 => DatumType::F16,
+        DataType::Int8 => DatumType::I8,
+        DataType::Int16 => DatumType::I16,
+        DataType::Int32 => DatumType::I32,
+        DataType::Int64 => DatumType::I64,
+        DataType::Uint8 => DatumType::U8,
+        DataType::Uint16 => DatumType::U16,
+        DataType::Uint32 => DatumType::U32,
+        DataType::Uint64 => DatumType::U64,
+        DataType::Bool => DatumType::Bool,
+        DataType::String => DatumType::String,
+        _ => {
+            return Err(Error::Tensor {
+                name: name.to_string(),
+                reason: format!(
+                    "element type `{}` is not supported by tract",
+                    crate::onnx::dtype::name(data_type)
+                ),
+            })
+        }
+    })
+}
+
+/// The ONNX data type id of a tract element type, if ONNX has one.
+pub fn onnx_type_of(dt: DatumType) -> Option<i32> {
+    Some(match dt {
+        DatumType::F32 => DataType::Float,
+        DatumType::F64 => DataType::Double,
+        DatumType::F16 => DataType::Float16,
+        DatumType::I8 => DataType::Int8,
+        DatumType::I16 => DataType::Int16,
+        DatumType::I32 => DataType::Int32,
+        DatumType::I64 => DataType::Int64,
+        DatumType::U8 => DataType::Uint8,
+        DatumType::U16 => DataType::Uint16,
+        DatumType::U32 => DataType::Uint32,
+        DatumType::U64 => DataType::Uint64,
+        DatumType::Bool => DataType::Bool,
+        DatumType::String => DataType::String,
+        _ => return None,
+    } as i32)
+}
+
+fn tensor_err(name: &str, reason: impl Into<String>) -> Error {
+    Error::Tensor {
+        name: name.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn from_vec<T: tract_onnx::prelude::Datum>(
+    name: &str,
+    shape: &[usize],
+    v: Vec<T>,
+) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    if v.len() != n {
+        return Err(tensor_err(
+            name,
+            format!("holds {} values but its shape {shape:?} needs {n}", v.len()),
+        ));
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), v)
+        .map(Tensor::from)
+        .map_err(|e| tensor_err(name, e.to_string()))
+}
+
+fn le<T, const N: usize>(name: &str, raw: &[u8], f: fn([u8; N]) -> T) -> Result<Vec<T>> {
+    if raw.len() % N != 0 {
+        return Err(tensor_err(
+            name,
+            format!(
+                "raw data of {} bytes is not a whole number of {N}-byte values",
+                raw.len()
+            ),
+        ));
+    }
+    Ok(raw
+        .chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            f(a)
+        })
+        .collect())
+}
+
+/// Converts an ONNX `TensorProto` into a tract [`Tensor`].
+///
+/// Reads `raw_data` (little endian) when present, else the typed field the ONNX spec assigns to the
+/// type: `float_data`, `double_data`, `int64_data`, `uint64_data`, `string_data`, and `int32_data`
+/// for int32, uint32 (per the spec, uint32 lives in `uint64_data`, but both are accepted), int8,
+/// int16, uint8, uint16, bool and float16 (as bit patterns). Element types tract lacks (bfloat16,
+/// float8, int4, complex, ...) and external data are errors naming the tensor and the type.
+pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
+    let name = t.name.as_deref().unwrap_or("<unnamed>");
+    let data_type = t.data_type.unwrap_or(0);
+    let dt = datum_type_of(data_type, name)?;
+    if t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty() {
+        return Err(tensor_err(
+            name,
+            "its data is stored externally; load the model with its external data first",
+        ));
+    }
+    if t.segment.is_some() {
+        return Err(tensor_err(name, "segmented tensors are not supported"));
+    }
+    let mut shape = Vec::with_capacity(t.dims.len());
+    let mut numel: u64 = 1;
+    for &d in &t.dims {
+        if d < 0 {
+            return Err(tensor_err(name, format!("negative dimension {d}")));
+        }
+        numel = numel
+            .checked_mul(d as u64)
+            .filter(|n| *n <= MAX_ELEMENTS)
+            .ok_or_else(|| tensor_err(name, format!("absurd shape {:?}", t.dims)))?;
+        shape.push(d as usize);
+    }
+    if let Some(raw) = t.raw_data.as_ref().filter(|r| !r.is_empty() || numel == 0) {
+        let raw: &[u8] = raw;
+        let elem = match dt {
+            DatumType::String => {
+                return Err(tensor_err(name, "string tensors cannot use raw_data"))
+            }
+            DatumType::Bool | DatumType::I8 | DatumType::U8 => 1,
+            DatumType::I16 | DatumType::U16 | DatumType::F16 => 2,
+            DatumType::I32 | DatumType::U32 | DatumType::F32 => 4,
+            _ => 8,
+        };
+        if raw.len() as u64 != numel * elem {
+            return Err(tensor_err(
+                name,
+                format!(
+                    "raw data holds {} bytes but shape {:?} of {} needs {}",
+                    raw.len(),
+                    t.dims,
+                    crate::onnx::dtype::name(data_type),
+                    numel * elem
+                ),
+            ));
+        }
+        return match dt {
+            DatumType::F32 => from_vec(name, &shape, le(name, raw, f32::from_le_bytes)?),
+            DatumType::F64 => from_vec(name, &shape, le(name, raw, f64::from_le_bytes)?),
+            DatumType::F16 => from_vec(
+                name,
+                &shape,
+                le(name, raw, |b: [u8; 2]| {
+                    f16::from_bits(u16::from_le_bytes(b))
+                })?,
+            ),
+            DatumType::I8 => from_vec(name, &shape, le(name, raw, i8::from_le_bytes)?),
+            DatumType::I16 => from_vec(name, &shape, le(name, raw, i16::from_le_bytes)?),
+            DatumType::I32 => from_vec(name, &shape, le(name, raw, i32::from_le_bytes)?),
+            DatumType::I64 => from_vec(name, &shape, le(name, raw, i64::from_le_bytes)?),
+            DatumType::U8 => from_vec(name, &shape, raw.to_vec()),
+            DatumType::U16 => from_vec(name, &shape, le(name, raw, u16::from_le_bytes)?),
+            DatumType::U32 => from_vec(name, &shape, le(name, raw, u32::from_le_bytes)?),
+            DatumType::U64 => from_vec(name, &shape, le(name, raw, u64::from_le_bytes)?),
+            DatumType::Bool => from_vec(name, &shape, raw.iter().map(|&b| b != 0).collect()),
+            other => Err(tensor_err(name, format!("cannot read {other:?} raw data"))),
+        };
+    }
+    let i32s = &t.int32_data;
+    match dt {
+        DatumType::F32 => from_vec(name, &shape, t.float_data.clone()),
+        DatumType::F64 => from_vec(name, &shape, t.double_data.clone()),
+        DatumType::I64 => from_vec(name, &shape, t.int64_data.clone()),
+        DatumType::U64 => from_vec(name, &shape, t.uint64_data.clone()),
+        DatumType::I32 => from_vec(name, &shape, i32s.clone()),
+        DatumType::U32 if !t.uint64_data.is_empty() => from_vec(
+            name,
+            &shape,
+            t.uint64_data.iter().map(|&x| x as u32).collect(),
+        ),
+        DatumType::U32 => from_vec(name, &shape, i32s.iter().map(|&x| x as u32).collect()),
+        DatumType::I16 => from_vec(name, &shape, i32s.iter().map(|&x| x as i16).collect()),
+        DatumType::U16 => from_vec(name, &shape, i32s.iter().map(|&x| x as u16).collect()),
+        DatumType::I8 => from_vec(name, &shape, i32s.iter().map(|&x| x as i8).collect()),
+        DatumType::U8 => from_vec(name, &shape, i32s.iter().map(|&x| x as u8).collect()),
+        DatumType::Bool => from_vec(name, &shape, i32s.iter().map(|&x| x != 0).collect()),
+        DatumType::F16 => from_vec(
+            name,
+            &shape,
+            i32s.iter().map(|&x| f16::from_bits(x as u16)).collect(),
+        ),
+        DatumType::String => {
+            let v = t
+                .string_data
+                .iter()
+                .map(|b| {
+                    String::from_utf8(b.to_vec())
+                        .map_err(|_| tensor_err(name, "a string element is not valid utf-8"))
+                })
+                .collect::<Result<Vec<String>>>()?;
+            from_vec(name, &shape, v)
+        }
+        other => Err(tensor_err(name, format!("cannot read {other:?} data"))),
+    }
+}
+
+/// Reads and decodes one `TensorProto` file (`input_0.pb`, `output_0.pb`, ...).
+pub fn read_tensor_proto(path: &Path) -> Result<TensorProto> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    TensorProto::decode(bytes::Bytes::from(bytes)).map_err(|e| Error::Tensor {
+        name: path.display().to_string(),
+        reason: format!("not a valid onnx TensorProto: {e}"),
+    })
+}
+
+/// Files `prefix_0.pb`, `prefix_1.pb`, ... in `dir`, in order, stopping at the first gap.
+pub fn numbered_pb_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    (0..)
+        .map(|i| dir.join(format!("{prefix}_{i}.pb")))
+        .take_while(|p| p.is_file())
+        .collect()
+}
+
+/// Loads one ONNX `test_data_set_N` folder: every `input_K.pb`, named after the `TensorProto`'s
+/// `name`, else after the model's K-th feedable graph input.
+pub fn load_test_data_set(dir: &Path, model: &ModelProto) -> Result<InputSet> {
+    let inputs = model_inputs(model);
+    let files = numbered_pb_files(dir, "input");
+    if files.is_empty() {
+        return Err(Error::Usage(format!(
+            "`{}` holds no `input_0.pb`",
+            dir.display()
+        )));
+    }
+    let mut tensors = Vec::with_capacity(files.len());
+    for (k, f) in files.iter().enumerate() {
+        let proto = read_tensor_proto(f)?;
+        let name = match proto.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => n.to_string(),
+            None => inputs
+                .get(k)
+                .and_then(|vi| vi.name.clone())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "`{}` is unnamed and the model has no input number {k}",
+                        f.display()
+                    ))
+                })?,
+        };
+        let t = tensor_from_proto(&proto).map_err(|e| match e {
+            Error::Tensor { reason, .. } => Error::Tensor {
+                name: f.display().to_string(),
+                reason,
+            },
+            other => other,
+        })?;
+        tensors.push((name, t));
+    }
+    let label = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
+    Ok(InputSet::new(label, tensors))
+}
+
+/// Loads `dir` as one test data set if it holds `input_0.pb`, else every `test_data_set_*` folder
+/// inside it, sorted by their number.
+pub fn load_test_data_sets(dir: &Path, model: &ModelProto) -> Result<Vec<InputSet>> {
+    if dir.join("input_0.pb").is_file() {
+        return Ok(vec![load_test_data_set(dir, model)?]);
+    }
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))?;
+    let mut sets: Vec<(u64, String, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix("test_data_set_")?;
+            let n = rest.parse::<u64>().unwrap_or(u64::MAX);
+            let p = e.path();
+            p.is_dir().then_some((n, name, p))
+        })
+        .collect();
+    sets.sort();
+    if sets.is_empty() {
+        return Err(Error::Usage(format!(
+            "`{}` holds neither `input_0.pb` nor `test_data_set_*` folders",
+            dir.display()
+        )));
+    }
+    sets.iter()
+        .map(|(_, _, p)| load_test_data_set(p, model))
+        .collect()
+}
+
+fn npy_err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Tensor {
+        name: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads one npy array (from a file or an npz member) into a tract tensor.
+fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>, origin: &Path) -> Result<Tensor> {
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let fortran = npy.order() == npyz::Order::Fortran;
+    let npyz::DType::Plain(ts) = npy.dtype() else {
+        return Err(npy_err(origin, "structured npy arrays are not supported"));
+    };
+    let code = format!("{}{}", ts.type_char().to_str(), ts.size_field());
+    fn build<T: tract_onnx::prelude::Datum>(
+        shape: &[usize],
+        fortran: bool,
+        v: Vec<T>,
+        origin: &Path,
+    ) -> Result<Tensor> {
+        let a = if fortran {
+            ArrayD::from_shape_vec(IxDyn(shape).f(), v)
+                .map_err(|e| npy_err(origin, e))?
+                .as_standard_layout()
+                .into_owned()
+        } else {
+            ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| npy_err(origin, e))?
+        };
+        Ok(Tensor::from(a))
+    }
+    macro_rules! read {
+        ($t:ty) => {{
+            let v: Vec<$t> = npy.into_vec::<$t>().map_err(|e| npy_err(origin, e))?;
+            build(&shape, fortran, v, origin)
+        }};
+    }
+    match code.as_str() {
+        "f4" => read!(f32),
+        "f8" => read!(f64),
+        "i1" => read!(i8),
+        "i2" => read!(i16),
+        "i4" => read!(i32),
+        "i8" => read!(i64),
+        "u1" => read!(u8),
+        "u2" => read!(u16),
+        "u4" => read!(u32),
+        "u8" => read!(u64),
+        "b1" => read!(bool),
+        _ => Err(npy_err(
+            origin,
+            format!(
+                "npy element type `{}` is not supported (use float32/64, int8..64, uint8..64 or bool)",
+                ts
+            ),
+        )),
+    }
+}
+
+/// Casts `t` to the element type `vi` declares, when it declares one tract knows and the tensor
+/// is numeric (numpy saves float64 and int64 by default).
+fn cast_to_declared(t: Tensor, vi: Option<&ValueInfoProto>, name: &str) -> Result<Tensor> {
+    let Some(want) = vi.and_then(declared_elem_type) else {
+        return Ok(t);
+    };
+    let Ok(want) = datum_type_of(want, name) else {
+        return Ok(t);
+    };
+    if want == t.datum_type() || want == DatumType::String || t.datum_type() == DatumType::String {
+        return Ok(t);
+    }
+    t.cast_to_dt(want)
+        .map(|c| c.into_owned())
+        .map_err(|e| tensor_err(name, format!("cannot cast to {want:?}: {e}")))
+}
+
+/// Loads a `.npy` file as the single input of `model` (cast to its declared element type).
+pub fn load_npy(path: &Path, model: &ModelProto) -> Result<InputSet> {
+    let inputs = model_inputs(model);
+    if inputs.len() != 1 {
+        return Err(Error::Usage(format!(
+            "`{}` is a single array but the model has {} inputs; use an `.npz` keyed by input name",
+            path.display(),
+            inputs.len()
+        )));
+    }
+    let name = inputs[0].name.clone().unwrap_or_default();
+    let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(f)).map_err(|e| npy_err(path, e))?;
+    let t = cast_to_declared(npy_to_tensor(npy, path)?, Some(inputs[0]), &name)?;
+    Ok(InputSet::new(file_label(path), vec![(name, t)]))
+}
+
+fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Loads a `.npz` file whose keys are input names (cast to their declared element types).
+///
+/// Keys that name no input of the model are an error, so are inputs missing from the archive.
+pub fn load_npz(path: &Path, model: &ModelProto) -> Result<InputSet> {
+    let inputs = model_inputs(model);
+    let mut archive = npyz::npz::NpzArchive::open(path).map_err(|e| npy_err(path, e))?;
+    let names: Vec<String> = archive.array_names().map(|s| s.to_string()).collect();
+    let by_name: HashMap<&str, &ValueInfoProto> = inputs
+        .iter()
+        .map(|vi| (vi.name.as_deref().unwrap_or(""), *vi))
+        .collect();
+    let mut tensors = Vec::new();
+    for key in &names {
+        let Some(vi) = by_name.get(key.as_str()) else {
+            return Err(Error::Usage(format!(
+                "`{}` holds array `{key}` but the model has no input of that name (inputs: {})",
+                path.display(),
+                input_list(&inputs)
+            )));
+        };
+        let npy = archive
+            .by_name(key)
+            .map_err(|e| npy_err(path, e))?
+            .ok_or_else(|| npy_err(path, format!("array `{key}` vanished")))?;
+        let t = npy_to_tensor(npy, path)?;
+        tensors.push((key.clone(), cast_to_declared(t, Some(vi), key)?));
+    }
+    for vi in &inputs {
+        let n = vi.name.as_deref().unwrap_or("");
+        if !names.iter().any(|k| k == n) {
+            return Err(Error::Usage(format!(
+                "`{}` has no array for input `{n}`",
+                path.display()
+            )));
+        }
+    }
+    // Feed in the model's input order.
+    tensors.sort_by_key(|(n, _)| {
+        inputs
+            .iter()
+            .position(|vi| vi.name.as_deref() == Some(n))
+            .unwrap_or(usize::MAX)
+    });
+    Ok(InputSet::new(file_label(path), tensors))
+}
+
+fn input_list(inputs: &[&ValueInfoProto]) -> String {
+    inputs
+        .iter()
+        .map(|vi| format!("`{}`", vi.name.as_deref().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Loads input sets from `path`: a `.npy` file, a `.npz` file, a `test_data_set_N` folder, or a
+/// folder of `test_data_set_*` folders.
+pub fn load_inputs(path: &Path, model: &ModelProto) -> Result<Vec<InputSet>> {
+    if path.is_dir() {
+        return load_test_data_sets(path, model);
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => Ok(vec![load_npy(path, model)?]),
+        Some("npz") => Ok(vec![load_npz(path, model)?]),
+        Some("pb") => {
+            let proto = read_tensor_proto(path)?;
+            let inputs = model_inputs(model);
+            let name = match proto.name.clone().filter(|n| !n.is_empty()) {
+                Some(n) => n,
+                None if inputs.len() == 1 => inputs[0].name.clone().unwrap_or_default(),
+                None => {
+                    return Err(Error::Usage(format!(
+                        "`{}` is an unnamed tensor but the model has {} inputs",
+                        path.display(),
+                        inputs.len()
+                    )))
+                }
+            };
+            Ok(vec![InputSet::new(
+                file_label(path),
+                vec![(name, tensor_from_proto(&proto)?)],
+            )])
+        }
+        _ => Err(Error::Usage(format!(
+            "cannot read inputs from `{}`: expected a `.npy`, `.npz`, `.pb` file or a `test_data_set_N` folder",
+            path.display()
+        ))),
+    }
+}
+
+/// Parses an `--input-shape` value, `name=1,3,224,224` (`name=` alone is a scalar).
+pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
+    let Some((name, dims)) = spec.rsplit_once('=') else {
+        return Err(Error::Usage(format!(
+            "`--input-shape {spec}`: expected `name=d1,d2,...`"
+        )));
+    };
+    if name.is_empty() {
+        return Err(Error::Usage(format!(
+            "`--input-shape {spec}`: the input name is empty"
+        )));
+    }
+    let dims = dims.trim();
+    let shape = if dims.is_empty() {
+        Vec::new()
+    } else {
+        dims.split([',', 'x'])
+            .map(|d| {
+                d.trim().parse::<usize>().map_err(|_| {
+                    Error::Usage(format!(
+                        "`--input-shape {spec}`: `{d}` is not a dimension (a non-negative integer)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    Ok((name.to_string(), shape))
+}
+
+/// SplitMix64: a tiny, stable generator, so a seed gives the same inputs on every platform and
+/// version.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in 0..n.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Resolves the concrete shape of each feedable input: `shapes` overrides win; a symbolic dim
+/// takes the size an override gave the same symbol elsewhere, else 1; unknown dims are 1.
+pub fn resolve_input_shapes(
+    model: &ModelProto,
+    shapes: &[(String, Vec<usize>)],
+) -> Result<Vec<(String, Vec<usize>)>> {
+    let inputs = model_inputs(model);
+    for (n, _) in shapes {
+        if !inputs.iter().any(|vi| vi.name.as_deref() == Some(n)) {
+            return Err(Error::Usage(format!(
+                "`--input-shape {n}=...`: the model has no input `{n}` (inputs: {})",
+                input_list(&inputs)
+            )));
+        }
+    }
+    let mut symbols: HashMap<String, usize> = HashMap::new();
+    for vi in &inputs {
+        let name = vi.name.as_deref().unwrap_or("");
+        let Some((_, shape)) = shapes.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        if let Some(decl) = declared_shape(vi) {
+            if decl.len() != shape.len() {
+                return Err(Error::Usage(format!(
+                    "`--input-shape {name}=...` has rank {} but input `{name}` has rank {}",
+                    shape.len(),
+                    decl.len()
+                )));
+            }
+            for (d, &s) in decl.iter().zip(shape) {
+                match d {
+                    DeclaredDim::Fixed(f) if *f != s => {
+                        return Err(Error::Usage(format!(
+                            "`--input-shape {name}=...` gives {s} where input `{name}` has fixed size {f}"
+                        )))
+                    }
+                    DeclaredDim::Symbol(sym) => {
+                        symbols.entry(sym.clone()).or_insert(s);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    for vi in &inputs {
+        let name = vi.name.clone().unwrap_or_default();
+        let shape = if let Some((_, s)) = shapes.iter().find(|(n, _)| *n == name) {
+            s.clone()
+        } else {
+            match declared_shape(vi) {
+                Some(decl) => decl
+                    .iter()
+                    .map(|d| match d {
+                        DeclaredDim::Fixed(f) => *f,
+                        DeclaredDim::Symbol(s) => symbols.get(s).copied().unwrap_or(1),
+                        DeclaredDim::Unknown => 1,
+                    })
+                    .collect(),
+                None => {
+                    return Err(Error::Usage(format!(
+                        "input `{name}` declares no shape: give one with `--input-shape {name}=...`"
+                    )))
+                }
+            }
+        };
+        out.push((name, shape));
+    }
+    Ok(out)
+}
+
+/// Makes one input set of seeded random values for every feedable input of `model`.
+///
+/// Shapes come from [`resolve_input_shapes`]. Values respect the declared element type: floats are
+/// uniform in [0, 1); bools are fair coin flips; integers are uniform in 0..=1 for inputs whose
+/// name contains `mask` (any case) and in 0..=9 otherwise; strings are short lowercase words.
+pub fn random_inputs(
+    model: &ModelProto,
+    shapes: &[(String, Vec<usize>)],
+    seed: u64,
+) -> Result<InputSet> {
+    let resolved = resolve_input_shapes(model, shapes)?;
+    let inputs = model_inputs(model);
+    let mut rng = SplitMix64(seed ^ 0x6f6e_6e78_736c_696d);
+    let mut tensors = Vec::with_capacity(resolved.len());
+    for ((name, shape), vi) in resolved.into_iter().zip(inputs) {
+        let elem = declared_elem_type(vi).ok_or_else(|| {
+            Error::Usage(format!(
+                "input `{name}` is not a tensor with a declared element type"
+            ))
+        })?;
+        let dt = datum_type_of(elem, &name)?;
+        let n: usize = shape.iter().product();
+        if n as u64 > MAX_ELEMENTS {
+            return Err(tensor_err(&name, format!("absurd shape {shape:?}")));
+        }
+        let int_hi: u64 = if name.to_lowercase().contains("mask") {
+            2
+        } else {
+            10
+        };
+        macro_rules! ints {
+            ($t:ty) => {
+                from_vec(
+                    &name,
+                    &shape,
+                    (0..n).map(|_| rng.below(int_hi) as $t).collect::<Vec<$t>>(),
+                )?
+            };
+        }
+        let t = match dt {
+            DatumType::F32 => from_vec(
+                &name,
+                &shape,
+                (0..n).map(|_| rng.next_f64() as f32).collect(),
+            )?,
+            DatumType::F64 => from_vec(&name, &shape, (0..n).map(|_| rng.next_f64()).collect())?,
+            DatumType::F16 => from_vec(
+                &name,
+                &shape,
+                (0..n).map(|_| f16::from_f64(rng.next_f64())).collect(),
+            )?,
+            DatumType::Bool => {
+                from_vec(&name, &shape, (0..n).map(|_| rng.below(2) == 1).collect())?
+            }
+            DatumType::I8 => ints!(i8),
+            DatumType::I16 => ints!(i16),
+            DatumType::I32 => ints!(i32),
+            DatumType::I64 => ints!(i64),
+            DatumType::U8 => ints!(u8),
+            DatumType::U16 => ints!(u16),
+            DatumType::U32 => ints!(u32),
+            DatumType::U64 => ints!(u64),
+            DatumType::String => from_vec(
+                &name,
+                &shape,
+                (0..n)
+                    .map(|_| {
+                        let len = 1 + rng.below(8) as usize;
+                        (0..len)
+                            .map(|_| (b'a' + rng.below(26) as u8) as char)
+                            .collect::<String>()
+                    })
+                    .collect(),
+            )?,
+            other => return Err(tensor_err(&name, format!("cannot make random {other:?}"))),
+        };
+        tensors.push((name, t));
+    }
+    Ok(InputSet::new(format!("random seed {seed}"), tensors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::proto::{
+        tensor_shape_proto, type_proto, GraphProto, TensorShapeProto, TypeProto,
+    };
+
+    fn proto(dt: DataType, dims: &[i64]) -> TensorProto {
+        TensorProto {
+            name: Some("t".into()),
+            data_type: Some(dt as i32),
+            dims: dims.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn float_from_raw_and_typed() {
+        let mut p = proto(DataType::Float, &[2]);
+        p.raw_data = Some(bytes::Bytes::from(
+            [1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat(),
+        ));
+        let t = tensor_from_proto(&p).unwrap();
+        assert_eq!(t, Tensor::from_shape(&[2], &[1.5f32, -2.0]).unwrap());
+        let mut p = proto(DataType::Float, &[1, 2]);
+        p.float_data = vec![3.0, 4.0];
+        let t = tensor_from_proto(&p).unwrap();
+        assert_eq!(t.shape(), &[1, 2]);
+    }
+
+    #[test]
+    fn int32_data_carries_small_types() {
+        let mut p = proto(DataType::Float16, &[2]);
+        p.int32_data = vec![
+            f16::from_f32(0.5).to_bits() as i32,
+            f16::ONE.to_bits() as i32,
+        ];
+        let t = tensor_from_proto(&p).unwrap();
+        assert_eq!(t.datum_type(), DatumType::F16);
+        let mut p = proto(DataType::Bool, &[3]);
+        p.int32_data = vec![1, 0, 1];
+        let t = tensor_from_proto(&p).unwrap();
+        assert_eq!(t, Tensor::from_shape(&[3], &[true, false, true]).unwrap());
+        let mut p = proto(DataType::Int8, &[]);
+        p.int32_data = vec![-3];
+        assert_eq!(tensor_from_proto(&p).unwrap(), Tensor::from(-3i8));
+    }
+
+    #[test]
+    fn wrong_sizes_and_missing_types_are_errors() {
+        let mut p = proto(DataType::Int64, &[3]);
+        p.int64_data = vec![1, 2];
+        assert!(tensor_from_proto(&p).is_err());
+        let mut p = proto(DataType::Int32, &[2]);
+        p.raw_data = Some(bytes::Bytes::from_static(&[0, 0, 0]));
+        assert!(tensor_from_proto(&p).is_err());
+        let p = proto(DataType::Float8e4m3fn, &[1]);
+        let e = tensor_from_proto(&p).unwrap_err().to_string();
+        assert!(e.contains("float8e4m3fn"), "{e}");
+        let p = proto(DataType::Bfloat16, &[1]);
+        assert!(tensor_from_proto(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("bfloat16"));
+    }
+
+    #[test]
+    fn shape_specs() {
+        assert_eq!(
+            parse_input_shape("x=1,3,224,224").unwrap(),
+            ("x".to_string(), vec![1, 3, 224, 224])
+        );
+        assert_eq!(
+            parse_input_shape("sr=").unwrap(),
+            ("sr".to_string(), vec![])
+        );
+        assert!(parse_input_shape("x").is_err());
+        assert!(parse_input_shape("x=1,a").is_err());
+    }
+
+    fn vi(name: &str, elem: DataType, dims: &[&str]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|d| tensor_shape_proto::Dimension {
+                value: Some(match d.parse::<i64>() {
+                    Ok(v) => DimValue::DimValue(v),
+                    Err(_) => DimValue::DimParam(d.to_string()),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(elem as i32),
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn random_inputs_bind_symbols_and_respect_types() {
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                input: vec![
+                    vi("x", DataType::Float, &["batch", "3"]),
+                    vi("attention_mask", DataType::Int64, &["batch", "seq"]),
+                    vi("ids", DataType::Int32, &["batch"]),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let set = random_inputs(&model, &[("x".into(), vec![4, 3])], 7).unwrap();
+        let x = set.get("x").unwrap();
+        assert_eq!(x.shape(), &[4, 3]);
+        assert!(x
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| (0.0..1.0).contains(v)));
+        let m = set.get("attention_mask").unwrap();
+        assert_eq!(m.shape(), &[4, 1]);
+        assert!(m
+            .to_plain_array_view::<i64>()
+            .unwrap()
+            .iter()
+            .all(|v| (0..=1).contains(v)));
+        let ids = set.get("ids").unwrap();
+        assert!(ids
+            .to_plain_array_view::<i32>()
+            .unwrap()
+            .iter()
+            .all(|v| (0..10).contains(v)));
+        // same seed, same values
+        let again = random_inputs(&model, &[("x".into(), vec![4, 3])], 7).unwrap();
+        assert_eq!(again.get("x"), set.get("x"));
+        assert!(random_inputs(&model, &[("x".into(), vec![4, 4])], 7).is_err());
+        assert!(random_inputs(&model, &[("nope".into(), vec![1])], 7).is_err());
+    }
+}

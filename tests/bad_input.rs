@@ -1,0 +1,569 @@
+//! Bad input through the real binary: every case must exit with code 2, print exactly one line on
+//! stderr that names the problem (and the offending path or name in backticks), never panic, and
+//! leave nothing behind in the output folder (no output file, no temp file).
+//!
+//! The models are built in code, so these tests run without `../shared`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bytes::Bytes;
+use onnx_slim::onnx::proto::tensor_proto::{DataLocation, DataType};
+use onnx_slim::onnx::proto::tensor_shape_proto::{dimension, Dimension};
+use onnx_slim::onnx::proto::{
+    type_proto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use prost::Message;
+
+// ---- a tiny model built in code ----
+
+fn f32_tensor(name: &str, dims: &[i64], seed: u32) -> TensorProto {
+    let n: i64 = dims.iter().product();
+    let mut raw = Vec::with_capacity(n as usize * 4);
+    for i in 0..n as u32 {
+        let v = ((i.wrapping_mul(2654435761).wrapping_add(seed)) % 1000) as f32 / 1000.0 - 0.5;
+        raw.extend_from_slice(&v.to_le_bytes());
+    }
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(Bytes::from(raw)),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(dimension::Value::DimValue(*d)),
+                            denotation: None,
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// x[1,16] → MatMul(W1[16,32]) → Add(b1) → Relu → MatMul(W2[32,8]) → y[1,8].
+fn mlp() -> ModelProto {
+    let graph = onnx_slim::onnx::proto::GraphProto {
+        name: Some("mlp".into()),
+        node: vec![
+            node("MatMul", "mm1", &["x", "W1"], &["h0"]),
+            node("Add", "add1", &["h0", "b1"], &["h1"]),
+            node("Relu", "relu1", &["h1"], &["h"]),
+            node("MatMul", "mm2", &["h", "W2"], &["y"]),
+        ],
+        initializer: vec![
+            f32_tensor("W1", &[16, 32], 1),
+            f32_tensor("b1", &[32], 2),
+            f32_tensor("W2", &[32, 8], 3),
+        ],
+        input: vec![value_info("x", &[1, 16])],
+        output: vec![value_info("y", &[1, 8])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(8),
+        producer_name: Some("bad_input test".into()),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+/// Moves initializer `name`'s payload to `location` at `offset` (the caller writes the file).
+fn make_external(m: &mut ModelProto, name: &str, location: &str, offset: u64) -> Vec<u8> {
+    let g = m.graph.as_mut().unwrap();
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(name))
+        .unwrap();
+    let raw = t.raw_data.take().unwrap();
+    let entry = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    t.external_data = vec![
+        entry("location", location.into()),
+        entry("offset", offset.to_string()),
+        entry("length", raw.len().to_string()),
+    ];
+    t.data_location = Some(DataLocation::External as i32);
+    raw.to_vec()
+}
+
+// ---- running the binary ----
+
+fn listing(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(common::bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run onnx-slim")
+}
+
+/// Runs `args` in `dir` and checks the bad-input contract: exit 2, one stderr line containing every
+/// phrase in `want`, no panic, no output file and no new file in `dir` (or in `out_dir`, if given).
+fn expect_refused(dir: &Path, args: &[&str], out: &str, want: &[&str]) -> String {
+    let out_path = dir.join(out);
+    let watch = out_path
+        .parent()
+        .filter(|p| p.is_dir())
+        .map(Path::to_path_buf);
+    let before_dir = listing(dir);
+    let before_out = watch.as_deref().map(listing);
+    let existed = out_path.exists();
+    let o = run(dir, args);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    let ctx = format!(
+        "onnx-slim {}\nexit: {:?}\nstderr:\n{stderr}\nstdout:\n{}",
+        args.join(" "),
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!stderr.contains("panicked"), "panic:\n{ctx}");
+    assert_eq!(o.status.code(), Some(2), "wrong exit code:\n{ctx}");
+    let trimmed = stderr.trim();
+    assert_eq!(
+        trimmed.lines().count(),
+        1,
+        "stderr must be exactly one line:\n{ctx}"
+    );
+    for w in want {
+        assert!(trimmed.contains(w), "stderr lacks {w:?}:\n{ctx}");
+    }
+    if !existed {
+        assert!(!out_path.exists(), "an output file was written:\n{ctx}");
+    }
+    assert_eq!(
+        listing(dir),
+        before_dir,
+        "files appeared or vanished:\n{ctx}"
+    );
+    if let (Some(w), Some(b)) = (watch, before_out) {
+        assert_eq!(
+            listing(&w),
+            b,
+            "files appeared in the output folder:\n{ctx}"
+        );
+    }
+    trimmed.to_string()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+const NONE: [&str; 2] = ["--rules", "none"];
+
+fn args<'a>(a: &[&'a str]) -> Vec<&'a str> {
+    a.iter().copied().chain(NONE).collect()
+}
+
+#[test]
+fn the_built_model_is_accepted() {
+    // The baseline every other case corrupts must itself go through.
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    let o = run(d.path(), &args(&["in.onnx", "out.onnx"]));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(d.path().join("out.onnx").is_file());
+    assert_eq!(
+        listing(d.path()),
+        ["in.onnx", "out.onnx"].map(String::from).into()
+    );
+}
+
+#[test]
+fn a_png_is_not_a_model() {
+    let d = tmp();
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    png.extend_from_slice(&[
+        0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 1, 0, 0, 0, 1, 0, 8, 6,
+    ]);
+    png.extend_from_slice(&[
+        0, 0, 0, 0x1f, 0x15, 0xc4, 0x89, 0, 0, 0, 0, b'I', b'E', b'N', b'D',
+    ]);
+    write(d.path(), "in.png", &png);
+    expect_refused(
+        d.path(),
+        &args(&["in.png", "out.onnx"]),
+        "out.onnx",
+        &["`in.png`", "is not a valid onnx model"],
+    );
+}
+
+#[test]
+fn a_text_file_is_not_a_model() {
+    let d = tmp();
+    write(
+        d.path(),
+        "in.onnx",
+        b"This is a README, not a model.\nIt has two lines of text.\n",
+    );
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`in.onnx`", "is not a valid onnx model"],
+    );
+}
+
+#[test]
+fn a_truncated_model_is_refused() {
+    let d = tmp();
+    let bytes = mlp().encode_to_vec();
+    write(d.path(), "in.onnx", &bytes[..bytes.len() / 2]);
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`in.onnx`", "is not a valid onnx model"],
+    );
+}
+
+#[test]
+fn a_truncated_shared_model_is_refused() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let Some(m) = models.iter().find(|m| m.ends_with("digits_mlp")) else {
+        return;
+    };
+    let bytes = std::fs::read(m.join("model.onnx")).unwrap();
+    let d = tmp();
+    write(d.path(), "in.onnx", &bytes[..bytes.len() / 2]);
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`in.onnx`", "is not a valid onnx model"],
+    );
+}
+
+#[test]
+fn an_empty_file_is_refused() {
+    let d = tmp();
+    write(d.path(), "in.onnx", b"");
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`in.onnx`", "empty"],
+    );
+}
+
+#[test]
+fn a_missing_external_data_file_is_refused() {
+    let d = tmp();
+    let mut m = mlp();
+    make_external(&mut m, "W1", "weights.bin", 0);
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["external data", "`W1`", "weights.bin`", "cannot open"],
+    );
+}
+
+#[test]
+fn a_too_short_external_data_file_is_refused() {
+    let d = tmp();
+    let mut m = mlp();
+    let raw = make_external(&mut m, "W1", "weights.bin", 16);
+    let mut data = vec![0u8; 16];
+    data.extend_from_slice(&raw[..raw.len() - 1]);
+    write(d.path(), "weights.bin", &data);
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["external data", "`W1`", "weights.bin`", "too short"],
+    );
+}
+
+#[test]
+fn an_input_that_nothing_produces_is_refused() {
+    let d = tmp();
+    let mut m = mlp();
+    m.graph.as_mut().unwrap().node[1].input[1] = "ghost".into();
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`ghost`", "produced by nothing", "`add1`"],
+    );
+}
+
+#[test]
+fn an_output_that_nothing_produces_is_refused() {
+    let d = tmp();
+    let mut m = mlp();
+    m.graph.as_mut().unwrap().output[0].name = Some("phantom".into());
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`phantom`", "produced by nothing"],
+    );
+}
+
+#[test]
+fn a_cycle_is_refused() {
+    let d = tmp();
+    let mut m = mlp();
+    // relu1 now reads the output of mm2, which (through h) reads relu1: h → y → h1' → h.
+    let g = m.graph.as_mut().unwrap();
+    g.node[2].input[0] = "y".into();
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["cycle", "`"],
+    );
+}
+
+#[test]
+fn duplicate_value_names_are_refused() {
+    let d = tmp();
+    let mut m = mlp();
+    // Two nodes write `h1`.
+    m.graph.as_mut().unwrap().node[0].output[0] = "h1".into();
+    m.graph.as_mut().unwrap().node[1].input[0] = "x".into();
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["duplicate value name", "`h1`"],
+    );
+}
+
+#[test]
+fn an_initializer_shadowing_a_node_output_is_refused() {
+    let d = tmp();
+    let mut m = mlp();
+    let g = m.graph.as_mut().unwrap();
+    g.initializer.push(f32_tensor("h", &[1, 32], 9));
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["duplicate value name", "`h`"],
+    );
+}
+
+#[test]
+fn out_equal_to_in_is_refused_without_in_place() {
+    let d = tmp();
+    let bytes = mlp().encode_to_vec();
+    write(d.path(), "model.onnx", &bytes);
+    expect_refused(
+        d.path(),
+        &args(&["model.onnx", "model.onnx"]),
+        "model.onnx",
+        &["`model.onnx`", "--in-place"],
+    );
+    assert_eq!(std::fs::read(d.path().join("model.onnx")).unwrap(), bytes);
+    // The same file spelled differently is still the same file.
+    expect_refused(
+        d.path(),
+        &args(&["model.onnx", "./model.onnx"]),
+        "model.onnx",
+        &["`model.onnx`", "--in-place"],
+    );
+    assert_eq!(std::fs::read(d.path().join("model.onnx")).unwrap(), bytes);
+}
+
+#[test]
+fn out_equal_to_in_works_with_in_place() {
+    let d = tmp();
+    let bytes = mlp().encode_to_vec();
+    write(d.path(), "model.onnx", &bytes);
+    let o = run(d.path(), &args(&["model.onnx", "model.onnx", "--in-place"]));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(listing(d.path()), ["model.onnx".to_string()].into());
+    let back = onnx_slim::onnx::decode_file(&d.path().join("model.onnx")).unwrap();
+    assert_eq!(back.model.encode_to_vec(), bytes);
+}
+
+#[test]
+fn out_in_a_missing_folder_is_refused() {
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "nope/out.onnx"]),
+        "nope/out.onnx",
+        &["`nope/out.onnx`", "`nope`", "does not exist"],
+    );
+    assert!(!d.path().join("nope").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn out_in_a_read_only_folder_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    let ro = d.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(ro.join("probe"), b"x").is_ok() {
+        // Root ignores permissions: nothing to test here.
+        eprintln!("SKIPPED: a read-only folder is writable (running as root?)");
+        let _ = std::fs::remove_file(ro.join("probe"));
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+        return;
+    }
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "ro/out.onnx"]),
+        "ro/out.onnx",
+        &["`ro", "ermission denied"],
+    );
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn out_that_is_a_folder_is_refused() {
+    // Writable everywhere, even as root: the rename onto a folder fails, and the temp file must go.
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    std::fs::create_dir(d.path().join("out.onnx")).unwrap();
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`out.onnx`"],
+    );
+    assert!(d.path().join("out.onnx").is_dir());
+}
+
+#[test]
+fn a_failed_write_leaves_no_file_behind() {
+    // The library under the binary: when the final rename fails (the target is a folder), neither
+    // the temp files nor the external data file may remain.
+    use onnx_slim::onnx::{write_model, SaveOptions};
+    let d = tmp();
+    std::fs::create_dir(d.path().join("out.onnx")).unwrap();
+    let opts = SaveOptions {
+        external_threshold: Some(100),
+    };
+    let e = write_model(mlp(), &d.path().join("out.onnx"), &opts).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("out.onnx`"), "{e}");
+    assert_eq!(listing(d.path()), ["out.onnx".to_string()].into());
+    assert!(listing(&d.path().join("out.onnx")).is_empty());
+}
+
+#[cfg(unix)]
+#[test]
+fn the_output_is_an_ordinary_file() {
+    // Same mode as a file created normally in the same folder (not tempfile's 0600).
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    let o = run(
+        d.path(),
+        &args(&["in.onnx", "out.onnx", "--external-data", "100"]),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let mode = |n: &str| {
+        std::fs::metadata(d.path().join(n))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("out.onnx"), mode("in.onnx"));
+    assert_eq!(mode("out.onnx.data"), mode("in.onnx"));
+}
+
+#[test]
+fn a_missing_input_is_refused() {
+    let d = tmp();
+    expect_refused(
+        d.path(),
+        &args(&["missing.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`missing.onnx`", "cannot read"],
+    );
+}
+
+#[test]
+fn an_unknown_rule_is_refused_with_the_valid_ones() {
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    let line = expect_refused(
+        d.path(),
+        &["in.onnx", "out.onnx", "--rules", "bogus-rule"],
+        "out.onnx",
+        &["unknown rule", "`bogus-rule`", "valid:", "none", "clean"],
+    );
+    // Every rule the binary lists is named in the message.
+    let list = run(d.path(), &["--list-rules"]);
+    assert_eq!(list.status.code(), Some(0));
+    for l in String::from_utf8_lossy(&list.stdout).lines() {
+        if let Some(name) = l.split_whitespace().nth(1) {
+            assert!(line.contains(name), "rule `{name}` not listed in: {line}");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `inspect` on fixtures, with numbers computed by hand, on absurd dims, and on every shared
+//! model when `../shared/models` is present.
+
+use std::path::{Path, PathBuf};
+
+use onnx_slim::ir::builder::{attr_ints, Dim, ModelBuilder};
+use onnx_slim::ir::{tensor, Model, ValueRef};
+use onnx_slim::onnx::proto::tensor_proto::DataType;
+use onnx_slim::report::inspect::{inspect, Inspection};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn load(path: &Path) -> (Model, u64) {
+    let lm = onnx_slim::onnx::decode_file(path).unwrap_or_else(|e| panic!("{e}"));
+    (Model::from_proto(lm.model).unwrap(), lm.file_len)
+}
+
+fn inspect_fixture(name: &str) -> Inspection {
+    let (m, len) = load(&fixture(name));
+    inspect(&m, len)
+}
+
+#[test]
+fn mlp_numbers() {
+    let i = inspect_fixture("mlp.onnx");
+    assert_eq!(i.op_count("MatMul"), 2);
+    assert_eq!(i.op_count("Add"), 2);
+    assert_eq!(i.op_count("Relu"), 1);
+    assert_eq!(i.nodes, 5);
+    assert_eq!(i.nodes_in_subgraphs, 0);
+    assert_eq!(i.params.elements, 16 * 32 + 32 + 32 * 8 + 8);
+    assert_eq!(i.params.bytes, 4 * (16 * 32 + 32 + 32 * 8 + 8));
+    assert_eq!(i.params.tensors, 4);
+    assert_eq!(i.op_macs("MatMul"), Some(16 * 32 + 32 * 8));
+    assert_eq!(i.macs.total, 16 * 32 + 32 * 8);
+    assert_eq!(i.macs.symbolic_dims_as_one, vec!["N".to_string()]);
+    assert_eq!(i.macs.unknown_nodes, 0);
+    assert!(!i.macs.saturated);
+    let text = i.to_string();
+    assert!(text.contains("MACs (symbolic dims = 1: N): 768"), "{text}");
+    assert_eq!(i.inputs[0].r#type, "float32[N,16]");
+    assert_eq!(i.outputs[0].r#type, "float32[N,8]");
+}
+
+#[test]
+fn conv_numbers() {
+    let i = inspect_fixture("conv.onnx");
+    // N * Cout * Hout * Wout * (Cin / group) * kH * kW, pads 1 keep 8x8.
+    let conv = 8 * 8 * 8 * 3 * 3 * 3;
+    // Gemm: M * K * N = 1 * 8 * 4.
+    let gemm = 8 * 4;
+    assert_eq!(i.op_macs("Conv"), Some(conv));
+    assert_eq!(i.op_macs("Gemm"), Some(gemm));
+    assert_eq!(i.macs.total, conv + gemm);
+    assert!(i.macs.symbolic_dims_as_one.is_empty());
+    assert_eq!(i.macs.unknown_nodes, 0);
+    assert_eq!(i.params.elements, 8 * 3 * 3 * 3 + 8 + 4 * 8 + 4 * 8 + 4);
+    assert_eq!(i.params.tensors, 8);
+    assert!(i.to_string().contains("MACs: 13,856"), "{i}");
+}
+
+#[test]
+fn gemm_with_transposes() {
+    let i = inspect_fixture("gemm_attrs.onnx");
+    // transA: a[4,3] is K x M; transB: B[5,4] is N x K. M=3, K=4, N=5.
+    assert_eq!(i.op_macs("Gemm"), Some(3 * 4 * 5));
+    assert_eq!(i.params.elements, 5 * 4 + 5);
+}
+
+#[test]
+fn subgraphs_are_counted() {
+    let i = inspect_fixture("if_subgraph.onnx");
+    assert_eq!(i.nodes, 5);
+    assert_eq!(i.nodes_in_subgraphs, 3);
+    assert_eq!(i.subgraphs, 2);
+    assert_eq!(i.op_count("Mul"), 2);
+    let mul = i.ops.iter().find(|o| o.op == "Mul").unwrap();
+    assert_eq!(mul.in_subgraphs, 1);
+    // `w` outside, the else branch's Constant inside.
+    assert_eq!(i.params.elements, 6 + 3);
+    assert_eq!(i.params.tensors, 2);
+    assert!(i.to_string().contains("(3 of them in 2 subgraphs)"), "{i}");
+}
+
+#[test]
+fn constants_count_as_parameters() {
+    let i = inspect_fixture("constants.onnx");
+    assert_eq!(i.params.elements, 16 + 4 + 4 + 4);
+    assert_eq!(i.params.tensors, 4);
+    assert_eq!(i.op_count("Identity"), 1);
+    assert_eq!(i.op_count("Dropout"), 1);
+    // The MatMul's weight is a Constant: its shape is still known.
+    assert_eq!(i.op_macs("MatMul"), Some(4 * 4));
+}
+
+#[test]
+fn all_attr_types_and_json() {
+    let i = inspect_fixture("all_attr_types.onnx");
+    assert_eq!(i.op_count("com.example.Everything"), 1);
+    assert_eq!(i.op_count("com.example.ScaledAdd"), 1);
+    assert_eq!(i.nodes_in_subgraphs, 3);
+    assert_eq!(i.functions, 1);
+    assert!(i.inputs.iter().any(|v| v.name == "scale" && v.has_default));
+    let json: serde_json::Value = serde_json::from_str(&i.to_json()).unwrap();
+    assert_eq!(
+        json["inputs"][0]["shape"],
+        serde_json::json!(["N", null, 3])
+    );
+    assert_eq!(json["opsets"][1]["domain"], "com.example");
+
+    let j: serde_json::Value =
+        serde_json::from_str(&inspect_fixture("mlp.onnx").to_json()).unwrap();
+    assert_eq!(j["macs"]["total"], 768);
+    assert_eq!(j["macs"]["symbolic_dims_as_one"], serde_json::json!(["N"]));
+    assert_eq!(j["params"]["elements"], 808);
+}
+
+/// Dims near `u64::MAX` or `i64::MAX` neither panic nor allocate: products saturate.
+#[test]
+fn absurd_dims_saturate() {
+    let big = 1i64 << 40;
+    let mut b = ModelBuilder::new(17);
+    b.input("a", DataType::Float, &[big, big])
+        .input("b", DataType::Float, &[big, big])
+        .input("x", DataType::Float, &[big, big, big, big])
+        .input("w", DataType::Float, &[big, big, 3, 3])
+        .input_sym(
+            "s",
+            DataType::Float,
+            &[Dim::Sym("B".into()), i64::MAX.into()],
+        )
+        .node("MatMul", &["a", "b"], &["c"], vec![])
+        .node(
+            "Conv",
+            &["x", "w"],
+            &["y"],
+            vec![attr_ints("pads", &[i64::MAX, 0, 0, i64::MAX])],
+        )
+        .node("Conv", &["x", "w"], &["y2"], vec![])
+        .node("Flatten", &["s"], &["f"], vec![])
+        .node("Reshape", &["s", "c"], &["r"], vec![])
+        .output("c", DataType::Float, &[big, big])
+        .output("y", DataType::Float, &[-1, -1, -1, -1])
+        .output("y2", DataType::Float, &[-1, -1, -1, -1])
+        .output("f", DataType::Float, &[-1, -1])
+        .output("r", DataType::Float, &[-1]);
+    let m = Model::from_proto(b.build()).unwrap();
+    let i = inspect(&m, 0);
+    assert!(i.macs.saturated);
+    assert_eq!(i.macs.total, u64::MAX);
+    let _ = i.to_string();
+    let _ = i.to_json();
+}
+
+/// A loud skip when `../shared` is absent (a user's clone).
+fn shared_models() -> Option<Vec<PathBuf>> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models"));
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        eprintln!("SKIPPED: ../shared not found ({})", dir.display());
+        return None;
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").is_file())
+        .collect();
+    v.sort();
+    Some(v)
+}
+
+#[test]
+fn every_shared_model_inspects() {
+    let Some(models) = shared_models() else {
+        return;
+    };
+    assert!(!models.is_empty());
+    for dir in &models {
+        let (m, len) = load(&dir.join("model.onnx"));
+        let i = inspect(&m, len);
+        assert!(i.nodes > 0, "{}", dir.display());
+        assert!(i.params.elements > 0, "{}", dir.display());
+        let _ = i.to_json();
+        eprintln!("== {}\n{i}", dir.display());
+    }
+}
+
+#[test]
+fn digits_mlp_parameters() {
+    let Some(models) = shared_models() else {
+        return;
+    };
+    let Some(dir) = models.iter().find(|d| d.ends_with("digits_mlp")) else {
+        eprintln!("SKIPPED: ../shared/models/digits_mlp not found");
+        return;
+    };
+    let (m, len) = load(&dir.join("model.onnx"));
+    let g = &m.graph;
+    // Weights feeding MatMul (or Gemm) nodes: 64x512, 512x512, 512x10.
+    let mut matmul_params = 0u64;
+    for id in g.ops() {
+        let op = g.node(id).op_type();
+        if op != "MatMul" && op != "Gemm" {
+            continue;
+        }
+        let w: ValueRef = g.input(id, 1).unwrap();
+        let t = g.const_tensor(w).expect("constant weight");
+        matmul_params += tensor::numel(t).unwrap();
+    }
+    assert_eq!(matmul_params, 64 * 512 + 512 * 512 + 512 * 10);
+    let i = inspect(&m, len);
+    assert!(i.params.elements >= matmul_params);
+    // Batch 1: one MAC per weight.
+    assert_eq!(i.macs.total, 64 * 512 + 512 * 512 + 512 * 10, "{i}");
+}

