@@ -215,3 +215,14 @@ fn digits_mlp_parameters() {
     // Batch 1: one MAC per weight.
     assert_eq!(i.macs.total, 64 * 512 + 512 * 512 + 512 * 10, "{i}");
 }
+
+#[test]
+fn human_and_json_forms() {
+    insta::assert_snapshot!("mlp_text", inspect_fixture("mlp.onnx").to_string());
+    insta::assert_snapshot!("conv_text", inspect_fixture("conv.onnx").to_string());
+    insta::assert_snapshot!(
+        "if_subgraph_text",
+        inspect_fixture("if_subgraph.onnx").to_string()
+    );
+    insta::assert_snapshot!("mlp_json", inspect_fixture("mlp.onnx").to_json());
+}

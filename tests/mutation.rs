@@ -1,5 +1,5 @@
 //! Seeded corruption of real and built models: thousands of mutants go through
-//! `decode_bytes` → `Model::from_proto` → `to_proto` → `encode_model` in-process under
+//! `decode_bytes` → `Model::from_proto` → `inspect` → `to_proto` → `encode_model` in-process under
 //! `catch_unwind`, with a global allocator that records any single allocation larger than
 //! 4 × the input + 64 MB. Nothing may panic, nothing may allocate without bound, and a mutant the
 //! IR accepts must still round-trip losslessly. A sample also goes through the binary, which must
@@ -22,7 +22,6 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -36,6 +35,7 @@ use onnx_slim::onnx::proto::{
     ValueInfoProto,
 };
 use onnx_slim::onnx::{decode_bytes, encode_model};
+use onnx_slim::report::inspect::inspect;
 use prost::Message;
 
 // ---- the allocation guard ----
@@ -44,20 +44,24 @@ use prost::Message;
 /// sets one; every other thread has `usize::MAX`).
 struct Guard;
 
-static VIOLATIONS: AtomicUsize = AtomicUsize::new(0);
-static LARGEST_VIOLATION: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Allocations over `LIMIT` seen on this thread, and the largest of them.
+    static VIOLATIONS: Cell<usize> = const { Cell::new(0) };
+    static LARGEST_VIOLATION: Cell<usize> = const { Cell::new(0) };
 }
 
 #[inline]
 fn check_size(size: usize) {
     let limit = LIMIT.try_with(Cell::get).unwrap_or(usize::MAX);
     if size > limit {
-        VIOLATIONS.fetch_add(1, Ordering::Relaxed);
-        LARGEST_VIOLATION.fetch_max(size, Ordering::Relaxed);
+        let _ = VIOLATIONS.try_with(|v| v.set(v.get() + 1));
+        let _ = LARGEST_VIOLATION.try_with(|v| v.set(v.get().max(size)));
     }
+}
+
+fn violations() -> usize {
+    VIOLATIONS.with(Cell::get)
 }
 
 unsafe impl GlobalAlloc for Guard {
@@ -109,11 +113,23 @@ impl XorShift {
     }
 }
 
+/// `ONNX_SLIM_MUTATION_SEED` (default 0) salts every seed and `ONNX_SLIM_MUTATION_SCALE`
+/// (default 1) multiplies the mutant counts: for longer fuzzing runs by hand. CI uses the defaults.
+fn env_u64(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn seed_of(name: &str) -> u64 {
     // FNV-1a: stable across runs and platforms.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+    let salt = env_u64("ONNX_SLIM_MUTATION_SEED", 0);
+    name.bytes()
+        .chain(salt.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        })
 }
 
 // ---- built-in models ----
@@ -1062,7 +1078,8 @@ fn check(name: &str, desc: &str, bytes: Vec<u8>, tally: &mut Tally) {
     tally.cases += 1;
     let limit = 4 * bytes.len() + (64 << 20);
     let input = Bytes::from(bytes);
-    let before = VIOLATIONS.load(Ordering::Relaxed);
+    let before = violations();
+    LARGEST_VIOLATION.with(|v| v.set(0));
     LIMIT.with(|l| l.set(limit));
     let r = catch_unwind(AssertUnwindSafe(|| -> Result<u8, String> {
         let path = Path::new("mutant.onnx");
@@ -1073,6 +1090,8 @@ fn check(name: &str, desc: &str, bytes: Vec<u8>, tally: &mut Tally) {
         let Ok(ir) = Model::from_proto(proto) else {
             return Ok(1);
         };
+        let report = inspect(&ir, input.len() as u64);
+        let _ = std::hint::black_box((report.to_json(), report.to_string()));
         let back = encode_model(&ir.to_proto());
         if back != want {
             return Err("accepted by the IR but not round-tripped losslessly".into());
@@ -1082,12 +1101,12 @@ fn check(name: &str, desc: &str, bytes: Vec<u8>, tally: &mut Tally) {
         Ok(2)
     }));
     LIMIT.with(|l| l.set(usize::MAX));
-    let after = VIOLATIONS.load(Ordering::Relaxed);
+    let after = violations();
     let what = format!("{name}: {desc}");
     if after != before {
         tally.failures.push(format!(
             "{what}: allocation of {} bytes for a {}-byte input (limit {limit})",
-            LARGEST_VIOLATION.load(Ordering::Relaxed),
+            LARGEST_VIOLATION.with(Cell::get),
             input.len()
         ));
     }
@@ -1112,25 +1131,25 @@ fn check(name: &str, desc: &str, bytes: Vec<u8>, tally: &mut Tally) {
 fn subjects() -> Vec<(Subject, usize)> {
     let mut v = Vec::new();
     for (name, m, n) in [
-        ("builtin/mlp", mlp(), 500),
-        ("builtin/branches", branches(), 500),
-        ("builtin/chain", chain(), 400),
+        ("builtin/mlp", mlp(), 1500),
+        ("builtin/branches", branches(), 1500),
+        ("builtin/chain", chain(), 1200),
     ] {
         v.push((Subject::new(name.into(), Bytes::from(m.encode_to_vec())), n));
     }
     if let Some(models) = common::shared_models() {
         for dir in models {
             let bytes = Bytes::from(std::fs::read(dir.join("model.onnx")).unwrap());
-            let n = (120_000_000 / bytes.len()).clamp(10, 300);
+            let n = (400_000_000 / bytes.len()).clamp(20, 1000);
             let name = format!("shared/{}", dir.file_name().unwrap().to_string_lossy());
             v.push((Subject::new(name, bytes), n));
         }
     }
     if let Some(cases) = common::node_test_cases() {
-        for dir in cases.iter().step_by(9) {
+        for dir in cases.iter().step_by(4) {
             let bytes = Bytes::from(std::fs::read(dir.join("model.onnx")).unwrap());
             let name = format!("node/{}", dir.file_name().unwrap().to_string_lossy());
-            v.push((Subject::new(name, bytes), 6));
+            v.push((Subject::new(name, bytes), 10));
         }
     }
     v
@@ -1187,7 +1206,8 @@ fn seeded_corruptions_never_panic_nor_allocate_without_bound() {
                 let mut base = Tally::default();
                 check(&s.name, "unmutated", s.bytes.to_vec(), &mut base);
                 assert_eq!(base.accepted, 1, "{}: {:?}", s.name, base.failures);
-                for (desc, bytes) in mutants(s, *count, &raw_donors, &msg_donors) {
+                let count = *count * env_u64("ONNX_SLIM_MUTATION_SCALE", 1) as usize;
+                for (desc, bytes) in mutants(s, count, &raw_donors, &msg_donors) {
                     check(&s.name, &desc, bytes, &mut tally);
                 }
             }
@@ -1218,12 +1238,12 @@ fn seeded_corruptions_never_panic_nor_allocate_without_bound() {
 /// The allocation guard itself works: an allocation over the limit is seen.
 #[test]
 fn the_allocation_guard_sees_big_allocations() {
-    let before = VIOLATIONS.load(Ordering::Relaxed);
+    let before = violations();
     LIMIT.with(|l| l.set(1 << 20));
     let v: Vec<u8> = Vec::with_capacity(2 << 20);
     LIMIT.with(|l| l.set(usize::MAX));
     drop(std::hint::black_box(v));
-    assert!(VIOLATIONS.load(Ordering::Relaxed) > before);
+    assert!(violations() > before);
 }
 
 #[test]
@@ -1298,7 +1318,8 @@ fn a_very_wide_node_is_handled_in_linear_time() {
     let g = m.graph.as_mut().unwrap();
     g.node.push(node("Sum", "wide", &[], &["wide_out"]));
     g.node.last_mut().unwrap().input = vec!["h".to_string(); 300_000];
-    g.output.push(value_info("wide_out", DataType::Float, &[-1, 32]));
+    g.output
+        .push(value_info("wide_out", DataType::Float, &[-1, 32]));
     let bytes = m.encode_to_vec();
     let start = Instant::now();
     let mut tally = Tally::default();

@@ -81,22 +81,7 @@ pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Resu
         if !plans.contains_key(&key) {
             plans.insert(key.clone(), compile(&bytes, set)?);
         }
-        let plan = plans[&key].clone();
-        let order: Vec<String> = plan
-            .model()
-            .input_outlets()
-            .map_err(tract_err)?
-            .iter()
-            .map(|o| plan.model().node(o.node).name.clone())
-            .collect();
-        let mut feed: TVec<TValue> = tvec![];
-        for name in &order {
-            let t = set
-                .get(name)
-                .ok_or_else(|| Error::Usage(format!("calibration set `{}` has no input `{name}`", set.label)))?;
-            feed.push(t.clone().into_tvalue());
-        }
-        let res = guard(move || plan.run(feed))?;
+        let res = run_plan(&plans[&key], set)?;
         let mut captured = Captured::new();
         for (i, name) in extra.iter().enumerate() {
             let t = res
@@ -122,7 +107,8 @@ fn guard<T>(f: impl FnOnce() -> TractResult<T>) -> Result<T> {
     }
 }
 
-fn compile(bytes: &[u8], set: &InputSet) -> Result<Arc<TypedRunnableModel>> {
+/// Compiles the encoded model `bytes` for the input shapes of `set` (optimized tract plan).
+pub fn compile(bytes: &[u8], set: &InputSet) -> Result<Arc<TypedRunnableModel>> {
     let mut model = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
         .map_err(tract_err)?;
@@ -140,6 +126,32 @@ fn compile(bytes: &[u8], set: &InputSet) -> Result<Arc<TypedRunnableModel>> {
             .map_err(tract_err)?;
     }
     guard(move || model.into_optimized()?.into_runnable())
+}
+
+/// Runs a plan from [`compile`] on `set`; returns the outputs in graph order.
+pub fn run_plan(plan: &Arc<TypedRunnableModel>, set: &InputSet) -> Result<Vec<Tensor>> {
+    let feed = feed_for(plan, set)?;
+    let plan = plan.clone();
+    let out = guard(move || plan.run(feed))?;
+    Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+}
+
+fn feed_for(plan: &Arc<TypedRunnableModel>, set: &InputSet) -> Result<TVec<TValue>> {
+    let order: Vec<String> = plan
+        .model()
+        .input_outlets()
+        .map_err(tract_err)?
+        .iter()
+        .map(|o| plan.model().node(o.node).name.clone())
+        .collect();
+    let mut feed: TVec<TValue> = tvec![];
+    for name in &order {
+        let t = set.get(name).ok_or_else(|| {
+            Error::Usage(format!("input set `{}` has no input `{name}`", set.label))
+        })?;
+        feed.push(t.clone().into_tvalue());
+    }
+    Ok(feed)
 }
 
 fn to_f32(t: &Tensor, name: &str) -> Result<ArrayD<f32>> {

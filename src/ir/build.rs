@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::graph::{free_names, has_subgraphs, Graph, NodeKind, OrderKey, ValueRef};
+use super::graph::{free_names, has_subgraphs, Edge, Graph, NodeKind, OrderKey, ValueRef};
 use crate::error::{Error, Result};
 use crate::onnx::proto::GraphProto;
 
@@ -74,7 +74,16 @@ impl Graph {
                     op: op_type.clone(),
                     reason: format!("input `{name}` is produced by nothing"),
                 })?;
-                g.connect(from, id, slot);
+                // A fresh node: add the edge directly (`connect` scans the node's existing
+                // edges, which is quadratic for a node with very many inputs).
+                g.g.add_edge(
+                    from.node.0,
+                    id.0,
+                    Edge::Data {
+                        out: from.slot,
+                        inp: slot,
+                    },
+                );
             }
             if has_subgraphs(&p) {
                 let mut free = BTreeSet::new();
@@ -103,7 +112,7 @@ impl Graph {
         g.orphan_value_info = g
             .value_info
             .iter()
-            .filter_map(|vi| vi.name.clone())
+            .map(|vi| vi.name.clone().unwrap_or_default())
             .filter(|n| g.producer(n).is_none())
             .collect();
         if g.topo_order().len() != g.node_count() {

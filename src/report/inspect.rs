@@ -1365,7 +1365,7 @@ fn reshape_shape(x: Option<&Shape>, target: &[i64], allowzero: bool) -> Option<S
         }
     }
     out[at] = match syms_in.len() {
-        0 if k_out > 0 && k_in % k_out == 0 => D::K(k_in / k_out),
+        0 if k_out > 0 && k_in.is_multiple_of(k_out) => D::K(k_in / k_out),
         1 if k_out == k_in => D::S(syms_in[0].clone()),
         _ => D::U,
     };
@@ -1460,7 +1460,7 @@ fn sep(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -1468,7 +1468,7 @@ fn sep(v: u64) -> String {
     out
 }
 
-/// `1.2 MiB`.
+/// `3,531 bytes (3.4 KiB)`; the unit part only from 1 KiB up.
 fn human_bytes(v: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut f = v as f64;
@@ -1478,34 +1478,30 @@ fn human_bytes(v: u64) -> String {
         u += 1;
     }
     if u == 0 {
-        format!("{v} B")
+        format!("{} bytes", sep(v))
     } else {
-        format!("{f:.1} {}", UNITS[u])
+        format!("{} bytes ({f:.1} {})", sep(v), UNITS[u])
     }
 }
 
-/// `1.2G`, `3.4M`, `5.6k`.
+/// `1,234,567 (1.23M)`; the short form only from 1,000 up.
 fn human_count(v: u64) -> String {
     let f = v as f64;
-    if v >= 1_000_000_000 {
+    let short = if v >= 1_000_000_000 {
         format!("{:.2}G", f / 1e9)
     } else if v >= 1_000_000 {
         format!("{:.2}M", f / 1e6)
     } else if v >= 1_000 {
         format!("{:.1}k", f / 1e3)
     } else {
-        v.to_string()
-    }
+        return sep(v);
+    };
+    format!("{} ({short})", sep(v))
 }
 
 impl fmt::Display for Inspection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "file size   {} bytes ({})",
-            sep(self.file_bytes),
-            human_bytes(self.file_bytes)
-        )?;
+        writeln!(f, "file size   {}", human_bytes(self.file_bytes))?;
         match self.ir_version {
             Some(v) => writeln!(f, "ir_version  {v}")?,
             None => writeln!(f, "ir_version  ?")?,
@@ -1573,11 +1569,9 @@ impl fmt::Display for Inspection {
 
         writeln!(
             f,
-            "\nparameters: {} ({}) in {} tensors, {} bytes ({})",
-            sep(self.params.elements),
+            "\nparameters: {} in {} tensors, {}",
             human_count(self.params.elements),
             sep(self.params.tensors),
-            sep(self.params.bytes),
             human_bytes(self.params.bytes)
         )?;
         let w = self
@@ -1607,7 +1601,7 @@ impl fmt::Display for Inspection {
                 m.symbolic_dims_as_one.join(", ")
             )?;
         }
-        write!(f, ": {} ({})", sep(m.total), human_count(m.total))?;
+        write!(f, ": {}", human_count(m.total))?;
         if m.saturated {
             write!(f, " (saturated: some product overflowed u64)")?;
         }

@@ -39,6 +39,71 @@ const NEVER: &[&str] = &[
     "Constant",
 ];
 
+/// Ops evaluated on constant inputs. Verification runs in tract too, so folding with tract must
+/// not hide a tract quirk: only ops whose semantics are plain and identical across runtimes are
+/// evaluated (no rounding modes, no resampling, no fmod, no string ops).
+const EVAL_OPS: &[&str] = &[
+    "Abs",
+    "Add",
+    "And",
+    "ArgMax",
+    "ArgMin",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "ConstantOfShape",
+    "Div",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "MatMul",
+    "Max",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Sign",
+    "Size",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+    "Xor",
+];
+
 enum How {
     /// Values known from shapes.
     Known(Vec<Option<TensorProto>>),
@@ -145,6 +210,16 @@ fn classify(model: &Model, facts: &Facts, id: NodeId) -> std::result::Result<How
     }
     if all_known && known.iter().any(|t| t.is_some()) {
         return Ok(How::Known(known));
+    }
+    if op == "ConstantOfShape" && node.attr("value").is_none() {
+        return Err(
+            "ConstantOfShape without `value` is not folded (runtimes disagree on its dtype)".into(),
+        );
+    }
+    if !EVAL_OPS.contains(&op) {
+        return Err(format!(
+            "{op} is not on the list of ops folded by evaluation"
+        ));
     }
     // Size guard from inferred shapes, when known.
     let in_bytes = input_bytes(model, id);

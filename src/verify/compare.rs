@@ -11,7 +11,8 @@
 //!   has fewer than 2 elements);
 //! - **pass**: float outputs pass when every element satisfies `|a − b| ≤ tol · max(1, |a|)`, a
 //!   relative tolerance with an absolute floor of `tol` for values below 1 in magnitude. `NaN`
-//!   in both at the same place counts as equal, so do equal infinities; `NaN` in only one fails.
+//!   in both at the same place counts as equal, so do equal infinities; `NaN` in only one, or
+//!   an infinity against anything else, fails.
 //!   Integer, bool and string outputs must be exactly equal. Shapes and element types must be
 //!   equal.
 
@@ -252,7 +253,7 @@ pub fn compare_tensors(name: &str, a: &Tensor, b: &Tensor, tol: f32) -> Comparis
             let ok = if exact {
                 same
             } else {
-                same || diff <= tol * p.abs().max(1.0)
+                same || (diff.is_finite() && diff <= tol * p.abs().max(1.0))
             };
             if !ok {
                 c.mismatched += 1;
