@@ -1283,7 +1283,8 @@ fn small_corruptions_through_the_binary_exit_0_or_2() {
     for (s, count) in &subjects {
         // Seeded differently from the in-process test, so these are other mutants.
         let renamed = Subject::new(format!("{}/bin", s.name), s.bytes.clone());
-        for (desc, bytes) in mutants(&renamed, *count, &raw_donors, &msg_donors) {
+        let count = *count * env_u64("ONNX_SLIM_MUTATION_SCALE", 1) as usize;
+        for (desc, bytes) in mutants(&renamed, count, &raw_donors, &msg_donors) {
             std::fs::write(&inp, &bytes).unwrap();
             let _ = std::fs::remove_file(&out);
             let o = Command::new(common::bin())

@@ -960,9 +960,8 @@ fn shared_models_clean_to_at_most_onnxslims_count_with_equal_outputs() {
 }
 
 /// The clean rules over the ONNX node suite: every case tract runs before must run after, with
-/// the same outputs. Slow (minutes); run with `--ignored`.
+/// the same outputs.
 #[test]
-#[ignore]
 fn node_suite_cases_keep_their_outputs_after_clean() {
     let Some(cases) = common::node_test_cases() else {
         return;
