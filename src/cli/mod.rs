@@ -7,7 +7,7 @@ mod summary;
 
 use clap::Parser;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ir::Model;
 use crate::onnx::decode_file;
 use args::{Cli, Command};
@@ -25,10 +25,24 @@ pub fn main() -> i32 {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e.to_string()));
             e.exit_code()
         }
     }
+}
+
+/// `s` with control characters escaped (`\n` → `\\n`): names from a model file may hold
+/// newlines, and an error must stay on one line.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
@@ -37,18 +51,22 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let loaded = decode_file(&model)?;
             let file_len = loaded.file_len;
             let m = Model::from_proto(loaded.model)?;
-            let _ = (file_len, json, &m);
-            Err(Error::Usage("`inspect` is not wired yet".into()))
+            let report = crate::report::inspect::inspect(&m, file_len);
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(0)
         }
         Some(Command::Show { model }) => {
-            let m = load(&model)?;
-            let _ = m;
-            Err(Error::Usage("`show` is not wired yet".into()))
+            print!("{}", crate::ir::text::to_text(&load(&model)?));
+            Ok(0)
         }
         Some(Command::Diff { a, b }) => {
             let (a, b) = (load(&a)?, load(&b)?);
-            let _ = (a, b);
-            Err(Error::Usage("`diff` is not wired yet".into()))
+            print!("{}", crate::report::diff::diff(&a, &b));
+            Ok(0)
         }
         Some(Command::Verify {
             a,

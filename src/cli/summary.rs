@@ -12,7 +12,11 @@ fn stats_line(s: &Stats) -> String {
 /// Renders `report`: one block per rule with its rewrites (first few), skips and counts.
 pub fn render(report: &RunReport) -> String {
     let mut out = String::new();
-    for r in &report.rules {
+    for r in report
+        .rules
+        .iter()
+        .filter(|r| !r.rewrites.is_empty() || !r.skips.is_empty())
+    {
         let kind = match r.exactness {
             Exactness::Exact { .. } => "exact",
             Exactness::Lossy { .. } => "lossy",
@@ -36,6 +40,15 @@ pub fn render(report: &RunReport) -> String {
         for s in &r.skips {
             let _ = writeln!(out, "    skipped {} `{}`: {}", s.op, s.node, s.reason);
         }
+    }
+    let idle: Vec<&str> = report
+        .rules
+        .iter()
+        .filter(|r| r.rewrites.is_empty() && r.skips.is_empty())
+        .map(|r| r.name)
+        .collect();
+    if !idle.is_empty() {
+        let _ = writeln!(out, "nothing to do: {}", idle.join(", "));
     }
     let _ = writeln!(
         out,

@@ -7,10 +7,11 @@
 //! initializers and inputs is restored.
 
 mod build;
+pub mod builder;
 mod emit;
 pub mod graph;
 pub mod tensor;
-pub mod text; pub mod builder;
+pub mod text;
 
 pub use graph::{Edge, Graph, Node, NodeId, NodeKind, ValueRef};
 

@@ -64,9 +64,9 @@ pub struct RuleReport {
     pub rewrites: Vec<Rewrite>,
     /// Places left alone, with reasons (deduplicated).
     pub skips: Vec<Skip>,
-    /// Counts before the rule first ran.
+    /// Counts of the model just before the rule first changed it.
     pub before: Stats,
-    /// Counts after it last ran.
+    /// `before` plus the changes made by this rule's own patches (in every round).
     pub after: Stats,
 }
 
@@ -139,8 +139,10 @@ pub fn run(
     'rounds: for round in 0..MAX_ROUNDS {
         let mut changed = false;
         for (ri, rule) in rules.iter().enumerate() {
+            let entry = Stats::of(&model.graph);
             if round == 0 {
-                reports[ri].before = Stats::of(&model.graph);
+                reports[ri].before = entry;
+                reports[ri].after = entry;
             }
             let mut failed: BTreeSet<String> = BTreeSet::new();
             let mut applied = 0usize;
@@ -195,7 +197,18 @@ pub fn run(
                     });
                 }
             }
-            reports[ri].after = Stats::of(&model.graph);
+            if applied > 0 {
+                // Attribute to this rule only what its own patches changed, across rounds.
+                let exit = Stats::of(&model.graph);
+                let r = &mut reports[ri];
+                if r.rewrites.len() == applied {
+                    r.before = entry;
+                    r.after = entry;
+                }
+                r.after.nodes = (r.after.nodes + exit.nodes).saturating_sub(entry.nodes);
+                r.after.params = (r.after.params + exit.params).saturating_sub(entry.params);
+                r.after.bytes = (r.after.bytes + exit.bytes).saturating_sub(entry.bytes);
+            }
         }
         if !changed {
             break;
