@@ -345,6 +345,27 @@ fn an_input_that_nothing_produces_is_refused() {
 }
 
 #[test]
+fn names_with_newlines_stay_on_one_line() {
+    // Names come from the file: control characters in them are escaped in the message.
+    let d = tmp();
+    let mut m = mlp();
+    let n = &mut m.graph.as_mut().unwrap().node[1];
+    n.name = Some("add\nfake line\r\u{1b}[31m".into());
+    n.input[1] = "gh\nost".into();
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &[
+            "`gh\\nost`",
+            "`add\\nfake line\\r\\u{1b}[31m`",
+            "produced by nothing",
+        ],
+    );
+}
+
+#[test]
 fn an_output_that_nothing_produces_is_refused() {
     let d = tmp();
     let mut m = mlp();

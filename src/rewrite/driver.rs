@@ -36,8 +36,8 @@ impl Stats {
         };
         for id in graph.const_nodes() {
             if let Some(t) = graph.const_tensor(ValueRef { node: id, slot: 0 }) {
-                s.params += tensor::numel(t).unwrap_or(0);
-                s.bytes += tensor::payload_bytes(t);
+                s.params = s.params.saturating_add(tensor::numel(t).unwrap_or(0));
+                s.bytes = s.bytes.saturating_add(tensor::payload_bytes(t));
             }
         }
         s
