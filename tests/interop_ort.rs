@@ -16,14 +16,25 @@ const NOT_RUNNABLE: &[&str] = &["all_attr_types.onnx"];
 fn python() -> Option<PathBuf> {
     let p = std::env::var_os("ONNX_SLIM_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/venv/bin/python")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/venv/bin/python"
+            ))
+        });
     if p.exists() {
         return Some(p);
     }
     if std::env::var_os("ONNX_SLIM_REQUIRE_ORT").is_some() {
-        panic!("ONNX_SLIM_REQUIRE_ORT is set but `{}` does not exist (run .ci/run)", p.display());
+        panic!(
+            "ONNX_SLIM_REQUIRE_ORT is set but `{}` does not exist (run .ci/run)",
+            p.display()
+        );
     }
-    eprintln!("SKIPPED: no onnxruntime virtualenv at `{}` (made by .ci/run)", p.display());
+    eprintln!(
+        "SKIPPED: no onnxruntime virtualenv at `{}` (made by .ci/run)",
+        p.display()
+    );
     None
 }
 
@@ -37,7 +48,11 @@ fn check(py: &Path, model: &Path, data: &[PathBuf], failures: &mut Vec<String>) 
             .output()
             .unwrap();
         if !run.status.success() {
-            failures.push(format!("{} --rules {rules}: onnx-slim failed: {}", model.display(), String::from_utf8_lossy(&run.stderr)));
+            failures.push(format!(
+                "{} --rules {rules}: onnx-slim failed: {}",
+                model.display(),
+                String::from_utf8_lossy(&run.stderr)
+            ));
             continue;
         }
         let chk = Command::new(py)
@@ -52,7 +67,10 @@ fn check(py: &Path, model: &Path, data: &[PathBuf], failures: &mut Vec<String>) 
                 "{} --rules {rules}: {}{}",
                 model.display(),
                 String::from_utf8_lossy(&chk.stdout),
-                String::from_utf8_lossy(&chk.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&chk.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             ));
         }
     }
@@ -61,13 +79,18 @@ fn check(py: &Path, model: &Path, data: &[PathBuf], failures: &mut Vec<String>) 
 #[test]
 fn rewritten_shared_models_load_and_match_in_onnxruntime() {
     let Some(py) = python() else { return };
-    let Some(models) = common::shared_models() else { return };
+    let Some(models) = common::shared_models() else {
+        return;
+    };
     let mut failures = Vec::new();
     for m in &models {
         let mut data: Vec<PathBuf> = std::fs::read_dir(m)
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+            })
             .collect();
         data.sort();
         check(&py, &m.join("model.onnx"), &data, &mut failures);

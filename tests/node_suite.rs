@@ -23,10 +23,18 @@ fn close(got: &Tensor, want: &Tensor) -> Result<(), String> {
         return Err(format!("shape {:?} vs {:?}", got.shape(), want.shape()));
     }
     if got.datum_type() != want.datum_type() {
-        return Err(format!("dtype {:?} vs {:?}", got.datum_type(), want.datum_type()));
+        return Err(format!(
+            "dtype {:?} vs {:?}",
+            got.datum_type(),
+            want.datum_type()
+        ));
     }
     if want.datum_type().is_float() {
-        let tol = if want.datum_type() == f16::datum_type() { 2e-3 } else { 1e-3 };
+        let tol = if want.datum_type() == f16::datum_type() {
+            2e-3
+        } else {
+            1e-3
+        };
         let g = got.cast_to::<f64>().map_err(|e| e.to_string())?;
         let w = want.cast_to::<f64>().map_err(|e| e.to_string())?;
         let g = g.to_plain_array_view::<f64>().map_err(|e| e.to_string())?;
@@ -73,7 +81,12 @@ fn run(bytes: &[u8], case: &Path) -> Result<Vec<Vec<Tensor>>, String> {
             .iter()
             .map(|p| load_pb(p))
             .collect::<TractResult<_>>()
-            .map_err(|e| format!("loading an input: {}", first_line(&e.root_cause().to_string())))?;
+            .map_err(|e| {
+                format!(
+                    "loading an input: {}",
+                    first_line(&e.root_cause().to_string())
+                )
+            })?;
         let result = catch_unwind(AssertUnwindSafe(|| -> TractResult<Vec<Tensor>> {
             let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
             for (i, t) in inputs.iter().enumerate() {
@@ -92,7 +105,11 @@ fn run(bytes: &[u8], case: &Path) -> Result<Vec<Vec<Tensor>>, String> {
                 // The outermost context names the node, the root cause names the op or dtype.
                 let outer = first_line(&e.to_string());
                 let root = first_line(&e.root_cause().to_string());
-                return Err(if outer == root { outer } else { format!("{outer}: {root}") });
+                return Err(if outer == root {
+                    outer
+                } else {
+                    format!("{outer}: {root}")
+                });
             }
             Err(_) => return Err("tract panicked".into()),
         }
@@ -113,7 +130,12 @@ fn expected(case: &Path) -> Vec<Vec<Tensor>> {
         .collect();
     sets.sort();
     sets.iter()
-        .map(|s| numbered(s, "output").iter().filter_map(|p| load_pb(p).ok()).collect())
+        .map(|s| {
+            numbered(s, "output")
+                .iter()
+                .filter_map(|p| load_pb(p).ok())
+                .collect()
+        })
         .collect()
 }
 
@@ -161,7 +183,11 @@ fn bucket(reason: &str) -> String {
     let why = reason.rsplit(": ").next().unwrap_or(reason);
     let op = reason
         .split_whitespace()
-        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && !w.starts_with("Translating") && !w.starts_with("Failed"))
+        .find(|w| {
+            w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && !w.starts_with("Translating")
+                && !w.starts_with("Failed")
+        })
         .unwrap_or("");
     let why: String = why.chars().take(70).collect();
     if reason.starts_with("Translating node") {
@@ -173,10 +199,14 @@ fn bucket(reason: &str) -> String {
 
 #[test]
 fn node_suite_runs_the_same_in_tract_after_our_round_trip() {
-    let Some(cases) = common::node_test_cases() else { return };
+    let Some(cases) = common::node_test_cases() else {
+        return;
+    };
     let results: Mutex<Vec<(PathBuf, Outcome)>> = Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -202,7 +232,11 @@ fn node_suite_runs_the_same_in_tract_after_our_round_trip() {
     }
     let mut top: Vec<_> = reasons.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1));
-    let top: Vec<String> = top.iter().take(15).map(|(r, n)| format!("{n}× {r}")).collect();
+    let top: Vec<String> = top
+        .iter()
+        .take(15)
+        .map(|(r, n)| format!("{n}× {r}"))
+        .collect();
     println!(
         "node suite: {passed} passed, {} failed, {skipped} skipped (tract cannot run: {})",
         failed.len(),
