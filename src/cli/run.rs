@@ -99,6 +99,7 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     let mut verification = None;
     // Printed once the output is written, so that a failed write leaves one line on stderr.
     let mut notice = None;
+    print!("{text}");
     if args.no_verify {
         notice = Some("verification skipped (--no-verify)");
     } else if report.patches() == 0 {
@@ -112,7 +113,7 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
         let bytes = encode_model(&proto);
         let written = crate::onnx::decode_bytes(bytes.into(), output)?;
         let v = super::run::verify_models(&original, &written, input, &args.verify, tolerance)?;
-        eprint!("{}", v.0);
+        println!("verification in tract (tolerance {tolerance}):\n{}", v.0);
         if !v.1 {
             return Err(Error::VerifyFailed(format!(
                 "outputs differ beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)"
@@ -127,7 +128,6 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     if let Some(n) = notice {
         eprintln!("{n}");
     }
-    print!("{text}");
     println!(
         "wrote `{}`: {} bytes (input {} bytes){}",
         output.display(),
@@ -154,16 +154,60 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Runs both models in tract and compares; returns the rendered comparison and whether it passed.
+/// The input sets for verification: `--inputs`, else the `test_data_set_*` folders beside the
+/// model, else one set of seeded random values (shapes bound by `--input-shape`).
+pub fn input_sets(
+    model: &crate::onnx::proto::ModelProto,
+    model_path: &Path,
+    args: &VerifyInputArgs,
+) -> Result<Vec<crate::verify::InputSet>> {
+    use crate::verify::inputs;
+    let shapes = args
+        .input_shape
+        .iter()
+        .map(|s| inputs::parse_input_shape(s))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(p) = &args.inputs {
+        if !p.exists() {
+            return Err(Error::Usage(format!(
+                "inputs `{}` do not exist",
+                p.display()
+            )));
+        }
+        return inputs::load_inputs(p, model);
+    }
+    let dir = model_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let has_sets = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("test_data_set_")
+                    && e.path().is_dir()
+            })
+        })
+        .unwrap_or(false);
+    if has_sets {
+        return inputs::load_test_data_sets(dir, model);
+    }
+    Ok(vec![inputs::random_inputs(model, &shapes, args.seed)?])
+}
+
+/// Runs both models in tract and compares; returns the report and whether it passed.
 pub fn verify_models(
     a: &crate::onnx::proto::ModelProto,
     b: &crate::onnx::proto::ModelProto,
     model_path: &Path,
     inputs: &VerifyInputArgs,
     tolerance: f32,
-) -> Result<(String, bool)> {
-    let _ = (a, b, model_path, inputs, tolerance);
-    Err(Error::Usage("verification is not wired yet".into()))
+) -> Result<(crate::verify::VerifyReport, bool)> {
+    let sets = input_sets(a, model_path, inputs)?;
+    let report = crate::verify::compare::verify(a, b, &sets, tolerance)?;
+    let passed = report.passed;
+    Ok((report, passed))
 }
 
 /// `onnx-slim verify A B`.
@@ -176,10 +220,11 @@ pub fn verify_command(
     let ma = decode_file(a)?.model;
     let mb = decode_file(b)?.model;
     let tol = inputs.tolerance.unwrap_or(1e-4);
-    let (text, ok) = verify_models(&ma, &mb, a, inputs, tol)?;
-    print!("{text}");
+    let (report, ok) = verify_models(&ma, &mb, a, inputs, tol)?;
+    println!("{report}");
     if let Some(p) = report_json {
-        std::fs::write(p, &text).map_err(|e| Error::io("write", p, e))?;
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(p, json).map_err(|e| Error::io("write", p, e))?;
     }
     Ok(if ok { 0 } else { 1 })
 }
