@@ -181,7 +181,13 @@ impl Patch {
                 }
             }
         }
+        // Producers that may lose their last reader through this patch: collected now, removed
+        // at the end if nothing reads them any more, so that no rule leaves orphaned weights.
+        let mut orphans: Vec<NodeId> = Vec::new();
         for (node, slot, w) in &self.rewires {
+            if let Some(v) = graph.input(*node, *slot) {
+                orphans.push(v.node);
+            }
             match w {
                 Some(w) => graph.connect(resolve(*w)?, *node, *slot),
                 None => graph.disconnect(*node, *slot),
@@ -193,6 +199,7 @@ impl Patch {
         for (old, new) in &self.shunts {
             let new = resolve(*new)?;
             graph.redirect_consumers(*old, new);
+            orphans.push(old.node);
             let outputs: Vec<usize> = graph
                 .outputs()
                 .iter()
@@ -236,6 +243,8 @@ impl Patch {
             }
         }
         for &r in &self.removals {
+            orphans.extend(graph.node_inputs(r).into_iter().flatten().map(|v| v.node));
+            orphans.extend(graph.captures(r).into_iter().map(|v| v.node));
             graph.remove_node(r);
         }
         for (name, old, new, outputs, captured_by) in name_bound {
@@ -282,6 +291,33 @@ impl Patch {
                 graph.rename_value(new, &name)?;
             }
         }
+        collect_orphans(graph, orphans);
         graph.check()
+    }
+}
+
+/// Removes, transitively, the nodes in `candidates` that nothing reads any more: initializers
+/// and pure default-domain operators. Graph inputs, custom-domain operators and nodes with
+/// subgraphs stay, as [`crate::rules::remove_dead`] would leave them.
+fn collect_orphans(graph: &mut Graph, mut candidates: Vec<NodeId>) {
+    while let Some(c) = candidates.pop() {
+        if !graph.contains(c) {
+            continue;
+        }
+        let node = graph.node(c);
+        let removable = match &node.kind {
+            NodeKind::Initializer(_) | NodeKind::SparseInitializer(_) => true,
+            NodeKind::Op(p) => node.domain().is_empty() && !has_subgraphs(p),
+            NodeKind::Input { .. } => false,
+        };
+        if !removable {
+            continue;
+        }
+        let used = (0..node.num_outputs()).any(|slot| graph.is_used(ValueRef { node: c, slot }));
+        if used {
+            continue;
+        }
+        candidates.extend(graph.node_inputs(c).into_iter().flatten().map(|v| v.node));
+        graph.remove_node(c);
     }
 }
