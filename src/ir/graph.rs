@@ -1,6 +1,7 @@
 //! The graph: nodes, edges, values and the queries rules use. Only `ir` and `rewrite` mutate it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
@@ -78,7 +79,9 @@ pub enum Edge {
 /// The top-level graph of a model.
 #[derive(Debug, Clone)]
 pub struct Graph {
-    pub(crate) g: StableGraph<Node, Edge>,
+    // Nodes are shared between copies of the graph (the driver applies each patch to a copy),
+    // so a copy costs a reference count per node, not a copy of every tensor.
+    pub(crate) g: StableGraph<Arc<Node>, Edge>,
     /// Every `GraphProto` field the IR does not model (name, doc string, annotations, metadata).
     pub shell: GraphProto,
     /// Graph outputs in order; the value's name always equals the declared name.
@@ -209,11 +212,11 @@ impl Graph {
         // Kahn's algorithm with a min-heap on (key, index); validated graphs are acyclic.
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
-        let mut indeg: HashMap<NodeIndex, usize> = HashMap::new();
-        let mut heap = BinaryHeap::new();
+        let mut indeg: Vec<usize> = vec![0; petgraph::visit::NodeIndexable::node_bound(&self.g)];
+        let mut heap = BinaryHeap::with_capacity(self.g.node_count());
         for ix in self.g.node_indices() {
             let d = self.g.edges_directed(ix, Direction::Incoming).count();
-            indeg.insert(ix, d);
+            indeg[ix.index()] = d;
             if d == 0 {
                 heap.push(Reverse((self.g[ix].key, ix)));
             }
@@ -223,11 +226,10 @@ impl Graph {
             order.push(NodeId(ix));
             for e in self.g.edges_directed(ix, Direction::Outgoing) {
                 let t = e.target();
-                if let Some(d) = indeg.get_mut(&t) {
-                    *d -= 1;
-                    if *d == 0 {
-                        heap.push(Reverse((self.g[t].key, t)));
-                    }
+                let d = &mut indeg[t.index()];
+                *d -= 1;
+                if *d == 0 {
+                    heap.push(Reverse((self.g[t].key, t)));
                 }
             }
         }
@@ -455,7 +457,7 @@ impl Graph {
 
     pub(crate) fn add_node(&mut self, kind: NodeKind, key: OrderKey) -> Result<NodeId> {
         self.dirty = true;
-        let id = NodeId(self.g.add_node(Node { kind, key }));
+        let id = NodeId(self.g.add_node(Arc::new(Node { kind, key })));
         let n = self.node(id).num_outputs();
         for slot in 0..n {
             if let Some(name) = self.node(id).output_name(slot) {
@@ -490,7 +492,7 @@ impl Graph {
                 inp,
             },
         );
-        if let NodeKind::Op(p) = &mut self.g[to.0].kind {
+        if let NodeKind::Op(p) = &mut Arc::make_mut(&mut self.g[to.0]).kind {
             if p.input.len() <= inp {
                 p.input.resize(inp + 1, String::new());
             }
@@ -537,7 +539,7 @@ impl Graph {
             });
         }
         let old = self.value_name(v).to_string();
-        match &mut self.g[v.node.0].kind {
+        match &mut Arc::make_mut(&mut self.g[v.node.0]).kind {
             NodeKind::Op(p) => {
                 if let Some(o) = p.output.get_mut(v.slot) {
                     *o = new.to_string();
@@ -562,7 +564,7 @@ impl Graph {
 
     pub(crate) fn remove_node(&mut self, id: NodeId) -> Option<Node> {
         self.dirty = true;
-        let node = self.g.remove_node(id.0)?;
+        let node = Arc::unwrap_or_clone(self.g.remove_node(id.0)?);
         for slot in 0..node.num_outputs() {
             if let Some(name) = node.output_name(slot) {
                 if self.names.get(name).map(|v| v.node) == Some(id) {
@@ -575,7 +577,7 @@ impl Graph {
 
     pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut Node {
         self.dirty = true;
-        &mut self.g[id.0]
+        Arc::make_mut(&mut self.g[id.0])
     }
 
     /// Checks the invariants every patch must keep: edges point at existing slots, data inputs

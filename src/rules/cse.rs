@@ -53,6 +53,9 @@ fn key(g: &Graph, id: NodeId) -> Option<(String, String, Vec<Vec<u8>>, Vec<InKey
         .map(|i| match i {
             None => InKey::None,
             Some(v) => match g.const_tensor(v) {
+                // Large constants are keyed by identity: hashing every weight on every search
+                // dominated the run time, and merging equal large weights is `share`'s job.
+                Some(t) if tensor::payload_bytes(t) > 4096 => InKey::Value(v),
                 Some(t) => InKey::Const(
                     t.data_type.unwrap_or(0),
                     t.dims.clone(),
