@@ -16,6 +16,8 @@
 //! | C012 | `drop-zero-rnn-state` | clean | exact |
 //! | C013 | `eliminate-common-subexpressions` | clean | exact |
 //! | C100 | `remove-dead` | clean | exact |
+//! | S001 | `share-identical` | share | exact |
+//! | S002 | `share-transposed` | share | exact |
 //! | L001 | `lowrank` | lowrank | lossy |
 
 pub mod constant_to_initializer;
@@ -32,6 +34,8 @@ pub mod lowrank;
 pub mod matmul_add_to_gemm;
 pub mod merge_slices;
 pub mod remove_dead;
+pub mod share_identical;
+pub mod share_transposed;
 pub mod static_reshape;
 
 pub(crate) mod eval;
@@ -57,5 +61,7 @@ pub static ALL: &[&dyn Rule] = &[
     &drop_zero_rnn_state::DropZeroRnnState,
     &cse::EliminateCommonSubexpressions,
     &remove_dead::RemoveDead,
+    &share_identical::ShareIdentical,
+    &share_transposed::ShareTransposed,
     &lowrank::Lowrank,
 ];
