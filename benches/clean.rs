@@ -40,22 +40,34 @@ fn main() {
     };
     let mut models: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     models.sort();
-    let slim = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-venv/bin/onnxslim"));
+    let slim = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/bench-venv/bin/onnxslim"
+    ));
     let have_slim = slim.exists();
     if !have_slim {
-        eprintln!("note: {} not found; onnxslim columns left empty", slim.display());
+        eprintln!(
+            "note: {} not found; onnxslim columns left empty",
+            slim.display()
+        );
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     println!("| model | nodes in | onnx-slim clean: nodes | onnxslim: nodes | onnx-slim s | onnxslim s | ratio |");
     println!("|---|---|---|---|---|---|---|");
     for m in models {
         let input = m.join("model.onnx");
-        let name = m.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = m
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let ours = tmp.path().join(format!("{name}.ours.onnx"));
         let theirs = tmp.path().join(format!("{name}.onnxslim.onnx"));
         let t_ours = median_wall(|| {
             let mut c = Command::new(env!("CARGO_BIN_EXE_onnx-slim"));
-            c.arg(&input).arg(&ours).args(["--rules", "clean", "--no-verify"]);
+            c.arg(&input)
+                .arg(&ours)
+                .args(["--rules", "clean", "--no-verify"]);
             c
         });
         let t_slim = if have_slim {
@@ -76,7 +88,11 @@ fn main() {
             "| {name} | {} | {} | {} | {} | {} | {ratio} |",
             nodes(&input).map_or("?".into(), |n| n.to_string()),
             nodes(&ours).map_or("?".into(), |n| n.to_string()),
-            if have_slim { nodes(&theirs).map_or("?".into(), |n| n.to_string()) } else { "—".into() },
+            if have_slim {
+                nodes(&theirs).map_or("?".into(), |n| n.to_string())
+            } else {
+                "—".into()
+            },
             fmt(t_ours),
             fmt(t_slim),
         );
