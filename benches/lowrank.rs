@@ -156,8 +156,9 @@ struct Outcome {
     dense: (u64, u64),
     conv: (u64, u64),
     metric: (String, f64, f64),
-    /// Relative L2 error of the rewritten outputs vs the original's (tract), and argmax agreement.
-    fidelity: (f64, f64),
+    /// Relative L2 error of the rewritten outputs vs the original's (tract), argmax agreement,
+    /// and the smallest verification tolerance that passes: `max |a−b| / max(1, |a|)`.
+    fidelity: (f64, f64, f64),
     latency: (f64, f64),
     bytes: (usize, usize),
     report: String,
@@ -199,7 +200,10 @@ fn run(model: &str, flags: &[&str], with_latency: bool) -> Outcome {
     };
     let mut config = config;
     // Experiments only: override the whitening ridge.
-    if let Some(r) = std::env::var("LOWRANK_RIDGE").ok().and_then(|v| v.parse().ok()) {
+    if let Some(r) = std::env::var("LOWRANK_RIDGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         config.lowrank.ridge = r;
     }
     let rules = registry::select(a.rules.as_deref().unwrap_or("lowrank")).expect("rules");
@@ -219,6 +223,7 @@ fn run(model: &str, flags: &[&str], with_latency: bool) -> Outcome {
     let (_, m1) = metric(model, &sets, &o1);
     let fidelity = {
         let (mut num, mut den, mut agree, mut n) = (0.0f64, 0.0f64, 0usize, 0usize);
+        let mut worst = 0.0f64;
         for (a, b) in o0.iter().zip(&o1) {
             let (va, vb) = (
                 a.to_plain_array_view::<f32>().expect("f32"),
@@ -226,13 +231,18 @@ fn run(model: &str, flags: &[&str], with_latency: bool) -> Outcome {
             );
             for (x, y) in va.iter().zip(vb.iter()) {
                 num += ((x - y) as f64).powi(2);
+                worst = worst.max(((x - y).abs() / x.abs().max(1.0)) as f64);
                 den += (*x as f64).powi(2);
             }
             let (pa, pb) = (argmax_rows(a), argmax_rows(b));
             n += pa.len();
             agree += pa.iter().zip(&pb).filter(|(p, q)| p == q).count();
         }
-        ((num / den.max(1e-300)).sqrt(), agree as f64 / n.max(1) as f64)
+        (
+            (num / den.max(1e-300)).sqrt(),
+            agree as f64 / n.max(1) as f64,
+            worst,
+        )
     };
     let latency = if with_latency {
         // Interleaved so that both see the same machine state.
@@ -252,7 +262,11 @@ fn run(model: &str, flags: &[&str], with_latency: bool) -> Outcome {
         for w in &r.rewrites {
             text += &format!("    rewrote {}\n", w.description);
         }
-        for s in &r.skips {
+        for s in r
+            .skips
+            .iter()
+            .filter(|s| !s.reason.contains("low-rank pair"))
+        {
             text += &format!("    skipped {} `{}`: {}\n", s.op, s.node, s.reason);
         }
     }
@@ -267,7 +281,10 @@ fn run(model: &str, flags: &[&str], with_latency: bool) -> Outcome {
         metric: (name, m0, m1),
         fidelity,
         latency,
-        bytes: (encode_model(&original).len(), encode_model(&rewritten).len()),
+        bytes: (
+            encode_model(&original).len(),
+            encode_model(&rewritten).len(),
+        ),
         report: text,
     }
 }
@@ -299,9 +316,10 @@ fn print(o: &Outcome, verbose: bool) {
         o.bytes.1
     );
     println!(
-        "  vs the original in tract: relative output error {:.4}, argmax agreement {:.2} %",
+        "  vs the original in tract: relative output error {:.4}, argmax agreement {:.2} %, passes verification from tolerance {:.4}",
         o.fidelity.0,
-        100.0 * o.fidelity.1
+        100.0 * o.fidelity.1,
+        o.fidelity.2
     );
     if o.latency.0.is_finite() {
         println!(
@@ -326,7 +344,9 @@ fn factor_timings() {
         if !matches!(op, "MatMul" | "Gemm" | "Conv") {
             continue;
         }
-        let Some(v): Option<ValueRef> = g.input(id, 1) else { continue };
+        let Some(v): Option<ValueRef> = g.input(id, 1) else {
+            continue;
+        };
         let Some(t) = g.const_tensor(v) else { continue };
         let w = tensor::to_f32(t).expect("f32");
         let rows = t.dims[0] as usize;
@@ -373,7 +393,8 @@ fn factor_timings() {
         );
         for r in [32, 64, 128, 256] {
             let t0 = Instant::now();
-            let rnd = linalg::randomized_svd(wf.as_ref(), r + (r / 4).max(10), linalg::POWER_ITERS, 1);
+            let rnd =
+                linalg::randomized_svd(wf.as_ref(), r + (r / 4).max(10), linalg::POWER_ITERS, 1);
             let dt = t0.elapsed().as_secs_f64();
             println!(
                 "    rank {r:>3}: randomized ({} cols, {} power its) {:.3} s, error {:.5} vs optimal {:.5}",
@@ -391,16 +412,72 @@ fn factor_timings() {
 const DIGITS: &[&[&str]] = &[
     &["--rules", "lowrank"],
     &["--rules", "lowrank", "--lowrank-rank", "128"],
-    &["--rules", "lowrank", "--lowrank-rank", "128", "--calibration", "calibration"],
     &["--rules", "lowrank", "--calibration", "calibration"],
+    &[
+        "--rules",
+        "lowrank",
+        "--lowrank-tolerance",
+        "0.05",
+        "--calibration",
+        "calibration",
+    ],
 ];
 const CAPTCHA: &[&[&str]] = &[
     &["--rules", "lowrank"],
     &["--rules", "lowrank", "--calibration", "calibration"],
+    &[
+        "--rules",
+        "lowrank",
+        "--lowrank-rank",
+        "400",
+        "--calibration",
+        "calibration",
+    ],
+];
+/// Plain vs data-aware at the same fixed ranks (on captcha_crnn, ranks ≥ 178 touch only the
+/// Gemm: no conv saves anything there).
+const COMPARE: &[(&str, &[&str])] = &[
+    (
+        "digits_mlp",
+        &["--lowrank-rank", "6", "--lowrank-min-saving", "0"],
+    ),
+    (
+        "digits_mlp",
+        &["--lowrank-rank", "8", "--lowrank-min-saving", "0"],
+    ),
+    (
+        "digits_mlp",
+        &["--lowrank-rank", "12", "--lowrank-min-saving", "0"],
+    ),
+    ("captcha_crnn", &["--lowrank-rank", "200"]),
+    ("captcha_crnn", &["--lowrank-rank", "300"]),
 ];
 
+fn compare() {
+    println!("== plain SVD vs data-aware at the same rank");
+    for (model, flags) in COMPARE {
+        let mut f: Vec<&str> = vec!["--rules", "lowrank"];
+        f.extend_from_slice(flags);
+        let plain = run(model, &f, false);
+        f.extend_from_slice(&["--calibration", "calibration"]);
+        let aware = run(model, &f, false);
+        println!(
+            "  {model} {}: {} {:.2} % (plain) vs {:.2} % (data-aware); output error vs original {:.4} vs {:.4}",
+            flags.join(" "),
+            plain.metric.0,
+            100.0 * plain.metric.2,
+            100.0 * aware.metric.2,
+            plain.fidelity.0,
+            aware.fidelity.0
+        );
+    }
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if !models_dir().is_dir() {
         eprintln!("SKIPPED: ../shared/models not found; nothing to benchmark");
         return;
@@ -426,5 +503,8 @@ fn main() {
         for f in CAPTCHA {
             print(&run("captcha_crnn", f, true), true);
         }
+    }
+    if matches!(what, "all" | "compare") {
+        compare();
     }
 }

@@ -218,7 +218,10 @@ pub fn gram(gram: &mut Gram, act: &ArrayD<f32>, sampling: &Sampling) -> Result<(
                 .into_dimensionality::<Ix2>()
                 .map_err(|e| bad(e.to_string()))?;
             if m.nrows() != k {
-                return Err(bad(format!("has {} rows, the weight expects {k}", m.nrows())));
+                return Err(bad(format!(
+                    "has {} rows, the weight expects {k}",
+                    m.nrows()
+                )));
             }
             gram.add_rows(m.t().as_standard_layout().view());
         }
@@ -288,14 +291,18 @@ fn axis_geometry(
         }
         "VALID" => {
             if len < ext {
-                return Err(format!("input length {len} is shorter than the kernel {ext}"));
+                return Err(format!(
+                    "input length {len} is shorter than the kernel {ext}"
+                ));
             }
             Ok((0, (len - ext) / s + 1))
         }
         _ => {
             let padded = len + pad_begin + pad_end;
             if padded < ext {
-                return Err(format!("padded length {padded} is shorter than the kernel {ext}"));
+                return Err(format!(
+                    "padded length {padded} is shorter than the kernel {ext}"
+                ));
             }
             Ok((pad_begin, (padded - ext) / s + 1))
         }
@@ -321,7 +328,9 @@ fn conv_gram(
         ));
     }
     if nsp == 0 || nsp > 2 {
-        return Err(format!("data-aware factoring of {nsp}-D convolutions is not supported"));
+        return Err(format!(
+            "data-aware factoring of {nsp}-D convolutions is not supported"
+        ));
     }
     // Treat 1-D as 2-D with a height of 1.
     let sh = act.shape();

@@ -138,7 +138,12 @@ fn orthonormal_basis(y: MatRef<f64>) -> Mat<f64> {
 
 /// Randomized SVD of `m` with a sketch of `sketch` columns and `power_iters` power iterations.
 /// Returns the leading `sketch` triplets of `Q(QᵀM)`; the caller uses fewer than it computed.
-pub fn randomized_svd(m: MatRef<f64>, sketch: usize, power_iters: usize, seed: u64) -> Decomposition {
+pub fn randomized_svd(
+    m: MatRef<f64>,
+    sketch: usize,
+    power_iters: usize,
+    seed: u64,
+) -> Decomposition {
     let (k, n) = (m.nrows(), m.ncols());
     let l = sketch.min(k).min(n).max(1);
     let total_sq = frob_sq(m);

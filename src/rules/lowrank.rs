@@ -491,6 +491,10 @@ fn max_rank(k: usize, n: usize, min_saving: f64) -> usize {
     (r.max(0) as usize).min(k.min(n))
 }
 
+/// Name suffixes of the two nodes of a pair this rule made.
+const FIRST_SUFFIX: &str = "/lowrank1";
+const SECOND_SUFFIX: &str = "/lowrank2";
+
 /// Whether `a` feeds only `b`, as `b`'s activation, and the two form a low-rank pair.
 fn pair_with(model: &Model, a: &Layer, b: &Layer) -> bool {
     let g = &model.graph;
@@ -533,6 +537,17 @@ fn act_slot(l: &Layer) -> usize {
 /// Why `layer` is one factor of an existing low-rank pair, if it is.
 fn in_pair(model: &Model, layer: &Layer) -> Option<String> {
     let g = &model.graph;
+    // Factors this rule made carry these names, whatever their rank (a full-rank pair is no
+    // low-rank pair by shape, but must not be factored again either).
+    let label = g.node(layer.node).label();
+    for (suffix, which) in [(FIRST_SUFFIX, "first"), (SECOND_SUFFIX, "second")] {
+        if label.ends_with(suffix) {
+            return Some(format!(
+                "already a low-rank pair: {which} factor (rank {}) made by lowrank",
+                if which == "first" { layer.n } else { layer.k }
+            ));
+        }
+    }
     let out = ValueRef {
         node: layer.node,
         slot: 0,
@@ -766,7 +781,7 @@ fn compute_plan(
                         format!("adds {} to {params} parameters", pct(-saving))
                     };
                     format!(
-                        "{} (K={k}, N={n}): rank {r} for {why} {effect}, short of --lowrank-min-saving {}{at_max}",
+                        "{} (K={k}, N={n}): rank {r} for {why} {effect}, not more than --lowrank-min-saving {}{at_max}",
                         layer.shape_text(),
                         pct(cfg.min_saving),
                     )
@@ -1005,7 +1020,10 @@ fn build_patch(
     let (k, n) = (layer.k, layer.n);
     let act = Wire::Value(layer.act);
     let mid = format!("{label}/lowrank_mid");
-    let (n1, n2) = (format!("{label}/lowrank1"), format!("{label}/lowrank2"));
+    let (n1, n2) = (
+        format!("{label}{FIRST_SUFFIX}"),
+        format!("{label}{SECOND_SUFFIX}"),
+    );
     let (w1n, w2n) = (format!("{wname}.lowrank1"), format!("{wname}.lowrank2"));
     let out2 = format!("{out_name}.lowrank");
     let a = f.a.clone();
