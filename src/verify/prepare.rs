@@ -1216,7 +1216,7 @@ mod tests {
                 node("Not", &["eq"], &["neq"]),
                 {
                     let mut c = node("Cast", &["dim0"], &["dimf"]);
-                    c.attribute.push(int_attr("to", DataType::Float as i32));
+                    c.attribute.push(int_attr("to", DataType::Float as i64));
                     c
                 },
                 node("Unsqueeze", &["dim0", "axes"], &["u"]),
