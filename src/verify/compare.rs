@@ -102,7 +102,7 @@ impl VerifyReport {
 fn num(v: Option<f64>) -> String {
     match v {
         None => "n/a".into(),
-        Some(x) if x == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(x) if x.is_nan() => "nan".into(),
         Some(x) if x.abs() >= 1e-3 && x.abs() < 1e4 => format!("{x:.4}"),
         Some(x) => format!("{x:.2e}"),

@@ -187,7 +187,7 @@ fn from_vec<T: tract_onnx::prelude::Datum>(
 }
 
 fn le<T, const N: usize>(name: &str, raw: &[u8], f: fn([u8; N]) -> T) -> Result<Vec<T>> {
-    if raw.len() % N != 0 {
+    if !raw.len().is_multiple_of(N) {
         return Err(tensor_err(
             name,
             format!(
