@@ -516,3 +516,54 @@ fn random_inputs_run() {
     assert_eq!(out[0].1.shape(), &[5, 2]);
     assert_eq!(floats(&out[0].1), floats(set.get("x").unwrap()));
 }
+
+#[test]
+fn an_if_whose_condition_depends_on_another_if_is_decided_after_it() {
+    // z from the sample-rate switch, then `If(Shape(z)[0] == 1) { squeeze(z) } else { z }`.
+    let mut m = sample_rate_model();
+    let g = m.graph.as_mut().unwrap();
+    let then = GraphProto {
+        name: Some("then2".into()),
+        node: vec![
+            constant_i64("sq2_axes", "sq2_axes", &[0], &[1]),
+            node("Squeeze", "sq2", &["z", "sq2_axes"], &["t2"]),
+        ],
+        output: vec![out("t2")],
+        ..Default::default()
+    };
+    let els = GraphProto {
+        name: Some("else2".into()),
+        node: vec![node("Identity", "id2", &["z"], &["e2"])],
+        output: vec![out("e2")],
+        ..Default::default()
+    };
+    let mut gather = node("Gather", "zdim0", &["zshape", "zzero"], &["zd0"]);
+    gather.attribute.push(AttributeProto {
+        name: Some("axis".into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(0),
+        ..Default::default()
+    });
+    g.node.extend([
+        node("Shape", "zshape", &["z"], &["zshape"]),
+        constant_i64("zzero", "zzero", &[0], &[]),
+        gather,
+        constant_i64("zone", "zone", &[1], &[]),
+        node("Equal", "zeq", &["zd0", "zone"], &["zcond"]),
+        if_node("switch2", "zcond", &["w"], then, els),
+    ]);
+    g.output = vec![out("w")];
+    let x = Tensor::from_shape(&[3, 3], &[1f32; 9]).unwrap();
+    let set = InputSet::new(
+        "16k",
+        vec![("x".into(), x), ("sr".into(), Tensor::from(16000i64))],
+    );
+    let p = prepare(&m, &set).unwrap();
+    assert!(p.undecided_ifs.is_empty(), "{:?}", p.undecided_ifs);
+    let last = p.decided_ifs.last().unwrap();
+    assert_eq!(last.node, "switch2");
+    assert_eq!(last.branch, "else_branch");
+    let out = run(&m, &set, "chained").unwrap();
+    assert_eq!(out[0].1.shape(), &[3, 3]);
+    assert_eq!(floats(&out[0].1), vec![3f32; 9]);
+}

@@ -174,11 +174,15 @@ fn from_vec<T: tract_onnx::prelude::Datum>(
     shape: &[usize],
     v: Vec<T>,
 ) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    if v.len() != n {
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if n != Some(v.len()) {
         return Err(tensor_err(
             name,
-            format!("holds {} values but its shape {shape:?} needs {n}", v.len()),
+            format!(
+                "holds {} values but its shape {shape:?} needs {}",
+                v.len(),
+                n.map_or("too many".to_string(), |n| n.to_string())
+            ),
         ));
     }
     ArrayD::from_shape_vec(IxDyn(shape), v)
@@ -740,8 +744,12 @@ pub fn random_inputs(
             ))
         })?;
         let dt = datum_type_of(elem, &name)?;
-        let n: usize = shape.iter().product();
-        if n as u64 > MAX_ELEMENTS {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n as u64 <= MAX_ELEMENTS)
+            .unwrap_or(usize::MAX);
+        if n == usize::MAX {
             return Err(tensor_err(&name, format!("absurd shape {shape:?}")));
         }
         let int_hi: u64 = if name.to_lowercase().contains("mask") {

@@ -476,11 +476,13 @@ fn decide_ifs(
                 continue;
             }
             match cond_by_tract(model, graph, cond, inputs) {
-                Some(b) => {
+                TractCond::Known(b) => {
                     decided = Some((idx, b, "tract"));
                     break;
                 }
-                None => {
+                // Another `If` must be decided first; try again in a later round.
+                TractCond::Blocked => {}
+                TractCond::Failed => {
                     tract_failed.insert(key);
                 }
             }
@@ -506,14 +508,23 @@ fn decide_ifs(
     Ok(())
 }
 
-/// Computes the value of `cond` by running, in tract, the nodes it depends on. `None` when that
-/// part of the graph holds an `If` itself, or tract cannot compute it.
+/// What tract says about an `If` condition.
+enum TractCond {
+    /// The condition's value.
+    Known(bool),
+    /// The condition depends on another `If`, not decided yet.
+    Blocked,
+    /// tract cannot compute it (or it is not a one-element value).
+    Failed,
+}
+
+/// Computes the value of `cond` by running, in tract, the nodes it depends on.
 fn cond_by_tract(
     model: &ModelProto,
     graph: &GraphProto,
     cond: &str,
     inputs: &InputSet,
-) -> Option<bool> {
+) -> TractCond {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in graph.node.iter().enumerate() {
         for o in &n.output {
@@ -531,7 +542,7 @@ fn cond_by_tract(
             if needed_nodes.insert(i) {
                 let n = &graph.node[i];
                 if is_if(n) {
-                    return None;
+                    return TractCond::Blocked;
                 }
                 stack.extend(node_uses(n));
             }
@@ -584,9 +595,15 @@ fn cond_by_tract(
         graph: Some(sub_graph),
         ..model.clone_without_graph()
     };
-    let out = super::runner::fold_or_run(&sub_model, &sub_inputs, "if condition").ok()?;
-    let t = out.into_iter().next()?;
-    Val::from_tensor(&t)?.truth()
+    let truth = super::runner::fold_or_run(&sub_model, &sub_inputs, "if condition")
+        .ok()
+        .and_then(|out| out.into_iter().next())
+        .and_then(|t| Val::from_tensor(&t))
+        .and_then(|v| v.truth());
+    match truth {
+        Some(b) => TractCond::Known(b),
+        None => TractCond::Failed,
+    }
 }
 
 trait CloneWithoutGraph {
@@ -685,7 +702,7 @@ impl Data {
 
 impl Val {
     fn new(shape: Vec<usize>, data: Data) -> Option<Val> {
-        (shape.iter().product::<usize>() == data.len()).then_some(Val { shape, data })
+        (numel(&shape) == Some(data.len())).then_some(Val { shape, data })
     }
     fn len(&self) -> usize {
         self.data.len()
@@ -736,7 +753,7 @@ impl Val {
         Val::new(shape, data)
     }
     fn from_proto(t: &TensorProto) -> Option<Val> {
-        let n: i64 = t.dims.iter().product();
+        let n: i64 = t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d))?;
         if !(0..=SMALL_CONST as i64).contains(&n) {
             return None;
         }
@@ -759,6 +776,11 @@ impl Val {
     fn reshaped(&self, shape: Vec<usize>) -> Option<Val> {
         Val::new(shape, self.data.clone())
     }
+}
+
+/// Number of elements of `shape`, `None` on overflow.
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
@@ -812,7 +834,7 @@ fn broadcast_index(out: &[usize], inp: &[usize]) -> Vec<usize> {
 
 fn binary(a: &Val, b: &Val, op: &str) -> Option<Val> {
     let shape = broadcast_shape(&a.shape, &b.shape)?;
-    if shape.iter().product::<usize>() > SMALL_CONST {
+    if numel(&shape)? > SMALL_CONST {
         return None;
     }
     let ia = broadcast_index(&shape, &a.shape);
@@ -1008,10 +1030,7 @@ impl<'a> ConstEval<'a> {
             }
             "Size" => {
                 let shape = self.shapes.get(node.input.first()?)?;
-                one(Val::new(
-                    vec![],
-                    Data::I(vec![shape.iter().product::<usize>() as i64]),
-                ))
+                one(Val::new(vec![], Data::I(vec![numel(shape)? as i64])))
             }
             "Gather" => one(self.gather(node)),
             "Unsqueeze" => {
@@ -1072,7 +1091,7 @@ impl<'a> ConstEval<'a> {
                     }
                 }
                 if let Some(i) = infer {
-                    let known: usize = shape.iter().product();
+                    let known: usize = numel(&shape)?;
                     if known == 0 || a.len() % known != 0 {
                         return None;
                     }
@@ -1099,7 +1118,7 @@ impl<'a> ConstEval<'a> {
                     .iter()
                     .map(|&d| usize::try_from(d).ok())
                     .collect::<Option<_>>()?;
-                let n: usize = shape.iter().product();
+                let n: usize = numel(&shape)?;
                 if n > SMALL_CONST {
                     return None;
                 }
