@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use ndarray::{ArrayD, IxDyn};
 use onnx_slim::ir::builder::{
     attr_f, attr_floats, attr_g, attr_graphs, attr_i, attr_ints, attr_ref, attr_s, attr_sparse,
     attr_sparse_tensors, attr_strings, attr_t, attr_tensors, attr_tp, attr_type_protos, seeded_f32,
@@ -24,7 +25,7 @@ fn base(opset: i64, name: &str) -> ModelBuilder {
 }
 
 /// Seeded weights scaled by `scale`.
-fn w(shape: &[usize], seed: u64, scale: f32) -> ndarray::ArrayD<f32> {
+fn w(shape: &[usize], seed: u64, scale: f32) -> ArrayD<f32> {
     seeded_f32(shape, seed).mapv(|v| v * scale)
 }
 
@@ -171,6 +172,198 @@ pub fn constants() -> ModelProto {
         .node("Mul", &["h_drop", "s1"], &["h_scaled"], vec![])
         .node("Add", &["h_scaled", "s2"], &["y"], vec![])
         .output("y", F32, &[1, 4]);
+    b.build()
+}
+
+/// Something for each clean-up rule the other fixtures leave idle, so that every rule fires on
+/// some fixture (`tests/harness.rs`):
+///
+/// - no-ops: `Cast` to float, `Transpose` with the identity permutation, a `Slice` taking all of
+///   axis 1, a `Pad` of zeros, a single-input `Concat`, a `Reshape` to the input's own shape;
+/// - neutral arithmetic: `Mul` by `one[1]`, `Add` of `zero[8]`;
+/// - a constant subgraph: `k = k1 + k2` of two initializers, feeding a `Mul`;
+/// - a `Reshape` whose target is `Concat(Gather(Shape(v), [0]), [-1])` of a static `v`;
+/// - a `Slice` of a `Slice` on other axes (rows, then columns, step 2);
+/// - `Conv` (no bias) then `Add` of a constant `[1,4,1,1]`;
+/// - an `LSTM` (hidden 4) with all-zero `initial_h` and `initial_c` initializers;
+/// - two identical `Relu`s of the same value.
+///
+/// `x[1,3,8,8]` → … → `y[1,64]`; `s[3,1,5]` → LSTM → `yh[1,1,4]`.
+pub fn clean_kinds() -> ModelProto {
+    let (hidden, input) = (4usize, 5usize);
+    let zeros = |shape: &[usize]| ArrayD::<f32>::zeros(IxDyn(shape));
+    let mut b = base(17, "clean_kinds");
+    b.input("x", F32, &[1, 3, 8, 8])
+        .input("s", F32, &[3, 1, input as i64])
+        .initializer(tensor_i64_1d("i0", &[0]))
+        .initializer(tensor_i64_1d("i1", &[1]))
+        .initializer(tensor_i64_1d("max", &[i64::MAX]))
+        .initializer(tensor_i64_1d("two", &[2]))
+        .initializer(tensor_i64_1d("axis2", &[2]))
+        .initializer(tensor_i64_1d("axis3", &[3]))
+        .initializer(tensor_i64_1d("no_pads", &[0; 8]))
+        .initializer(tensor_i64_1d("same_shape", &[1, 4, 4, 4]))
+        .initializer(tensor_i64_1d("minus1", &[-1]))
+        .initializer_f32("conv_w", w(&[4, 3, 3, 3], 60, 0.3))
+        .initializer_f32("conv_c", w(&[1, 4, 1, 1], 61, 0.1))
+        .initializer_f32("one", ArrayD::from_elem(IxDyn(&[1]), 1.0))
+        .initializer_f32("zero", zeros(&[8]))
+        .initializer_f32("k1", w(&[64], 62, 0.5))
+        .initializer_f32("k2", w(&[64], 63, 0.5))
+        .initializer_f32("lstm_w", w(&[1, 4 * hidden, input], 64, 0.5))
+        .initializer_f32("lstm_r", w(&[1, 4 * hidden, hidden], 65, 0.5))
+        .initializer_f32("h0", zeros(&[1, 1, hidden]))
+        .initializer_f32("c0", zeros(&[1, 1, hidden]))
+        // eliminate-noop
+        .node(
+            "Cast",
+            &["x"],
+            &["x_cast"],
+            vec![attr_i("to", DataType::Float as i64)],
+        )
+        .node(
+            "Transpose",
+            &["x_cast"],
+            &["x_t"],
+            vec![attr_ints("perm", &[0, 1, 2, 3])],
+        )
+        .node("Slice", &["x_t", "i0", "max", "i1"], &["x_all"], vec![])
+        // fuse-conv-add
+        .node(
+            "Conv",
+            &["x_all", "conv_w"],
+            &["conv"],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+        .node("Add", &["conv", "conv_c"], &["conv_add"], vec![])
+        // eliminate-neutral-arith
+        .node("Mul", &["conv_add", "one"], &["scaled"], vec![])
+        .node("Add", &["scaled", "zero"], &["shifted"], vec![])
+        // merge-slices
+        .node(
+            "Slice",
+            &["shifted", "i0", "max", "axis2", "two"],
+            &["rows"],
+            vec![],
+        )
+        .node(
+            "Slice",
+            &["rows", "i1", "max", "axis3", "two"],
+            &["cols"],
+            vec![],
+        )
+        // eliminate-noop
+        .node("Pad", &["cols", "no_pads"], &["padded"], vec![])
+        .node("Concat", &["padded"], &["joined"], vec![attr_i("axis", 1)])
+        .node("Reshape", &["joined", "same_shape"], &["same"], vec![])
+        // static-reshape-shape (and fold-constants, from the known shape)
+        .node("Shape", &["same"], &["same_dims"], vec![])
+        .node(
+            "Gather",
+            &["same_dims", "i0"],
+            &["batch"],
+            vec![attr_i("axis", 0)],
+        )
+        .node(
+            "Concat",
+            &["batch", "minus1"],
+            &["flat_shape"],
+            vec![attr_i("axis", 0)],
+        )
+        .node("Reshape", &["same", "flat_shape"], &["flat"], vec![])
+        // eliminate-common-subexpressions
+        .node("Relu", &["flat"], &["r1"], vec![])
+        .node("Relu", &["flat"], &["r2"], vec![])
+        .node("Add", &["r1", "r2"], &["sum"], vec![])
+        // fold-constants
+        .node("Add", &["k1", "k2"], &["k"], vec![])
+        .node("Mul", &["sum", "k"], &["y"], vec![])
+        // drop-zero-rnn-state
+        .node(
+            "LSTM",
+            &["s", "lstm_w", "lstm_r", "", "", "h0", "c0"],
+            &["lstm_y", "yh"],
+            vec![attr_i("hidden_size", hidden as i64)],
+        )
+        .output("y", F32, &[1, 64])
+        .output("yh", F32, &[1, 1, hidden as i64]);
+    b.build()
+}
+
+/// The seeded product `A[m,r]·B[r,n]` scaled by `scale`: exactly rank `r`. Summed in a fixed
+/// order in `f64` (no BLAS, no FMA), so every platform gets the same bits.
+fn low_rank(m: usize, n: usize, r: usize, seed: u64, scale: f64) -> ArrayD<f32> {
+    let a = seeded_f32(&[m, r], seed);
+    let b = seeded_f32(&[r, n], seed + 1);
+    let a = a.as_slice().expect("standard layout");
+    let b = b.as_slice().expect("standard layout");
+    let data = (0..m * n)
+        .map(|ij| {
+            let (i, j) = (ij / n, ij % n);
+            let s: f64 = (0..r)
+                .map(|k| a[i * r + k] as f64 * b[k * n + j] as f64)
+                .sum();
+            (s * scale) as f32
+        })
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(&[m, n]), data).expect("shape and data agree")
+}
+
+/// Weights of exact rank 4, big enough for `lowrank`'s defaults (≥ 4096 parameters):
+/// `x[1,64]` → MatMul `W1[64,64]` → Relu → Gemm `W2[64,64]` (`transB=1`) + `b2` → `y[1,64]`, and
+/// `img[1,16,6,6]` → Conv `Wc[32,16,3,3]` (flattened `[32,144]`, rank 4) pads 1 + bias →
+/// `z[1,32,6,6]`.
+pub fn lowrank() -> ModelProto {
+    let conv_w = low_rank(32, 16 * 9, 4, 74, 0.1)
+        .into_shape_with_order(IxDyn(&[32, 16, 3, 3]))
+        .expect("same size");
+    let mut b = base(17, "lowrank");
+    b.input("x", F32, &[1, 64])
+        .input("img", F32, &[1, 16, 6, 6])
+        .initializer_f32("w1", low_rank(64, 64, 4, 70, 0.1))
+        .initializer_f32("w2", low_rank(64, 64, 4, 72, 0.1))
+        .initializer_f32("b2", w(&[64], 73, 0.1))
+        .initializer_f32("conv_w", conv_w)
+        .initializer_f32("conv_b", w(&[32], 76, 0.1))
+        .node("MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Relu", &["h"], &["h_relu"], vec![])
+        .node(
+            "Gemm",
+            &["h_relu", "w2", "b2"],
+            &["y"],
+            vec![attr_i("transB", 1)],
+        )
+        .node(
+            "Conv",
+            &["img", "conv_w", "conv_b"],
+            &["z"],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+        .output("y", F32, &[1, 64])
+        .output("z", F32, &[1, 32, 6, 6]);
+    b.build()
+}
+
+/// Tied weights, as tied encoder/decoder exports write them: `x[1,16]` → MatMul `enc[16,32]` →
+/// Relu → MatMul `dec[32,16]` → `y[1,16]`, where `dec` is `encᵀ` bit for bit (2 KiB each, above
+/// `share-transposed`'s 1 KiB floor).
+pub fn tied_weights() -> ModelProto {
+    let enc = w(&[16, 32], 80, 0.25);
+    let dec = enc.t().as_standard_layout().to_owned();
+    let mut b = base(17, "tied_weights");
+    b.input("x", F32, &[1, 16])
+        .initializer_f32("enc", enc)
+        .initializer_f32("dec", dec)
+        .node("MatMul", &["x", "enc"], &["h"], vec![])
+        .node("Relu", &["h"], &["h_relu"], vec![])
+        .node("MatMul", &["h_relu", "dec"], &["y"], vec![])
+        .output("y", F32, &[1, 16]);
     b.build()
 }
 
@@ -342,6 +535,9 @@ pub fn fixtures() -> Vec<(&'static str, ModelProto)> {
         ("if_subgraph.onnx", if_subgraph()),
         ("constants.onnx", constants()),
         ("all_attr_types.onnx", all_attr_types()),
+        ("clean_kinds.onnx", clean_kinds()),
+        ("lowrank.onnx", lowrank()),
+        ("tied_weights.onnx", tied_weights()),
     ]
 }
 

@@ -53,6 +53,21 @@ fn show_all_attr_types() {
     insta::assert_snapshot!("all_attr_types", to_text(&load("all_attr_types.onnx")));
 }
 
+#[test]
+fn show_clean_kinds() {
+    insta::assert_snapshot!("clean_kinds", to_text(&load("clean_kinds.onnx")));
+}
+
+#[test]
+fn show_lowrank() {
+    insta::assert_snapshot!("lowrank", to_text(&load("lowrank.onnx")));
+}
+
+#[test]
+fn show_tied_weights() {
+    insta::assert_snapshot!("tied_weights", to_text(&load("tied_weights.onnx")));
+}
+
 /// The text only depends on the model: re-encoding and re-decoding changes nothing, and neither
 /// does a second rendering.
 #[test]
@@ -64,6 +79,9 @@ fn text_is_stable_across_round_trip() {
         "if_subgraph.onnx",
         "constants.onnx",
         "all_attr_types.onnx",
+        "clean_kinds.onnx",
+        "lowrank.onnx",
+        "tied_weights.onnx",
     ] {
         let m = load(name);
         let again = Model::from_proto(m.to_proto()).unwrap();
