@@ -37,16 +37,6 @@ pub fn make_attr_i(name: &str, v: i64) -> AttributeProto {
     }
 }
 
-/// A float attribute.
-pub fn make_attr_f(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(crate::onnx::proto::attribute_proto::AttributeType::Float as i32),
-        f: Some(v),
-        ..Default::default()
-    }
-}
-
 /// An integer-list attribute.
 pub fn make_attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
