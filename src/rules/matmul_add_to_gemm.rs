@@ -13,7 +13,7 @@ use crate::onnx::proto::tensor_proto::DataType;
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
 use super::infer::Facts;
-use super::util::{is_op, make_node, single_use};
+use super::util::{adds_after, is_op, make_node, single_use};
 
 /// See the module docs.
 pub struct MatMulAddToGemm;
@@ -77,17 +77,7 @@ impl Rule for MatMulAddToGemm {
     fn find(&self, model: &Model, _config: &Config) -> Findings {
         let g = &model.graph;
         let mut f = Findings::default();
-        let adds: Vec<NodeId> = g
-            .ops()
-            .into_iter()
-            .filter(|id| is_op(g, *id, "Add"))
-            .filter(|id| {
-                g.node_inputs(*id)
-                    .iter()
-                    .flatten()
-                    .any(|v| is_op(g, v.node, "MatMul"))
-            })
-            .collect();
+        let adds = adds_after(g, "MatMul");
         if adds.is_empty() {
             return f;
         }

@@ -170,3 +170,20 @@ pub fn const_wire(graph: &Graph, patch: &mut Patch, t: TensorProto) -> Wire {
         None => patch.add_initializer(t),
     }
 }
+
+/// `Add` nodes (in topological order) with an input produced by an `op` node: the candidates of
+/// the rules that fold a following Add into the op.
+pub fn adds_after(graph: &Graph, op: &str) -> Vec<NodeId> {
+    graph
+        .ops()
+        .into_iter()
+        .filter(|id| is_op(graph, *id, "Add"))
+        .filter(|id| {
+            graph
+                .node_inputs(*id)
+                .iter()
+                .flatten()
+                .any(|v| is_op(graph, v.node, op))
+        })
+        .collect()
+}
