@@ -489,15 +489,9 @@ fn out_in_a_read_only_folder_is_refused() {
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
     if std::fs::write(ro.join("probe"), b"x").is_ok() {
         // Root ignores permissions: nothing to test here.
-        {
-            // Straight to stderr: the test harness captures eprintln! of passing tests, and a
-            // skip must be seen.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: a read-only folder is writable (running as root?)"
-            );
-        };
+        common::skip_loudly(&format!(
+            "SKIPPED: a read-only folder is writable (running as root?)"
+        ));
         let _ = std::fs::remove_file(ro.join("probe"));
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
         return;

@@ -1,6 +1,8 @@
 //! `inspect` on fixtures, with numbers computed by hand, on absurd dims, and on every shared
 //! model when `../shared/models` is present.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use onnx_slim::ir::builder::{attr_ints, Dim, ModelBuilder};
@@ -160,16 +162,7 @@ fn absurd_dims_saturate() {
 fn shared_models() -> Option<Vec<PathBuf>> {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models"));
     let Ok(rd) = std::fs::read_dir(&dir) else {
-        {
-            // Straight to stderr: the test harness captures eprintln! of passing tests, and a
-            // skip must be seen.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: ../shared not found ({})",
-                dir.display()
-            );
-        };
+        common::skip_loudly(&format!("SKIPPED: ../shared not found ({})", dir.display()));
         return None;
     };
     let mut v: Vec<PathBuf> = rd
@@ -202,15 +195,7 @@ fn digits_mlp_parameters() {
         return;
     };
     let Some(dir) = models.iter().find(|d| d.ends_with("digits_mlp")) else {
-        {
-            // Straight to stderr: the test harness captures eprintln! of passing tests, and a
-            // skip must be seen.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: ../shared/models/digits_mlp not found"
-            );
-        };
+        common::skip_loudly(&format!("SKIPPED: ../shared/models/digits_mlp not found"));
         return;
     };
     let (m, len) = load(&dir.join("model.onnx"));

@@ -31,16 +31,10 @@ fn python() -> Option<PathBuf> {
             p.display()
         );
     }
-    {
-        // Straight to stderr: the test harness captures eprintln! of passing tests, and a
-        // skip must be seen.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: no onnxruntime virtualenv at `{}` (made by .ci/run)",
-            p.display()
-        );
-    };
+    common::skip_loudly(&format!(
+        "SKIPPED: no onnxruntime virtualenv at `{}` (made by .ci/run)",
+        p.display()
+    ));
     None
 }
 

@@ -1,5 +1,7 @@
 //! The text form (`onnx-slim show`) and `diff` of every fixture, as reviewed snapshots.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use onnx_slim::ir::text::to_text;
@@ -134,16 +136,7 @@ fn diff_between_two_fixtures() {
 fn shared_models_render() {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models"));
     let Ok(rd) = std::fs::read_dir(&dir) else {
-        {
-            // Straight to stderr: the test harness captures eprintln! of passing tests, and a
-            // skip must be seen.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: ../shared not found ({})",
-                dir.display()
-            );
-        };
+        common::skip_loudly(&format!("SKIPPED: ../shared not found ({})", dir.display()));
         return;
     };
     let mut models: Vec<PathBuf> = rd

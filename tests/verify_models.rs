@@ -1,6 +1,8 @@
 //! Every model in `../shared/models` runs in tract through `onnx_slim::verify` on its
 //! `test_data_set_0` and matches the `output_K.pb` onnxruntime computed, within 1e-3.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -25,16 +27,10 @@ fn models_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        {
-            // Straight to stderr: the test harness captures eprintln! of passing tests, and a
-            // skip must be seen.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: ../shared not found (looked for {}); the shared models are not checked",
-                dir.display()
-            );
-        };
+        common::skip_loudly(&format!(
+            "SKIPPED: ../shared not found (looked for {}); the shared models are not checked",
+            dir.display()
+        ));
         None
     }
 }

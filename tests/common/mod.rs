@@ -9,16 +9,17 @@ pub fn shared_dir() -> PathBuf {
 }
 
 fn skip(what: &str) {
-    {
-        // Straight to stderr: the test harness captures eprintln! of passing tests, and a
-        // skip must be seen.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {what} not found at {} (a user's clone has no ../shared)",
-            shared_dir().display()
-        );
-    };
+    skip_loudly(&format!(
+        "SKIPPED: {what} not found at {} (a user's clone has no ../shared)",
+        shared_dir().display()
+    ));
+}
+
+/// Prints a skip notice straight to stderr: the test harness captures `eprintln!` of passing
+/// tests, and a skip must be seen.
+pub fn skip_loudly(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }
 
 /// Every `test_*` case folder of the ONNX node suite, sorted; `None` (and a loud message) if absent.
