@@ -46,11 +46,32 @@ pub fn decode_bytes(bytes: Bytes, path: &Path) -> Result<ModelProto> {
     Ok(model)
 }
 
+/// The bytes of the file at `path`: memory-mapped when it is large (tensor payloads then stay
+/// page-cache pages instead of being copied onto the heap), read otherwise.
+fn map_file(path: &Path) -> Result<Bytes> {
+    const MAP_FROM: u64 = 1 << 20;
+    let file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
+    let len = meta.len();
+    if len >= MAP_FROM && meta.is_file() {
+        // SAFETY: the map is read-only and we never write to an input: outputs go to a temp file
+        // that is renamed over the target, so even `--in-place` leaves the mapped inode intact.
+        // Another process truncating the file while we run would fault; every mmap-based loader
+        // (tract, safetensors) accepts the same.
+        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+            return Ok(Bytes::from_owner(map));
+        }
+    }
+    let mut data = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(&mut &file, &mut data).map_err(|e| Error::io("read", path, e))?;
+    Ok(Bytes::from(data))
+}
+
 /// Reads and decodes the model at `path`, reading external data relative to its folder.
 pub fn decode_file(path: &Path) -> Result<LoadedModel> {
-    let data = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let data = map_file(path)?;
     let file_len = data.len() as u64;
-    let mut model = decode_bytes(Bytes::from(data), path)?;
+    let mut model = decode_bytes(data, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let external = external::load_external(&mut model, base)?;
     Ok(LoadedModel {
@@ -79,8 +100,6 @@ pub struct Written {
     pub model_bytes: u64,
     /// The external data file and its size, when one was written.
     pub data_file: Option<(PathBuf, u64)>,
-    /// The encoded `.onnx` bytes, for verification of exactly what was written.
-    pub encoded: Vec<u8>,
 }
 
 /// A temp file in `dir` that becomes an ordinary file on rename: mode 0666 minus the umask, like
@@ -132,17 +151,18 @@ pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Res
             data_file = Some((path, total));
         }
     }
-    let encoded = encode_model(&model);
-    if encoded.len() as u64 > PROTOBUF_LIMIT {
+    let model_bytes = model.encoded_len() as u64;
+    if model_bytes > PROTOBUF_LIMIT {
         return Err(Error::Usage(format!(
-            "`{}` would be {} bytes, over protobuf's 2 GiB limit even with external data",
+            "`{}` would be {model_bytes} bytes, over protobuf's 2 GiB limit even with external data",
             out.display(),
-            encoded.len()
         )));
     }
     let mut tmp = temp_file_in(&dir)?;
-    tmp.write_all(&encoded)
-        .map_err(|e| Error::io("write", out, e))?;
+    let mut sink = FileSink::new(tmp.as_file_mut());
+    // The sink never refuses bytes, so encoding cannot fail; write errors are kept in the sink.
+    let _ = model.encode(&mut sink);
+    sink.finish().map_err(|e| Error::io("write", out, e))?;
     let mut persisted_data = None;
     if let Some((data_tmp, path)) = pending_data {
         data_tmp
@@ -158,8 +178,117 @@ pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Res
         Error::io("write", out, e.error)
     })?;
     Ok(Written {
-        model_bytes: encoded.len() as u64,
+        model_bytes,
         data_file,
-        encoded,
     })
+}
+
+/// Streams prost's encoder into a file through a 1 MiB buffer; slices at least that large (tensor
+/// payloads) go straight to the file, so a model is never assembled in memory a second time.
+struct FileSink<W: Write> {
+    buf: Vec<u8>,
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> FileSink<W> {
+    const CAP: usize = 1 << 20;
+
+    fn new(inner: W) -> Self {
+        FileSink {
+            buf: Vec::with_capacity(Self::CAP),
+            inner,
+            error: None,
+        }
+    }
+
+    fn flush_buf(&mut self) {
+        if self.error.is_none() && !self.buf.is_empty() {
+            if let Err(e) = self.inner.write_all(&self.buf) {
+                self.error = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush_buf();
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => self.inner.flush(),
+        }
+    }
+}
+
+// SAFETY: `chunk_mut` hands out only the buffer's spare capacity, and `advance_mut` is called by
+// the encoder with at most that many initialised bytes, which stay within the capacity.
+unsafe impl<W: Write> bytes::BufMut for FileSink<W> {
+    fn remaining_mut(&self) -> usize {
+        usize::MAX
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        let len = self.buf.len() + cnt;
+        assert!(len <= self.buf.capacity(), "advance past the buffer");
+        // SAFETY: the caller initialised `cnt` bytes of the spare capacity (BufMut contract).
+        unsafe { self.buf.set_len(len) };
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        if self.buf.len() == self.buf.capacity() {
+            self.flush_buf();
+        }
+        bytes::buf::UninitSlice::uninit(self.buf.spare_capacity_mut())
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if self.buf.len() + src.len() > Self::CAP {
+            self.flush_buf();
+        }
+        if src.len() >= Self::CAP {
+            if self.error.is_none() {
+                if let Err(e) = self.inner.write_all(src) {
+                    self.error = Some(e);
+                }
+            }
+        } else {
+            self.buf.extend_from_slice(src);
+        }
+    }
+
+    fn put<T: bytes::Buf>(&mut self, mut src: T) {
+        while src.has_remaining() {
+            let chunk = src.chunk();
+            let n = chunk.len();
+            self.put_slice(chunk);
+            src.advance(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_sink_writes_exactly_what_encode_to_vec_gives() {
+        let big = Bytes::from((0..3_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let mut model = crate::ir::builder::ModelBuilder::new(17).build();
+        if let Some(g) = model.graph.as_mut() {
+            for (i, len) in [0usize, 5, 1 << 20, (1 << 20) - 1, 3_000_000].into_iter().enumerate() {
+                g.initializer.push(crate::onnx::proto::TensorProto {
+                    name: Some(format!("t{i}")),
+                    data_type: Some(2),
+                    dims: vec![len as i64],
+                    raw_data: Some(big.slice(..len)),
+                    ..Default::default()
+                });
+            }
+        }
+        let mut out = Vec::new();
+        let mut sink = FileSink::new(&mut out);
+        let _ = model.encode(&mut sink);
+        sink.finish().unwrap();
+        assert_eq!(out, model.encode_to_vec());
+    }
 }
