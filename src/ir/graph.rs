@@ -6,6 +6,7 @@ use std::sync::Arc;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::onnx::proto::{
@@ -98,6 +99,23 @@ pub struct Graph {
 }
 
 impl Node {
+    /// Bytes this node takes in the encoded graph, tag and length prefix included. An operator's
+    /// input names are those of its last encode; edges changed since may differ by a few bytes.
+    pub fn encoded_len(&self) -> u64 {
+        fn framed(len: usize) -> u64 {
+            (1 + prost::length_delimiter_len(len) + len) as u64
+        }
+        match &self.kind {
+            NodeKind::Input { info, default } => {
+                framed(info.encoded_len())
+                    + default.as_ref().map_or(0, |(t, _)| framed(t.encoded_len()))
+            }
+            NodeKind::Initializer(t) => framed(t.encoded_len()),
+            NodeKind::SparseInitializer(t) => framed(t.encoded_len()),
+            NodeKind::Op(n) => framed(n.encoded_len()),
+        }
+    }
+
     /// The operator, if this node is one.
     pub fn op(&self) -> Option<&NodeProto> {
         match &self.kind {
@@ -445,12 +463,34 @@ impl Graph {
             .unwrap_or_else(|| base.to_string())
     }
 
-    /// Total parameter count and bytes of constant tensors (initializers and `Constant` values).
+    /// Nodes holding a constant tensor (initializers and `Constant` nodes), in topological order.
     pub fn const_nodes(&self) -> Vec<NodeId> {
         self.topo_order()
             .into_iter()
             .filter(|id| self.const_tensor(ValueRef { node: *id, slot: 0 }).is_some())
             .collect()
+    }
+
+    /// How many bytes the encoded nodes of `self` take beyond those of `before`, a copy it was
+    /// patched from: nodes shared between the two copies cancel out, so this costs a pointer
+    /// comparison per node plus an encoded length per changed node.
+    pub fn encoded_delta(&self, before: &Graph) -> i64 {
+        let mut delta = 0i64;
+        for ix in self.g.node_indices() {
+            let now = &self.g[ix];
+            match before.g.node_weight(ix) {
+                Some(old) if Arc::ptr_eq(old, now) => {}
+                _ => delta += now.encoded_len() as i64,
+            }
+        }
+        for ix in before.g.node_indices() {
+            let old = &before.g[ix];
+            match self.g.node_weight(ix) {
+                Some(now) if Arc::ptr_eq(old, now) => {}
+                _ => delta -= old.encoded_len() as i64,
+            }
+        }
+        delta
     }
 
     // ---- mutation, for `ir` and `rewrite` only ----

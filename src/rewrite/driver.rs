@@ -109,8 +109,9 @@ const MAX_PATCHES_PER_RULE: usize = 200_000;
 const MAX_ROUNDS: usize = 16;
 
 /// Runs `rules` in order, each to its own fixed point, and repeats the sequence until a round
-/// changes nothing. Each patch is applied to a copy of the graph and checked; a patch that fails
-/// becomes a skip with its reason and its match is not tried again.
+/// changes nothing. Each patch is applied to a copy of the graph and checked; a patch that fails,
+/// or that would make the encoded graph larger, becomes a skip with its reason and its match is
+/// not tried again.
 pub fn run(
     model: &mut Model,
     rules: &[&dyn Rule],
@@ -166,8 +167,16 @@ pub fn run(
                     } else {
                         patch.description.clone()
                     };
+                    let may_grow = patch.may_grow();
                     let mut g = model.graph.clone();
                     patch.apply(&mut g)?;
+                    let growth = g.encoded_delta(&model.graph);
+                    if growth > 0 && !may_grow {
+                        return Err(Error::Rule {
+                            rule: rule.meta().name.to_string(),
+                            reason: format!("the rewrite would grow the model by {growth} bytes"),
+                        });
+                    }
                     Ok((g, description))
                 });
                 match outcome {

@@ -39,6 +39,7 @@ pub struct Patch {
     removals: Vec<NodeId>,
     rewires: Vec<(NodeId, usize, Option<Wire>)>,
     renames: Vec<(ValueRef, Wire)>,
+    may_grow: bool,
 }
 
 impl Patch {
@@ -49,6 +50,18 @@ impl Patch {
             anchor,
             ..Default::default()
         }
+    }
+
+    /// Lets this patch make the encoded graph larger. Only for a rewrite the caller asked for
+    /// knowing it can grow the model (lowrank with a negative minimum saving, used to test
+    /// full-rank factors); the driver refuses growth otherwise.
+    pub fn allow_growth(&mut self) {
+        self.may_grow = true;
+    }
+
+    /// Whether [`Patch::allow_growth`] was called.
+    pub fn may_grow(&self) -> bool {
+        self.may_grow
     }
 
     /// Whether the patch changes nothing.

@@ -12,8 +12,9 @@
 //! **Exact:** to float reordering (tolerance 1e-5): tract's kernels may round differently from
 //! another runtime's. Never folded: `QuantizeLinear`/`DequantizeLinear` (they are the model's
 //! quantization), random ops, ops with subgraphs, ops outside the default domain, and any fold
-//! whose result takes more bytes than the constant inputs it frees (those read by it alone), plus
-//! 64 bytes (about the size of the node it replaces) — `Tile`, `ConstantOfShape`, `Expand`, `Range` of big outputs stay.
+//! whose result takes more bytes than what it frees: the node itself (as encoded) and the constant
+//! inputs read by it alone — `Tile`, `ConstantOfShape`, `Expand`, `Range` of big outputs stay.
+//! The driver then checks the whole patch against the encoded graph.
 
 use crate::error::{Error, Result};
 use crate::ir::graph::has_subgraphs;
@@ -25,9 +26,6 @@ use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 use super::eval::eval_node;
 use super::infer::Facts;
 use super::util::is_random;
-
-/// Bytes a fold may add beyond its constant inputs' (about what the removed node costs).
-pub const FOLD_SLACK_BYTES: u64 = 64;
 
 /// See the module docs.
 pub struct FoldConstants;
@@ -133,12 +131,12 @@ fn int_tensor(name: &str, dt: i32, dims: &[i64], v: &[i64]) -> Option<TensorProt
     })
 }
 
-/// Bytes of the distinct constant inputs that the fold frees: those read by this node alone.
-/// A constant also read elsewhere stays in the model, so it does not pay for the fold's result.
-fn input_bytes(model: &Model, id: NodeId) -> u64 {
+/// Bytes the fold frees: the node itself, as encoded, and the distinct constant inputs read by it
+/// alone. A constant also read elsewhere stays in the model, so it does not pay for the result.
+fn freed_bytes(model: &Model, id: NodeId) -> u64 {
     let g = &model.graph;
     let mut seen = Vec::new();
-    let mut total = 0;
+    let mut total = g.node(id).encoded_len();
     for v in g.node_inputs(id).into_iter().flatten() {
         if seen.contains(&v) {
             continue;
@@ -222,7 +220,7 @@ fn classify(model: &Model, facts: &Facts, id: NodeId) -> std::result::Result<How
         ));
     }
     // Size guard from inferred shapes, when known.
-    let in_bytes = input_bytes(model, id);
+    let in_bytes = freed_bytes(model, id);
     let mut out_bytes = 0u64;
     for slot in 0..p.output.len() {
         let f = facts.get(ValueRef { node: id, slot });
@@ -230,9 +228,9 @@ fn classify(model: &Model, facts: &Facts, id: NodeId) -> std::result::Result<How
             out_bytes += dtype::byte_len(dt, &dims).unwrap_or(u64::MAX / 4);
         }
     }
-    if out_bytes > in_bytes + FOLD_SLACK_BYTES {
+    if out_bytes > in_bytes {
         return Err(format!(
-            "fold would grow `{}` from {in_bytes} to {out_bytes} bytes",
+            "fold would grow `{}`: its result takes {out_bytes} bytes, it frees {in_bytes}",
             node.label()
         ));
     }
@@ -286,7 +284,7 @@ impl Rule for FoldConstants {
                     .map(|i| i.and_then(|v| g.const_tensor(v)))
                     .collect();
                 let outs = eval_node(model, p, &ins).map_err(err)?;
-                let in_bytes = input_bytes(model, m.anchor);
+                let in_bytes = freed_bytes(model, m.anchor);
                 let mut out_bytes = 0;
                 for (slot, t) in outs.iter().enumerate() {
                     let Some(t) = t else { continue };
@@ -307,9 +305,9 @@ impl Rule for FoldConstants {
                     }
                     out_bytes += tensor::payload_bytes(t);
                 }
-                if out_bytes > in_bytes + FOLD_SLACK_BYTES {
+                if out_bytes > in_bytes {
                     return Err(err(format!(
-                        "fold would grow `{}` from {in_bytes} to {out_bytes} bytes",
+                        "fold would grow `{}`: its result takes {out_bytes} bytes, it frees {in_bytes}",
                         g.node(m.anchor).label()
                     )));
                 }

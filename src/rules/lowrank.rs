@@ -96,7 +96,8 @@ pub struct LowrankConfig {
     pub mode: Option<RankMode>,
     /// Per-layer relative error budget; raises the rank where the mode's rank exceeds it.
     pub tolerance: Option<f64>,
-    /// A factorisation must save more than this fraction of parameters (and MACs).
+    /// A factorisation must save more than this fraction of parameters (and MACs). Negative
+    /// values (library only; the CLI refuses them) allow factors larger than the weight.
     pub min_saving: f64,
     /// Weights with fewer elements are left alone.
     pub min_params: u64,
@@ -1016,6 +1017,9 @@ fn build_patch(
     });
     let as_constant = matches!(g.node(layer.weight.node).kind, NodeKind::Op(_));
     let mut p = Patch::new(describe(g, layer, f, cfg, data_rows), Some(layer.node));
+    if cfg.min_saving < 0.0 {
+        p.allow_growth();
+    }
     let r = f.rank;
     let (k, n) = (layer.k, layer.n);
     let act = Wire::Value(layer.act);

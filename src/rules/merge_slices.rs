@@ -100,20 +100,31 @@ impl Rule for MergeSlices {
             return f;
         }
         let facts = Facts::infer(g);
+        let mut pairs: Vec<(NodeId, NodeId)> = Vec::new();
         for id in candidates {
             match check(model, &facts, id) {
-                Ok(inner) => f.matches.push(Match {
-                    anchor: id,
-                    nodes: vec![inner],
-                    what: format!(
-                        "merge Slice `{}` into `{}`",
-                        g.node(inner).label(),
-                        g.node(id).label()
-                    ),
-                }),
+                Ok(inner) => pairs.push((id, inner)),
                 Err(reason) if !reason.is_empty() => f.skip(model, id, reason),
                 Err(_) => {}
             }
+        }
+        for group in groups(g, &pairs) {
+            let what = group
+                .iter()
+                .map(|(outer, inner)| {
+                    format!(
+                        "`{}` into `{}`",
+                        g.node(*inner).label(),
+                        g.node(*outer).label()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            f.matches.push(Match {
+                anchor: group[0].0,
+                nodes: group.iter().map(|(outer, _)| *outer).collect(),
+                what: format!("merge Slice {what}"),
+            });
         }
         f
     }
@@ -125,54 +136,91 @@ impl Rule for MergeSlices {
             rule: "merge-slices".into(),
             reason,
         };
-        let inner = check(model, &facts, m.anchor).map_err(err)?;
-        let x = g.input(inner, 0).expect("checked");
-        let rank = facts.get(x).rank();
-        let pi = params(g, inner, rank).ok_or_else(|| err("parameters".into()))?;
-        let po = params(g, m.anchor, rank).ok_or_else(|| err("parameters".into()))?;
-        let label = g.node(m.anchor).label();
         let mut p = Patch::new(m.what.clone(), Some(m.anchor));
-        let names = ["b", "e", "a", "s"];
-        let mut wires = vec![Some(Wire::Value(x))];
-        for k in 0..4 {
-            let mut v = pi[k].clone();
-            v.extend_from_slice(&po[k]);
-            let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v).expect("1-D");
-            let t = crate::ir::tensor::from_i64(&format!("{label}:{}", names[k]), &arr);
-            wires.push(Some(const_wire(g, &mut p, t)));
+        // Parameter tensors added by this patch, by content: pairs of a group often share them.
+        let mut added: Vec<(Vec<i64>, Wire)> = Vec::new();
+        let mut inners: Vec<NodeId> = Vec::new();
+        for &outer in &m.nodes {
+            let inner = check(model, &facts, outer).map_err(err)?;
+            let x = g.input(inner, 0).expect("checked");
+            let rank = facts.get(x).rank();
+            let pi = params(g, inner, rank).ok_or_else(|| err("parameters".into()))?;
+            let po = params(g, outer, rank).ok_or_else(|| err("parameters".into()))?;
+            let label = g.node(outer).label();
+            let names = ["b", "e", "a", "s"];
+            let mut wires = vec![Some(Wire::Value(x))];
+            for k in 0..4 {
+                let mut v = pi[k].clone();
+                v.extend_from_slice(&po[k]);
+                let wire = match added.iter().find(|(c, _)| *c == v) {
+                    Some((_, w)) => *w,
+                    None => {
+                        let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.clone())
+                            .expect("1-D");
+                        let t = crate::ir::tensor::from_i64(&format!("{label}:{}", names[k]), &arr);
+                        let w = const_wire(g, &mut p, t);
+                        added.push((v, w));
+                        w
+                    }
+                };
+                wires.push(Some(wire));
+            }
+            let out = ValueRef {
+                node: outer,
+                slot: 0,
+            };
+            let out_name = g.value_name(out).to_string();
+            let node = make_node("Slice", &label, 5, &[&out_name]);
+            let new = p.add_op(node, &wires);
+            p.shunt(out, new[0]);
+            p.keep_name(out, new[0]);
+            p.remove(outer);
+            if !inners.contains(&inner) {
+                inners.push(inner);
+            }
         }
-        let out_name = g
-            .value_name(ValueRef {
-                node: m.anchor,
+        for inner in inners {
+            let readers = g.consumers(ValueRef {
+                node: inner,
                 slot: 0,
-            })
-            .to_string();
-        let node = make_node("Slice", &label, 5, &[&out_name]);
-        let new = p.add_op(node, &wires);
-        p.shunt(
-            ValueRef {
-                node: m.anchor,
-                slot: 0,
-            },
-            new[0],
-        );
-        p.keep_name(
-            ValueRef {
-                node: m.anchor,
-                slot: 0,
-            },
-            new[0],
-        );
-        p.remove(m.anchor);
-        if g.consumers(ValueRef {
-            node: inner,
-            slot: 0,
-        })
-        .len()
-            == 1
-        {
-            p.remove(inner);
+            });
+            if readers.iter().all(|(c, _)| m.nodes.contains(c)) {
+                p.remove(inner);
+            }
         }
         Ok(p)
     }
+}
+
+/// Merge candidates `(outer, inner)` grouped so that pairs sharing an inner Slice or a parameter
+/// constant are merged by one patch: the constants they share can only be freed together, so
+/// only the group as a whole can be judged on whether it shrinks the model.
+fn groups(g: &Graph, pairs: &[(NodeId, NodeId)]) -> Vec<Vec<(NodeId, NodeId)>> {
+    let touched = |&(outer, inner): &(NodeId, NodeId)| -> Vec<NodeId> {
+        let mut v = vec![inner];
+        for id in [outer, inner] {
+            v.extend(g.node_inputs(id).into_iter().skip(1).flatten().map(|r| r.node));
+        }
+        v
+    };
+    let mut out: Vec<(Vec<(NodeId, NodeId)>, Vec<NodeId>)> = Vec::new();
+    for pair in pairs {
+        let t = touched(pair);
+        let (hit, mut rest): (Vec<_>, Vec<_>) = out
+            .into_iter()
+            .partition(|(_, nodes)| nodes.iter().any(|n| t.contains(n)));
+        let mut merged = (vec![*pair], t);
+        for (ps, ns) in hit {
+            merged.0.extend(ps);
+            merged.1.extend(ns);
+        }
+        rest.push(merged);
+        out = rest;
+    }
+    let mut groups: Vec<Vec<(NodeId, NodeId)>> = out.into_iter().map(|(ps, _)| ps).collect();
+    for grp in &mut groups {
+        grp.sort_by_key(|(outer, _)| pairs.iter().position(|(o, _)| o == outer));
+    }
+    groups.sort_by_key(|grp| pairs.iter().position(|(o, _)| *o == grp[0].0));
+    groups
 }
