@@ -372,6 +372,77 @@ pub fn tied_weights() -> ModelProto {
     b.build()
 }
 
+/// `y = If(cond)` whose two branches each hold a `Constant` equal to the top-level initializer
+/// `scale`, and a `Constant` `bias` equal to the other branch's (and to none at the top level);
+/// the else branch nests a `Loop`-free `If` with one more copy of `bias`. For
+/// `share-into-subgraphs`.
+pub fn subgraph_constants() -> ModelProto {
+    let scale = w(&[3], 90, 1.0);
+    let bias = w(&[3], 91, 1.0);
+    let konst = |name: &str, v: &ArrayD<f32>| {
+        (
+            "Constant",
+            name.to_string(),
+            vec![attr_t("value", tensor_f32("", v))],
+        )
+    };
+    let mut inner = ModelBuilder::subgraph("inner_then");
+    let (op, out, attrs) = konst("bias_inner", &bias);
+    inner
+        .node(op, &[], &[&out], attrs)
+        .node("Sub", &["x", "bias_inner"], &["inner_out"], vec![])
+        .output("inner_out", F32, &[2, 3]);
+    let mut inner_else = ModelBuilder::subgraph("inner_else");
+    inner_else
+        .node("Neg", &["x"], &["inner_else_out"], vec![])
+        .output("inner_else_out", F32, &[2, 3]);
+    let mut then_b = ModelBuilder::subgraph("then_body");
+    let (op, out, attrs) = konst("scale_then", &scale);
+    then_b.node(op, &[], &[&out], attrs);
+    let (op, out, attrs) = konst("bias_then", &bias);
+    then_b
+        .node(op, &[], &[&out], attrs)
+        .node("Mul", &["x", "scale_then"], &["t1"], vec![])
+        .node("Add", &["t1", "bias_then"], &["then_out"], vec![])
+        .output("then_out", F32, &[2, 3]);
+    let mut else_b = ModelBuilder::subgraph("else_body");
+    let (op, out, attrs) = konst("scale_else", &scale);
+    else_b.node(op, &[], &[&out], attrs);
+    let (op, out, attrs) = konst("bias_else", &bias);
+    else_b
+        .node(op, &[], &[&out], attrs)
+        .node("Div", &["x", "scale_else"], &["e1"], vec![])
+        .node(
+            "If",
+            &["cond"],
+            &["e2"],
+            vec![
+                attr_g("else_branch", inner_else.build_graph()),
+                attr_g("then_branch", inner.build_graph()),
+            ],
+        )
+        .node("Add", &["e1", "e2"], &["e3"], vec![])
+        .node("Add", &["e3", "bias_else"], &["else_out"], vec![])
+        .output("else_out", F32, &[2, 3]);
+    let mut b = base(17, "subgraph_constants");
+    b.input("cond", DataType::Bool, &[])
+        .input("x", F32, &[2, 3])
+        .initializer_f32("scale", scale)
+        .node("Mul", &["x", "scale"], &["xs"], vec![])
+        .node(
+            "If",
+            &["cond"],
+            &["yi"],
+            vec![
+                attr_g("else_branch", else_b.build_graph()),
+                attr_g("then_branch", then_b.build_graph()),
+            ],
+        )
+        .node("Add", &["xs", "yi"], &["y"], vec![])
+        .output("y", F32, &[2, 3]);
+    b.build()
+}
+
 fn tp_tensor(dt: DataType, dims: &[Dim]) -> TypeProto {
     tensor_type(dt, Some(dims))
 }
@@ -543,6 +614,7 @@ pub fn fixtures() -> Vec<(&'static str, ModelProto)> {
         ("clean_kinds.onnx", clean_kinds()),
         ("lowrank.onnx", lowrank()),
         ("tied_weights.onnx", tied_weights()),
+        ("subgraph_constants.onnx", subgraph_constants()),
     ]
 }
 

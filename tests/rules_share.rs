@@ -128,3 +128,180 @@ fn a_small_transpose_is_not_worth_a_node() {
         .iter()
         .any(|s| s.reason.contains("under 1024 bytes")));
 }
+
+// ---------------------------------------------------------------------------------------------
+// share-into-subgraphs
+
+fn fixture(name: &str) -> ModelProto {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    onnx_slim::onnx::decode_file(&path).unwrap().model
+}
+
+/// Both branches of every `If` are taken: one input set per value of `cond`.
+fn assert_bit_exact_both_branches(a: &ModelProto, b: &ModelProto) {
+    use tract_onnx::prelude::*;
+    let x: Tensor = seeded_f32(&[2, 3], 5).into_tensor();
+    let sets: Vec<verify::InputSet> = [true, false]
+        .into_iter()
+        .map(|c| {
+            verify::InputSet::new(
+                format!("cond={c}"),
+                vec![("cond".into(), tensor0(c)), ("x".into(), x.clone())],
+            )
+        })
+        .collect();
+    let report = verify(a, b, &sets, 0.0).unwrap();
+    assert!(report.passed, "{report}");
+    assert_eq!(report.max_abs_error(), 0.0, "{report}");
+}
+
+/// Every `Constant` node in the subgraphs of `m`, by output name.
+fn subgraph_constants(m: &ModelProto) -> Vec<String> {
+    fn walk(g: &onnx_slim::onnx::proto::GraphProto, top: bool, out: &mut Vec<String>) {
+        for n in &g.node {
+            if !top && n.op_type.as_deref() == Some("Constant") {
+                out.extend(n.output.iter().cloned());
+            }
+            for a in &n.attribute {
+                for s in a.g.iter().chain(a.graphs.iter()) {
+                    walk(s, false, out);
+                }
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(m.graph.as_ref().unwrap(), true, &mut out);
+    out
+}
+
+#[test]
+fn subgraph_constants_read_the_equal_top_level_value_or_one_hoisted_copy() {
+    let proto = fixture("subgraph_constants.onnx");
+    assert_eq!(subgraph_constants(&proto).len(), 5);
+    let (m, r) = apply(&proto, "share-into-subgraphs");
+    let out = m.to_proto();
+    assert_eq!(subgraph_constants(&out), Vec::<String>::new());
+    assert_eq!(r.patches(), 2, "{:?}", r.rules);
+    let text = to_text(&m);
+    // The scale copies read the existing top-level `scale`; the three bias copies (one of them in
+    // a nested If) read one new initializer.
+    assert!(text.contains("t1 = Mul(x, scale)"), "{text}");
+    assert!(text.contains("e1 = Div(x, scale)"), "{text}");
+    assert!(text.contains("bias_else__shared: float32[3]"), "{text}");
+    assert!(
+        text.contains("inner_out = Sub(x, bias_else__shared)"),
+        "{text}"
+    );
+    assert_eq!(
+        r.before.bytes - r.after.bytes,
+        4 * 12,
+        "five 12-byte copies become one"
+    );
+    assert!(
+        onnx_slim::onnx::encode_model(&out).len() < onnx_slim::onnx::encode_model(&proto).len()
+    );
+    assert_bit_exact_both_branches(&proto, &out);
+    let (_, again) = apply(&out, "share");
+    assert_eq!(again.patches(), 0, "a second run finds nothing");
+}
+
+#[test]
+fn a_lone_subgraph_constant_without_a_top_level_twin_stays() {
+    // if_subgraph.onnx: the else branch's one Constant equals nothing else.
+    let proto = fixture("if_subgraph.onnx");
+    let (_, r) = apply(&proto, "share-into-subgraphs");
+    assert_eq!(r.patches(), 0);
+}
+
+#[test]
+fn a_subgraph_that_defines_the_top_level_name_again_is_skipped() {
+    use onnx_slim::ir::builder::{attr_g, attr_t, tensor_f32};
+    let v = seeded_f32(&[3], 9);
+    // The then branch has a constant equal to the top-level `k`, but also defines a value named
+    // `k` itself (invalid SSA that some exporters write): reading the outer `k` would be shadowed.
+    let mut then_b = ModelBuilder::subgraph("then_body");
+    then_b
+        .node(
+            "Constant",
+            &[],
+            &["c"],
+            vec![attr_t("value", tensor_f32("", &v))],
+        )
+        .node("Neg", &["x"], &["k"], vec![])
+        .node("Add", &["k", "c"], &["then_out"], vec![])
+        .output("then_out", DataType::Float, &[2, 3]);
+    let mut else_b = ModelBuilder::subgraph("else_body");
+    else_b
+        .node("Identity", &["x"], &["else_out"], vec![])
+        .output("else_out", DataType::Float, &[2, 3]);
+    let mut b = ModelBuilder::new(17);
+    b.input("cond", DataType::Bool, &[])
+        .input("x", DataType::Float, &[2, 3])
+        .initializer_f32("k", v)
+        .node("Mul", &["x", "k"], &["xk"], vec![])
+        .node(
+            "If",
+            &["cond"],
+            &["yi"],
+            vec![
+                attr_g("else_branch", else_b.build_graph()),
+                attr_g("then_branch", then_b.build_graph()),
+            ],
+        )
+        .node("Add", &["xk", "yi"], &["y"], vec![])
+        .output("y", DataType::Float, &[2, 3]);
+    let (_, r) = apply(&b.build(), "share-into-subgraphs");
+    assert_eq!(r.patches(), 0);
+    let skips: Vec<String> = r
+        .rules
+        .iter()
+        .flat_map(|x| x.skips.iter().map(|s| s.reason.clone()))
+        .collect();
+    assert!(
+        skips.iter().any(|s| s.contains("define that name too")),
+        "{skips:?}"
+    );
+}
+
+#[test]
+fn a_subgraph_constant_that_is_a_branch_output_is_skipped() {
+    use onnx_slim::ir::builder::{attr_g, attr_t, tensor_f32};
+    let v = seeded_f32(&[2, 3], 9);
+    let branch = |name: &str, c: &str| {
+        let mut g = ModelBuilder::subgraph(name);
+        g.node(
+            "Constant",
+            &[],
+            &[c],
+            vec![attr_t("value", tensor_f32("", &v))],
+        )
+        .output(c, DataType::Float, &[2, 3]);
+        g.build_graph()
+    };
+    let mut b = ModelBuilder::new(17);
+    b.input("cond", DataType::Bool, &[])
+        .input("x", DataType::Float, &[2, 3])
+        .node(
+            "If",
+            &["cond"],
+            &["y"],
+            vec![
+                attr_g("else_branch", branch("else_body", "ce")),
+                attr_g("then_branch", branch("then_body", "ct")),
+            ],
+        )
+        .output("y", DataType::Float, &[2, 3]);
+    let (_, r) = apply(&b.build(), "share-into-subgraphs");
+    assert_eq!(r.patches(), 0);
+    let skips: Vec<String> = r
+        .rules
+        .iter()
+        .flat_map(|x| x.skips.iter().map(|s| s.reason.clone()))
+        .collect();
+    assert!(
+        skips.iter().any(|s| s.contains("is a subgraph output")),
+        "{skips:?}"
+    );
+}

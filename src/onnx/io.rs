@@ -272,10 +272,17 @@ mod tests {
 
     #[test]
     fn file_sink_writes_exactly_what_encode_to_vec_gives() {
-        let big = Bytes::from((0..3_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let big = Bytes::from(
+            (0..3_000_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<_>>(),
+        );
         let mut model = crate::ir::builder::ModelBuilder::new(17).build();
         if let Some(g) = model.graph.as_mut() {
-            for (i, len) in [0usize, 5, 1 << 20, (1 << 20) - 1, 3_000_000].into_iter().enumerate() {
+            for (i, len) in [0usize, 5, 1 << 20, (1 << 20) - 1, 3_000_000]
+                .into_iter()
+                .enumerate()
+            {
                 g.initializer.push(crate::onnx::proto::TensorProto {
                     name: Some(format!("t{i}")),
                     data_type: Some(2),

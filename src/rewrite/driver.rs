@@ -8,6 +8,7 @@ use super::rule::{Exactness, Rule, Skip};
 use super::Config;
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, ValueRef};
+use crate::onnx::proto::{GraphProto, TensorProto};
 
 /// How the driver runs.
 #[derive(Debug, Clone, Default)]
@@ -16,12 +17,12 @@ pub struct DriverOptions {
     pub max_patches: Option<usize>,
 }
 
-/// Node, parameter and byte counts of a graph's top level.
+/// Node, parameter and byte counts of a graph.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Operator nodes.
+    /// Operator nodes of the top level (the count other tools report).
     pub nodes: usize,
-    /// Elements of constant tensors (initializers and `Constant` values).
+    /// Elements of constant tensors (initializers and `Constant` values), subgraphs included.
     pub params: u64,
     /// Bytes of those tensors' payloads.
     pub bytes: u64,
@@ -34,13 +35,48 @@ impl Stats {
             nodes: graph.op_count(),
             ..Default::default()
         };
-        for id in graph.const_nodes() {
+        let mut add = |t: &TensorProto| {
+            s.params = s.params.saturating_add(tensor::numel(t).unwrap_or(0));
+            s.bytes = s.bytes.saturating_add(tensor::payload_bytes(t));
+        };
+        for id in graph.topo_order() {
             if let Some(t) = graph.const_tensor(ValueRef { node: id, slot: 0 }) {
-                s.params = s.params.saturating_add(tensor::numel(t).unwrap_or(0));
-                s.bytes = s.bytes.saturating_add(tensor::payload_bytes(t));
+                add(t);
+            }
+            if let Some(p) = graph.node(id).op() {
+                for a in &p.attribute {
+                    for sub in a.g.iter().chain(a.graphs.iter()) {
+                        subgraph_constants(sub, &mut add);
+                    }
+                }
             }
         }
         s
+    }
+}
+
+/// Calls `f` on every initializer and `Constant` value of `g` and of its nested subgraphs.
+fn subgraph_constants(g: &GraphProto, f: &mut impl FnMut(&TensorProto)) {
+    for t in &g.initializer {
+        f(t);
+    }
+    for n in &g.node {
+        if n.op_type.as_deref() == Some("Constant") && n.domain.as_deref().unwrap_or("").is_empty()
+        {
+            if let Some(t) = n
+                .attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("value"))
+                .and_then(|a| a.t.as_ref())
+            {
+                f(t);
+            }
+        }
+        for a in &n.attribute {
+            for sub in a.g.iter().chain(a.graphs.iter()) {
+                subgraph_constants(sub, f);
+            }
+        }
     }
 }
 

@@ -155,8 +155,9 @@ impl Rule for MergeSlices {
                 let wire = match added.iter().find(|(c, _)| *c == v) {
                     Some((_, w)) => *w,
                     None => {
-                        let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.clone())
-                            .expect("1-D");
+                        let arr =
+                            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.clone())
+                                .expect("1-D");
                         let t = crate::ir::tensor::from_i64(&format!("{label}:{}", names[k]), &arr);
                         let w = const_wire(g, &mut p, t);
                         added.push((v, w));
@@ -194,12 +195,26 @@ impl Rule for MergeSlices {
 
 /// Merge candidates `(outer, inner)` grouped so that pairs sharing an inner Slice or a parameter
 /// constant are merged by one patch: the constants they share can only be freed together, so
-/// only the group as a whole can be judged on whether it shrinks the model.
+/// only the group as a whole can be judged on whether it shrinks the model. In a chain of three
+/// Slices only the first pair is taken; the next is found again once it is merged.
 fn groups(g: &Graph, pairs: &[(NodeId, NodeId)]) -> Vec<Vec<(NodeId, NodeId)>> {
+    let mut taken: Vec<(NodeId, NodeId)> = Vec::new();
+    for &(outer, inner) in pairs {
+        if !taken.iter().any(|&(o, i)| o == inner || i == outer) {
+            taken.push((outer, inner));
+        }
+    }
+    let pairs = &taken[..];
     let touched = |&(outer, inner): &(NodeId, NodeId)| -> Vec<NodeId> {
         let mut v = vec![inner];
         for id in [outer, inner] {
-            v.extend(g.node_inputs(id).into_iter().skip(1).flatten().map(|r| r.node));
+            v.extend(
+                g.node_inputs(id)
+                    .into_iter()
+                    .skip(1)
+                    .flatten()
+                    .map(|r| r.node),
+            );
         }
         v
     };

@@ -18,6 +18,7 @@
 //! | C100 | `remove-dead` | clean | exact |
 //! | S001 | `share-identical` | share | exact |
 //! | S002 | `share-transposed` | share | exact |
+//! | S003 | `share-into-subgraphs` | share | exact |
 //! | L001 | `lowrank` | lowrank | lossy |
 
 pub mod constant_to_initializer;
@@ -35,6 +36,7 @@ pub mod matmul_add_to_gemm;
 pub mod merge_slices;
 pub mod remove_dead;
 pub mod share_identical;
+pub mod share_subgraphs;
 pub mod share_transposed;
 pub mod static_reshape;
 
@@ -63,5 +65,6 @@ pub static ALL: &[&dyn Rule] = &[
     &remove_dead::RemoveDead,
     &share_identical::ShareIdentical,
     &share_transposed::ShareTransposed,
+    &share_subgraphs::ShareIntoSubgraphs,
     &lowrank::Lowrank,
 ];

@@ -10,7 +10,7 @@
 //! both MatMuls read `w_a`; `w_b` is removed.
 //! **Exact:** yes, bit for bit. Graph inputs with default initializers are never touched, and a
 //! duplicate that is a graph output or read by a subgraph by name is skipped (merging it would
-//! need a new `Identity`). Tensors inside subgraphs are left alone: only the top level is IR.
+//! need a new `Identity`). Constants inside subgraphs are `share-into-subgraphs`' work.
 
 use std::collections::BTreeMap;
 
