@@ -1,13 +1,15 @@
 //! The graph: nodes, edges, values and the queries rules use. Only `ir` and `rewrite` mutate it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use prost::Message;
+use rustc_hash::FxHashMap;
 
+use super::facts::Facts;
 use crate::error::{Error, Result};
 use crate::onnx::proto::{
     tensor_proto::DataType, type_proto, AttributeProto, GraphProto, NodeProto, SparseTensorProto,
@@ -91,11 +93,16 @@ pub struct Graph {
     pub(crate) value_info: Vec<ValueInfoProto>,
     /// `value_info` names that named no value when decoded; kept verbatim.
     pub(crate) orphan_value_info: HashSet<String>,
-    pub(crate) names: HashMap<String, ValueRef>,
+    // Looked up on every edit and check: a fast non-cryptographic hash (names are not
+    // attacker-chosen keys of a long-lived service).
+    pub(crate) names: FxHashMap<String, ValueRef>,
     pub(crate) next_major: u64,
     /// Set by every mutation. An untouched graph is emitted in its original node order even when
     /// that order is not topological (some exporters write such files and runtimes accept them).
     pub(crate) dirty: bool,
+    /// Inferred facts, computed on first use and dropped by every mutation. Copies made by the
+    /// driver share them until they are changed.
+    pub(crate) facts: OnceLock<Arc<Facts>>,
 }
 
 impl Node {
@@ -196,9 +203,10 @@ impl Graph {
             outputs: Vec::new(),
             value_info: Vec::new(),
             orphan_value_info: HashSet::new(),
-            names: HashMap::new(),
+            names: FxHashMap::default(),
             next_major: 0,
             dirty: false,
+            facts: OnceLock::new(),
         }
     }
 
@@ -493,10 +501,24 @@ impl Graph {
         delta
     }
 
+    /// Shape, dtype and small-value facts of every value (see [`Facts`]), inferred once per
+    /// version of the graph.
+    pub fn facts(&self) -> Arc<Facts> {
+        self.facts
+            .get_or_init(|| Arc::new(Facts::infer(self)))
+            .clone()
+    }
+
     // ---- mutation, for `ir` and `rewrite` only ----
 
-    pub(crate) fn add_node(&mut self, kind: NodeKind, key: OrderKey) -> Result<NodeId> {
+    /// Marks the graph changed: emitted in topological order, facts inferred afresh.
+    fn touch(&mut self) {
         self.dirty = true;
+        self.facts = OnceLock::new();
+    }
+
+    pub(crate) fn add_node(&mut self, kind: NodeKind, key: OrderKey) -> Result<NodeId> {
+        self.touch();
         let id = NodeId(self.g.add_node(Arc::new(Node { kind, key })));
         let n = self.node(id).num_outputs();
         for slot in 0..n {
@@ -520,7 +542,7 @@ impl Graph {
     }
 
     pub(crate) fn connect(&mut self, from: ValueRef, to: NodeId, inp: usize) {
-        self.dirty = true;
+        self.touch();
         if let Some(e) = self.data_edge_into(to, inp) {
             self.g.remove_edge(e);
         }
@@ -540,13 +562,14 @@ impl Graph {
     }
 
     pub(crate) fn disconnect(&mut self, to: NodeId, inp: usize) {
-        self.dirty = true;
+        self.touch();
         if let Some(e) = self.data_edge_into(to, inp) {
             self.g.remove_edge(e);
         }
     }
 
     pub(crate) fn add_capture(&mut self, from: ValueRef, to: NodeId) {
+        self.touch();
         self.g
             .add_edge(from.node.0, to.0, Edge::Capture { out: from.slot });
     }
@@ -566,13 +589,13 @@ impl Graph {
     }
 
     pub(crate) fn set_output(&mut self, index: usize, v: ValueRef) {
-        self.dirty = true;
+        self.touch();
         self.outputs[index].0 = v;
     }
 
     /// Renames value `v`; refuses names already in use.
     pub(crate) fn rename_value(&mut self, v: ValueRef, new: &str) -> Result<()> {
-        self.dirty = true;
+        self.touch();
         if self.names.contains_key(new) {
             return Err(Error::Graph {
                 reason: format!("cannot rename to `{new}`: the name is in use"),
@@ -603,7 +626,7 @@ impl Graph {
     }
 
     pub(crate) fn remove_node(&mut self, id: NodeId) -> Option<Node> {
-        self.dirty = true;
+        self.touch();
         let node = Arc::unwrap_or_clone(self.g.remove_node(id.0)?);
         for slot in 0..node.num_outputs() {
             if let Some(name) = node.output_name(slot) {
@@ -616,7 +639,7 @@ impl Graph {
     }
 
     pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut Node {
-        self.dirty = true;
+        self.touch();
         Arc::make_mut(&mut self.g[id.0])
     }
 
@@ -624,21 +647,22 @@ impl Graph {
     /// are unique per slot, names are unique and indexed, outputs are named as declared, no cycle.
     pub fn check(&self) -> Result<()> {
         let bad = |reason: String| Err(Error::Graph { reason });
-        let mut seen = HashSet::new();
+        // Every named output is indexed under its own name; as the index maps a name to one
+        // value, this also rules out duplicate names.
+        let mut named = 0usize;
         for ix in self.g.node_indices() {
             let n = &self.g[ix];
             for slot in 0..n.num_outputs() {
                 if let Some(name) = n.output_name(slot) {
-                    if !seen.insert(name.to_string()) {
-                        return bad(format!("duplicate value name `{name}`"));
-                    }
-                    if self.names.get(name)
-                        != Some(&ValueRef {
-                            node: NodeId(ix),
-                            slot,
-                        })
-                    {
-                        return bad(format!("value `{name}` is not indexed"));
+                    named += 1;
+                    let here = ValueRef {
+                        node: NodeId(ix),
+                        slot,
+                    };
+                    match self.names.get(name) {
+                        Some(v) if *v == here => {}
+                        Some(_) => return bad(format!("duplicate value name `{name}`")),
+                        None => return bad(format!("value `{name}` is not indexed")),
                     }
                 }
             }
@@ -665,7 +689,7 @@ impl Graph {
                 }
             }
         }
-        if seen.len() != self.names.len() {
+        if named != self.names.len() {
             return bad("stale entries in the value index".into());
         }
         for (v, info) in &self.outputs {
@@ -683,7 +707,7 @@ impl Graph {
                 ));
             }
         }
-        if self.topo_order().len() != self.g.node_count() {
+        if petgraph::algo::is_cyclic_directed(&self.g) {
             return bad("the graph has a cycle".into());
         }
         Ok(())

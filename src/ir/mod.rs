@@ -9,6 +9,7 @@
 mod build;
 pub mod builder;
 mod emit;
+pub mod facts;
 pub mod graph;
 pub mod tensor;
 pub mod text;

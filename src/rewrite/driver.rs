@@ -144,6 +144,33 @@ const MAX_PATCHES_PER_RULE: usize = 200_000;
 /// Upper bound on rounds over all rules.
 const MAX_ROUNDS: usize = 16;
 
+/// Builds `m`'s patch and applies it to a copy of the graph: the copy if the patch applies,
+/// checks and does not grow the encoded graph, else why not.
+fn apply_one(
+    rule: &dyn Rule,
+    model: &Model,
+    m: &super::rule::Match,
+    config: &Config,
+) -> Result<(Graph, String)> {
+    let patch = rule.rewrite(model, m, config)?;
+    let description = if patch.description.is_empty() {
+        m.what.clone()
+    } else {
+        patch.description.clone()
+    };
+    let may_grow = patch.may_grow();
+    let mut g = model.graph.clone();
+    patch.apply(&mut g)?;
+    let growth = g.encoded_delta(&model.graph);
+    if growth > 0 && !may_grow {
+        return Err(Error::Rule {
+            rule: rule.meta().name.to_string(),
+            reason: format!("the rewrite would grow the model by {growth} bytes"),
+        });
+    }
+    Ok((g, description))
+}
+
 /// Runs `rules` in order, each to its own fixed point, and repeats the sequence until a round
 /// changes nothing. Each patch is applied to a copy of the graph and checked; a patch that fails,
 /// or that would make the encoded graph larger, becomes a skip with its reason and its match is
@@ -190,56 +217,46 @@ pub fn run(
                 }
                 let findings = rule.find(model, config);
                 skips[ri].extend(findings.skips);
-                let Some(m) = findings
-                    .matches
-                    .into_iter()
-                    .find(|m| !failed.contains(&m.what))
-                else {
-                    break;
-                };
-                let outcome = rule.rewrite(model, &m, config).and_then(|patch| {
-                    let description = if patch.description.is_empty() {
-                        m.what.clone()
-                    } else {
-                        patch.description.clone()
-                    };
-                    let may_grow = patch.may_grow();
-                    let mut g = model.graph.clone();
-                    patch.apply(&mut g)?;
-                    let growth = g.encoded_delta(&model.graph);
-                    if growth > 0 && !may_grow {
+                let mut progressed = false;
+                for m in findings.matches {
+                    if failed.contains(&m.what) {
+                        continue;
+                    }
+                    if progressed && opts.max_patches.is_some_and(|mp| total >= mp) {
+                        stopped_early = true;
+                        break 'rounds;
+                    }
+                    match apply_one(*rule, model, &m, config) {
+                        Ok((g, description)) => {
+                            model.graph = g;
+                            reports[ri].rewrites.push(Rewrite { description });
+                            applied += 1;
+                            total += 1;
+                            changed = true;
+                            progressed = true;
+                            if !rule.independent_matches() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let n = model.graph.node(m.anchor);
+                            skips[ri].insert(Skip {
+                                node: n.label(),
+                                op: n.op_type().to_string(),
+                                reason: e.to_string(),
+                            });
+                            failed.insert(m.what);
+                        }
+                    }
+                    if applied > MAX_PATCHES_PER_RULE {
                         return Err(Error::Rule {
                             rule: rule.meta().name.to_string(),
-                            reason: format!("the rewrite would grow the model by {growth} bytes"),
+                            reason: format!("did not converge after {applied} patches"),
                         });
-                    }
-                    Ok((g, description))
-                });
-                match outcome {
-                    Ok((g, description)) => {
-                        model.graph = g;
-                        reports[ri]
-                            .rewrites
-                            .push(super::driver::Rewrite { description });
-                        applied += 1;
-                        total += 1;
-                        changed = true;
-                    }
-                    Err(e) => {
-                        let n = model.graph.node(m.anchor);
-                        skips[ri].insert(Skip {
-                            node: n.label(),
-                            op: n.op_type().to_string(),
-                            reason: e.to_string(),
-                        });
-                        failed.insert(m.what);
                     }
                 }
-                if applied > MAX_PATCHES_PER_RULE {
-                    return Err(Error::Rule {
-                        rule: rule.meta().name.to_string(),
-                        reason: format!("did not converge after {applied} patches"),
-                    });
+                if !progressed {
+                    break;
                 }
             }
             if applied > 0 {

@@ -98,6 +98,12 @@ pub trait Rule: Sync {
     fn find(&self, model: &Model, config: &Config) -> Findings;
     /// The patch for `m`; an error becomes a skip in the report.
     fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch>;
+    /// Whether the matches of one `find` never interact: each rewrite touches only its own
+    /// match's nodes and leaves every other match of the same `find` valid. The driver then
+    /// applies them all (each as its own checked patch) before calling `find` again.
+    fn independent_matches(&self) -> bool {
+        false
+    }
     /// Tolerance for verification with this configuration (defaults to the metadata's).
     fn tolerance(&self, _config: &Config) -> f32 {
         self.meta().exactness.tolerance()

@@ -77,6 +77,11 @@ impl Rule for ConstantToInitializer {
         }
     }
 
+    /// Each match converts its own `Constant` node and nothing else.
+    fn independent_matches(&self) -> bool {
+        true
+    }
+
     fn find(&self, model: &Model, _config: &Config) -> Findings {
         let g = &model.graph;
         let mut f = Findings::default();

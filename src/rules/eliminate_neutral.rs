@@ -13,8 +13,8 @@ use crate::error::Result;
 use crate::ir::{Model, NodeId, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
-use super::infer::{Dim, Facts};
 use super::util::{all_equal, bypass, bypass_blocker, is_op};
+use crate::ir::facts::{Dim, Facts};
 
 /// See the module docs.
 pub struct EliminateNeutral;
@@ -89,7 +89,7 @@ impl Rule for EliminateNeutral {
         if candidates.is_empty() {
             return f;
         }
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         for id in candidates {
             match neutral(model, &facts, id) {
                 Ok(keep) => {
@@ -115,7 +115,7 @@ impl Rule for EliminateNeutral {
 
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let g = &model.graph;
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let keep = neutral(model, &facts, m.anchor).map_err(|reason| crate::Error::Rule {
             rule: "eliminate-neutral-arith".into(),
             reason,

@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::ir::{Model, NodeId, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
-use super::infer::{Dim, Facts};
 use super::util::{attr_i, attr_ints, bypass, bypass_blocker, const_ints, is_op};
+use crate::ir::facts::{Dim, Facts};
 
 /// See the module docs.
 pub struct EliminateNoop;
@@ -194,7 +194,7 @@ impl Rule for EliminateNoop {
         if candidates.is_empty() {
             return f;
         }
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         for id in candidates {
             match noop(model, &facts, id) {
                 Ok(()) => {

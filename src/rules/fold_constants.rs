@@ -24,8 +24,8 @@ use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
 use super::eval::eval_node;
-use super::infer::Facts;
 use super::util::is_random;
+use crate::ir::facts::Facts;
 
 /// See the module docs.
 pub struct FoldConstants;
@@ -250,7 +250,7 @@ impl Rule for FoldConstants {
 
     fn find(&self, model: &Model, _config: &Config) -> Findings {
         let g = &model.graph;
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let mut f = Findings::default();
         for id in g.ops() {
             match classify(model, &facts, id) {
@@ -268,7 +268,7 @@ impl Rule for FoldConstants {
 
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let g = &model.graph;
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let err = |reason: String| Error::Rule {
             rule: "fold-constants".into(),
             reason,

@@ -19,8 +19,8 @@ use crate::ir::{tensor, Model, NodeId, ValueRef};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
-use super::infer::Facts;
 use super::util::{attr_f, attr_i, is_op, make_node, single_use};
+use crate::ir::facts::Facts;
 use ndarray::ArrayD;
 
 /// See the module docs.
@@ -236,7 +236,7 @@ impl Rule for FuseBatchnorm {
         if bns.is_empty() {
             return f;
         }
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         for id in bns {
             match plan(model, &facts, id) {
                 Ok(p) => f.matches.push(Match {
@@ -258,7 +258,7 @@ impl Rule for FuseBatchnorm {
 
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let g = &model.graph;
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let pl = plan(model, &facts, m.anchor).map_err(|reason| Error::Rule {
             rule: "fuse-batchnorm".into(),
             reason,

@@ -15,8 +15,8 @@ use crate::ir::{tensor, Model, NodeId, ValueRef};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
-use super::infer::Facts;
 use super::util::{adds_after, is_op, single_use};
+use crate::ir::facts::Facts;
 use ndarray::ArrayD;
 
 /// See the module docs.
@@ -120,7 +120,7 @@ impl Rule for FuseConvAdd {
         if adds.is_empty() {
             return f;
         }
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         for id in adds {
             match plan(model, &facts, id) {
                 Ok((conv, _, _)) => f.matches.push(Match {
@@ -141,7 +141,7 @@ impl Rule for FuseConvAdd {
 
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let g = &model.graph;
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let (conv, _, bias) = plan(model, &facts, m.anchor).map_err(|reason| Error::Rule {
             rule: "fuse-conv-add".into(),
             reason,

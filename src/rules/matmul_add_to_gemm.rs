@@ -12,8 +12,8 @@ use crate::ir::{Model, NodeId, ValueRef};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
-use super::infer::Facts;
 use super::util::{adds_after, is_op, make_node, single_use};
+use crate::ir::facts::Facts;
 
 /// See the module docs.
 pub struct MatMulAddToGemm;
@@ -81,7 +81,7 @@ impl Rule for MatMulAddToGemm {
         if adds.is_empty() {
             return f;
         }
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         for id in adds {
             match plan(model, &facts, id) {
                 Ok((mm, _)) => f.matches.push(Match {
@@ -102,7 +102,7 @@ impl Rule for MatMulAddToGemm {
 
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let g = &model.graph;
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let (mm, bslot) = plan(model, &facts, m.anchor).map_err(|reason| Error::Rule {
             rule: "matmul-add-to-gemm".into(),
             reason,

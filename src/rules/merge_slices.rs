@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::ir::{Graph, Model, NodeId, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
-use super::infer::Facts;
 use super::util::{const_ints, const_wire, is_op, make_node};
+use crate::ir::facts::Facts;
 
 /// See the module docs.
 pub struct MergeSlices;
@@ -99,7 +99,7 @@ impl Rule for MergeSlices {
         if candidates.is_empty() {
             return f;
         }
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let mut pairs: Vec<(NodeId, NodeId)> = Vec::new();
         for id in candidates {
             match check(model, &facts, id) {
@@ -131,7 +131,7 @@ impl Rule for MergeSlices {
 
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let g = &model.graph;
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let err = |reason: String| Error::Rule {
             rule: "merge-slices".into(),
             reason,

@@ -41,7 +41,6 @@ pub mod share_transposed;
 pub mod static_reshape;
 
 pub(crate) mod eval;
-pub mod infer;
 pub(crate) mod util;
 
 use crate::rewrite::Rule;

@@ -18,8 +18,8 @@ use crate::error::Result;
 use crate::ir::{tensor, Model, NodeId, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
-use super::infer::{Dim, Facts};
 use super::util::{const_wire, is_op};
+use crate::ir::facts::{Dim, Facts};
 
 /// See the module docs.
 pub struct StaticReshape;
@@ -77,7 +77,7 @@ impl Rule for StaticReshape {
         if candidates.is_empty() {
             return f;
         }
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         for id in candidates {
             match target(g, &facts, id) {
                 Ok(t) => f.matches.push(Match {
@@ -94,7 +94,7 @@ impl Rule for StaticReshape {
 
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let g = &model.graph;
-        let facts = Facts::infer(g);
+        let facts = g.facts();
         let t = target(g, &facts, m.anchor).map_err(|reason| crate::Error::Rule {
             rule: "static-reshape-shape".into(),
             reason,
