@@ -58,7 +58,7 @@ fn map_file(path: &Path) -> Result<Bytes> {
         // that is renamed over the target, so even `--in-place` leaves the mapped inode intact.
         // Another process truncating the file while we run would fault; every mmap-based loader
         // (tract, safetensors) accepts the same.
-        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+        if let Ok(map) = unsafe { memmap2::MmapOptions::new().populate().map(&file) } {
             return Ok(Bytes::from_owner(map));
         }
     }
