@@ -157,6 +157,13 @@ fn assert_bit_exact_both_branches(a: &ModelProto, b: &ModelProto) {
     assert_eq!(report.max_abs_error(), 0.0, "{report}");
 }
 
+fn skip_reasons(r: &RunReport) -> Vec<String> {
+    r.rules
+        .iter()
+        .flat_map(|x| x.skips.iter().map(|s| s.reason.clone()))
+        .collect()
+}
+
 /// Every `Constant` node in the subgraphs of `m`, by output name.
 fn subgraph_constants(m: &ModelProto) -> Vec<String> {
     fn walk(g: &onnx_slim::onnx::proto::GraphProto, top: bool, out: &mut Vec<String>) {
@@ -254,11 +261,7 @@ fn a_subgraph_that_defines_the_top_level_name_again_is_skipped() {
         .output("y", DataType::Float, &[2, 3]);
     let (_, r) = apply(&b.build(), "share-into-subgraphs");
     assert_eq!(r.patches(), 0);
-    let skips: Vec<String> = r
-        .rules
-        .iter()
-        .flat_map(|x| x.skips.iter().map(|s| s.reason.clone()))
-        .collect();
+    let skips = skip_reasons(&r);
     assert!(
         skips.iter().any(|s| s.contains("define that name too")),
         "{skips:?}"
@@ -295,11 +298,7 @@ fn a_subgraph_constant_that_is_a_branch_output_is_skipped() {
         .output("y", DataType::Float, &[2, 3]);
     let (_, r) = apply(&b.build(), "share-into-subgraphs");
     assert_eq!(r.patches(), 0);
-    let skips: Vec<String> = r
-        .rules
-        .iter()
-        .flat_map(|x| x.skips.iter().map(|s| s.reason.clone()))
-        .collect();
+    let skips = skip_reasons(&r);
     assert!(
         skips.iter().any(|s| s.contains("is a subgraph output")),
         "{skips:?}"
