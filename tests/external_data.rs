@@ -4,70 +4,22 @@
 
 mod common;
 
+use common::proto::{f32_tensor, node, value_info};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use bytes::Bytes;
 use onnx_slim::onnx::proto::tensor_proto::{DataLocation, DataType};
-use onnx_slim::onnx::proto::tensor_shape_proto::{dimension, Dimension};
 use onnx_slim::onnx::proto::{
-    attribute_proto::AttributeType, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto,
 };
 use onnx_slim::onnx::{decode_bytes, decode_file};
 use prost::Message;
 
 // ---- a small model built in code ----
-
-fn f32_tensor(name: &str, dims: &[i64], seed: u32) -> TensorProto {
-    let n: i64 = dims.iter().product();
-    let mut raw = Vec::with_capacity(n as usize * 4);
-    for i in 0..n as u32 {
-        let v = ((i.wrapping_mul(2654435761).wrapping_add(seed)) % 1000) as f32 / 1000.0 - 0.5;
-        raw.extend_from_slice(&v.to_le_bytes());
-    }
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(Bytes::from(raw)),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(dimension::Value::DimValue(*d)),
-                            denotation: None,
-                        })
-                        .collect(),
-                }),
-            })),
-            denotation: None,
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        name: Some(name.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
 
 /// x[1,16] → MatMul(W1[16,32], 2048 B) → Add(b1[32], 128 B) → Relu → MatMul(W2[32,8], 1024 B)
 /// → Add(Constant c[8], 32 B) → MatMul(Constant k[8,8], 256 B) → y[1,8]. Tensor sizes straddle
@@ -114,8 +66,8 @@ fn model() -> ModelProto {
             f32_tensor("b1", &[32], 2),
             f32_tensor("W2", &[32, 8], 3),
         ],
-        input: vec![value_info("x", &[1, 16])],
-        output: vec![value_info("y", &[1, 8])],
+        input: vec![value_info("x", DataType::Float, &[1, 16])],
+        output: vec![value_info("y", DataType::Float, &[1, 8])],
         ..Default::default()
     };
     ModelProto {

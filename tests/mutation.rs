@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::proto::{f32_tensor, node, value_info};
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -28,11 +30,9 @@ use bytes::Bytes;
 use onnx_slim::ir::Model;
 use onnx_slim::onnx::proto::attribute_proto::AttributeType;
 use onnx_slim::onnx::proto::tensor_proto::{DataLocation, DataType};
-use onnx_slim::onnx::proto::tensor_shape_proto::{dimension, Dimension};
 use onnx_slim::onnx::proto::{
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    SparseTensorProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, OperatorSetIdProto, SparseTensorProto,
+    StringStringEntryProto, TensorProto, TypeProto, ValueInfoProto,
 };
 use onnx_slim::onnx::{decode_bytes, encode_model};
 use onnx_slim::report::inspect::inspect;
@@ -133,58 +133,6 @@ fn seed_of(name: &str) -> u64 {
 }
 
 // ---- built-in models ----
-
-fn f32_tensor(name: &str, dims: &[i64], seed: u32) -> TensorProto {
-    let n: i64 = dims.iter().product();
-    let mut raw = Vec::with_capacity(n as usize * 4);
-    for i in 0..n as u32 {
-        let v = ((i.wrapping_mul(2654435761).wrapping_add(seed)) % 1000) as f32 / 1000.0 - 0.5;
-        raw.extend_from_slice(&v.to_le_bytes());
-    }
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(Bytes::from(raw)),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(elem as i32),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(if *d < 0 {
-                                dimension::Value::DimParam("N".into())
-                            } else {
-                                dimension::Value::DimValue(*d)
-                            }),
-                            denotation: None,
-                        })
-                        .collect(),
-                }),
-            })),
-            denotation: None,
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        name: Some(name.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
 
 fn model(graph: GraphProto, opset: i64) -> ModelProto {
     ModelProto {

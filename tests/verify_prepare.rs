@@ -2,6 +2,10 @@
 //! constant evaluator and by tract), name clashes when inlining, errors that name what tract
 //! lacks, and the input loaders.
 
+mod common;
+
+use common::proto::node;
+
 use bytes::Bytes;
 use onnx_slim::onnx::proto::attribute_proto::AttributeType;
 use onnx_slim::onnx::proto::tensor_proto::DataType;
@@ -46,16 +50,6 @@ fn vi(name: &str, elem: DataType, dims: &[&str]) -> ValueInfoProto {
 fn out(name: &str) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.into()),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        name: Some(name.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     }
 }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod proto;
+
 /// `../shared` relative to the crate root.
 pub fn shared_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))

@@ -1,0 +1,65 @@
+//! Tiny protobuf builders for tests that must write models field by field (bad input,
+//! external data, mutation), where the library's `ModelBuilder` would hide what is being tested.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use onnx_slim::onnx::proto::tensor_proto::DataType;
+use onnx_slim::onnx::proto::tensor_shape_proto::{dimension, Dimension};
+use onnx_slim::onnx::proto::{
+    type_proto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+/// A float32 tensor of `dims` with deterministic values in [-0.5, 0.5).
+pub fn f32_tensor(name: &str, dims: &[i64], seed: u32) -> TensorProto {
+    let n: i64 = dims.iter().product();
+    let mut raw = Vec::with_capacity(n as usize * 4);
+    for i in 0..n as u32 {
+        let v = ((i.wrapping_mul(2654435761).wrapping_add(seed)) % 1000) as f32 / 1000.0 - 0.5;
+        raw.extend_from_slice(&v.to_le_bytes());
+    }
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(Bytes::from(raw)),
+        ..Default::default()
+    }
+}
+
+/// A tensor-typed value; a negative dim becomes the symbol `N`.
+pub fn value_info(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem as i32),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(if *d < 0 {
+                                dimension::Value::DimParam("N".into())
+                            } else {
+                                dimension::Value::DimValue(*d)
+                            }),
+                            denotation: None,
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A default-domain node.
+pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
