@@ -92,76 +92,11 @@ fn skips(report: &RunReport, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn tensor_text(t: &TensorProto) -> String {
-    let dt = onnx_slim::onnx::dtype::name(t.data_type.unwrap_or(0));
-    let vals = if let Ok(a) = tensor::to_i64(t) {
-        let v: Vec<String> = a.iter().take(8).map(|x| x.to_string()).collect();
-        v.join(", ")
-    } else if let Ok(a) = tensor::to_f32(t) {
-        let v: Vec<String> = a.iter().take(8).map(|x| format!("{x:.4}")).collect();
-        v.join(", ")
-    } else {
-        String::new()
-    };
-    let more = if tensor::numel(t).unwrap_or(0) > 8 {
-        ", …"
-    } else {
-        ""
-    };
-    format!("{dt}{:?} [{vals}{more}]", t.dims)
-}
 
-/// The graph as text: one line per node (op, inputs, outputs, attribute names and small values),
-/// then the initializers.
-fn render(m: &Model) -> String {
-    let g = m.to_proto().graph.unwrap();
-    let mut s = String::new();
-    for n in &g.node {
-        let attrs: Vec<String> = n
-            .attribute
-            .iter()
-            .map(|a| {
-                let name = a.name.clone().unwrap_or_default();
-                if let Some(i) = a.i {
-                    format!("{name}={i}")
-                } else if let Some(f) = a.f {
-                    format!("{name}={f}")
-                } else if !a.ints.is_empty() {
-                    format!("{name}={:?}", a.ints)
-                } else if let Some(b) = &a.s {
-                    format!("{name}={}", String::from_utf8_lossy(b))
-                } else if a.g.is_some() {
-                    format!(
-                        "{name}=<graph of {} nodes>",
-                        a.g.as_ref().unwrap().node.len()
-                    )
-                } else if let Some(t) = &a.t {
-                    format!("{name}={}", tensor_text(t))
-                } else {
-                    name
-                }
-            })
-            .collect();
-        s += &format!(
-            "{}({}) -> {}{}\n",
-            n.op_type.clone().unwrap_or_default(),
-            n.input.join(", "),
-            n.output.join(", "),
-            if attrs.is_empty() {
-                String::new()
-            } else {
-                format!("  {{{}}}", attrs.join(" "))
-            }
-        );
-    }
-    for t in &g.initializer {
-        s += &format!(
-            "init {}: {}\n",
-            t.name.clone().unwrap_or_default(),
-            tensor_text(t)
-        );
-    }
-    s
+/// What the clean rules changed: `onnx-slim diff` of the model before and after (op counts, then
+/// a unified diff of the text forms), the form every per-kind snapshot takes.
+fn changes(before: &ModelProto, after: &Model) -> String {
+    onnx_slim::report::diff::diff(&Model::from_proto(before.clone()).unwrap(), after)
 }
 
 fn op_types(m: &Model) -> Vec<String> {
@@ -274,9 +209,29 @@ fn constant_nodes_become_initializers_with_their_names() {
             vec![attr_i("keepdims", 0)],
         )
         .output("y", DataType::Float, &[3]);
-    let (m, report) = clean(b.build());
+    let original = b.build();
+    let (m, report) = clean(original.clone());
     assert_eq!(applied(&report, "constant-to-initializer"), 3);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
+}
+
+#[test]
+fn identities_dead_nodes_and_unused_initializers_go() {
+    let mut b = ModelBuilder::new(13);
+    b.input("x", DataType::Float, &[2, 3])
+        .initializer(tensor_f32("unused", &seeded_f32(&[4], 3)))
+        .initializer(tensor_f32("w", &seeded_f32(&[2, 3], 4)))
+        .node("Identity", &["x"], &["xi"], vec![])
+        .node("Identity", &["xi"], &["xii"], vec![])
+        .node("Add", &["xii", "w"], &["y"], vec![])
+        .node("Relu", &["x"], &["dead"], vec![])
+        .node("Neg", &["dead"], &["dead2"], vec![])
+        .output("y", DataType::Float, &[2, 3]);
+    let original = b.build();
+    let (m, report) = clean(original.clone());
+    assert_eq!(applied(&report, "eliminate-identity"), 2);
+    assert_eq!(op_types(&m), ["Add"]);
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -298,12 +253,13 @@ fn dropout_in_inference_mode_goes_and_training_mode_stays() {
         .node("Relu", &["d"], &["r"], vec![])
         .node("Dropout", &["r", "ratio", "train"], &["y"], vec![])
         .output("y", DataType::Float, &[2, 3]);
-    let (m, report) = clean(b.build());
+    let original = b.build();
+    let (m, report) = clean(original.clone());
     assert_eq!(applied(&report, "eliminate-dropout"), 1);
     assert!(skips(&report, "eliminate-dropout")
         .iter()
         .any(|s| s.contains("training_mode")));
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -350,10 +306,11 @@ fn noop_cast_reshape_transpose_slice_pad_expand_concat_go() {
             vec![attr_ints("perm", &[1, 0, 2])],
         )
         .output("z", DataType::Double, &[3, 2, 4]);
-    let (m, report) = clean(b.build());
+    let original = b.build();
+    let (m, report) = clean(original.clone());
     assert_eq!(applied(&report, "eliminate-noop"), 8);
     assert_eq!(op_types(&m), ["Relu", "Cast", "Transpose"]);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -385,13 +342,14 @@ fn neutral_mul_add_go_unless_broadcasting_grows() {
         .node("Relu", &["b"], &["c"], vec![])
         .node("Mul", &["c", "ones3"], &["y"], vec![])
         .output("y", DataType::Float, &[3, 2, 4]);
-    let (m, report) = clean(b.build());
+    let original = b.build();
+    let (m, report) = clean(original.clone());
     assert_eq!(applied(&report, "eliminate-neutral-arith"), 2);
     assert_eq!(op_types(&m), ["Relu", "Mul"]);
     assert!(skips(&report, "eliminate-neutral-arith")
         .iter()
         .any(|s| s.contains("higher rank")));
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -427,11 +385,12 @@ fn constants_and_known_shapes_fold() {
         &["N".into(), Dim::Known(3), Dim::Known(3)],
     );
     let proto = b.build();
-    let (m, report, err) = clean_and_compare(proto, &[&[2, 3, 4]]);
+    let original = proto;
+    let (m, report, err) = clean_and_compare(original.clone(), &[&[2, 3, 4]]);
     assert!(err <= 1e-5, "max rel err {err}");
     assert!(applied(&report, "fold-constants") >= 4);
     assert_eq!(op_types(&m), ["MatMul", "Div"]);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -552,11 +511,12 @@ fn reshape_target_built_from_shape_ops_becomes_constant() {
     .node("Concat", &["n", "minus1"], &["t"], vec![attr_i("axis", 0)])
     .node("Reshape", &["x", "t"], &["y"], vec![])
     .output_sym("y", DataType::Float, &["N".into(), Dim::Known(12)]);
-    let (m, report, err) = clean_and_compare(b.build(), &[&[5, 3, 4]]);
+    let original = b.build();
+    let (m, report, err) = clean_and_compare(original.clone(), &[&[5, 3, 4]]);
     assert_eq!(err, 0.0);
     assert_eq!(applied(&report, "static-reshape-shape"), 1);
     assert_eq!(op_types(&m), ["Reshape"]);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -574,12 +534,13 @@ fn slices_of_slices_on_other_axes_merge() {
         .node("Slice", &["h", "s1", "max", "a3", "two"], &["q"], vec![])
         .node("Concat", &["p", "q"], &["y"], vec![attr_i("axis", 1)])
         .output("y", DataType::Float, &[1, 6, 4, 4]);
-    let (m, report, err) = clean_and_compare(b.build(), &[&[1, 3, 8, 8]]);
+    let original = b.build();
+    let (m, report, err) = clean_and_compare(original.clone(), &[&[1, 3, 8, 8]]);
     assert_eq!(err, 0.0);
     // Both pairs share the inner Slice and parameters: one patch merges them together.
     assert_eq!(applied(&report, "merge-slices"), 1);
     assert_eq!(op_types(&m), ["Slice", "Slice", "Concat"]);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -642,10 +603,12 @@ fn batchnorm_fuses_into_conv_with_equal_outputs() {
         vec![attr_f("epsilon", 1e-3)],
     )
     .output("y", DataType::Float, &[1, 4, 8, 8]);
-    let (m, report, err) = clean_and_compare(b.build(), &[&[1, 3, 8, 8]]);
+    let original = b.build();
+    let (m, report, err) = clean_and_compare(original.clone(), &[&[1, 3, 8, 8]]);
     assert!(err <= 1e-5, "max rel err {err}");
     assert_eq!(applied(&report, "fuse-batchnorm"), 1);
     assert_eq!(op_types(&m), ["Conv"]);
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -727,10 +690,11 @@ fn per_channel_add_after_conv_becomes_its_bias() {
         .node("Conv", &["x", "w"], &["p"], vec![])
         .node("Add", &["p", "b"], &["y"], vec![])
         .output("y", DataType::Float, &[1, 4, 4, 4]);
-    let (m, report, err) = clean_and_compare(b.build(), &[&[1, 3, 6, 6]]);
+    let original = b.build();
+    let (m, report, err) = clean_and_compare(original.clone(), &[&[1, 3, 6, 6]]);
     assert!(err <= 1e-5, "max rel err {err}");
     assert_eq!(applied(&report, "fuse-conv-add"), 1);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -742,10 +706,11 @@ fn matmul_plus_bias_becomes_gemm() {
         .node("MatMul", &["x", "w"], &["p"], vec![])
         .node("Add", &["p", "b"], &["y"], vec![])
         .output_sym("y", DataType::Float, &["N".into(), Dim::Known(3)]);
-    let (m, report, err) = clean_and_compare(b.build(), &[&[5, 6]]);
+    let original = b.build();
+    let (m, report, err) = clean_and_compare(original.clone(), &[&[5, 6]]);
     assert!(err <= 1e-5, "max rel err {err}");
     assert_eq!(applied(&report, "matmul-add-to-gemm"), 1);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -799,10 +764,11 @@ fn zero_initial_lstm_state_is_dropped() {
         vec![attr_i("hidden_size", h as i64)],
     )
     .output("yh", DataType::Float, &[1, batch as i64, h as i64]);
-    let (m, report, err) = clean_and_compare(b.build(), &[&[seq, batch, input]]);
+    let original = b.build();
+    let (m, report, err) = clean_and_compare(original.clone(), &[&[seq, batch, input]]);
     assert!(err <= 1e-6, "max rel err {err}");
     assert_eq!(applied(&report, "drop-zero-rnn-state"), 1);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -819,12 +785,13 @@ fn common_subexpressions_merge() {
         .node("Sigmoid", &["q"], &["y2"], vec![])
         .output("y1", DataType::Float, &[2, 3])
         .output("y2", DataType::Float, &[2, 3]);
-    let (m, report) = clean(b.build());
+    let original = b.build();
+    let (m, report) = clean(original.clone());
     assert_eq!(applied(&report, "eliminate-common-subexpressions"), 2);
     assert!(skips(&report, "eliminate-common-subexpressions")
         .iter()
         .any(|s| s.contains("graph outputs")));
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]
@@ -865,9 +832,10 @@ fn subgraphs_are_left_untouched() {
             ],
         )
         .output("y", DataType::Float, &[2]);
-    let (m, report) = clean(b.build());
+    let original = b.build();
+    let (m, report) = clean(original.clone());
     assert_eq!(applied(&report, "fold-constants"), 2);
-    insta::assert_snapshot!(render(&m));
+    insta::assert_snapshot!(changes(&original, &m));
 }
 
 #[test]

@@ -20,6 +20,11 @@ fn apply(proto: &ModelProto, rules: &str) -> (Model, RunReport) {
     (m, r)
 }
 
+/// `onnx-slim diff` of the model before and after: the form of every snapshot here.
+fn changes(before: &ModelProto, after: &Model) -> String {
+    onnx_slim::report::diff::diff(&Model::from_proto(before.clone()).unwrap(), after)
+}
+
 /// Outputs of the original and the rewritten model must be bitwise equal (tolerance 0).
 fn assert_bit_exact(a: &ModelProto, b: &ModelProto) {
     let sets = vec![verify::inputs::random_inputs(a, &[], 7).unwrap()];
@@ -49,6 +54,7 @@ fn identical_weights_of_any_size_are_merged_exactly() {
     assert_eq!(r.patches(), 1);
     let text = to_text(&m);
     assert!(text.contains("yb = MatMul(x, w_a)"), "{text}");
+    insta::assert_snapshot!(changes(&proto, &m));
     assert!(!text.contains("w_b:"), "{text}");
     assert!(r.after.bytes + 256 * 64 * 4 == r.before.bytes);
     assert_bit_exact(&proto, &m.to_proto());
@@ -102,6 +108,7 @@ fn an_exact_transpose_is_stored_once_as_a_transpose_node() {
     assert_eq!(r.patches(), 1);
     let text = to_text(&m);
     assert!(text.contains("w_t = Transpose(w) {perm=[1,0]}"), "{text}");
+    insta::assert_snapshot!(changes(&proto, &m));
     assert_eq!(r.before.bytes - r.after.bytes, 64 * 32 * 4);
     assert_bit_exact(&proto, &m.to_proto());
     let (_, again) = apply(&m.to_proto(), "share");
@@ -190,6 +197,7 @@ fn subgraph_constants_read_the_equal_top_level_value_or_one_hoisted_copy() {
     let (m, r) = apply(&proto, "share-into-subgraphs");
     let out = m.to_proto();
     assert_eq!(subgraph_constants(&out), Vec::<String>::new());
+    insta::assert_snapshot!(changes(&proto, &m));
     assert_eq!(r.patches(), 2, "{:?}", r.rules);
     let text = to_text(&m);
     // The scale copies read the existing top-level `scale`; the three bias copies (one of them in
