@@ -106,8 +106,8 @@ pub struct Graph {
 }
 
 impl Node {
-    /// Bytes this node takes in the encoded graph, tag and length prefix included. An operator's
-    /// input names are those of its last encode; edges changed since may differ by a few bytes.
+    /// Bytes this node takes in the encoded graph, tag and length prefix included, with an
+    /// operator's input names as stored (see [`Graph::node_bytes`] for the names its edges give).
     pub fn encoded_len(&self) -> u64 {
         fn framed(len: usize) -> u64 {
             (1 + prost::length_delimiter_len(len) + len) as u64
@@ -485,20 +485,36 @@ impl Graph {
     pub fn encoded_delta(&self, before: &Graph) -> i64 {
         let mut delta = 0i64;
         for ix in self.g.node_indices() {
-            let now = &self.g[ix];
             match before.g.node_weight(ix) {
-                Some(old) if Arc::ptr_eq(old, now) => {}
-                _ => delta += now.encoded_len() as i64,
+                Some(old) if Arc::ptr_eq(old, &self.g[ix]) => {}
+                _ => delta += self.node_bytes(NodeId(ix)) as i64,
             }
         }
         for ix in before.g.node_indices() {
-            let old = &before.g[ix];
             match self.g.node_weight(ix) {
-                Some(now) if Arc::ptr_eq(old, now) => {}
-                _ => delta -= old.encoded_len() as i64,
+                Some(now) if Arc::ptr_eq(&before.g[ix], now) => {}
+                _ => delta -= before.node_bytes(NodeId(ix)) as i64,
             }
         }
         delta
+    }
+
+    /// Bytes node `id` takes when encoded: [`Node::encoded_len`], with an operator's input names
+    /// taken from its edges, as the encoder writes them.
+    pub fn node_bytes(&self, id: NodeId) -> u64 {
+        let node = self.node(id);
+        let NodeKind::Op(p) = &node.kind else {
+            return node.encoded_len();
+        };
+        let field = |len: usize| (1 + prost::length_delimiter_len(len) + len) as u64;
+        let stored: u64 = p.input.iter().map(|s| field(s.len())).sum();
+        let actual: u64 = self
+            .node_inputs(id)
+            .into_iter()
+            .take(p.input.len())
+            .map(|v| field(v.map_or(0, |v| self.value_name(v).len())))
+            .sum();
+        field((p.encoded_len() as u64 - stored + actual) as usize)
     }
 
     /// Shape, dtype and small-value facts of every value (see [`Facts`]), inferred once per

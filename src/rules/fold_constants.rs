@@ -136,7 +136,7 @@ fn int_tensor(name: &str, dt: i32, dims: &[i64], v: &[i64]) -> Option<TensorProt
 fn freed_bytes(model: &Model, id: NodeId) -> u64 {
     let g = &model.graph;
     let mut seen = Vec::new();
-    let mut total = g.node(id).encoded_len();
+    let mut total = g.node_bytes(id);
     for v in g.node_inputs(id).into_iter().flatten() {
         if seen.contains(&v) {
             continue;

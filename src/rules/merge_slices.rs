@@ -147,6 +147,13 @@ impl Rule for MergeSlices {
             let pi = params(g, inner, rank).ok_or_else(|| err("parameters".into()))?;
             let po = params(g, outer, rank).ok_or_else(|| err("parameters".into()))?;
             let label = g.node(outer).label();
+            let out_name = g
+                .value_name(ValueRef {
+                    node: outer,
+                    slot: 0,
+                })
+                .to_string();
+            // Short names: each is written once per reader, and a merge must pay for itself.
             let names = ["b", "e", "a", "s"];
             let mut wires = vec![Some(Wire::Value(x))];
             for k in 0..4 {
@@ -158,7 +165,7 @@ impl Rule for MergeSlices {
                         let arr =
                             ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.clone())
                                 .expect("1-D");
-                        let t = crate::ir::tensor::from_i64(&format!("{label}:{}", names[k]), &arr);
+                        let t = crate::ir::tensor::from_i64(&format!("{out_name}_{}", names[k]), &arr);
                         let w = const_wire(g, &mut p, t);
                         added.push((v, w));
                         w
@@ -170,7 +177,6 @@ impl Rule for MergeSlices {
                 node: outer,
                 slot: 0,
             };
-            let out_name = g.value_name(out).to_string();
             let node = make_node("Slice", &label, 5, &[&out_name]);
             let new = p.add_op(node, &wires);
             p.shunt(out, new[0]);
