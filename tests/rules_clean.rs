@@ -92,7 +92,6 @@ fn skips(report: &RunReport, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-
 /// What the clean rules changed: `onnx-slim diff` of the model before and after (op counts, then
 /// a unified diff of the text forms), the form every per-kind snapshot takes.
 fn changes(before: &ModelProto, after: &Model) -> String {

@@ -165,7 +165,8 @@ impl Rule for MergeSlices {
                         let arr =
                             ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.clone())
                                 .expect("1-D");
-                        let t = crate::ir::tensor::from_i64(&format!("{out_name}_{}", names[k]), &arr);
+                        let t =
+                            crate::ir::tensor::from_i64(&format!("{out_name}_{}", names[k]), &arr);
                         let w = const_wire(g, &mut p, t);
                         added.push((v, w));
                         w
