@@ -312,3 +312,39 @@ fn a_subgraph_constant_that_is_a_branch_output_is_skipped() {
         "{skips:?}"
     );
 }
+
+#[test]
+fn a_graph_input_with_a_default_is_never_the_shared_copy() {
+    use onnx_slim::ir::builder::{attr_g, attr_t, tensor_f32};
+    let v = seeded_f32(&[3], 9);
+    // `k` is a graph input whose initializer is only a default: a caller may feed another value,
+    // so the branch's equal constant must not read it.
+    let mut then_b = ModelBuilder::subgraph("then_body");
+    then_b
+        .node("Constant", &[], &["c"], vec![attr_t("value", tensor_f32("", &v))])
+        .node("Add", &["x", "c"], &["then_out"], vec![])
+        .output("then_out", DataType::Float, &[2, 3]);
+    let mut else_b = ModelBuilder::subgraph("else_body");
+    else_b
+        .node("Identity", &["x"], &["else_out"], vec![])
+        .output("else_out", DataType::Float, &[2, 3]);
+    let mut b = ModelBuilder::new(17);
+    b.input("cond", DataType::Bool, &[])
+        .input("x", DataType::Float, &[2, 3])
+        .input("k", DataType::Float, &[3])
+        .initializer_f32("k", v)
+        .node("Mul", &["x", "k"], &["xk"], vec![])
+        .node(
+            "If",
+            &["cond"],
+            &["yi"],
+            vec![
+                attr_g("else_branch", else_b.build_graph()),
+                attr_g("then_branch", then_b.build_graph()),
+            ],
+        )
+        .node("Add", &["xk", "yi"], &["y"], vec![])
+        .output("y", DataType::Float, &[2, 3]);
+    let (m, r) = apply(&b.build(), "share");
+    assert_eq!(r.patches(), 0, "{}", to_text(&m));
+}
