@@ -9,7 +9,7 @@ use onnx_slim::ir::builder::{
     attr_f, attr_g, attr_i, attr_ints, attr_t, seeded_f32, tensor_f32, tensor_i64_1d, Dim,
     ModelBuilder,
 };
-use onnx_slim::ir::{tensor, Model};
+use onnx_slim::ir::Model;
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto, TensorProto};
 use onnx_slim::rewrite::{registry, run, Config, DriverOptions, RunReport};
 use tract_onnx::prelude::*;

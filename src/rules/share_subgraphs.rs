@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::{Error, Result};
+use crate::ir::graph::has_subgraphs;
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
@@ -112,13 +113,7 @@ fn analyse(model: &Model) -> (Vec<Class>, Vec<(NodeId, String)>) {
     let tops: Vec<NodeId> = g
         .ops()
         .into_iter()
-        .filter(|id| {
-            g.node(*id).op().is_some_and(|p| {
-                p.attribute
-                    .iter()
-                    .any(|a| a.g.is_some() || !a.graphs.is_empty())
-            })
-        })
+        .filter(|id| g.node(*id).op().is_some_and(has_subgraphs))
         .collect();
     if tops.is_empty() {
         return (vec![], vec![]);
