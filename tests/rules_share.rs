@@ -321,7 +321,12 @@ fn a_graph_input_with_a_default_is_never_the_shared_copy() {
     // so the branch's equal constant must not read it.
     let mut then_b = ModelBuilder::subgraph("then_body");
     then_b
-        .node("Constant", &[], &["c"], vec![attr_t("value", tensor_f32("", &v))])
+        .node(
+            "Constant",
+            &[],
+            &["c"],
+            vec![attr_t("value", tensor_f32("", &v))],
+        )
         .node("Add", &["x", "c"], &["then_out"], vec![])
         .output("then_out", DataType::Float, &[2, 3]);
     let mut else_b = ModelBuilder::subgraph("else_body");

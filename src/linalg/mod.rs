@@ -5,10 +5,13 @@
 //! - [`whiten`]: Gram matrices of activations and their Cholesky factor, for data-aware
 //!   factorisation (minimise `‖XW − XAB‖` instead of `‖W − AB‖`);
 //! - [`low_rank`]: the one entry point the `lowrank` rule uses: choose a rank from the spectrum
-//!   and return balanced factors `A[K,r]`, `B[r,N]` with their errors.
+//!   and return balanced factors `A[K,r]`, `B[r,N]` with their errors;
+//! - [`rank`]: the rank request for a weight: [`rank::RankMode`], the break-even rank, error
+//!   budgets.
 //!
 //! Matrices cross the boundary as `ndarray` `f32` arrays; everything inside is `f64`.
 
+pub mod rank;
 pub mod svd;
 pub mod whiten;
 

@@ -53,7 +53,7 @@ use super::util::{attr_i, attr_ints, is_op, make_attr_i, make_attr_ints};
 use crate::calibrate::{self, Sampling};
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
-use crate::linalg::{self, Factors, Gram, Outcome, RankRequest, Whitener};
+use crate::linalg::{self, rank, Factors, Gram, Outcome, Whitener};
 use crate::onnx::proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto,
 };
@@ -77,16 +77,7 @@ pub const VERIFY_SLACK: f64 = 150.0;
 /// Verification tolerance when nothing bounds the error (fixed rank or ratio), and the cap.
 pub const VERIFY_MAX: f64 = 50.0;
 
-/// How the rank of each layer is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RankMode {
-    /// Keep at least this fraction of the squared singular values.
-    Energy(f64),
-    /// This rank.
-    Rank(usize),
-    /// This fraction of the parameters: `r = ⌊ratio·K·N/(K+N)⌋`.
-    Ratio(f64),
-}
+pub use crate::linalg::rank::RankMode;
 
 /// Options of the `lowrank` rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,14 +183,7 @@ impl LowrankConfig {
     /// bounds it by `√(1−E)`); `None` for a fixed rank or ratio without a tolerance.
     pub fn error_budget(&self, data_aware: bool) -> Option<f64> {
         let (mode, tolerance) = self.effective(data_aware);
-        let from_mode = match mode {
-            Some(RankMode::Energy(e)) => Some((1.0 - e).max(0.0).sqrt()),
-            _ => None,
-        };
-        match (from_mode, tolerance) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        rank::error_budget(mode, tolerance)
     }
 
     /// Short text of the rank selection, for the report.
@@ -480,18 +464,6 @@ fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, String> {
     })
 }
 
-/// Largest rank that still saves more than `min_saving` of `k·n` (capped at `min(k, n)`).
-fn max_rank(k: usize, n: usize, min_saving: f64) -> usize {
-    let budget = (k * n) as f64 * (1.0 - min_saving);
-    let lim = budget / (k + n) as f64;
-    let r = if lim.fract() == 0.0 {
-        lim as i64 - 1
-    } else {
-        lim.floor() as i64
-    };
-    (r.max(0) as usize).min(k.min(n))
-}
-
 /// Name suffixes of the two nodes of a pair this rule made.
 const FIRST_SUFFIX: &str = "/lowrank1";
 const SECOND_SUFFIX: &str = "/lowrank2";
@@ -669,30 +641,6 @@ fn weight_matrix(t: &TensorProto, layer: &Layer) -> Result<Array2<f32>> {
     })
 }
 
-/// The rank request for `layer` under `cfg`.
-fn request(layer: &Layer, cfg: &LowrankConfig, data_aware: bool) -> RankRequest {
-    let (k, n) = (layer.k, layer.n);
-    let mut req = RankRequest {
-        fixed: None,
-        energy: None,
-        max_rank: max_rank(k, n, cfg.min_saving),
-    };
-    let (mode, tolerance) = cfg.effective(data_aware);
-    match mode {
-        Some(RankMode::Energy(e)) => req.energy = Some(e),
-        Some(RankMode::Rank(r)) => req.fixed = Some(r),
-        Some(RankMode::Ratio(p)) => {
-            req.fixed = Some((((k * n) as f64 * p) / (k + n) as f64).floor().max(1.0) as usize)
-        }
-        None => {}
-    }
-    if let Some(t) = tolerance {
-        let e = (1.0 - t * t).max(0.0);
-        req.energy = Some(req.energy.map_or(e, |x: f64| x.max(e)));
-    }
-    req
-}
-
 fn pct(x: f64) -> String {
     format!("{:.1} %", 100.0 * x)
 }
@@ -741,7 +689,8 @@ fn compute_plan(
         },
         None => None,
     };
-    let req = request(layer, cfg, whitener.is_some());
+    let (mode, tolerance) = cfg.effective(whitener.is_some());
+    let req = rank::request(layer.k, layer.n, mode, tolerance, cfg.min_saving);
     let (k, n) = (layer.k, layer.n);
     let params = k * n;
     let why = cfg.describe(whitener.is_some());

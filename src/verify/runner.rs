@@ -1,6 +1,6 @@
 //! Running a model in tract on input sets.
 //!
-//! Models go to tract as bytes (`model_for_read`), after [`prepare`](super::prepare::prepare).
+//! Models go to tract as bytes (`model_for_read`), after [`super::prepare::prepare`].
 //! The typed model is optimized; when optimization or the optimized plan fails, the decluttered
 //! and then the plain typed model are tried. Every tract call runs under `catch_unwind`, so a
 //! tract panic becomes an [`Error::Tract`] too.
