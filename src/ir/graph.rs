@@ -490,10 +490,29 @@ impl Graph {
                 _ => delta += self.node_bytes(NodeId(ix)) as i64,
             }
         }
+        let mut gone: HashSet<&str> = HashSet::new();
         for ix in before.g.node_indices() {
             match self.g.node_weight(ix) {
                 Some(now) if Arc::ptr_eq(&before.g[ix], now) => {}
-                _ => delta -= before.node_bytes(NodeId(ix)) as i64,
+                _ => {
+                    delta -= before.node_bytes(NodeId(ix)) as i64;
+                    let node = &before.g[ix];
+                    gone.extend(
+                        (0..node.num_outputs())
+                            .filter_map(|slot| node.output_name(slot))
+                            .filter(|n| self.producer(n).is_none()),
+                    );
+                }
+            }
+        }
+        // The encoder drops the `value_info` of values that no longer exist.
+        if !gone.is_empty() {
+            for vi in &self.value_info {
+                let name = vi.name.as_deref().unwrap_or("");
+                if gone.contains(name) && !self.orphan_value_info.contains(name) {
+                    let n = vi.encoded_len();
+                    delta -= (1 + prost::length_delimiter_len(n) + n) as i64;
+                }
             }
         }
         delta
