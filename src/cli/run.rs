@@ -12,17 +12,39 @@ use crate::rewrite::{self, registry, Config, DriverOptions};
 
 /// The rule table as text.
 pub fn list_rules() -> String {
+    let rows: Vec<[String; 5]> = registry::all()
+        .iter()
+        .map(|r| {
+            let m = r.meta();
+            let kind = match m.exactness {
+                rewrite::Exactness::Exact { tolerance } => format!("exact (tolerance {tolerance})"),
+                rewrite::Exactness::Lossy { tolerance } => format!("lossy (tolerance {tolerance})"),
+            };
+            [
+                m.code.to_string(),
+                m.name.to_string(),
+                m.group.to_string(),
+                kind,
+                m.summary.to_string(),
+            ]
+        })
+        .collect();
+    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let w = [width(0), width(1), width(2), width(3)];
     let mut s = String::new();
-    for r in registry::all() {
-        let m = r.meta();
-        let kind = match m.exactness {
-            rewrite::Exactness::Exact { tolerance } => format!("exact (tolerance {tolerance})"),
-            rewrite::Exactness::Lossy { tolerance } => format!("lossy (tolerance {tolerance})"),
-        };
+    for r in &rows {
         let _ = writeln!(
             s,
-            "{:<5} {:<28} {:<8} {:<24} {}",
-            m.code, m.name, m.group, kind, m.summary
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
         );
     }
     s
