@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use super::graph::{free_names, has_subgraphs, Edge, Graph, NodeKind, OrderKey, ValueRef};
 use crate::error::{Error, Result};
 use crate::onnx::proto::GraphProto;
+use crate::onnx::visit::subgraphs;
 
 impl Graph {
     /// Builds the IR from `proto`. Refuses duplicate value names, node inputs and graph outputs
@@ -87,10 +88,8 @@ impl Graph {
             }
             if has_subgraphs(&p) {
                 let mut free = BTreeSet::new();
-                for a in &p.attribute {
-                    for sub in a.g.iter().chain(a.graphs.iter()) {
-                        free_names(sub, &mut free);
-                    }
+                for sub in subgraphs(&p) {
+                    free_names(sub, &mut free);
                 }
                 for name in free {
                     let from = g.producer(&name).ok_or_else(|| Error::Node {

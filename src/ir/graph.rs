@@ -15,6 +15,7 @@ use crate::onnx::proto::{
     tensor_proto::DataType, type_proto, AttributeProto, GraphProto, NodeProto, SparseTensorProto,
     TensorProto, ValueInfoProto,
 };
+use crate::onnx::visit::subgraphs;
 
 /// A node of the graph. Opaque outside the IR: rules hold ids, never petgraph indices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -767,10 +768,8 @@ pub(crate) fn free_names(g: &GraphProto, out: &mut BTreeSet<String>) {
     let mut used: BTreeSet<String> = BTreeSet::new();
     for n in &g.node {
         used.extend(n.input.iter().filter(|s| !s.is_empty()).cloned());
-        for a in &n.attribute {
-            for sub in a.g.iter().chain(a.graphs.iter()) {
-                free_names(sub, &mut used);
-            }
+        for sub in subgraphs(n) {
+            free_names(sub, &mut used);
         }
     }
     used.extend(g.output.iter().filter_map(|o| o.name.clone()));
@@ -782,9 +781,7 @@ pub(crate) fn free_names(g: &GraphProto, out: &mut BTreeSet<String>) {
 
 /// Whether a node has subgraph attributes.
 pub(crate) fn has_subgraphs(n: &NodeProto) -> bool {
-    n.attribute
-        .iter()
-        .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    subgraphs(n).next().is_some()
 }
 
 #[allow(dead_code)]

@@ -94,3 +94,17 @@ fn sparse_mut<E>(
     }
     Ok(())
 }
+
+/// The subgraphs held directly by `node`'s attributes (`g`, then `graphs`), in attribute order.
+pub fn subgraphs(node: &NodeProto) -> impl Iterator<Item = &GraphProto> {
+    node.attribute
+        .iter()
+        .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+}
+
+/// [`subgraphs`], mutably.
+pub fn subgraphs_mut(node: &mut NodeProto) -> impl Iterator<Item = &mut GraphProto> {
+    node.attribute
+        .iter_mut()
+        .flat_map(|a| a.g.iter_mut().chain(a.graphs.iter_mut()))
+}

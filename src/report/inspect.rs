@@ -19,6 +19,7 @@ use crate::onnx::proto::{
     tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, AttributeProto, GraphProto,
     NodeProto, SparseTensorProto, TensorProto, ValueInfoProto,
 };
+use crate::onnx::visit::subgraphs;
 
 /// Everything `inspect` reports. Serializes to the `--json` form; `Display` is the human form.
 #[derive(Debug, Clone, Serialize)]
@@ -410,10 +411,8 @@ impl Acc {
         if is_default_domain(n) && n.op_type.as_deref() == Some("Constant") {
             self.constant(n);
         }
-        for a in &n.attribute {
-            for g in a.g.iter().chain(a.graphs.iter()) {
-                self.graph(g);
-            }
+        for g in subgraphs(n) {
+            self.graph(g);
         }
     }
 
@@ -637,10 +636,8 @@ fn visit_node(n: &NodeProto, inputs: &[String], scope: &mut Scope, opset: i64, m
         }
     }
     // Subgraphs: their own scope over this one.
-    for a in &n.attribute {
-        for g in a.g.iter().chain(a.graphs.iter()) {
-            visit_graph(g, scope, opset, macs);
-        }
+    for g in subgraphs(n) {
+        visit_graph(g, scope, opset, macs);
     }
 }
 

@@ -9,6 +9,7 @@ use super::Config;
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, ValueRef};
 use crate::onnx::proto::{GraphProto, TensorProto};
+use crate::onnx::visit::subgraphs;
 
 /// How the driver runs.
 #[derive(Debug, Clone, Default)]
@@ -44,10 +45,8 @@ impl Stats {
                 add(t);
             }
             if let Some(p) = graph.node(id).op() {
-                for a in &p.attribute {
-                    for sub in a.g.iter().chain(a.graphs.iter()) {
-                        subgraph_constants(sub, &mut add);
-                    }
+                for sub in subgraphs(p) {
+                    subgraph_constants(sub, &mut add);
                 }
             }
         }
@@ -72,10 +71,8 @@ fn subgraph_constants(g: &GraphProto, f: &mut impl FnMut(&TensorProto)) {
                 f(t);
             }
         }
-        for a in &n.attribute {
-            for sub in a.g.iter().chain(a.graphs.iter()) {
-                subgraph_constants(sub, f);
-            }
+        for sub in subgraphs(n) {
+            subgraph_constants(sub, f);
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::ir::graph::{free_names, has_subgraphs, OrderKey};
 use crate::ir::{Graph, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{NodeProto, TensorProto};
+use crate::onnx::visit::subgraphs;
 
 /// A value in a patch: one already in the graph, or output `slot` of the patch's new node `node`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,10 +179,8 @@ impl Patch {
             if let NodeKind::Op(p) = &graph.node(new_ids[i]).kind {
                 if has_subgraphs(p) {
                     let mut free = BTreeSet::new();
-                    for a in &p.attribute {
-                        for sub in a.g.iter().chain(a.graphs.iter()) {
-                            free_names(sub, &mut free);
-                        }
+                    for sub in subgraphs(p) {
+                        free_names(sub, &mut free);
                     }
                     for name in free {
                         let v = graph.producer(&name).ok_or_else(|| {

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::ir::graph::has_subgraphs;
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
+use crate::onnx::visit::{subgraphs, subgraphs_mut};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
 use super::constant_to_initializer::constant_value;
@@ -32,27 +33,23 @@ use super::share_identical::contents;
 pub struct ShareIntoSubgraphs;
 
 /// Subgraphs of `n`, nested ones included, in a fixed preorder.
-fn subgraphs<'a>(n: &'a NodeProto, out: &mut Vec<&'a GraphProto>) {
-    for a in &n.attribute {
-        for sub in a.g.iter().chain(a.graphs.iter()) {
-            out.push(sub);
-            for inner in &sub.node {
-                subgraphs(inner, out);
-            }
+fn nested<'a>(n: &'a NodeProto, out: &mut Vec<&'a GraphProto>) {
+    for sub in subgraphs(n) {
+        out.push(sub);
+        for inner in &sub.node {
+            nested(inner, out);
         }
     }
 }
 
-/// Calls `f` on every subgraph of `n` in the same preorder as [`subgraphs`]. `f` may drop nodes
+/// Calls `f` on every subgraph of `n` in the same preorder as [`nested`]. `f` may drop nodes
 /// without subgraphs (`Constant`s) but must keep those with, so the numbering stays valid.
-fn subgraphs_mut(n: &mut NodeProto, next: &mut usize, f: &mut impl FnMut(usize, &mut GraphProto)) {
-    for a in &mut n.attribute {
-        for sub in a.g.iter_mut().chain(a.graphs.iter_mut()) {
-            f(*next, sub);
-            *next += 1;
-            for inner in &mut sub.node {
-                subgraphs_mut(inner, next, f);
-            }
+fn nested_mut(n: &mut NodeProto, next: &mut usize, f: &mut impl FnMut(usize, &mut GraphProto)) {
+    for sub in subgraphs_mut(n) {
+        f(*next, sub);
+        *next += 1;
+        for inner in &mut sub.node {
+            nested_mut(inner, next, f);
         }
     }
 }
@@ -135,7 +132,7 @@ fn analyse(model: &Model) -> (Vec<Class>, Vec<(NodeId, String)>) {
     for &top in &tops {
         let Some(p) = g.node(top).op() else { continue };
         let mut subs = Vec::new();
-        subgraphs(p, &mut subs);
+        nested(p, &mut subs);
         let names = inside.entry(top).or_default();
         // A nested body may output an outer name; renaming it there would need more care.
         let mut outputs: HashSet<&str> = HashSet::new();
@@ -351,7 +348,7 @@ impl Rule for ShareIntoSubgraphs {
                 for &top in &m.nodes {
                     let mut subs = Vec::new();
                     if let Some(op) = g.node(top).op() {
-                        subgraphs(op, &mut subs);
+                        nested(op, &mut subs);
                     }
                     for s in subs {
                         taken.extend(defined(s).map(String::from));
@@ -377,7 +374,7 @@ impl Rule for ShareIntoSubgraphs {
                 .map(|mm| mm.sub)
                 .collect();
             let mut next = 0;
-            subgraphs_mut(&mut node, &mut next, &mut |k, sub| {
+            nested_mut(&mut node, &mut next, &mut |k, sub| {
                 if drop_in.contains(&k) {
                     sub.initializer
                         .retain(|t| !gone.contains(t.name.as_deref().unwrap_or("")));

@@ -17,6 +17,7 @@ use super::prepare::{prepare, SMALL_INPUT};
 use crate::error::{Error, Result};
 use crate::onnx::proto::type_proto::Value as TypeValue;
 use crate::onnx::proto::{GraphProto, ModelProto};
+use crate::onnx::visit::subgraphs;
 
 /// Longest tract error chain kept in a message (tract can quote whole node protos).
 const MAX_REASON: usize = 600;
@@ -314,10 +315,8 @@ fn missing_ops<V>(g: &GraphProto, register: &HashMap<String, V>, out: &mut Vec<S
                 .unwrap_or("");
             out.push(format!("unsupported op `{op}` (node `{name}`)"));
         }
-        for a in &n.attribute {
-            for sg in a.g.iter().chain(a.graphs.iter()) {
-                missing_ops(sg, register, out);
-            }
+        for sg in subgraphs(n) {
+            missing_ops(sg, register, out);
         }
     }
 }
@@ -361,9 +360,9 @@ fn missing_types(g: &GraphProto, out: &mut Vec<String>) {
             if let Some(to) = a.i.filter(|_| is_cast && a.name.as_deref() == Some("to")) {
                 check(out, Some(to as i32), "the cast of node", name);
             }
-            for sg in a.g.iter().chain(a.graphs.iter()) {
-                missing_types(sg, out);
-            }
+        }
+        for sg in subgraphs(n) {
+            missing_types(sg, out);
         }
     }
 }

@@ -31,8 +31,9 @@ use crate::error::{Error, Result};
 use crate::onnx::proto::tensor_shape_proto::{dimension, Dimension};
 use crate::onnx::proto::type_proto::{self, Value as TypeValue};
 use crate::onnx::proto::{GraphProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
+use crate::onnx::visit::subgraphs_mut;
 use decide::decide_ifs;
-use names::{for_each_subgraph_mut, is_if, node_label};
+use names::{is_if, node_label};
 
 /// Given input tensors with at most this many elements are known to the constant evaluator.
 pub const SMALL_INPUT: usize = 16;
@@ -203,6 +204,6 @@ fn show_decl(decl: &[DeclaredDim]) -> String {
 fn drop_value_info(graph: &mut GraphProto) {
     graph.value_info.clear();
     for node in &mut graph.node {
-        for_each_subgraph_mut(node, &mut |g| drop_value_info(g));
+        subgraphs_mut(node).for_each(drop_value_info);
     }
 }

@@ -4,23 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::onnx::proto::{GraphProto, NodeProto};
-
-pub(super) fn for_each_subgraph_mut(node: &mut NodeProto, f: &mut dyn FnMut(&mut GraphProto)) {
-    for a in &mut node.attribute {
-        if let Some(g) = a.g.as_mut() {
-            f(g);
-        }
-        for g in &mut a.graphs {
-            f(g);
-        }
-    }
-}
-
-fn subgraphs(node: &NodeProto) -> impl Iterator<Item = &GraphProto> {
-    node.attribute
-        .iter()
-        .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
-}
+use crate::onnx::visit::{subgraphs, subgraphs_mut};
 
 pub(super) fn is_if(node: &NodeProto) -> bool {
     node.op_type.as_deref() == Some("If")
@@ -108,7 +92,7 @@ fn rename_refs(g: &mut GraphProto, map: &HashMap<String, String>) {
                 *i = r.clone();
             }
         }
-        for_each_subgraph_mut(n, &mut |sg| rename_refs(sg, &eff));
+        subgraphs_mut(n).for_each(|sg| rename_refs(sg, &eff));
     }
     for o in &mut g.output {
         if let Some(r) = o.name.as_ref().and_then(|n| eff.get(n)) {
@@ -184,7 +168,7 @@ pub(super) fn inline_if(graph: &mut GraphProto, idx: usize, take_then: bool) -> 
     for n in &mut branch.node {
         n.input.iter_mut().for_each(rename);
         n.output.iter_mut().for_each(rename);
-        for_each_subgraph_mut(n, &mut |sg| rename_refs(sg, &map));
+        subgraphs_mut(n).for_each(|sg| rename_refs(sg, &map));
         if let Some(name) = n.name.as_mut().filter(|n| !n.is_empty()) {
             if !used_nodes.insert(name.clone()) {
                 *name = fresh(name, &mut used_nodes);
