@@ -230,22 +230,29 @@ fn a_lone_subgraph_constant_without_a_top_level_twin_stays() {
     assert_eq!(r.patches(), 0);
 }
 
-#[test]
-fn a_subgraph_that_defines_the_top_level_name_again_is_skipped() {
+/// `y = x·k + If(cond)` with `k = v` a top-level initializer (also a graph input, whose
+/// initializer is then only a default, when `k_is_input`). The then branch holds a `Constant`
+/// `c = v` and ends in `then_out = Add(<then_lhs>, c)`, after `extra` nodes; the else branch is
+/// `Identity(x)`.
+fn if_with_twin_of_k(
+    v: &ArrayD<f32>,
+    then_lhs: &str,
+    extra: &[(&str, &str, &str)],
+    k_is_input: bool,
+) -> ModelProto {
     use onnx_slim::ir::builder::{attr_g, attr_t, tensor_f32};
-    let v = seeded_f32(&[3], 9);
-    // The then branch has a constant equal to the top-level `k`, but also defines a value named
-    // `k` itself (invalid SSA that some exporters write): reading the outer `k` would be shadowed.
     let mut then_b = ModelBuilder::subgraph("then_body");
+    then_b.node(
+        "Constant",
+        &[],
+        &["c"],
+        vec![attr_t("value", tensor_f32("", v))],
+    );
+    for (op, input, output) in extra {
+        then_b.node(op, &[input], &[output], vec![]);
+    }
     then_b
-        .node(
-            "Constant",
-            &[],
-            &["c"],
-            vec![attr_t("value", tensor_f32("", &v))],
-        )
-        .node("Neg", &["x"], &["k"], vec![])
-        .node("Add", &["k", "c"], &["then_out"], vec![])
+        .node("Add", &[then_lhs, "c"], &["then_out"], vec![])
         .output("then_out", DataType::Float, &[2, 3]);
     let mut else_b = ModelBuilder::subgraph("else_body");
     else_b
@@ -253,8 +260,11 @@ fn a_subgraph_that_defines_the_top_level_name_again_is_skipped() {
         .output("else_out", DataType::Float, &[2, 3]);
     let mut b = ModelBuilder::new(17);
     b.input("cond", DataType::Bool, &[])
-        .input("x", DataType::Float, &[2, 3])
-        .initializer_f32("k", v)
+        .input("x", DataType::Float, &[2, 3]);
+    if k_is_input {
+        b.input("k", DataType::Float, &[3]);
+    }
+    b.initializer_f32("k", v.clone())
         .node("Mul", &["x", "k"], &["xk"], vec![])
         .node(
             "If",
@@ -267,7 +277,15 @@ fn a_subgraph_that_defines_the_top_level_name_again_is_skipped() {
         )
         .node("Add", &["xk", "yi"], &["y"], vec![])
         .output("y", DataType::Float, &[2, 3]);
-    let (_, r) = apply(&b.build(), "share-into-subgraphs");
+    b.build()
+}
+
+#[test]
+fn a_subgraph_that_defines_the_top_level_name_again_is_skipped() {
+    // The then branch has a constant equal to the top-level `k`, but also defines a value named
+    // `k` itself (invalid SSA that some exporters write): reading the outer `k` would be shadowed.
+    let proto = if_with_twin_of_k(&seeded_f32(&[3], 9), "k", &[("Neg", "x", "k")], false);
+    let (_, r) = apply(&proto, "share-into-subgraphs");
     assert_eq!(r.patches(), 0);
     let skips = skip_reasons(&r);
     assert!(
@@ -315,41 +333,12 @@ fn a_subgraph_constant_that_is_a_branch_output_is_skipped() {
 
 #[test]
 fn a_graph_input_with_a_default_is_never_the_shared_copy() {
-    use onnx_slim::ir::builder::{attr_g, attr_t, tensor_f32};
-    let v = seeded_f32(&[3], 9);
     // `k` is a graph input whose initializer is only a default: a caller may feed another value,
     // so the branch's equal constant must not read it.
-    let mut then_b = ModelBuilder::subgraph("then_body");
-    then_b
-        .node(
-            "Constant",
-            &[],
-            &["c"],
-            vec![attr_t("value", tensor_f32("", &v))],
-        )
-        .node("Add", &["x", "c"], &["then_out"], vec![])
-        .output("then_out", DataType::Float, &[2, 3]);
-    let mut else_b = ModelBuilder::subgraph("else_body");
-    else_b
-        .node("Identity", &["x"], &["else_out"], vec![])
-        .output("else_out", DataType::Float, &[2, 3]);
-    let mut b = ModelBuilder::new(17);
-    b.input("cond", DataType::Bool, &[])
-        .input("x", DataType::Float, &[2, 3])
-        .input("k", DataType::Float, &[3])
-        .initializer_f32("k", v)
-        .node("Mul", &["x", "k"], &["xk"], vec![])
-        .node(
-            "If",
-            &["cond"],
-            &["yi"],
-            vec![
-                attr_g("else_branch", else_b.build_graph()),
-                attr_g("then_branch", then_b.build_graph()),
-            ],
-        )
-        .node("Add", &["xk", "yi"], &["y"], vec![])
-        .output("y", DataType::Float, &[2, 3]);
-    let (m, r) = apply(&b.build(), "share");
+    let proto = if_with_twin_of_k(&seeded_f32(&[3], 9), "x", &[], true);
+    let (m, r) = apply(&proto, "share");
     assert_eq!(r.patches(), 0, "{}", to_text(&m));
+    // The same model with `k` a plain initializer is shared: the guard above is what held.
+    let plain = if_with_twin_of_k(&seeded_f32(&[3], 9), "x", &[], false);
+    assert_eq!(apply(&plain, "share").1.patches(), 1);
 }
