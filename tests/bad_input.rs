@@ -6,47 +6,21 @@
 
 mod common;
 
-use common::proto::{f32_tensor, node, value_info};
+use common::proto::{f32_tensor, mlp_graph, model};
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use onnx_slim::onnx::proto::tensor_proto::{DataLocation, DataType};
-use onnx_slim::onnx::proto::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
+use onnx_slim::onnx::proto::tensor_proto::DataLocation;
+use onnx_slim::onnx::proto::{ModelProto, StringStringEntryProto};
 use prost::Message;
 
 // ---- a tiny model built in code ----
 
 /// x[1,16] → MatMul(W1[16,32]) → Add(b1) → Relu → MatMul(W2[32,8]) → y[1,8].
 fn mlp() -> ModelProto {
-    let graph = onnx_slim::onnx::proto::GraphProto {
-        name: Some("mlp".into()),
-        node: vec![
-            node("MatMul", "mm1", &["x", "W1"], &["h0"]),
-            node("Add", "add1", &["h0", "b1"], &["h1"]),
-            node("Relu", "relu1", &["h1"], &["h"]),
-            node("MatMul", "mm2", &["h", "W2"], &["y"]),
-        ],
-        initializer: vec![
-            f32_tensor("W1", &[16, 32], 1),
-            f32_tensor("b1", &[32], 2),
-            f32_tensor("W2", &[32, 8], 3),
-        ],
-        input: vec![value_info("x", DataType::Float, &[1, 16])],
-        output: vec![value_info("y", DataType::Float, &[1, 8])],
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(8),
-        producer_name: Some("bad_input test".into()),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(13),
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
+    model(mlp_graph(1, "y"), "bad_input test", 13)
 }
 
 /// Moves initializer `name`'s payload to `location` at `offset` (the caller writes the file).

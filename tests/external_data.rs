@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::proto::{f32_tensor, node, value_info};
+use common::proto::{f32_tensor, mlp_graph, node, value_info};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,8 +13,8 @@ use std::process::{Command, Output};
 use bytes::Bytes;
 use onnx_slim::onnx::proto::tensor_proto::{DataLocation, DataType};
 use onnx_slim::onnx::proto::{
-    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    attribute_proto::AttributeType, AttributeProto, ModelProto, NodeProto, StringStringEntryProto,
+    TensorProto,
 };
 use onnx_slim::onnx::{decode_bytes, decode_file};
 use prost::Message;
@@ -49,37 +49,16 @@ fn model() -> ModelProto {
         }],
         ..Default::default()
     };
-    let graph = GraphProto {
-        name: Some("ext".into()),
-        node: vec![
-            node("MatMul", "mm1", &["x", "W1"], &["h0"]),
-            node("Add", "add1", &["h0", "b1"], &["h1"]),
-            node("Relu", "relu1", &["h1"], &["h"]),
-            node("MatMul", "mm2", &["h", "W2"], &["z"]),
-            constant,
-            node("Add", "add2", &["z", "c"], &["z2"]),
-            big_constant,
-            node("MatMul", "mm3", &["z2", "k"], &["y"]),
-        ],
-        initializer: vec![
-            f32_tensor("W1", &[16, 32], 1),
-            f32_tensor("b1", &[32], 2),
-            f32_tensor("W2", &[32, 8], 3),
-        ],
-        input: vec![value_info("x", DataType::Float, &[1, 16])],
-        output: vec![value_info("y", DataType::Float, &[1, 8])],
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(8),
-        producer_name: Some("external_data test".into()),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(13),
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
+    let mut graph = mlp_graph(1, "z");
+    graph.name = Some("ext".into());
+    graph.node.extend([
+        constant,
+        node("Add", "add2", &["z", "c"], &["z2"]),
+        big_constant,
+        node("MatMul", "mm3", &["z2", "k"], &["y"]),
+    ]);
+    graph.output = vec![value_info("y", DataType::Float, &[1, 8])];
+    common::proto::model(graph, "external_data test", 13)
 }
 
 fn entry(k: &str, v: &str) -> StringStringEntryProto {

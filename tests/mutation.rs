@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::proto::{f32_tensor, node, value_info};
+use common::proto::{f32_tensor, mlp_graph, node, value_info};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -135,20 +135,12 @@ fn seed_of(name: &str) -> u64 {
 // ---- built-in models ----
 
 fn model(graph: GraphProto, opset: i64) -> ModelProto {
-    ModelProto {
-        ir_version: Some(8),
-        producer_name: Some("mutation test".into()),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(opset),
-        }],
-        metadata_props: vec![StringStringEntryProto {
-            key: Some("k".into()),
-            value: Some("v".into()),
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
+    let mut m = common::proto::model(graph, "mutation test", opset);
+    m.metadata_props = vec![StringStringEntryProto {
+        key: Some("k".into()),
+        value: Some("v".into()),
+    }];
+    m
 }
 
 fn tensor_attr(name: &str, t: TensorProto) -> AttributeProto {
@@ -160,29 +152,11 @@ fn tensor_attr(name: &str, t: TensorProto) -> AttributeProto {
     }
 }
 
-/// MatMul + Add + Relu + MatMul.
+/// MatMul + Add + Relu + MatMul, batch symbolic, with a `value_info`.
 fn mlp() -> ModelProto {
-    model(
-        GraphProto {
-            name: Some("mlp".into()),
-            node: vec![
-                node("MatMul", "mm1", &["x", "W1"], &["h0"]),
-                node("Add", "add1", &["h0", "b1"], &["h1"]),
-                node("Relu", "relu1", &["h1"], &["h"]),
-                node("MatMul", "mm2", &["h", "W2"], &["y"]),
-            ],
-            initializer: vec![
-                f32_tensor("W1", &[16, 32], 1),
-                f32_tensor("b1", &[32], 2),
-                f32_tensor("W2", &[32, 8], 3),
-            ],
-            input: vec![value_info("x", DataType::Float, &[-1, 16])],
-            output: vec![value_info("y", DataType::Float, &[-1, 8])],
-            value_info: vec![value_info("h", DataType::Float, &[-1, 32])],
-            ..Default::default()
-        },
-        13,
-    )
+    let mut g = mlp_graph(-1, "y");
+    g.value_info = vec![value_info("h", DataType::Float, &[-1, 32])];
+    model(g, 13)
 }
 
 /// An `If` whose branches read outer values, a `Constant`, a sparse initializer, an input with a

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use onnx_slim::onnx::proto::tensor_proto::DataType;
 use onnx_slim::onnx::proto::tensor_shape_proto::{dimension, Dimension};
 use onnx_slim::onnx::proto::{
-    type_proto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 /// A float32 tensor of `dims` with deterministic values in [-0.5, 0.5).
@@ -60,6 +61,42 @@ pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProt
         name: Some(name.into()),
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The test MLP: `x[batch,16]` → MatMul `W1[16,32]` → Add `b1[32]` → Relu → MatMul `W2[32,8]` →
+/// `out[batch,8]` (a negative `batch` is the symbol `N`).
+pub fn mlp_graph(batch: i64, out: &str) -> GraphProto {
+    GraphProto {
+        name: Some("mlp".into()),
+        node: vec![
+            node("MatMul", "mm1", &["x", "W1"], &["h0"]),
+            node("Add", "add1", &["h0", "b1"], &["h1"]),
+            node("Relu", "relu1", &["h1"], &["h"]),
+            node("MatMul", "mm2", &["h", "W2"], &[out]),
+        ],
+        initializer: vec![
+            f32_tensor("W1", &[16, 32], 1),
+            f32_tensor("b1", &[32], 2),
+            f32_tensor("W2", &[32, 8], 3),
+        ],
+        input: vec![value_info("x", DataType::Float, &[batch, 16])],
+        output: vec![value_info(out, DataType::Float, &[batch, 8])],
+        ..Default::default()
+    }
+}
+
+/// `graph` as an IR 8 model importing the default domain at `opset`.
+pub fn model(graph: GraphProto, producer: &str, opset: i64) -> ModelProto {
+    ModelProto {
+        ir_version: Some(8),
+        producer_name: Some(producer.into()),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        graph: Some(graph),
         ..Default::default()
     }
 }
