@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::ir::{Model, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
-use super::util::{all_equal, attr_i, bypass, bypass_blocker, const_input, is_op};
+use super::util::{all_equal, attr_i, bypass, const_input, is_op, match_bypass};
 
 /// See the module docs.
 pub struct EliminateDropout;
@@ -64,15 +64,13 @@ impl Rule for EliminateDropout {
                     }
                 }
             }
-            if let Some(reason) = bypass_blocker(g, id, src) {
-                f.skip(model, id, reason);
-                continue;
-            }
-            f.matches.push(Match {
-                anchor: id,
-                nodes: vec![],
-                what: format!("Dropout `{}`", g.node(id).label()),
-            });
+            match_bypass(
+                &mut f,
+                model,
+                id,
+                src,
+                format!("Dropout `{}`", g.node(id).label()),
+            );
         }
         f
     }

@@ -7,10 +7,10 @@
 //! the producer of `x`; if `x` is itself a graph input or output the node stays (skip reported).
 
 use crate::error::Result;
-use crate::ir::{Model, NodeKind, ValueRef};
-use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
+use crate::ir::{Model, ValueRef};
+use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
-use super::util::is_op;
+use super::util::{bypass, is_op, match_bypass};
 
 /// See the module docs.
 pub struct EliminateIdentity;
@@ -38,43 +38,14 @@ impl Rule for EliminateIdentity {
                 continue;
             };
             let out = ValueRef { node: id, slot: 0 };
-            let name_bound = g.is_graph_output(out) || g.is_captured(out);
-            let src_fixed = g.is_graph_output(src)
-                || g.is_captured(src)
-                || !matches!(
-                    g.node(src.node).kind,
-                    NodeKind::Op(_) | NodeKind::Initializer(_)
-                );
-            if name_bound && src_fixed {
-                f.skip(
-                    model,
-                    id,
-                    "its output is a graph output or captured, and its input's name cannot change",
-                );
-                continue;
-            }
-            f.matches.push(Match {
-                anchor: id,
-                nodes: vec![],
-                what: format!("Identity `{}`", g.value_name(out)),
-            });
+            let what = format!("Identity `{}`", g.value_name(out));
+            match_bypass(&mut f, model, id, src, what);
         }
         f
     }
 
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
-        let g = &model.graph;
-        let mut p = Patch::new(m.what.clone(), Some(m.anchor));
-        if let Some(src) = g.input(m.anchor, 0) {
-            p.shunt(
-                ValueRef {
-                    node: m.anchor,
-                    slot: 0,
-                },
-                Wire::Value(src),
-            );
-        }
-        p.remove(m.anchor);
-        Ok(p)
+        let src = model.graph.input(m.anchor, 0).expect("checked in find");
+        Ok(bypass(m.what.clone(), m.anchor, src))
     }
 }

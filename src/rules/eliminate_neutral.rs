@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::ir::{Model, NodeId, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
-use super::util::{all_equal, bypass, bypass_blocker, is_op};
+use super::util::{all_equal, bypass, is_op, match_bypass};
 use crate::ir::facts::{Dim, Facts};
 
 /// See the module docs.
@@ -94,15 +94,8 @@ impl Rule for EliminateNeutral {
             match neutral(model, &facts, id) {
                 Ok(keep) => {
                     let src = g.input(id, keep).expect("checked");
-                    if let Some(reason) = bypass_blocker(g, id, src) {
-                        f.skip(model, id, reason);
-                        continue;
-                    }
-                    f.matches.push(Match {
-                        anchor: id,
-                        nodes: vec![],
-                        what: format!("neutral {} `{}`", g.node(id).op_type(), g.node(id).label()),
-                    });
+                    let what = format!("neutral {} `{}`", g.node(id).op_type(), g.node(id).label());
+                    match_bypass(&mut f, model, id, src, what);
                 }
                 Err(reason) if reason.contains("not known") || reason.contains("broadcast") => {
                     f.skip(model, id, reason)

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::ir::{Model, NodeId, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
-use super::util::{attr_i, attr_ints, bypass, bypass_blocker, const_ints, is_op};
+use super::util::{attr_i, attr_ints, bypass, const_ints, is_op, match_bypass};
 use crate::ir::facts::{Dim, Facts};
 
 /// See the module docs.
@@ -199,15 +199,8 @@ impl Rule for EliminateNoop {
             match noop(model, &facts, id) {
                 Ok(()) => {
                     let src = g.input(id, 0).expect("checked");
-                    if let Some(reason) = bypass_blocker(g, id, src) {
-                        f.skip(model, id, reason);
-                        continue;
-                    }
-                    f.matches.push(Match {
-                        anchor: id,
-                        nodes: vec![],
-                        what: format!("no-op {} `{}`", g.node(id).op_type(), g.node(id).label()),
-                    });
+                    let what = format!("no-op {} `{}`", g.node(id).op_type(), g.node(id).label());
+                    match_bypass(&mut f, model, id, src, what);
                 }
                 Err(reason) if reason.contains("not known") => f.skip(model, id, reason),
                 Err(_) => {}

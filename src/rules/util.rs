@@ -1,8 +1,8 @@
 //! Small helpers shared by rules.
 
-use crate::ir::{tensor, Graph, NodeId, NodeKind, ValueRef};
+use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
-use crate::rewrite::{Patch, Wire};
+use crate::rewrite::{Findings, Match, Patch, Wire};
 
 /// Integer attribute `name` of `node`, or `default`.
 pub fn attr_i(graph: &Graph, node: NodeId, name: &str, default: i64) -> i64 {
@@ -74,6 +74,19 @@ pub fn bypass_blocker(graph: &Graph, node: NodeId, src: ValueRef) -> Option<&'st
         return Some("another of its outputs is used");
     }
     None
+}
+
+/// Records the bypass of `node` by `src` as a match described by `what`, or as a skip when
+/// [`bypass_blocker`] says it cannot be done.
+pub fn match_bypass(f: &mut Findings, model: &Model, node: NodeId, src: ValueRef, what: String) {
+    match bypass_blocker(&model.graph, node, src) {
+        Some(reason) => f.skip(model, node, reason),
+        None => f.matches.push(Match {
+            anchor: node,
+            nodes: vec![],
+            what,
+        }),
+    }
 }
 
 /// The patch that removes `node` and makes the readers of its output 0 read `src`.
