@@ -823,6 +823,18 @@ fn infer(
     let x = ins.first().cloned().flatten();
     let in_ints = |i: usize| names.get(i).and_then(|nm| scope.ints(nm));
     let one = |s: Option<Shape>| vec![s];
+    // `axes` from input 1 (newer opsets; absent means "all") or from the attribute (older ones);
+    // `Err` when the input is there but not a known constant.
+    let axes_arg = |from_input: bool| -> Result<Option<Vec<i64>>, ()> {
+        if !from_input {
+            return Ok(attr_ints(n, "axes").map(<[i64]>::to_vec));
+        }
+        if names.get(1).is_some_and(|n| !n.is_empty()) {
+            in_ints(1).map(|a| Some(a.to_vec())).ok_or(())
+        } else {
+            Ok(None)
+        }
+    };
     if UNARY.contains(&op) {
         // Extra outputs (Dropout mask, MaxPool indices, ...) are left unknown, except those that
         // are known to share the input's shape.
@@ -858,17 +870,8 @@ fn infer(
         } else {
             opset >= 18
         };
-        let axes: Option<Vec<i64>> = if axes_from_input {
-            if names.get(1).is_some_and(|n| !n.is_empty()) {
-                match in_ints(1) {
-                    Some(a) => Some(a.to_vec()),
-                    None => return one(None),
-                }
-            } else {
-                None
-            }
-        } else {
-            attr_ints(n, "axes").map(<[i64]>::to_vec)
+        let Ok(axes) = axes_arg(axes_from_input) else {
+            return one(None);
         };
         let keep = attr_i(n, "keepdims", 1) != 0;
         let axes: Vec<usize> = match axes {
@@ -1042,17 +1045,8 @@ fn infer(
         }
         "Squeeze" => {
             let Some(x) = x else { return one(None) };
-            let axes: Option<Vec<i64>> = if opset >= 13 {
-                if names.get(1).is_some_and(|n| !n.is_empty()) {
-                    match in_ints(1) {
-                        Some(a) => Some(a.to_vec()),
-                        None => return one(None),
-                    }
-                } else {
-                    None
-                }
-            } else {
-                attr_ints(n, "axes").map(<[i64]>::to_vec)
+            let Ok(axes) = axes_arg(opset >= 13) else {
+                return one(None);
             };
             match axes {
                 Some(a) if !a.is_empty() => {
@@ -1081,16 +1075,8 @@ fn infer(
         }
         "Unsqueeze" => {
             let Some(x) = x else { return one(None) };
-            let axes: Vec<i64> = if opset >= 13 {
-                match in_ints(1) {
-                    Some(a) => a.to_vec(),
-                    None => return one(None),
-                }
-            } else {
-                match attr_ints(n, "axes") {
-                    Some(a) => a.to_vec(),
-                    None => return one(None),
-                }
+            let Ok(Some(axes)) = axes_arg(opset >= 13) else {
+                return one(None);
             };
             let r = x.len() + axes.len();
             let mut at = Vec::new();
