@@ -213,7 +213,9 @@ fn analyse(model: &Model) -> (Vec<Class>, Vec<(NodeId, String)>) {
             }
         }
     }
-    let mut by_key: BTreeMap<Key, Vec<(Vec<u8>, Vec<Member>)>> = BTreeMap::new();
+    // Per key, the members grouped by their full contents.
+    type SameContents = Vec<(Vec<u8>, Vec<Member>)>;
+    let mut by_key: BTreeMap<Key, SameContents> = BTreeMap::new();
     for m in members {
         let bytes = contents(&m.tensor);
         let slot = by_key.entry(key(&m.tensor)).or_default();
