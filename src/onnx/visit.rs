@@ -108,3 +108,14 @@ pub fn subgraphs_mut(node: &mut NodeProto) -> impl Iterator<Item = &mut GraphPro
         .iter_mut()
         .flat_map(|a| a.g.iter_mut().chain(a.graphs.iter_mut()))
 }
+
+/// Every subgraph under `node`, nested ones included, in preorder (a body before the bodies of
+/// its own nodes).
+pub fn nested_subgraphs<'a>(node: &'a NodeProto, out: &mut Vec<&'a GraphProto>) {
+    for sub in subgraphs(node) {
+        out.push(sub);
+        for inner in &sub.node {
+            nested_subgraphs(inner, out);
+        }
+    }
+}

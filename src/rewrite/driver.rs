@@ -8,8 +8,8 @@ use super::rule::{Exactness, Rule, Skip};
 use super::Config;
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, ValueRef};
-use crate::onnx::proto::{GraphProto, TensorProto};
-use crate::onnx::visit::subgraphs;
+use crate::onnx::proto::TensorProto;
+use crate::onnx::visit::nested_subgraphs;
 
 /// How the driver runs.
 #[derive(Debug, Clone, Default)]
@@ -45,35 +45,24 @@ impl Stats {
                 add(t);
             }
             if let Some(p) = graph.node(id).op() {
-                for sub in subgraphs(p) {
-                    subgraph_constants(sub, &mut add);
+                let mut subs = Vec::new();
+                nested_subgraphs(p, &mut subs);
+                for sub in subs {
+                    sub.initializer.iter().for_each(&mut add);
+                    sub.node
+                        .iter()
+                        .filter(|n| {
+                            n.op_type.as_deref() == Some("Constant")
+                                && n.domain.as_deref().unwrap_or("").is_empty()
+                        })
+                        .flat_map(|n| &n.attribute)
+                        .filter(|a| a.name.as_deref() == Some("value"))
+                        .filter_map(|a| a.t.as_ref())
+                        .for_each(&mut add);
                 }
             }
         }
         s
-    }
-}
-
-/// Calls `f` on every initializer and `Constant` value of `g` and of its nested subgraphs.
-fn subgraph_constants(g: &GraphProto, f: &mut impl FnMut(&TensorProto)) {
-    for t in &g.initializer {
-        f(t);
-    }
-    for n in &g.node {
-        if n.op_type.as_deref() == Some("Constant") && n.domain.as_deref().unwrap_or("").is_empty()
-        {
-            if let Some(t) = n
-                .attribute
-                .iter()
-                .find(|a| a.name.as_deref() == Some("value"))
-                .and_then(|a| a.t.as_ref())
-            {
-                f(t);
-            }
-        }
-        for sub in subgraphs(n) {
-            subgraph_constants(sub, f);
-        }
     }
 }
 

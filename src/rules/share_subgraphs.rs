@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ir::graph::has_subgraphs;
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
-use crate::onnx::visit::{subgraphs, subgraphs_mut};
+use crate::onnx::visit::{nested_subgraphs, subgraphs_mut};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
 use super::constant_to_initializer::constant_value;
@@ -32,17 +32,7 @@ use super::share_identical::contents;
 /// See the module docs.
 pub struct ShareIntoSubgraphs;
 
-/// Subgraphs of `n`, nested ones included, in a fixed preorder.
-fn nested<'a>(n: &'a NodeProto, out: &mut Vec<&'a GraphProto>) {
-    for sub in subgraphs(n) {
-        out.push(sub);
-        for inner in &sub.node {
-            nested(inner, out);
-        }
-    }
-}
-
-/// Calls `f` on every subgraph of `n` in the same preorder as [`nested`]. `f` may drop nodes
+/// Calls `f` on every subgraph of `n` in the same preorder as [`nested_subgraphs`]. `f` may drop nodes
 /// without subgraphs (`Constant`s) but must keep those with, so the numbering stays valid.
 fn nested_mut(n: &mut NodeProto, next: &mut usize, f: &mut impl FnMut(usize, &mut GraphProto)) {
     for sub in subgraphs_mut(n) {
@@ -132,7 +122,7 @@ fn analyse(model: &Model) -> (Vec<Class>, Vec<(NodeId, String)>) {
     for &top in &tops {
         let Some(p) = g.node(top).op() else { continue };
         let mut subs = Vec::new();
-        nested(p, &mut subs);
+        nested_subgraphs(p, &mut subs);
         let names = inside.entry(top).or_default();
         // A nested body may output an outer name; renaming it there would need more care.
         let mut outputs: HashSet<&str> = HashSet::new();
@@ -350,7 +340,7 @@ impl Rule for ShareIntoSubgraphs {
                 for &top in &m.nodes {
                     let mut subs = Vec::new();
                     if let Some(op) = g.node(top).op() {
-                        nested(op, &mut subs);
+                        nested_subgraphs(op, &mut subs);
                     }
                     for s in subs {
                         taken.extend(defined(s).map(String::from));
