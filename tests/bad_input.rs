@@ -444,20 +444,205 @@ fn out_that_is_a_folder_is_refused() {
 }
 
 #[test]
-fn a_failed_write_leaves_no_file_behind() {
-    // The library under the binary: when the final rename fails (the target is a folder), neither
-    // the temp files nor the external data file may remain.
-    use onnx_slim::onnx::{write_model, SaveOptions};
+fn a_failed_rename_leaves_no_file_behind() {
+    // The library under the binary: when the final rename fails (the target became a folder
+    // after the temp files were written), neither the temp files nor the external data file may
+    // remain.
+    use onnx_slim::onnx::{prepare_write, SaveOptions};
     let d = tmp();
-    std::fs::create_dir(d.path().join("out.onnx")).unwrap();
     let opts = SaveOptions {
         external_threshold: Some(100),
     };
-    let e = write_model(mlp(), &d.path().join("out.onnx"), &opts).unwrap_err();
+    let prepared = prepare_write(mlp(), &d.path().join("out.onnx"), &opts).unwrap();
+    assert!(prepared.written().data_file.is_some());
+    assert_eq!(listing(d.path()).len(), 2, "two temp files before the rename");
+    std::fs::create_dir(d.path().join("out.onnx")).unwrap();
+    std::fs::write(d.path().join("out.onnx").join("keep"), b"x").unwrap();
+    let e = prepared.commit().unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("out.onnx`"), "{e}");
     assert_eq!(listing(d.path()), ["out.onnx".to_string()].into());
-    assert!(listing(&d.path().join("out.onnx")).is_empty());
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) {
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn out_that_is_a_fifo_is_refused_and_stays() {
+    use std::os::unix::fs::FileTypeExt;
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    let st = Command::new("mkfifo")
+        .arg(d.path().join("out.onnx"))
+        .status()
+        .expect("mkfifo");
+    assert!(st.success());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`out.onnx`", "not a regular file"],
+    );
+    let ft = std::fs::symlink_metadata(d.path().join("out.onnx"))
+        .unwrap()
+        .file_type();
+    assert!(ft.is_fifo(), "the FIFO was replaced");
+}
+
+#[cfg(unix)]
+#[test]
+fn out_that_is_a_symlink_to_a_device_is_refused_and_stays() {
+    // A link to /dev/null stands for any device: as root, a rename over the device itself would
+    // destroy it, so the test only ever points a link at it.
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    symlink(Path::new("/dev/null"), &d.path().join("out.onnx"));
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`out.onnx`", "symlink to `/dev/null`", "not a regular file"],
+    );
+    let meta = std::fs::symlink_metadata(d.path().join("out.onnx")).unwrap();
+    assert!(meta.file_type().is_symlink());
+    // The library refuses the device itself, before any temp file is made next to it.
+    let e = onnx_slim::onnx::resolve_output(Path::new("/dev/null")).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn out_that_is_a_dangling_symlink_is_refused() {
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    symlink(&d.path().join("nowhere.onnx"), &d.path().join("out.onnx"));
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`out.onnx`", "target does not exist"],
+    );
+    assert!(!d.path().join("nowhere.onnx").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn out_that_is_a_symlink_to_a_file_is_written_through() {
+    // The link stays a link; the file it points to gets the model.
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    std::fs::create_dir(d.path().join("real")).unwrap();
+    write(d.path(), "real/target.onnx", b"old");
+    symlink(Path::new("real/target.onnx"), &d.path().join("out.onnx"));
+    let o = run(d.path(), &args(&["in.onnx", "out.onnx"]));
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let meta = std::fs::symlink_metadata(d.path().join("out.onnx")).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link was replaced");
+    let written = std::fs::read(d.path().join("real/target.onnx")).unwrap();
+    assert_eq!(written, mlp().encode_to_vec());
+    assert_eq!(listing(&d.path().join("real")), ["target.onnx".to_string()].into());
+}
+
+#[cfg(unix)]
+#[test]
+fn external_data_behind_a_symlink_out_of_the_folder_is_refused() {
+    // `location: link.bin` passes the lexical check, but the link leads outside the folder.
+    let outside = tmp();
+    let d = tmp();
+    let mut m = mlp();
+    let raw = make_external(&mut m, "W1", "link.bin", 0);
+    std::fs::write(outside.path().join("secret.bin"), &raw).unwrap();
+    symlink(&outside.path().join("secret.bin"), &d.path().join("link.bin"));
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["external data", "`W1`", "link.bin`", "outside the model's folder"],
+    );
+    // The same through `inspect`, which reads external data too.
+    let o = run(d.path(), &["inspect", "in.onnx"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("outside the model's folder"));
+}
+
+#[cfg(unix)]
+#[test]
+fn external_data_behind_a_symlink_inside_the_folder_is_read() {
+    let d = tmp();
+    let mut m = mlp();
+    let raw = make_external(&mut m, "W1", "link.bin", 0);
+    std::fs::create_dir(d.path().join("blobs")).unwrap();
+    std::fs::write(d.path().join("blobs/w1.bin"), &raw).unwrap();
+    symlink(Path::new("blobs/w1.bin"), &d.path().join("link.bin"));
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    let o = run(d.path(), &args(&["in.onnx", "out.onnx"]));
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let back = onnx_slim::onnx::decode_file(&d.path().join("out.onnx")).unwrap();
+    assert_eq!(back.model, mlp());
+}
+
+#[cfg(unix)]
+#[test]
+fn external_data_that_is_a_fifo_is_refused_without_blocking() {
+    let d = tmp();
+    let mut m = mlp();
+    make_external(&mut m, "W1", "pipe.bin", 0);
+    let st = Command::new("mkfifo")
+        .arg(d.path().join("pipe.bin"))
+        .status()
+        .expect("mkfifo");
+    assert!(st.success());
+    write(d.path(), "in.onnx", &m.encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx"]),
+        "out.onnx",
+        &["`W1`", "pipe.bin`", "not a regular file"],
+    );
+}
+
+#[test]
+fn an_unwritable_report_means_no_output_either() {
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx", "--report-json", "missing/report.json"]),
+        "out.onnx",
+        &["`missing/report.json`", "does not exist"],
+    );
+    expect_refused(
+        d.path(),
+        &args(&["in.onnx", "out.onnx", "--report-json", "out.onnx"]),
+        "out.onnx",
+        &["--report-json", "`out.onnx`", "overwrite the model"],
+    );
+}
+
+#[test]
+fn report_and_output_land_together() {
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    let o = run(
+        d.path(),
+        &args(&["in.onnx", "out.onnx", "--report-json", "report.json"]),
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(
+        listing(d.path()),
+        ["in.onnx", "out.onnx", "report.json"]
+            .map(String::from)
+            .into()
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("report.json")).unwrap()).unwrap();
+    let size = std::fs::metadata(d.path().join("out.onnx")).unwrap().len();
+    assert_eq!(json["output_bytes"], size);
 }
 
 #[cfg(unix)]

@@ -7,7 +7,9 @@ use super::args::{RunArgs, VerifyInputArgs};
 use super::summary;
 use crate::error::{Error, Result};
 use crate::ir::Model;
-use crate::onnx::{decode_file, encode_model, write_model, SaveOptions};
+use crate::onnx::{
+    decode_file, encode_model, prepare_small_file, prepare_write, resolve_output, SaveOptions,
+};
 use crate::rewrite::{self, registry, Config, DriverOptions};
 
 /// The rule table as text.
@@ -86,12 +88,7 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
             input.display()
         )));
     }
-    if output.is_dir() {
-        return Err(Error::Usage(format!(
-            "cannot write `{}`: it is a folder",
-            output.display()
-        )));
-    }
+    resolve_output(output)?;
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             return Err(Error::Usage(format!(
@@ -101,6 +98,18 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
             )));
         }
     }
+    // The report's temp file is made up front: an unwritable report stops the run before any
+    // work, and at the end the report and OUT land together.
+    let report_file = match &args.report_json {
+        Some(path) if same_file(path, output) || same_file(path, input) => {
+            return Err(Error::Usage(format!(
+                "--report-json `{}` would overwrite the model",
+                path.display()
+            )))
+        }
+        Some(path) => Some((path, prepare_small_file(path)?)),
+        None => None,
+    };
     let loaded = decode_file(input)?;
     let original = loaded.model.clone();
     let mut model = Model::from_proto(loaded.model)?;
@@ -146,7 +155,35 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     let external_threshold = args
         .external_data
         .or_else(|| (loaded.external.tensors > 0).then(|| loaded.external.min_len.unwrap_or(1024)));
-    let written = write_model(proto, output, &SaveOptions { external_threshold })?;
+    let existed = std::fs::symlink_metadata(output).is_ok();
+    let prepared = prepare_write(proto, output, &SaveOptions { external_threshold })?;
+    let written = prepared.written().clone();
+    if let Some((path, (tmp, _))) = &report_file {
+        let json = serde_json::json!({
+            "input": input,
+            "output": output,
+            "input_bytes": loaded.file_len,
+            "output_bytes": written.model_bytes,
+            "report": report,
+            "verification": verification,
+        });
+        let s = serde_json::to_string_pretty(&json).unwrap_or_default();
+        std::io::Write::write_all(&mut tmp.as_file(), s.as_bytes())
+            .map_err(|e| Error::io("write", path, e))?;
+    }
+    prepared.commit()?;
+    if let Some((path, (tmp, real))) = report_file {
+        if let Err(e) = tmp.persist(&real) {
+            // Both land or neither: take back an OUT this run created.
+            if !existed {
+                let _ = std::fs::remove_file(output);
+                if let Some((p, _)) = &written.data_file {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            return Err(Error::io("write", path, e.error));
+        }
+    }
     if let Some(n) = notice {
         eprintln!("{n}");
     }
@@ -161,18 +198,6 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
             .map(|(p, n)| format!(", external data `{}`: {n} bytes", p.display()))
             .unwrap_or_default()
     );
-    if let Some(path) = &args.report_json {
-        let json = serde_json::json!({
-            "input": input,
-            "output": output,
-            "input_bytes": loaded.file_len,
-            "output_bytes": written.model_bytes,
-            "report": report,
-            "verification": verification,
-        });
-        let s = serde_json::to_string_pretty(&json).unwrap_or_default();
-        std::fs::write(path, s).map_err(|e| Error::io("write", path, e))?;
-    }
     Ok(0)
 }
 
@@ -245,8 +270,11 @@ pub fn verify_command(
     let (report, ok) = verify_models(&ma, &mb, a, inputs, tol)?;
     println!("{report}");
     if let Some(p) = report_json {
+        let (tmp, real) = prepare_small_file(p)?;
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        std::fs::write(p, json).map_err(|e| Error::io("write", p, e))?;
+        std::io::Write::write_all(&mut tmp.as_file(), json.as_bytes())
+            .map_err(|e| Error::io("write", p, e))?;
+        tmp.persist(&real).map_err(|e| Error::io("write", p, e.error))?;
     }
     Ok(if ok { 0 } else { 1 })
 }

@@ -42,6 +42,12 @@ fn tensor_label(t: &TensorProto) -> String {
 pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<ExternalSummary> {
     let mut summary = ExternalSummary::default();
     let mut files: HashMap<PathBuf, (File, u64)> = HashMap::new();
+    let mut real_base: Option<PathBuf> = None;
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base_dir
+    };
     for_each_tensor_mut(model, &mut |t: &mut TensorProto| -> Result<()> {
         if !is_external(t) {
             return Ok(());
@@ -88,12 +94,36 @@ pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<External
         }
         let path = base_dir.join(rel);
         if !files.contains_key(&path) {
-            let f = File::open(&path).map_err(|e| err(&path, format!("cannot open: {e}")))?;
-            let len = f
-                .metadata()
-                .map_err(|e| err(&path, format!("cannot stat: {e}")))?
-                .len();
-            files.insert(path.clone(), (f, len));
+            // The lexical check above is not enough: a symlink inside the folder may point out
+            // of it. Resolve both and compare, and read only regular files (a FIFO would block).
+            let real = path
+                .canonicalize()
+                .map_err(|e| err(&path, format!("cannot open: {e}")))?;
+            let base = match &real_base {
+                Some(b) => b,
+                None => real_base.insert(
+                    base_dir
+                        .canonicalize()
+                        .map_err(|e| err(base_dir, format!("cannot resolve the model's folder: {e}")))?,
+                ),
+            };
+            if !real.starts_with(base.as_path()) {
+                return Err(err(
+                    &path,
+                    format!(
+                        "resolves to `{}`, outside the model's folder",
+                        real.display()
+                    ),
+                ));
+            }
+            // Checked before opening: opening a FIFO blocks until something writes to it.
+            let meta = std::fs::metadata(&real)
+                .map_err(|e| err(&path, format!("cannot stat: {e}")))?;
+            if !meta.is_file() {
+                return Err(err(&path, "not a regular file".into()));
+            }
+            let f = File::open(&real).map_err(|e| err(&path, format!("cannot open: {e}")))?;
+            files.insert(path.clone(), (f, meta.len()));
         }
         let Some((file, file_len)) = files.get_mut(&path) else {
             return Err(err(&path, "cannot open".into()));

@@ -115,11 +115,88 @@ fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
         .map_err(|e| Error::io("create a file in", dir, e))
 }
 
+/// Where writing to `out` really goes: `out` itself when it does not exist or is a regular file,
+/// the file a symlink points to when `out` is a symlink to a regular file (so the link stays a
+/// link). Anything else that exists — a folder, device, FIFO, socket, or a symlink to one or to
+/// nothing — is refused: renaming over it would replace it.
+pub fn resolve_output(out: &Path) -> Result<PathBuf> {
+    let refuse = |what: String| Error::Usage(format!("cannot write `{}`: {what}", out.display()));
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out.to_path_buf()),
+        Err(e) => return Err(Error::io("inspect", out, e)),
+    };
+    if meta.is_file() {
+        return Ok(out.to_path_buf());
+    }
+    if meta.is_dir() {
+        return Err(refuse("it is a folder".into()));
+    }
+    if !meta.file_type().is_symlink() {
+        return Err(refuse(
+            "it exists and is not a regular file (a device, FIFO or socket)".into(),
+        ));
+    }
+    let target = out
+        .canonicalize()
+        .map_err(|_| refuse("it is a symlink whose target does not exist".into()))?;
+    match std::fs::metadata(&target) {
+        Ok(m) if m.is_file() => Ok(target),
+        _ => Err(refuse(format!(
+            "it is a symlink to `{}`, which is not a regular file",
+            target.display()
+        ))),
+    }
+}
+
+/// A model encoded into temp files beside its destination, not yet renamed into place; dropping
+/// it removes the temp files. Lets a caller write something else (a report) and put both in place
+/// only when both could be written.
+pub struct PreparedWrite {
+    tmp: tempfile::NamedTempFile,
+    out: PathBuf,
+    pending_data: Option<(tempfile::NamedTempFile, PathBuf)>,
+    written: Written,
+}
+
+impl PreparedWrite {
+    /// What [`PreparedWrite::commit`] will have written.
+    pub fn written(&self) -> &Written {
+        &self.written
+    }
+
+    /// Renames the temp files into place: the data file first, then the model (a failure removes
+    /// the data file again, so a data file never lands without its model).
+    pub fn commit(self) -> Result<Written> {
+        let mut persisted_data = None;
+        if let Some((data_tmp, path)) = self.pending_data {
+            data_tmp
+                .persist(&path)
+                .map_err(|e| Error::io("write", &path, e.error))?;
+            persisted_data = Some(path);
+        }
+        let out = self.out;
+        self.tmp.persist(&out).map_err(|e| {
+            if let Some(p) = &persisted_data {
+                let _ = std::fs::remove_file(p);
+            }
+            Error::io("write", &out, e.error)
+        })?;
+        Ok(self.written)
+    }
+}
+
 /// Writes `model` to `out` atomically: a temp file in the target folder, then a rename, so a
 /// failure never leaves a partial file. Tensors go to `<out file name>.data` when
 /// `opts.external_threshold` says so, or automatically when the model would pass protobuf's
-/// 2 GiB limit.
-pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Result<Written> {
+/// 2 GiB limit. See [`resolve_output`] for what `out` may be.
+pub fn write_model(model: ModelProto, out: &Path, opts: &SaveOptions) -> Result<Written> {
+    prepare_write(model, out, opts)?.commit()
+}
+
+/// [`write_model`] up to, not including, the renames.
+pub fn prepare_write(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Result<PreparedWrite> {
+    let out = resolve_output(out)?;
     let threshold = match opts.external_threshold {
         Some(t) => Some(t),
         None if model.encoded_len() as u64 > PROTOBUF_LIMIT => Some(1024),
@@ -141,6 +218,16 @@ pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Res
         let chunks = external::externalize(&mut model, &location, threshold);
         if !chunks.is_empty() {
             let path = dir.join(&location);
+            // The data file is replaced, never written through: a symlink there is replaced
+            // by the file, and a device or folder refuses the write.
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                if !m.is_file() && !m.file_type().is_symlink() {
+                    return Err(Error::Usage(format!(
+                        "cannot write `{}`: it exists and is not a regular file",
+                        path.display()
+                    )));
+                }
+            }
             let mut tmp = temp_file_in(&dir)?;
             let mut total = 0u64;
             for c in &chunks {
@@ -162,25 +249,34 @@ pub fn write_model(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Res
     let mut sink = FileSink::new(tmp.as_file_mut());
     // The sink never refuses bytes, so encoding cannot fail; write errors are kept in the sink.
     let _ = model.encode(&mut sink);
-    sink.finish().map_err(|e| Error::io("write", out, e))?;
-    let mut persisted_data = None;
-    if let Some((data_tmp, path)) = pending_data {
-        data_tmp
-            .persist(&path)
-            .map_err(|e| Error::io("write", &path, e.error))?;
-        persisted_data = Some(path);
-    }
-    tmp.persist(out).map_err(|e| {
-        // Do not leave a data file behind without the model that describes it.
-        if let Some(p) = &persisted_data {
-            let _ = std::fs::remove_file(p);
-        }
-        Error::io("write", out, e.error)
-    })?;
-    Ok(Written {
-        model_bytes,
-        data_file,
+    sink.finish().map_err(|e| Error::io("write", &out, e))?;
+    Ok(PreparedWrite {
+        tmp,
+        out,
+        pending_data,
+        written: Written {
+            model_bytes,
+            data_file,
+        },
     })
+}
+
+/// A small file (a report) written to a temp file beside `path`, to be renamed into place with
+/// `persist`. `path` is checked as [`resolve_output`] checks a model's output.
+pub fn prepare_small_file(path: &Path) -> Result<(tempfile::NamedTempFile, PathBuf)> {
+    let real = resolve_output(path)?;
+    let dir = match real.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "cannot write `{}`: folder `{}` does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    Ok((temp_file_in(&dir)?, real))
 }
 
 /// Streams prost's encoder into a file through a 1 MiB buffer; slices at least that large (tensor

@@ -14,4 +14,7 @@ pub mod external;
 pub mod io;
 pub mod visit;
 
-pub use io::{decode_bytes, decode_file, encode_model, write_model, LoadedModel, SaveOptions};
+pub use io::{
+    decode_bytes, decode_file, encode_model, prepare_small_file, prepare_write, resolve_output,
+    write_model, LoadedModel, PreparedWrite, SaveOptions,
+};
