@@ -71,6 +71,15 @@ pub struct RunArgs {
     /// lowrank: factor only when it saves more than this fraction of parameters (default 0.1).
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub lowrank_min_saving: Option<f64>,
+    /// quantize: store weights as `int8` (symmetric, the default) or `uint8` (asymmetric).
+    #[arg(long, value_name = "TYPE")]
+    pub quantize_weights: Option<String>,
+    /// quantize: one scale per output `channel` (the default) or per `tensor`.
+    #[arg(long, value_name = "G")]
+    pub quantize_granularity: Option<String>,
+    /// quantize: node or weight names to keep in float (comma-separated, repeatable).
+    #[arg(long, value_name = "NAME,...")]
+    pub quantize_exclude: Vec<String>,
     #[command(flatten)]
     pub verify: VerifyInputArgs,
 }

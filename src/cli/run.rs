@@ -82,6 +82,11 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
         args.lowrank_tolerance,
         args.lowrank_min_saving,
     )?;
+    let quantize = crate::rules::quantize::QuantizeConfig::from_flags(
+        args.quantize_weights.as_deref(),
+        args.quantize_granularity.as_deref(),
+        &args.quantize_exclude,
+    )?;
     if same_file(input, output) && !args.in_place {
         return Err(Error::Usage(format!(
             "refusing to overwrite the input `{}`; pass --in-place to allow it",
@@ -116,6 +121,7 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     let config = Config {
         calibration: args.calibration.clone(),
         lowrank,
+        quantize,
     };
     let report = rewrite::run(
         &mut model,

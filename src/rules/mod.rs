@@ -20,6 +20,7 @@
 //! | S002 | `share-transposed` | share | exact |
 //! | S003 | `share-into-subgraphs` | share | exact |
 //! | L001 | `lowrank` | lowrank | lossy |
+//! | Q001 | `quantize` | quantize | lossy |
 
 pub mod constant_to_initializer;
 pub mod cse;
@@ -34,6 +35,7 @@ pub mod fuse_conv_add;
 pub mod lowrank;
 pub mod matmul_add_to_gemm;
 pub mod merge_slices;
+pub mod quantize;
 pub mod remove_dead;
 pub mod share_identical;
 pub mod share_subgraphs;
@@ -66,4 +68,5 @@ pub static ALL: &[&dyn Rule] = &[
     &share_transposed::ShareTransposed,
     &share_subgraphs::ShareIntoSubgraphs,
     &lowrank::Lowrank,
+    &quantize::Quantize,
 ];

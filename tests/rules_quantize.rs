@@ -1,0 +1,397 @@
+//! `quantize` (Q001): weights stored as int8/uint8 behind `DequantizeLinear`, the channel axis per
+//! op, the on-grid exactness oracle, what stays float and why, and the real models.
+
+mod common;
+
+use ndarray::{ArrayD, IxDyn};
+use onnx_slim::ir::builder::{attr_i, seeded_f32, ModelBuilder};
+use onnx_slim::ir::{tensor, Model};
+use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
+use onnx_slim::rewrite::{self, registry, Config, DriverOptions, RunReport};
+use onnx_slim::rules::quantize::{Granularity, QuantizeConfig, WeightType};
+use onnx_slim::verify::{self, compare, InputSet};
+
+fn quantize(proto: &ModelProto, cfg: QuantizeConfig) -> (Model, RunReport) {
+    let mut m = Model::from_proto(proto.clone()).expect("valid model");
+    let config = Config {
+        quantize: cfg,
+        ..Default::default()
+    };
+    let rules = registry::select("quantize").expect("quantize is registered");
+    let report = rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
+    (m, report)
+}
+
+fn small() -> QuantizeConfig {
+    // Test weights are small; the default minimum is for real models.
+    QuantizeConfig {
+        min_elements: 16,
+        ..Default::default()
+    }
+}
+
+fn rewrites(r: &RunReport) -> Vec<String> {
+    r.rules
+        .iter()
+        .flat_map(|rr| rr.rewrites.iter().map(|w| w.description.clone()))
+        .collect()
+}
+
+fn skips(r: &RunReport) -> Vec<String> {
+    r.rules
+        .iter()
+        .flat_map(|rr| rr.skips.iter().map(|s| format!("{} `{}`: {}", s.op, s.node, s.reason)))
+        .collect()
+}
+
+/// The `DequantizeLinear` nodes: (output name, axis attribute, scale length, code dtype).
+fn dequantizers(m: &Model) -> Vec<(String, Option<i64>, usize, i32)> {
+    let g = &m.graph;
+    let mut v: Vec<_> = g
+        .ops()
+        .into_iter()
+        .filter(|id| g.node(*id).op_type() == "DequantizeLinear")
+        .map(|id| {
+            let n = g.node(id);
+            let axis = n.attr("axis").and_then(|a| a.i);
+            let scale = g.input(id, 1).and_then(|v| g.const_tensor(v)).expect("const scale");
+            let codes = g.input(id, 0).and_then(|v| g.const_tensor(v)).expect("const codes");
+            (
+                n.output_name(0).unwrap_or("").to_string(),
+                axis,
+                tensor::numel(scale).unwrap_or(0) as usize,
+                codes.data_type.unwrap_or(0),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts a lossy rewrite passes at the rule's own tolerance and keeps every output's cosine
+/// at 0.999 or above.
+fn assert_close(a: &ModelProto, b: &Model, what: &str) {
+    let r = compare_in_tract(a, b, onnx_slim::rules::quantize::VERIFY_TOLERANCE);
+    assert!(r.passed, "{what}: {r}");
+    for c in &r.sets[0].outputs {
+        let cos = c.cosine.expect("float outputs have a cosine");
+        assert!(cos >= 0.999, "{what}: cosine {cos}\n{r}");
+    }
+}
+
+fn random_set(proto: &ModelProto) -> Vec<InputSet> {
+    vec![verify::inputs::random_inputs(proto, &[], 7).expect("random inputs")]
+}
+
+/// Runs both in tract and compares at `tol` (NaN-aware, counts outputs); returns the report.
+fn compare_in_tract(a: &ModelProto, b: &Model, tol: f32) -> compare::VerifyReport {
+    let sets = random_set(a);
+    let r = compare::verify(a, &b.to_proto(), &sets, tol).expect("tract runs both");
+    let outputs = a.graph.as_ref().map_or(0, |g| g.output.len());
+    assert_eq!(r.sets.len(), 1);
+    assert_eq!(r.sets[0].outputs.len(), outputs, "every output compared");
+    r
+}
+
+/// A weight on the int8 grid: `q · 2^-e(c)` along `axis`, with `max |q| = 127` in every
+/// channel, so that the quantizer's scale `max|w|/127` is the power of two itself.
+fn on_grid(dims: &[usize], axis: usize, seed: u64) -> ArrayD<f32> {
+    let noise = seeded_f32(dims, seed);
+    let mut w = ArrayD::<f32>::zeros(IxDyn(dims));
+    let channels = dims[axis];
+    let mut first = vec![true; channels];
+    for (idx, v) in w.indexed_iter_mut() {
+        let c = idx[axis];
+        let q = if first[c] {
+            first[c] = false;
+            if c % 2 == 0 {
+                127.0
+            } else {
+                -127.0
+            }
+        } else {
+            (noise[&idx] * 126.0).round().clamp(-126.0, 126.0)
+        };
+        *v = q * (2f32).powi(-((c % 5) as i32) - 3);
+    }
+    w
+}
+
+/// x[2,16] → MatMul(W1[16,32]) → Relu → Gemm(·, W2[8,32], transB=1) → y[2,8].
+fn mlp(w1: ArrayD<f32>, w2: ArrayD<f32>, opset: i64) -> ModelProto {
+    let mut b = ModelBuilder::new(opset);
+    b.input("x", DataType::Float, &[2, 16])
+        .initializer_f32("W1", w1)
+        .initializer_f32("W2", w2)
+        .node_named("fc1", "MatMul", &["x", "W1"], &["h"], vec![])
+        .node_named("relu", "Relu", &["h"], &["hr"], vec![])
+        .node_named("fc2", "Gemm", &["hr", "W2"], &["y"], vec![attr_i("transB", 1)])
+        .output("y", DataType::Float, &[2, 8]);
+    b.build()
+}
+
+#[test]
+fn weights_on_the_int8_grid_give_bit_equal_outputs() {
+    let proto = mlp(on_grid(&[16, 32], 1, 1), on_grid(&[8, 32], 0, 2), 17);
+    let (m, report) = quantize(&proto, small());
+    let d = dequantizers(&m);
+    assert_eq!(
+        d,
+        vec![
+            ("W1".to_string(), Some(1), 32, DataType::Int8 as i32),
+            ("W2".to_string(), Some(0), 8, DataType::Int8 as i32),
+        ],
+        "{:?}",
+        rewrites(&report)
+    );
+    for line in rewrites(&report) {
+        assert!(line.contains("weight error 0.000 %"), "{line}");
+    }
+    let r = compare_in_tract(&proto, &m, 0.0);
+    assert!(r.passed, "{r}");
+    assert_eq!(r.max_abs_error(), 0.0, "{r}");
+}
+
+#[test]
+fn off_grid_weights_move_little_and_bytes_drop_to_a_quarter() {
+    let proto = mlp(seeded_f32(&[16, 32], 3), seeded_f32(&[8, 32], 4), 17);
+    let before = rewrite::driver::Stats::of(&Model::from_proto(proto.clone()).unwrap().graph);
+    let (m, report) = quantize(&proto, small());
+    assert_eq!(report.patches(), 2);
+    let after = rewrite::driver::Stats::of(&m.graph);
+    // 768 float weights (3,072 bytes) → 768 codes + 40 scales (160 bytes) + 40 zero points.
+    assert_eq!(before.bytes, 3072);
+    assert_eq!(after.bytes, 768 + 160 + 40);
+    assert_close(&proto, &m, "off grid");
+    assert!(
+        compare_in_tract(&proto, &m, 0.0).max_abs_error() > 0.0,
+        "off-grid weights must move"
+    );
+    let again = quantize(&m.to_proto(), small()).1;
+    assert_eq!(again.patches(), 0, "a second run finds nothing");
+    assert!(
+        skips(&again).iter().any(|s| s.contains("already quantized")),
+        "{:?}",
+        skips(&again)
+    );
+}
+
+/// One op reading weight `W` of `dims`, the activation `x` of `x_dims` on input `x_slot`.
+fn single(op: &str, w: ArrayD<f32>, x_dims: &[i64], inputs: &[&str], attrs: Vec<onnx_slim::onnx::proto::AttributeProto>, y_dims: &[i64]) -> ModelProto {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DataType::Float, x_dims)
+        .initializer_f32("W", w)
+        .node_named("op", op, inputs, &["y"], attrs)
+        .output("y", DataType::Float, y_dims);
+    b.build()
+}
+
+#[test]
+fn the_channel_axis_follows_the_op() {
+    // (model, expected axis of W, scale count)
+    let cases: Vec<(&str, ModelProto, i64, usize)> = vec![
+        (
+            "MatMul x·W",
+            single("MatMul", seeded_f32(&[16, 12], 1), &[2, 16], &["x", "W"], vec![], &[2, 12]),
+            1,
+            12,
+        ),
+        (
+            "MatMul W·x",
+            single("MatMul", seeded_f32(&[12, 16], 2), &[16, 3], &["W", "x"], vec![], &[12, 3]),
+            0,
+            12,
+        ),
+        (
+            "Gemm",
+            single("Gemm", seeded_f32(&[16, 12], 3), &[2, 16], &["x", "W"], vec![], &[2, 12]),
+            1,
+            12,
+        ),
+        (
+            "Gemm transB",
+            single("Gemm", seeded_f32(&[12, 16], 4), &[2, 16], &["x", "W"], vec![attr_i("transB", 1)], &[2, 12]),
+            0,
+            12,
+        ),
+        (
+            "Conv",
+            single("Conv", seeded_f32(&[6, 3, 3, 3], 5), &[1, 3, 8, 8], &["x", "W"], vec![], &[1, 6, 6, 6]),
+            0,
+            6,
+        ),
+        (
+            "ConvTranspose",
+            single("ConvTranspose", seeded_f32(&[3, 5, 3, 3], 6), &[1, 3, 4, 4], &["x", "W"], vec![], &[1, 5, 6, 6]),
+            1,
+            5,
+        ),
+    ];
+    let n = cases.len();
+    for (what, proto, axis, scales) in cases {
+        let (m, report) = quantize(&proto, small());
+        let d = dequantizers(&m);
+        assert_eq!(d.len(), 1, "{what}: {:?} {:?}", rewrites(&report), skips(&report));
+        assert_eq!((d[0].1, d[0].2), (Some(axis), scales), "{what}");
+        assert_close(&proto, &m, what);
+    }
+    assert_eq!(n, 6);
+}
+
+#[test]
+fn lstm_w_and_r_are_quantized_per_gate_row_and_gather_tables_per_row() {
+    let hidden = 8;
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DataType::Float, &[5, 1, 4])
+        .input("ids", DataType::Int64, &[3])
+        .initializer_f32("W", seeded_f32(&[1, 4 * hidden, 4], 1))
+        .initializer_f32("R", seeded_f32(&[1, 4 * hidden, hidden], 2))
+        .initializer_f32("table", seeded_f32(&[20, 6], 3))
+        .node_named(
+            "lstm",
+            "LSTM",
+            &["x", "W", "R"],
+            &["Y", "Y_h"],
+            vec![attr_i("hidden_size", hidden as i64)],
+        )
+        .node_named("emb", "Gather", &["table", "ids"], &["e"], vec![])
+        .output("Y_h", DataType::Float, &[1, 1, hidden as i64])
+        .output("e", DataType::Float, &[3, 6]);
+    let proto = b.build();
+    let (m, report) = quantize(&proto, small());
+    let d = dequantizers(&m);
+    assert_eq!(
+        d.iter().map(|x| (x.0.as_str(), x.1, x.2)).collect::<Vec<_>>(),
+        vec![
+            ("R", Some(1), 4 * hidden),
+            ("W", Some(1), 4 * hidden),
+            ("table", Some(0), 20),
+        ],
+        "{:?}",
+        rewrites(&report)
+    );
+    let sets = vec![InputSet::new(
+        "ids in range",
+        vec![
+            ("x".into(), tract_onnx::prelude::Tensor::from(seeded_f32(&[5, 1, 4], 9))),
+            (
+                "ids".into(),
+                tract_onnx::prelude::Tensor::from(ArrayD::from_shape_vec(IxDyn(&[3]), vec![0i64, 7, 19]).unwrap()),
+            ),
+        ],
+    )];
+    let r = compare::verify(&proto, &m.to_proto(), &sets, 0.05).expect("tract runs both");
+    assert_eq!(r.sets[0].outputs.len(), 2);
+    assert!(r.passed, "{r}");
+}
+
+#[test]
+fn below_opset_13_scales_are_per_tensor_and_the_report_says_why() {
+    let proto = mlp(seeded_f32(&[16, 32], 3), seeded_f32(&[8, 32], 4), 11);
+    let (m, report) = quantize(&proto, small());
+    let d = dequantizers(&m);
+    assert_eq!(d.len(), 2);
+    assert!(d.iter().all(|x| x.1.is_none() && x.2 == 1), "{d:?}");
+    assert_eq!(m.opset(""), Some(11), "the opset is not raised");
+    for line in rewrites(&report) {
+        assert!(line.contains("per-channel DequantizeLinear needs opset 13, the model has 11"), "{line}");
+    }
+    assert_close(&proto, &m, "opset 11");
+}
+
+#[test]
+fn per_tensor_and_uint8_are_honoured() {
+    let proto = mlp(seeded_f32(&[16, 32], 3), seeded_f32(&[8, 32], 4), 17);
+    let cfg = QuantizeConfig {
+        weights: WeightType::Uint8,
+        granularity: Granularity::Tensor,
+        ..small()
+    };
+    let (m, _) = quantize(&proto, cfg);
+    let d = dequantizers(&m);
+    assert_eq!(d.len(), 2);
+    assert!(
+        d.iter().all(|x| x.1.is_none() && x.2 == 1 && x.3 == DataType::Uint8 as i32),
+        "{d:?}"
+    );
+    assert_close(&proto, &m, "uint8 per tensor");
+}
+
+#[test]
+fn excluded_nodes_and_weights_stay_float() {
+    let proto = mlp(seeded_f32(&[16, 32], 3), seeded_f32(&[8, 32], 4), 17);
+    for (exclude, kept) in [("fc1", "W1"), ("W2", "W2")] {
+        let cfg = QuantizeConfig::from_flags(None, None, &[exclude.to_string()]).unwrap();
+        let cfg = QuantizeConfig {
+            min_elements: 16,
+            ..cfg
+        };
+        let (m, report) = quantize(&proto, cfg);
+        let d = dequantizers(&m);
+        assert_eq!(d.len(), 1, "{exclude}");
+        assert_ne!(d[0].0, kept, "{exclude}");
+        assert!(
+            skips(&report).iter().any(|s| s.contains("excluded by --quantize-exclude")),
+            "{:?}",
+            skips(&report)
+        );
+    }
+}
+
+#[test]
+fn weights_below_the_minimum_size_stay_with_a_reason() {
+    let proto = mlp(seeded_f32(&[16, 32], 3), seeded_f32(&[8, 32], 4), 17);
+    let cfg = QuantizeConfig {
+        min_elements: 300,
+        ..Default::default()
+    };
+    let (m, report) = quantize(&proto, cfg);
+    assert_eq!(dequantizers(&m).len(), 1, "W1 (512) goes, W2 (256) stays");
+    let s = skips(&report);
+    assert!(
+        s.iter().any(|l| l.contains("`W2` has 256 elements, too few")),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn already_quantized_ops_are_left_alone() {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DataType::Uint8, &[2, 4])
+        .initializer(tensor::from_f32("unused", &seeded_f32(&[1], 1)))
+        .initializer(onnx_slim::onnx::proto::TensorProto {
+            name: Some("wq".into()),
+            dims: vec![4, 3],
+            data_type: Some(DataType::Uint8 as i32),
+            raw_data: Some(vec![1u8; 12].into()),
+            ..Default::default()
+        })
+        .node_named("mm", "MatMulInteger", &["x", "wq"], &["y"], vec![])
+        .output("y", DataType::Int32, &[2, 3]);
+    let (_, report) = quantize(&b.build(), small());
+    assert_eq!(report.patches(), 0);
+    assert!(
+        skips(&report).iter().any(|s| s.contains("MatMulInteger `mm`: already a quantized op")),
+        "{:?}",
+        skips(&report)
+    );
+}
+
+#[test]
+fn bad_quantize_flags_are_refused() {
+    let e = QuantizeConfig::from_flags(Some("int3"), None, &[]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("--quantize-weights"), "{e}");
+    let e = QuantizeConfig::from_flags(None, Some("row"), &[]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("--quantize-granularity"), "{e}");
+    let o = std::process::Command::new(common::bin())
+        .args(["fixtures/mlp.onnx", "/tmp/never.onnx", "--rules", "quantize", "--quantize-weights", "int3"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run onnx-slim");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("`int3`"), "{err}");
+}
