@@ -69,10 +69,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// `onnx-slim IN OUT`: rewrite, verify the encoded bytes against IN, write atomically, report.
 pub fn main_job(args: &RunArgs) -> Result<i32> {
+    main_job_with_rules(args, &[])
+}
+
+/// [`main_job`] with `extra` rules run after the ones `--rules` selects (in every round of the
+/// driver, verified and reported like the others). Nothing is written unless verification
+/// passes; a failure is [`Error::VerifyFailed`] naming the outputs that disagree.
+pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Result<i32> {
     let (Some(input), Some(output)) = (&args.input, &args.output) else {
         return Err(Error::Usage("expected IN and OUT".into()));
     };
-    let rules = registry::select(args.rules.as_deref().unwrap_or(registry::DEFAULT_SELECTION))?;
+    let mut rules: Vec<&dyn rewrite::Rule> =
+        registry::select(args.rules.as_deref().unwrap_or(registry::DEFAULT_SELECTION))?;
+    rules.extend_from_slice(extra);
     let lowrank = crate::rules::lowrank::LowrankConfig::from_flags(
         args.lowrank_energy,
         args.lowrank_rank,
@@ -138,7 +147,8 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
         println!("verification in tract (tolerance {tolerance}):\n{}", v.0);
         if !v.1 {
             return Err(Error::VerifyFailed(format!(
-                "outputs differ beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)"
+                "{} beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)",
+                disagreeing(&v.0)
             )));
         }
         verification = Some(v.0);
@@ -176,8 +186,30 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The input sets for verification: `--inputs`, else the `test_data_set_*` folders beside the
-/// model, else one set of seeded random values (shapes bound by `--input-shape`).
+/// "output `y` differs" or "outputs `a`, `b` differ": the outputs that failed in any input set.
+fn disagreeing(report: &crate::verify::VerifyReport) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, c) in report.failures() {
+        if !names.contains(&c.output.as_str()) {
+            names.push(&c.output);
+        }
+    }
+    let list = names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len() {
+        0 => "the outputs differ".into(),
+        1 => format!("output {list} differs"),
+        _ => format!("outputs {list} differ"),
+    }
+}
+
+/// The input sets for verification: `--inputs` (whose tensors must have the shapes any
+/// `--input-shape` gives), else one set of seeded random values when `--input-shape` is given
+/// (at those shapes), else the `test_data_set_*` folders beside the model, else seeded random
+/// values.
 pub fn input_sets(
     model: &crate::onnx::proto::ModelProto,
     model_path: &Path,
@@ -196,7 +228,13 @@ pub fn input_sets(
                 p.display()
             )));
         }
-        return inputs::load_inputs(p, model);
+        let sets = inputs::load_inputs(p, model)?;
+        inputs::check_input_shapes(model, &sets, &shapes)?;
+        return Ok(sets);
+    }
+    if !shapes.is_empty() {
+        // An explicit shape wins over the folders found beside the model.
+        return Ok(vec![inputs::random_inputs(model, &shapes, args.seed)?]);
     }
     let dir = model_path
         .parent()

@@ -630,6 +630,44 @@ pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
     Ok((name.to_string(), shape))
 }
 
+/// `name=d1,d2,...` as `--input-shape` takes it.
+fn shape_spec(name: &str, shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("{name}={}", dims.join(","))
+}
+
+/// Checks loaded input sets against `--input-shape` bindings: each named input must be one the
+/// model takes, and every set that feeds it must hold a tensor of exactly that shape. A conflict
+/// is an error naming the input, the set and both shapes.
+pub fn check_input_shapes(
+    model: &ModelProto,
+    sets: &[InputSet],
+    shapes: &[(String, Vec<usize>)],
+) -> Result<()> {
+    let inputs = model_inputs(model);
+    for (name, shape) in shapes {
+        if !inputs.iter().any(|vi| vi.name.as_deref() == Some(name)) {
+            return Err(Error::Usage(format!(
+                "`--input-shape {name}=...`: the model has no input `{name}` (inputs: {})",
+                input_list(&inputs)
+            )));
+        }
+        for set in sets {
+            if let Some(t) = set.get(name) {
+                if t.shape() != shape.as_slice() {
+                    return Err(Error::Usage(format!(
+                        "`--input-shape {}` conflicts with input `{name}` of `{}`, which has shape {:?}",
+                        shape_spec(name, shape),
+                        set.label,
+                        t.shape()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// SplitMix64: a tiny, stable generator, so a seed gives the same inputs on every platform and
 /// version.
 struct SplitMix64(u64);
