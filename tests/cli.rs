@@ -1329,3 +1329,82 @@ fn external_data_with_lowrank_writes_factors_to_the_data_file_and_verifies() {
         &["verify", "ext.onnx", "out.onnx", "--tolerance", "0.001"],
     );
 }
+
+#[test]
+fn main_command_inputs_and_seed_choose_what_verification_runs_on() {
+    let d = dir_with(&["mlp.onnx"]);
+    write_npz(&d.path().join("x.npz"), "x", &[6, 16]);
+    let args = [
+        "mlp.onnx",
+        "out.onnx",
+        "--rules",
+        "matmul-add-to-gemm",
+        "--report-json",
+        "r.json",
+    ];
+    let with = |extra: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend_from_slice(extra);
+        ok(d.path(), &a);
+        json(&d.path().join("r.json"))
+    };
+    let v = with(&["--inputs", "x.npz"]);
+    assert_eq!(v["verification"]["sets"][0]["label"], "x.npz");
+    assert_eq!(
+        v["verification"]["sets"][0]["outputs"][0]["shape"],
+        serde_json::json!([6, 8])
+    );
+    let v = with(&["--seed", "9"]);
+    assert_eq!(v["verification"]["sets"][0]["label"], "random seed 9");
+    let e = refused(
+        d.path(),
+        &[
+            "mlp.onnx",
+            "bad.onnx",
+            "--rules",
+            "matmul-add-to-gemm",
+            "--inputs",
+            "x.npz",
+            "--input-shape",
+            "x=1,16",
+        ],
+    );
+    assert!(e.contains("conflicts with input `x`"), "{e}");
+    assert!(!d.path().join("bad.onnx").exists());
+}
+
+#[test]
+fn help_and_version_exit_0_and_a_missing_out_exits_2() {
+    let d = dir_with(&["mlp.onnx"]);
+    let r = ok(d.path(), &["--help"]);
+    for flag in [
+        "--rules",
+        "--list-rules",
+        "--no-verify",
+        "--in-place",
+        "--report-json",
+        "--external-data",
+        "--max-patches",
+        "--calibration",
+        "--lowrank-energy",
+        "--lowrank-rank",
+        "--lowrank-ratio",
+        "--lowrank-tolerance",
+        "--lowrank-min-saving",
+        "--inputs",
+        "--input-shape",
+        "--tolerance",
+        "--seed",
+    ] {
+        assert!(r.stdout.contains(flag), "{flag} not in --help");
+    }
+    for sub in ["inspect", "show", "diff", "verify"] {
+        assert!(r.stdout.contains(sub), "{sub} not in --help");
+        ok(d.path(), &[sub, "--help"]);
+    }
+    let r = ok(d.path(), &["--version"]);
+    assert!(r.stdout.contains(env!("CARGO_PKG_VERSION")), "{r:?}");
+    let r = run(d.path(), &["mlp.onnx"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert_eq!(listing(d.path()), set(&["mlp.onnx"]));
+}
