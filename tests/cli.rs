@@ -616,6 +616,25 @@ fn verify_input_shape_sets_the_shape_of_random_inputs() {
         &["verify", "a.onnx", "a.onnx", "--input-shape", "x=5,3"],
     );
     assert!(e.contains("fixed size 4"), "{e}");
+    // An input named twice, or a shape with no element, would verify something else than asked.
+    let e = refused(
+        d.path(),
+        &[
+            "verify",
+            "a.onnx",
+            "a.onnx",
+            "--input-shape",
+            "x=2,4",
+            "--input-shape",
+            "x=3,4",
+        ],
+    );
+    assert!(e.contains("`--input-shape x=...` is given twice"), "{e}");
+    let e = refused(
+        d.path(),
+        &["verify", "a.onnx", "a.onnx", "--input-shape", "x=0,4"],
+    );
+    assert!(e.contains("no element to compare"), "{e}");
 }
 
 #[test]

@@ -216,11 +216,7 @@ pub fn input_sets(
     args: &VerifyInputArgs,
 ) -> Result<Vec<crate::verify::InputSet>> {
     use crate::verify::inputs;
-    let shapes = args
-        .input_shape
-        .iter()
-        .map(|s| inputs::parse_input_shape(s))
-        .collect::<Result<Vec<_>>>()?;
+    let shapes = inputs::parse_input_shapes(&args.input_shape)?;
     if let Some(p) = &args.inputs {
         if !p.exists() {
             return Err(Error::Usage(format!(

@@ -627,7 +627,27 @@ pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
             })
             .collect::<Result<Vec<_>>>()?
     };
+    if shape.contains(&0) {
+        return Err(Error::Usage(format!(
+            "`--input-shape {spec}`: a dimension of 0 leaves no element to compare"
+        )));
+    }
     Ok((name.to_string(), shape))
+}
+
+/// Parses every `--input-shape` value; an input named twice is refused.
+pub fn parse_input_shapes(specs: &[String]) -> Result<Vec<(String, Vec<usize>)>> {
+    let mut shapes: Vec<(String, Vec<usize>)> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (name, shape) = parse_input_shape(spec)?;
+        if shapes.iter().any(|(n, _)| *n == name) {
+            return Err(Error::Usage(format!(
+                "`--input-shape {name}=...` is given twice; give each input's shape once"
+            )));
+        }
+        shapes.push((name, shape));
+    }
+    Ok(shapes)
 }
 
 /// `name=d1,d2,...` as `--input-shape` takes it.
@@ -924,6 +944,9 @@ mod tests {
         );
         assert!(parse_input_shape("x").is_err());
         assert!(parse_input_shape("x=1,a").is_err());
+        assert!(parse_input_shape("x=0,3").is_err());
+        assert!(parse_input_shapes(&["x=1".into(), "y=2".into()]).is_ok());
+        assert!(parse_input_shapes(&["x=1".into(), "x=2".into()]).is_err());
     }
 
     fn vi(name: &str, elem: DataType, dims: &[&str]) -> ValueInfoProto {
