@@ -821,6 +821,10 @@ fn rules_are_selected_by_name_code_group_and_none() {
     assert_eq!(codes("eliminate-noop"), ["C004"]);
     assert_eq!(codes("C005"), ["C005"]);
     assert_eq!(codes("c005"), ["C005"]);
+    // Selected by code, the rule acts: clean_kinds has a `Mul` by one and an `Add` of zeros.
+    let acted = rule_rewrites(&json(&d.path().join("r.json")));
+    assert_eq!(acted, [("C005".to_string(), 2)]);
+    assert_eq!(codes("C002"), ["C002"]);
     // Canonical order whatever the order given; names and codes mix.
     assert_eq!(codes("C100,eliminate-noop"), ["C004", "C100"]);
     let group = |g: &str| -> Vec<String> {
