@@ -284,3 +284,56 @@ pub fn verify_command(
     }
     Ok(if ok { 0 } else { 1 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::disagreeing;
+    use crate::verify::{Comparison, SetReport, VerifyReport};
+
+    fn comparison(output: &str, passed: bool) -> Comparison {
+        Comparison {
+            output: output.into(),
+            dtype: "F32".into(),
+            shape: vec![1],
+            other_shape: vec![1],
+            shape_equal: true,
+            elements: 1,
+            max_abs_error: Some(if passed { 0.0 } else { 1.0 }),
+            max_rel_error: Some(if passed { 0.0 } else { 1.0 }),
+            cosine: Some(1.0),
+            argmax_agreement: None,
+            mismatched: usize::from(!passed),
+            passed,
+            note: None,
+        }
+    }
+
+    fn report(sets: &[&[(&str, bool)]]) -> VerifyReport {
+        let sets: Vec<SetReport> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, outs)| SetReport {
+                label: format!("set {i}"),
+                outputs: outs.iter().map(|(n, p)| comparison(n, *p)).collect(),
+                passed: outs.iter().all(|(_, p)| *p),
+            })
+            .collect();
+        let passed = sets.iter().all(|s| s.passed);
+        VerifyReport {
+            tolerance: 1e-5,
+            sets,
+            passed,
+        }
+    }
+
+    #[test]
+    fn the_failure_names_each_disagreeing_output_once_in_order() {
+        let r = report(&[&[("a", true), ("b", false)]]);
+        assert_eq!(disagreeing(&r), "output `b` differs");
+        let r = report(&[
+            &[("a", true), ("c", false), ("b", false)],
+            &[("a", false), ("c", false), ("b", true)],
+        ]);
+        assert_eq!(disagreeing(&r), "outputs `c`, `b`, `a` differ");
+    }
+}
