@@ -1431,3 +1431,40 @@ fn help_and_version_exit_0_and_a_missing_out_exits_2() {
     assert_eq!(r.code, Some(2), "{r:?}");
     assert_eq!(listing(d.path()), set(&["mlp.onnx"]));
 }
+
+#[test]
+fn verification_flags_are_checked_even_when_nothing_is_verified() {
+    let d = dir_with(&["mlp.onnx"]);
+    for args in [
+        &[
+            "mlp.onnx",
+            "out.onnx",
+            "--rules",
+            "none",
+            "--input-shape",
+            "z=1",
+        ][..],
+        &["mlp.onnx", "out.onnx", "--no-verify", "--input-shape", "x"],
+        &[
+            "mlp.onnx",
+            "out.onnx",
+            "--no-verify",
+            "--input-shape",
+            "x=0,16",
+        ],
+        &[
+            "mlp.onnx",
+            "out.onnx",
+            "--no-verify",
+            "--inputs",
+            "nope.npz",
+        ],
+    ] {
+        let e = refused(d.path(), args);
+        assert!(
+            e.contains("--input-shape") || e.contains("`nope.npz`"),
+            "{args:?}: {e}"
+        );
+    }
+    assert_eq!(listing(d.path()), set(&["mlp.onnx"]));
+}

@@ -111,6 +111,15 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         }
     }
     let loaded = decode_file(input)?;
+    // The verification flags are checked even when nothing ends up verified.
+    let shapes = crate::verify::inputs::parse_input_shapes(&args.verify.input_shape)?;
+    crate::verify::inputs::check_input_shapes(&loaded.model, &[], &shapes)?;
+    if let Some(p) = args.verify.inputs.as_ref().filter(|p| !p.exists()) {
+        return Err(Error::Usage(format!(
+            "inputs `{}` do not exist",
+            p.display()
+        )));
+    }
     let original = loaded.model.clone();
     let mut model = Model::from_proto(loaded.model)?;
     let config = Config {
