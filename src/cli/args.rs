@@ -88,10 +88,13 @@ pub struct RunArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct VerifyInputArgs {
     /// Inputs: a test_data_set_N folder, a folder of them, a .npz or a .npy file. Default: the
-    /// model's own test_data_set_* folders if present, else seeded random values.
+    /// model's own test_data_set_* folders if present and no --input-shape is given, else
+    /// seeded random values.
     #[arg(long, value_name = "DIR|FILE")]
     pub inputs: Option<PathBuf>,
-    /// Bind an input's shape, e.g. `--input-shape x=1,3,224,224` (repeatable).
+    /// Bind an input's shape, e.g. `--input-shape x=1,3,224,224` (repeatable): random inputs
+    /// are made at this shape (test_data_set folders beside the model are then not used);
+    /// with --inputs, the loaded tensors must have it.
     #[arg(long, value_name = "NAME=DIMS")]
     pub input_shape: Vec<String>,
     /// Override the verification tolerance (relative, with an absolute floor).

@@ -1,20 +1,36 @@
 //! The command-line interface: argument parsing and one function per command. The binary only
-//! calls [`main`].
+//! calls [`main`]; [`main_with_rules`] is the same command line with extra rules, for tests.
 
 pub mod args;
 mod run;
 mod summary;
+
+use std::ffi::OsString;
 
 use clap::Parser;
 
 use crate::error::Result;
 use crate::ir::Model;
 use crate::onnx::decode_file;
+use crate::rewrite::Rule;
 use args::{Cli, Command};
+
+pub use run::{main_job, main_job_with_rules};
 
 /// Runs the command line; returns the process exit code. Errors are printed as one line.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    main_with_rules(std::env::args_os(), &[])
+}
+
+/// [`main`] on the arguments `argv` (the program name first), with `extra` rules run after the
+/// ones `--rules` selects in the main job. The binary passes none; a test passes a rule the
+/// registry does not have (one that breaks its rewrite, to see verification refuse the result).
+pub fn main_with_rules<I, T>(argv: I, extra: &[&dyn Rule]) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -22,7 +38,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    match dispatch(cli) {
+    match dispatch(cli, extra) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e.to_string()));
@@ -45,7 +61,7 @@ fn one_line(s: &str) -> String {
     out
 }
 
-fn dispatch(cli: Cli) -> Result<i32> {
+fn dispatch(cli: Cli, extra: &[&dyn Rule]) -> Result<i32> {
     match cli.command {
         Some(Command::Inspect { model, json }) => {
             let loaded = decode_file(&model)?;
@@ -79,7 +95,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 print!("{}", run::list_rules());
                 return Ok(0);
             }
-            run::main_job(&cli.run)
+            run::main_job_with_rules(&cli.run, extra)
         }
     }
 }

@@ -71,10 +71,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// `onnx-slim IN OUT`: rewrite, verify the encoded bytes against IN, write atomically, report.
 pub fn main_job(args: &RunArgs) -> Result<i32> {
+    main_job_with_rules(args, &[])
+}
+
+/// [`main_job`] with `extra` rules run after the ones `--rules` selects (in every round of the
+/// driver, verified and reported like the others). Nothing is written unless verification
+/// passes; a failure is [`Error::VerifyFailed`] naming the outputs that disagree.
+pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Result<i32> {
     let (Some(input), Some(output)) = (&args.input, &args.output) else {
         return Err(Error::Usage("expected IN and OUT".into()));
     };
-    let rules = registry::select(args.rules.as_deref().unwrap_or(registry::DEFAULT_SELECTION))?;
+    let mut rules: Vec<&dyn rewrite::Rule> =
+        registry::select(args.rules.as_deref().unwrap_or(registry::DEFAULT_SELECTION))?;
+    rules.extend_from_slice(extra);
     let lowrank = crate::rules::lowrank::LowrankConfig::from_flags(
         args.lowrank_energy,
         args.lowrank_rank,
@@ -116,6 +125,15 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
         None => None,
     };
     let loaded = decode_file(input)?;
+    // The verification flags are checked even when nothing ends up verified.
+    let shapes = crate::verify::inputs::parse_input_shapes(&args.verify.input_shape)?;
+    crate::verify::inputs::check_input_shapes(&loaded.model, &[], &shapes)?;
+    if let Some(p) = args.verify.inputs.as_ref().filter(|p| !p.exists()) {
+        return Err(Error::Usage(format!(
+            "inputs `{}` do not exist",
+            p.display()
+        )));
+    }
     let original = loaded.model.clone();
     let mut model = Model::from_proto(loaded.model)?;
     let config = Config {
@@ -153,7 +171,8 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
         println!("verification in tract (tolerance {tolerance}):\n{}", v.0);
         if !v.1 {
             return Err(Error::VerifyFailed(format!(
-                "outputs differ beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)"
+                "{} beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)",
+                disagreeing(&v.0)
             )));
         }
         verification = Some(v.0);
@@ -207,19 +226,37 @@ pub fn main_job(args: &RunArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The input sets for verification: `--inputs`, else the `test_data_set_*` folders beside the
-/// model, else one set of seeded random values (shapes bound by `--input-shape`).
+/// "output `y` differs" or "outputs `a`, `b` differ": the outputs that failed in any input set.
+fn disagreeing(report: &crate::verify::VerifyReport) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, c) in report.failures() {
+        if !names.contains(&c.output.as_str()) {
+            names.push(&c.output);
+        }
+    }
+    let list = names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len() {
+        0 => "the outputs differ".into(),
+        1 => format!("output {list} differs"),
+        _ => format!("outputs {list} differ"),
+    }
+}
+
+/// The input sets for verification: `--inputs` (whose tensors must have the shapes any
+/// `--input-shape` gives), else one set of seeded random values when `--input-shape` is given
+/// (at those shapes), else the `test_data_set_*` folders beside the model, else seeded random
+/// values.
 pub fn input_sets(
     model: &crate::onnx::proto::ModelProto,
     model_path: &Path,
     args: &VerifyInputArgs,
 ) -> Result<Vec<crate::verify::InputSet>> {
     use crate::verify::inputs;
-    let shapes = args
-        .input_shape
-        .iter()
-        .map(|s| inputs::parse_input_shape(s))
-        .collect::<Result<Vec<_>>>()?;
+    let shapes = inputs::parse_input_shapes(&args.input_shape)?;
     if let Some(p) = &args.inputs {
         if !p.exists() {
             return Err(Error::Usage(format!(
@@ -227,7 +264,13 @@ pub fn input_sets(
                 p.display()
             )));
         }
-        return inputs::load_inputs(p, model);
+        let sets = inputs::load_inputs(p, model)?;
+        inputs::check_input_shapes(model, &sets, &shapes)?;
+        return Ok(sets);
+    }
+    if !shapes.is_empty() {
+        // An explicit shape wins over the folders found beside the model.
+        return Ok(vec![inputs::random_inputs(model, &shapes, args.seed)?]);
     }
     let dir = model_path
         .parent()
@@ -283,4 +326,57 @@ pub fn verify_command(
         tmp.persist(&real).map_err(|e| Error::io("write", p, e.error))?;
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disagreeing;
+    use crate::verify::{Comparison, SetReport, VerifyReport};
+
+    fn comparison(output: &str, passed: bool) -> Comparison {
+        Comparison {
+            output: output.into(),
+            dtype: "F32".into(),
+            shape: vec![1],
+            other_shape: vec![1],
+            shape_equal: true,
+            elements: 1,
+            max_abs_error: Some(if passed { 0.0 } else { 1.0 }),
+            max_rel_error: Some(if passed { 0.0 } else { 1.0 }),
+            cosine: Some(1.0),
+            argmax_agreement: None,
+            mismatched: usize::from(!passed),
+            passed,
+            note: None,
+        }
+    }
+
+    fn report(sets: &[&[(&str, bool)]]) -> VerifyReport {
+        let sets: Vec<SetReport> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, outs)| SetReport {
+                label: format!("set {i}"),
+                outputs: outs.iter().map(|(n, p)| comparison(n, *p)).collect(),
+                passed: outs.iter().all(|(_, p)| *p),
+            })
+            .collect();
+        let passed = sets.iter().all(|s| s.passed);
+        VerifyReport {
+            tolerance: 1e-5,
+            sets,
+            passed,
+        }
+    }
+
+    #[test]
+    fn the_failure_names_each_disagreeing_output_once_in_order() {
+        let r = report(&[&[("a", true), ("b", false)]]);
+        assert_eq!(disagreeing(&r), "output `b` differs");
+        let r = report(&[
+            &[("a", true), ("c", false), ("b", false)],
+            &[("a", false), ("c", false), ("b", true)],
+        ]);
+        assert_eq!(disagreeing(&r), "outputs `c`, `b`, `a` differ");
+    }
 }

@@ -627,7 +627,65 @@ pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
             })
             .collect::<Result<Vec<_>>>()?
     };
+    if shape.contains(&0) {
+        return Err(Error::Usage(format!(
+            "`--input-shape {spec}`: a dimension of 0 leaves no element to compare"
+        )));
+    }
     Ok((name.to_string(), shape))
+}
+
+/// Parses every `--input-shape` value; an input named twice is refused.
+pub fn parse_input_shapes(specs: &[String]) -> Result<Vec<(String, Vec<usize>)>> {
+    let mut shapes: Vec<(String, Vec<usize>)> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (name, shape) = parse_input_shape(spec)?;
+        if shapes.iter().any(|(n, _)| *n == name) {
+            return Err(Error::Usage(format!(
+                "`--input-shape {name}=...` is given twice; give each input's shape once"
+            )));
+        }
+        shapes.push((name, shape));
+    }
+    Ok(shapes)
+}
+
+/// `name=d1,d2,...` as `--input-shape` takes it.
+fn shape_spec(name: &str, shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("{name}={}", dims.join(","))
+}
+
+/// Checks loaded input sets against `--input-shape` bindings: each named input must be one the
+/// model takes, and every set that feeds it must hold a tensor of exactly that shape. A conflict
+/// is an error naming the input, the set and both shapes.
+pub fn check_input_shapes(
+    model: &ModelProto,
+    sets: &[InputSet],
+    shapes: &[(String, Vec<usize>)],
+) -> Result<()> {
+    let inputs = model_inputs(model);
+    for (name, shape) in shapes {
+        if !inputs.iter().any(|vi| vi.name.as_deref() == Some(name)) {
+            return Err(Error::Usage(format!(
+                "`--input-shape {name}=...`: the model has no input `{name}` (inputs: {})",
+                input_list(&inputs)
+            )));
+        }
+        for set in sets {
+            if let Some(t) = set.get(name) {
+                if t.shape() != shape.as_slice() {
+                    return Err(Error::Usage(format!(
+                        "`--input-shape {}` conflicts with input `{name}` of `{}`, which has shape {:?}",
+                        shape_spec(name, shape),
+                        set.label,
+                        t.shape()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SplitMix64: a tiny, stable generator, so a seed gives the same inputs on every platform and
@@ -886,6 +944,9 @@ mod tests {
         );
         assert!(parse_input_shape("x").is_err());
         assert!(parse_input_shape("x=1,a").is_err());
+        assert!(parse_input_shape("x=0,3").is_err());
+        assert!(parse_input_shapes(&["x=1".into(), "y=2".into()]).is_ok());
+        assert!(parse_input_shapes(&["x=1".into(), "x=2".into()]).is_err());
     }
 
     fn vi(name: &str, elem: DataType, dims: &[&str]) -> ValueInfoProto {

@@ -11,7 +11,7 @@ pub use compare::{
 };
 pub use inputs::{
     load_inputs, load_npy, load_npz, load_test_data_set, load_test_data_sets, parse_input_shape,
-    random_inputs, read_tensor_proto, tensor_from_proto, InputSet,
+    parse_input_shapes, random_inputs, read_tensor_proto, tensor_from_proto, InputSet,
 };
 pub use prepare::{prepare, IfDecision, Prepared};
 pub use runner::{run, run_many, run_prepared, Outputs};
