@@ -180,7 +180,11 @@ fn every_shared_model_inspects_with_its_node_count() {
         let (m, len) = load(&dir.join("model.onnx"));
         let i = inspect(&m, len);
         let want = SHARED_NODES.iter().find(|(n, _)| *n == name).map(|x| x.1);
-        assert_eq!(Some(i.nodes - i.nodes_in_subgraphs), want, "{name}: top-level nodes");
+        assert_eq!(
+            Some(i.nodes - i.nodes_in_subgraphs),
+            want,
+            "{name}: top-level nodes"
+        );
         assert!(i.params.elements > 0, "{name}");
         let json: serde_json::Value = serde_json::from_str(&i.to_json()).expect("valid JSON");
         assert_eq!(json["nodes"], i.nodes, "{name}");

@@ -895,7 +895,9 @@ fn shared_models_clean_to_the_readme_counts_with_onnxruntimes_outputs() {
         assert!(nodes_out <= onnxslim, "{name}: the README's own target");
         let len = onnx_slim::onnx::encode_model(&cleaned).len();
         if len != bytes {
-            failures.push(format!("{name}: {len} bytes after clean, the README says {bytes}"));
+            failures.push(format!(
+                "{name}: {len} bytes after clean, the README says {bytes}"
+            ));
         }
         if len > onnx_slim::onnx::encode_model(&original).len() {
             failures.push(format!("{name}: the model grew"));
@@ -979,15 +981,13 @@ fn node_suite_cases_keep_their_outputs_after_clean() {
         } else {
             verify::load_test_data_sets(case, &original)
         };
-        let before = sets
-            .and_then(|sets| verify::run_many(&original, &sets, "original").map(|o| (sets, o)));
+        let before =
+            sets.and_then(|sets| verify::run_many(&original, &sets, "original").map(|o| (sets, o)));
         let (sets, before) = match before {
             Ok(v) => v,
             Err(e) => {
                 if let Some(why) = listed.get(&name) {
-                    common::skip_loudly(&format!(
-                        "SKIPPED: {name} (rewritten by clean): {why}"
-                    ));
+                    common::skip_loudly(&format!("SKIPPED: {name} (rewritten by clean): {why}"));
                     skipped += 1;
                 } else {
                     failures.push(format!("{name}: cannot run the original: {e}"));
@@ -1010,7 +1010,9 @@ fn node_suite_cases_keep_their_outputs_after_clean() {
         }
         compared += 1;
     }
-    eprintln!("{rewritten} cases rewritten: {compared} compared, {skipped} skipped");
+    common::skip_loudly(&format!(
+        "clean on the node suite: {rewritten} cases rewritten, {compared} compared, {skipped} skipped"
+    ));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(compared + skipped, rewritten);
     // Measured on ../shared/onnx-node-tests (1,765 cases).

@@ -14,8 +14,8 @@ use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{self, registry, Config, DriverOptions, Rule, RunReport};
 use onnx_slim::rules::lowrank::{LowrankConfig, RankMode};
 use onnx_slim::verify::InputSet;
-use prost::Message;
 use onnx_slim::verify::Outputs;
+use prost::Message;
 use tract_onnx::prelude::Tensor;
 
 mod common;

@@ -114,7 +114,11 @@ fn text_survives_the_round_trip_and_shows_every_change() {
             t.float_data[0] = f32::from_bits(t.float_data[0].to_bits() ^ 1);
         }
         let changed = to_text(&Model::from_proto(p).unwrap());
-        assert_ne!(to_text(&load("mlp.onnx")), changed, "{weight}: one ulp not shown");
+        assert_ne!(
+            to_text(&load("mlp.onnx")),
+            changed,
+            "{weight}: one ulp not shown"
+        );
     }
 }
 

@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use onnx_slim::onnx::proto::ModelProto;
 use common::compare;
+use onnx_slim::onnx::proto::ModelProto;
 use onnx_slim::verify::{load_test_data_set, load_test_data_sets, prepare, run, run_many, verify};
 use prost::Message;
 
@@ -21,16 +21,7 @@ const MODELS: [&str; 6] = [
 ];
 
 fn models_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        common::skip_loudly(&format!(
-            "SKIPPED: ../shared not found (looked for {}); the shared models are not checked",
-            dir.display()
-        ));
-        None
-    }
+    common::shared_models().map(|_| common::shared_dir().join("models"))
 }
 
 fn decode(path: &Path) -> ModelProto {

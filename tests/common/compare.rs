@@ -42,7 +42,10 @@ pub fn outputs_match(
     if cs.iter().all(|c| c.passed) {
         Ok(cs)
     } else {
-        Err(format!("outputs differ at tolerance {tol}:\n{}", table(&cs)))
+        Err(format!(
+            "outputs differ at tolerance {tol}:\n{}",
+            table(&cs)
+        ))
     }
 }
 
