@@ -154,8 +154,14 @@ fn absurd_dims_saturate() {
     let i = inspect(&m, 0);
     assert!(i.macs.saturated);
     assert_eq!(i.macs.total, u64::MAX);
-    let _ = i.to_string();
-    let _ = i.to_json();
+    let text = i.to_string();
+    assert!(
+        text.contains("(saturated: some product overflowed u64)"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&i.to_json()).expect("valid JSON");
+    assert_eq!(json["macs"]["saturated"], true);
+    assert_eq!(json["macs"]["total"], u64::MAX);
 }
 
 /// Top-level node counts of the shared models (../shared/README.md, and the README's clean table,
@@ -221,7 +227,8 @@ fn digits_mlp_parameters() {
     }
     assert_eq!(matmul_params, 64 * 512 + 512 * 512 + 512 * 10);
     let i = inspect(&m, len);
-    assert!(i.params.elements >= matmul_params);
+    // The weights and the three biases (512, 512, 10).
+    assert_eq!(i.params.elements, matmul_params + 512 + 512 + 10);
     // Batch 1: one MAC per weight.
     assert_eq!(i.macs.total, 64 * 512 + 512 * 512 + 512 * 10, "{i}");
 }
