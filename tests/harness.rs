@@ -292,6 +292,21 @@ mod comparison {
     }
 
     #[test]
+    fn tolerance_0_is_bit_equal_but_any_nan_equals_any_nan() {
+        let zero = one(t(&[2], &[0.0, 1.0]));
+        let minus_zero = one(t(&[2], &[-0.0, 1.0]));
+        assert!(outputs_match(&zero, &minus_zero, 1e-6).is_ok());
+        let e = outputs_match(&zero, &minus_zero, 0.0).unwrap_err();
+        assert!(
+            e.contains("not bit-equal") && e.contains("element 0"),
+            "{e}"
+        );
+        let quiet = one(t(&[1], &[f32::NAN]));
+        let payload = one(t(&[1], &[f32::from_bits(f32::NAN.to_bits() | 1)]));
+        assert!(outputs_match(&quiet, &payload, 0.0).is_ok());
+    }
+
+    #[test]
     fn all_nan_against_finite_fails_both_ways() {
         let nan = one(t(&[2, 2], &[f32::NAN; 4]));
         let finite = one(t(&[2, 2], &[0.0, 1.0, 2.0, 3.0]));

@@ -3,12 +3,13 @@
 
 mod common;
 
+use common::compare;
 use ndarray::ArrayD;
 use onnx_slim::ir::builder::{seeded_f32, ModelBuilder};
 use onnx_slim::ir::{text::to_text, Model};
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{registry, run, Config, DriverOptions, RunReport};
-use onnx_slim::verify::{self, compare::verify};
+use onnx_slim::verify;
 
 fn apply(proto: &ModelProto, rules: &str) -> (Model, RunReport) {
     let mut m = Model::from_proto(proto.clone()).unwrap();
@@ -28,12 +29,21 @@ fn changes(before: &ModelProto, after: &Model) -> String {
     onnx_slim::report::diff::diff(&Model::from_proto(before.clone()).unwrap(), after)
 }
 
+/// Outputs of `a` and `b` on every set are bit-equal (tolerance 0 of the one test comparison).
+fn bit_exact_on(a: &ModelProto, b: &ModelProto, sets: &[verify::InputSet]) -> Result<(), String> {
+    let x = verify::run_many(a, sets, "original").map_err(|e| e.to_string())?;
+    let y = verify::run_many(b, sets, "rewritten").map_err(|e| e.to_string())?;
+    assert_eq!((x.len(), y.len()), (sets.len(), sets.len()));
+    for ((set, x), y) in sets.iter().zip(&x).zip(&y) {
+        compare::outputs_match(x, y, 0.0).map_err(|e| format!("{}: {e}", set.label))?;
+    }
+    Ok(())
+}
+
 /// Outputs of the original and the rewritten model must be bitwise equal (tolerance 0).
 fn assert_bit_exact(a: &ModelProto, b: &ModelProto) {
     let sets = vec![verify::inputs::random_inputs(a, &[], 7).unwrap()];
-    let report = verify(a, b, &sets, 0.0).unwrap();
-    assert!(report.passed, "{report}");
-    assert_eq!(report.max_abs_error(), 0.0, "{report}");
+    bit_exact_on(a, b, &sets).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn two_matmuls(w_a: ArrayD<f32>, w_b: ArrayD<f32>) -> ModelProto {
@@ -162,9 +172,7 @@ fn assert_bit_exact_both_branches(a: &ModelProto, b: &ModelProto) {
             )
         })
         .collect();
-    let report = verify(a, b, &sets, 0.0).unwrap();
-    assert!(report.passed, "{report}");
-    assert_eq!(report.max_abs_error(), 0.0, "{report}");
+    bit_exact_on(a, b, &sets).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn skip_reasons(r: &RunReport) -> Vec<String> {
@@ -479,9 +487,8 @@ fn shared_models_share_to_the_readme_sizes_bit_for_bit() {
         // Exact to the bit: the shared model against the cleaned one on every test set.
         if r.patches() > 0 {
             let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-            let report = verify(&cleaned, &out, &sets, 0.0).expect("both run in tract");
-            if !report.passed {
-                failures.push(format!("{name}: share changed the outputs:\n{report}"));
+            if let Err(e) = bit_exact_on(&cleaned, &out, &sets) {
+                failures.push(format!("{name}: share changed the outputs: {e}"));
             }
         }
         measured.push(line);

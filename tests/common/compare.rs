@@ -4,8 +4,10 @@
 //! Per output, reference `a` against candidate `b` at tolerance `tol`: `|a − b| ≤ tol·max(1, |a|)`
 //! for floats, exact equality for integers, bools and strings; `NaN` equals only `NaN` at the
 //! same position, an infinity only the same infinity; element types, shapes, and the set of
-//! outputs (their count and names) must be equal. Tolerance 0 means every element equal.
-//! Comparing no outputs at all is a failure too: a test that compared nothing proved nothing.
+//! outputs (their count and names) must be equal. Tolerance 0 (the exact rules) means bit-equal:
+//! on top of the library's criterion, floats must have the same bits (`-0.0` is not `0.0`), NaN
+//! of any payload equal to NaN at the same position. Comparing no outputs at all is a failure
+//! too: a test that compared nothing proved nothing.
 
 use onnx_slim::verify::compare::{compare_outputs, Comparison};
 use onnx_slim::verify::Outputs;
@@ -40,6 +42,9 @@ pub fn outputs_match(
         return Err("no outputs to compare".into());
     }
     if cs.iter().all(|c| c.passed) {
+        if tol == 0.0 {
+            bit_equal(reference, candidate)?;
+        }
         Ok(cs)
     } else {
         Err(format!(
@@ -47,6 +52,42 @@ pub fn outputs_match(
             table(&cs)
         ))
     }
+}
+
+/// Floats with the same bits at every position (any NaN equal to any NaN), for outputs that
+/// already passed at tolerance 0 (so they pair up by name, or by position).
+fn bit_equal(reference: &Outputs, candidate: &Outputs) -> Result<(), String> {
+    for (k, (name, a)) in reference.iter().enumerate() {
+        let b = candidate
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or(&candidate[k])
+            .1
+            .clone();
+        if !a.datum_type().is_float() {
+            continue;
+        }
+        // f32 and f16 → f64 keeps every value and the sign of zero apart.
+        let (x, y) = (
+            a.cast_to::<f64>().map_err(|e| e.to_string())?,
+            b.cast_to::<f64>().map_err(|e| e.to_string())?,
+        );
+        let (x, y) = (
+            x.to_plain_array_view::<f64>().map_err(|e| e.to_string())?,
+            y.to_plain_array_view::<f64>().map_err(|e| e.to_string())?,
+        );
+        if let Some((i, (p, q))) = x
+            .iter()
+            .zip(y.iter())
+            .enumerate()
+            .find(|(_, (p, q))| p.to_bits() != q.to_bits() && !(p.is_nan() && q.is_nan()))
+        {
+            return Err(format!(
+                "`{name}` is not bit-equal at tolerance 0: element {i} is {p:e} vs {q:e}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// [`outputs_match`], panicking with `what` and the table when the outputs differ.
