@@ -3,10 +3,12 @@
 //!
 //! - a second run finds nothing (the rule reached its fixed point);
 //! - the result round-trips decode → IR → encode byte for byte;
-//! - tract agrees with the original within the rule's documented tolerance (every element equal
-//!   for the exact rules at 0), on every model except the ones [`NOT_RUNNABLE`] lists;
+//! - tract agrees with the original within the rule's documented tolerance (bit-equal for the
+//!   exact rules at 0), on every model except the ones [`NOT_RUNNABLE`] lists;
 //! - the encoded model did not grow, and its graph outputs keep their names;
 //! - the top-level node count did not grow, except for the rules in [`ADDS_NODES`].
+//!
+//! It also holds the tests of the one output comparison all tests use (`common/compare.rs`).
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The clean-up rules (`--rules clean`): one tiny model per rule with a snapshot of the graph
-//! after the rules, numerics in tract for the rules that change arithmetic, guards (sizes, Q/DQ,
-//! subgraphs), idempotence and output names; then the shared models against onnxslim's counts.
+//! after the rules, numerics in tract at the tolerance the rules that rewrote document (bit-equal
+//! for the exact ones), guards (sizes, Q/DQ, subgraphs), idempotence and output names; then the
+//! shared models against the README's counts and onnxruntime's outputs, and the node suite.
 
 mod common;
 
