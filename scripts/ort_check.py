@@ -68,17 +68,25 @@ def main():
             sys.exit(1)
         ra = a.run(None, feeds)
         rb = b.run(None, feeds)
+        if len(ra) != len(names) or len(rb) != len(names):
+            print(f"set {n}: {len(ra)} and {len(rb)} outputs for {len(names)} names")
+            sys.exit(1)
+        # The criterion of onnx-slim's verify (src/verify/compare.rs): |a-b| <= tol*max(1,|a|),
+        # NaN equal only to NaN at the same place, an infinity only to the same infinity, equal
+        # dtypes and shapes; everything else exactly equal.
         for name, x, y in zip(names, ra, rb):
             x, y = np.asarray(x), np.asarray(y)
-            if x.shape != y.shape:
-                print(f"set {n} `{name}`: shape {x.shape} vs {y.shape}")
+            if x.shape != y.shape or x.dtype != y.dtype:
+                print(f"set {n} `{name}`: {x.dtype}{x.shape} vs {y.dtype}{y.shape}")
                 ok = False
                 continue
             if x.dtype.kind in "fc":
                 xf, yf = x.astype(np.float64), y.astype(np.float64)
-                err = np.abs(xf - yf)
+                with np.errstate(invalid="ignore"):
+                    err = np.abs(xf - yf)
                 bound = tol * np.maximum(1.0, np.abs(xf))
-                bad = ~((err <= bound) | (np.isnan(xf) & np.isnan(yf)))
+                same = (xf == yf) | (np.isnan(xf) & np.isnan(yf))
+                bad = ~(same | (np.isfinite(err) & (err <= bound)))
                 m = float(np.nanmax(err)) if err.size else 0.0
                 print(f"set {n} `{name}`: max abs {m:.3g} {'FAIL' if bad.any() else 'ok'}")
                 ok &= not bad.any()

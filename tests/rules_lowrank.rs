@@ -14,8 +14,13 @@ use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{self, registry, Config, DriverOptions, Rule, RunReport};
 use onnx_slim::rules::lowrank::{LowrankConfig, RankMode};
 use onnx_slim::verify::InputSet;
+use onnx_slim::verify::Outputs;
 use prost::Message;
 use tract_onnx::prelude::Tensor;
+
+mod common;
+
+use common::compare;
 
 fn lowrank() -> Vec<&'static dyn Rule> {
     registry::select("lowrank").expect("the lowrank rule is registered")
@@ -74,36 +79,23 @@ fn set(inputs: &[(&str, ArrayD<f32>)]) -> InputSet {
     )
 }
 
-fn run_tract(proto: &ModelProto, s: &InputSet) -> Vec<ArrayD<f32>> {
+fn run_tract(proto: &ModelProto, s: &InputSet) -> Outputs {
     let bytes = encode_model(proto);
     let plan = calibrate::compile(&bytes, s).expect("tract compiles");
-    calibrate::run_plan(&plan, s)
-        .expect("tract runs")
-        .into_iter()
-        .map(|t| t.to_plain_array_view::<f32>().unwrap().to_owned())
-        .collect()
+    compare::positional(calibrate::run_plan(&plan, s).expect("tract runs"))
 }
 
-/// Max |a − b| relative to max |a|.
-fn rel_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    a.iter()
-        .zip(b.iter())
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
+fn f32_view(o: &Outputs, k: usize) -> ndarray::ArrayViewD<'_, f32> {
+    o[k].1.to_plain_array_view::<f32>().expect("f32 output")
 }
 
+/// The original and the rewritten model agree on `s` within `tol` (the criterion of
+/// `onnx_slim::verify::compare`: `|a − b| ≤ tol·max(1, |a|)`, NaN-, dtype-, shape- and
+/// output-count aware).
 fn assert_same_outputs(original: &ModelProto, rewritten: &Model, s: &InputSet, tol: f32) {
     let a = run_tract(original, s);
     let b = run_tract(&rewritten.to_proto(), s);
-    for (x, y) in a.iter().zip(&b) {
-        let d = rel_diff(x, y);
-        assert!(
-            d <= tol,
-            "outputs differ by {d} (relative), tolerance {tol}"
-        );
-    }
+    compare::assert_outputs_match(&a, &b, tol, "rewritten vs original");
 }
 
 fn op_count(m: &Model, op: &str) -> usize {
@@ -275,8 +267,7 @@ fn gemm_every_attribute_combination_matches_tract() {
                         let x = seeded_f32(&a_shape, 15);
                         let a = run_tract(&proto, &set(&[("a", x.clone())]));
                         let b = run_tract(&after.to_proto(), &set(&[("a", x)]));
-                        let d = rel_diff(&a[0], &b[0]);
-                        assert!(d <= 1e-4, "{what}: outputs differ by {d}");
+                        compare::assert_outputs_match(&a, &b, 1e-4, &what);
                         checked += 1;
                     }
                 }
@@ -610,10 +601,26 @@ fn bad_flags_exit_2_with_one_clear_line() {
 #[test]
 fn lowrank_is_listed_with_its_code_and_group() {
     let o = Command::new(bin()).arg("--list-rules").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
     let s = String::from_utf8_lossy(&o.stdout);
-    let line = s.lines().find(|l| l.contains("lowrank")).expect("listed");
-    assert!(line.starts_with("L001"), "{line}");
-    assert!(line.contains("lossy"), "{line}");
+    // Columns: code, name, group, exactness, summary, separated by at least two spaces.
+    let rows: Vec<Vec<&str>> = s
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    let row = rows
+        .iter()
+        .find(|r| r.get(1) == Some(&"lowrank"))
+        .unwrap_or_else(|| panic!("no rule named lowrank in\n{s}"));
+    assert_eq!(row[0], "L001", "{row:?}");
+    assert_eq!(row[2], "lowrank", "group: {row:?}");
+    assert!(row[3].starts_with("lossy"), "{row:?}");
+    assert_eq!(rows.len(), registry::all().len(), "one row per rule");
 }
 
 /// The Conv data-aware path builds `XᵀX` from im2col patches; if their layout matched the
@@ -656,8 +663,10 @@ fn conv_calibration_error_matches_tract_on_the_calibration_input() {
         )
         .unwrap();
         let (mut num, mut den) = (0f64, 0f64);
-        for (i, (p, q)) in a[0].iter().zip(b[0].iter()).enumerate() {
-            let c = (i / (a[0].shape()[2] * a[0].shape()[3])) % 32;
+        let (a0, b0) = (f32_view(&a, 0), f32_view(&b, 0));
+        assert_eq!(a0.shape(), b0.shape());
+        for (i, (p, q)) in a0.iter().zip(b0.iter()).enumerate() {
+            let c = (i / (a0.shape()[2] * a0.shape()[3])) % 32;
             num += ((p - q) as f64).powi(2);
             den += ((p - bias[c]) as f64).powi(2);
         }
@@ -671,4 +680,210 @@ fn conv_calibration_error_matches_tract_on_the_calibration_input() {
             "rank 3 of a rank-5 weight should lose something"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The README's lowrank table on the shared models (its deterministic columns: parameters, MACs,
+// ranks and the task metric; latencies stay in `cargo bench --bench lowrank`).
+
+/// Parameters (= MACs per row) of MatMul/Gemm 2-D constant weights, as `benches/lowrank.rs`
+/// counts them.
+fn dense_params(m: &Model) -> u64 {
+    let g = &m.graph;
+    let mut dense = 0;
+    for id in g.ops() {
+        let op = g.node(id).op_type().to_string();
+        if op != "MatMul" && op != "Gemm" {
+            continue;
+        }
+        for v in g.node_inputs(id).into_iter().flatten().take(2) {
+            if let Some(t) = g.const_tensor(v) {
+                if t.dims.len() == 2 {
+                    dense += tensor::numel(t).expect("a sized weight");
+                }
+            }
+        }
+    }
+    dense
+}
+
+/// Index of the largest value of every row along the last axis (the first one on ties).
+fn argmax_rows(t: &Tensor) -> Vec<usize> {
+    let a = t.to_plain_array_view::<f32>().expect("f32 output");
+    let last = *a.shape().last().expect("rank ≥ 1");
+    let flat: Vec<f32> = a.iter().copied().collect();
+    flat.chunks(last)
+        .map(|row| {
+            let mut best = 0;
+            for (i, v) in row.iter().enumerate() {
+                assert!(!v.is_nan(), "NaN in an output");
+                if *v > row[best] {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// The README's metric, in percent with two decimals: accuracy against `meta.json`'s labels
+/// (digits_mlp), else per-timestep argmax agreement with each set's `output_0.pb`.
+fn metric(dir: &Path, sets: &[InputSet], outs: &[Outputs]) -> String {
+    let (mut ok, mut n) = (0usize, 0usize);
+    if dir.ends_with("digits_mlp") {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
+                .expect("meta.json is JSON");
+        for (s, o) in sets.iter().zip(outs) {
+            let labels = meta["labels"][&s.label].as_array().expect("labels per set");
+            let got = argmax_rows(&o[0].1);
+            assert_eq!(got.len(), labels.len(), "{}", s.label);
+            n += got.len();
+            ok += got
+                .iter()
+                .zip(labels)
+                .filter(|(p, l)| Some(**p as u64) == l.as_u64())
+                .count();
+        }
+    } else {
+        for (s, o) in sets.iter().zip(outs) {
+            let want = common::expected_outputs(&dir.join(&s.label), &ModelProto::default());
+            let (want, got) = (argmax_rows(&want[0].1), argmax_rows(&o[0].1));
+            assert_eq!(want.len(), got.len(), "{}", s.label);
+            n += want.len();
+            ok += want.iter().zip(&got).filter(|(a, b)| a == b).count();
+        }
+    }
+    assert!(n > 0);
+    format!("{:.2}", 100.0 * ok as f64 / n as f64)
+}
+
+/// One row of the README's lowrank table.
+struct LowrankRow {
+    model: &'static str,
+    rank: Option<usize>,
+    calibration: bool,
+    tolerance: Option<f64>,
+    /// MatMul/Gemm parameters before and after, and the reduction in percent (one decimal).
+    params: (u64, u64, &'static str),
+    /// The rank of the largest factored weight, when the README states it.
+    rank_reported: Option<usize>,
+    /// The metric of the original (digits_mlp's accuracy; captcha_crnn's outputs are the
+    /// reference of its agreement) and of the rewritten model, in percent.
+    metric: (Option<&'static str>, &'static str),
+}
+
+const README_LOWRANK: &[LowrankRow] = &[
+    LowrankRow {
+        model: "digits_mlp",
+        rank: Some(128),
+        calibration: false,
+        tolerance: None,
+        params: (300_032, 168_960, "43.7"),
+        rank_reported: None,
+        metric: (Some("97.78"), "97.78"),
+    },
+    LowrankRow {
+        model: "digits_mlp",
+        rank: None,
+        calibration: true,
+        tolerance: Some(0.05),
+        params: (300_032, 49_216, "83.6"),
+        rank_reported: None,
+        metric: (Some("97.78"), "97.78"),
+    },
+    LowrankRow {
+        model: "captcha_crnn",
+        rank: None,
+        calibration: true,
+        tolerance: None,
+        params: (8_407_040, 1_440_504, "82.9"),
+        rank_reported: Some(156),
+        metric: (None, "99.47"),
+    },
+    LowrankRow {
+        model: "captcha_crnn",
+        rank: Some(400),
+        calibration: true,
+        tolerance: None,
+        params: (8_407_040, 3_693_600, "56.1"),
+        rank_reported: None,
+        metric: (None, "100.00"),
+    },
+    LowrankRow {
+        model: "captcha_crnn",
+        rank: None,
+        calibration: false,
+        tolerance: None,
+        params: (8_407_040, 5_078_700, "39.6"),
+        rank_reported: None,
+        metric: (None, "93.62"),
+    },
+];
+
+#[test]
+fn shared_models_lowrank_to_the_readme_numbers() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut measured = 0;
+    for model in ["digits_mlp", "captcha_crnn"] {
+        let dir = models
+            .iter()
+            .find(|d| d.ends_with(model))
+            .unwrap_or_else(|| panic!("../shared/models/{model}"));
+        let original = onnx_slim::onnx::decode_file(&dir.join("model.onnx"))
+            .expect("decodes")
+            .model;
+        let sets = onnx_slim::verify::load_test_data_sets(dir, &original).expect("test sets");
+        let original_metric = (model == "digits_mlp").then(|| {
+            let outs = onnx_slim::verify::run_many(&original, &sets, model).expect("runs");
+            metric(dir, &sets, &outs)
+        });
+        for row in README_LOWRANK.iter().filter(|r| r.model == model) {
+            let mut cfg = Config {
+                lowrank: LowrankConfig::from_flags(None, row.rank, None, row.tolerance, None)
+                    .expect("valid flags"),
+                ..Default::default()
+            };
+            if row.calibration {
+                cfg.calibration = vec![dir.join("calibration")];
+            }
+            let what = format!(
+                "{model} rank {:?} calibration {} tolerance {:?}",
+                row.rank, row.calibration, row.tolerance
+            );
+            let (after, report) = rewrite(&original, &cfg);
+            let before_params = dense_params(&Model::from_proto(original.clone()).unwrap());
+            let after_params = dense_params(&after);
+            let less = format!(
+                "{:.1}",
+                100.0 * (1.0 - after_params as f64 / before_params as f64)
+            );
+            let outs = onnx_slim::verify::run_many(&after.to_proto(), &sets, "rewritten")
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let got_metric = (original_metric.clone(), metric(dir, &sets, &outs));
+            let lines = report_lines(&report);
+            let line = format!(
+                "{what}: params {before_params} → {after_params} (−{less} %), metric {got_metric:?}"
+            );
+            let want_metric = (row.metric.0.map(String::from), row.metric.1.to_string());
+            if (before_params, after_params) != (row.params.0, row.params.1)
+                || less != row.params.2
+                || got_metric != want_metric
+            {
+                failures.push(format!("{line}: not the README's row"));
+            }
+            if let Some(r) = row.rank_reported {
+                if !lines.contains(&format!("rank {r} ")) {
+                    failures.push(format!("{what}: no rank {r} in\n{lines}"));
+                }
+            }
+            eprintln!("{line}");
+            measured += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(measured, README_LOWRANK.len());
 }

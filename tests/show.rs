@@ -70,25 +70,55 @@ fn show_tied_weights() {
     insta::assert_snapshot!("tied_weights", to_text(&load("tied_weights.onnx")));
 }
 
-/// The text only depends on the model: re-encoding and re-decoding changes nothing, and neither
-/// does a second rendering.
+fn via_bytes(m: &Model, name: &str) -> Model {
+    let bytes = onnx_slim::onnx::encode_model(&m.to_proto());
+    let proto = onnx_slim::onnx::decode_bytes(bytes.into(), Path::new(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    Model::from_proto(proto).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The text only depends on the model: encoding and decoding again gives the same text, while
+/// changing an op, a value name or one weight by one ulp changes it.
 #[test]
-fn text_is_stable_across_round_trip() {
-    for name in [
-        "mlp.onnx",
-        "conv.onnx",
-        "gemm_attrs.onnx",
-        "if_subgraph.onnx",
-        "constants.onnx",
-        "all_attr_types.onnx",
-        "clean_kinds.onnx",
-        "lowrank.onnx",
-        "tied_weights.onnx",
-    ] {
-        let m = load(name);
-        let again = Model::from_proto(m.to_proto()).unwrap();
-        assert_eq!(to_text(&m), to_text(&again), "{name}");
-        assert_eq!(to_text(&m), to_text(&m), "{name}");
+fn text_survives_the_round_trip_and_shows_every_change() {
+    let mut compared = 0;
+    for path in common::fixtures() {
+        let name = common::case_name(&path);
+        let m = load(&name);
+        let text = to_text(&m);
+        assert_eq!(text, to_text(&via_bytes(&m, &name)), "{name}");
+        // Another op type, then another output name, on the first node.
+        let mut p = proto(&name);
+        let first = &mut p.graph.as_mut().unwrap().node[0];
+        first.op_type = Some("SomethingElse".into());
+        let other = to_text(&Model::from_proto(p).unwrap());
+        assert_ne!(text, other, "{name}: op type change not shown");
+        assert!(other.contains("SomethingElse("), "{name}:\n{other}");
+        compared += 1;
+    }
+    assert_eq!(compared, common::FIXTURES.len());
+    // One ulp in a weight shown only by its hash (w1) and in one printed in full (b2).
+    for weight in ["w1", "b2"] {
+        let mut p = proto("mlp.onnx");
+        let g = p.graph.as_mut().unwrap();
+        let t = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name.as_deref() == Some(weight))
+            .expect("mlp.onnx has the weight");
+        if let Some(raw) = t.raw_data.as_mut() {
+            let mut v = raw.to_vec();
+            v[0] ^= 1;
+            *raw = v.into();
+        } else {
+            t.float_data[0] = f32::from_bits(t.float_data[0].to_bits() ^ 1);
+        }
+        let changed = to_text(&Model::from_proto(p).unwrap());
+        assert_ne!(
+            to_text(&load("mlp.onnx")),
+            changed,
+            "{weight}: one ulp not shown"
+        );
     }
 }
 
@@ -131,25 +161,23 @@ fn diff_between_two_fixtures() {
     insta::assert_snapshot!("diff_mlp_conv", diff(&load("mlp.onnx"), &load("conv.onnx")));
 }
 
-/// Every shared model renders, deterministically, and its diff with itself is empty.
+/// Every shared model renders, its text survives encode → decode, and its diff with itself is
+/// empty.
 #[test]
 fn shared_models_render() {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models"));
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        common::skip_loudly(&format!("SKIPPED: ../shared not found ({})", dir.display()));
+    let Some(models) = common::shared_models() else {
         return;
     };
-    let mut models: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path().join("model.onnx")))
-        .filter(|p| p.is_file())
-        .collect();
-    models.sort();
-    for p in models {
+    let mut rendered = 0;
+    for dir in &models {
+        let p = dir.join("model.onnx");
         let lm = onnx_slim::onnx::decode_file(&p).unwrap_or_else(|e| panic!("{e}"));
         let m = Model::from_proto(lm.model).unwrap();
         let t = to_text(&m);
         assert!(t.contains("\nnodes:\n"), "{}", p.display());
-        assert_eq!(t, to_text(&m), "{}", p.display());
+        assert_eq!(t, to_text(&via_bytes(&m, "shared")), "{}", p.display());
         assert_eq!(diff(&m, &m), "no differences\n", "{}", p.display());
+        rendered += 1;
     }
+    assert_eq!(rendered, 6, "shared models rendered");
 }

@@ -6,11 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use common::compare;
 use onnx_slim::onnx::proto::ModelProto;
-use onnx_slim::verify::{
-    compare_tensors, inputs::numbered_pb_files, load_test_data_set, load_test_data_sets, prepare,
-    read_tensor_proto, run, run_many, tensor_from_proto, verify,
-};
+use onnx_slim::verify::{load_test_data_set, load_test_data_sets, prepare, run, run_many, verify};
 use prost::Message;
 
 const MODELS: [&str; 6] = [
@@ -23,16 +21,7 @@ const MODELS: [&str; 6] = [
 ];
 
 fn models_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        common::skip_loudly(&format!(
-            "SKIPPED: ../shared not found (looked for {}); the shared models are not checked",
-            dir.display()
-        ));
-        None
-    }
+    common::shared_models().map(|_| common::shared_dir().join("models"))
 }
 
 fn decode(path: &Path) -> ModelProto {
@@ -46,50 +35,40 @@ fn check_model(dir: &Path, name: &str) -> Result<f64, String> {
     let set_dir = dir.join(name).join("test_data_set_0");
     let set = load_test_data_set(&set_dir, &model).map_err(|e| e.to_string())?;
     let outputs = run(&model, &set, name).map_err(|e| e.to_string())?;
-    let expected = numbered_pb_files(&set_dir, "output");
-    if expected.len() != outputs.len() {
-        return Err(format!(
-            "{} outputs, {} expected",
-            outputs.len(),
-            expected.len()
-        ));
-    }
-    let mut worst = 0f64;
-    for ((out_name, got), path) in outputs.iter().zip(&expected) {
-        let proto = read_tensor_proto(path).map_err(|e| e.to_string())?;
-        let want = tensor_from_proto(&proto).map_err(|e| e.to_string())?;
-        if let Some(n) = proto.name.as_deref().filter(|n| !n.is_empty()) {
-            if n != out_name {
-                return Err(format!("output `{out_name}` vs expected `{n}`"));
-            }
-        }
-        let c = compare_tensors(out_name, &want, got, 1e-3);
-        if !c.passed {
-            return Err(format!("{c}"));
-        }
-        worst = worst.max(c.max_abs_error.unwrap_or(0.0));
-    }
-    Ok(worst)
+    let want = common::expected_outputs(&set_dir, &model);
+    let cs = compare::outputs_match(&want, &outputs, 1e-3)?;
+    Ok(cs
+        .iter()
+        .map(|c| c.max_abs_error.expect("numeric outputs"))
+        .fold(0.0, |a: f64, e| if e > a || e.is_nan() { e } else { a }))
 }
 
 #[test]
 fn every_shared_model_runs_and_matches_onnxruntime() {
     let Some(dir) = models_dir() else { return };
     let mut failures = Vec::new();
+    let mut compared = 0;
     for name in MODELS {
         let start = Instant::now();
         match check_model(&dir, name) {
-            Ok(worst) => eprintln!(
-                "{name}: ok, max abs error {worst:.2e} ({:.1} s)",
-                start.elapsed().as_secs_f64()
-            ),
-            Err(e) => {
-                eprintln!("{name}: FAILED: {e}");
-                failures.push(format!("{name}: {e}"));
+            Ok(worst) => {
+                compared += 1;
+                eprintln!(
+                    "{name}: ok, max abs error {worst:.2e} ({:.1} s)",
+                    start.elapsed().as_secs_f64()
+                )
             }
+            Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(compared, 6);
+    let on_disk: Vec<String> = common::shared_models()
+        .expect("present")
+        .iter()
+        .map(|d| common::case_name(d))
+        .collect();
+    assert_eq!(on_disk, MODELS, "every shared model is checked");
 }
 
 #[test]
@@ -104,10 +83,22 @@ fn silero_ifs_are_decided_from_the_inputs() {
         "{:?}",
         prepared.undecided_ifs
     );
-    assert!(
-        prepared.decided_ifs.len() >= 3,
-        "{:?}",
-        prepared.decided_ifs
+    // The three top-level Ifs and the ones their taken branches hold, decided for 16 kHz.
+    let decided: Vec<(&str, &str)> = prepared
+        .decided_ifs
+        .iter()
+        .map(|d| (d.node.as_str(), &*d.branch))
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("/model/decoder/If", "then_branch"),
+            ("/model/decoder/If_1", "then_branch"),
+            ("/model/decoder/rnn/If", "else_branch"),
+            ("/model/decoder/rnn/If_1", "else_branch"),
+            ("/model/decoder/rnn/If_4", "else_branch"),
+            ("/model/If", "then_branch"),
+        ]
     );
     let g = prepared.model.graph.as_ref().unwrap();
     assert!(g.node.iter().all(|n| n.op_type.as_deref() != Some("If")));
@@ -122,13 +113,11 @@ fn silero_every_test_set_matches_and_a_model_verifies_against_itself() {
     let sets = load_test_data_sets(&dir.join(name), &model).unwrap();
     assert_eq!(sets.len(), 4);
     let outs = run_many(&model, &sets, name).unwrap();
+    assert_eq!(outs.len(), 4);
     for (set, out) in sets.iter().zip(&outs) {
-        let set_dir = dir.join(name).join(&set.label);
-        for ((n, got), p) in out.iter().zip(numbered_pb_files(&set_dir, "output")) {
-            let want = tensor_from_proto(&read_tensor_proto(&p).unwrap()).unwrap();
-            let c = compare_tensors(n, &want, got, 1e-3);
-            assert!(c.passed, "{}: {c}", set.label);
-        }
+        let want = common::expected_outputs(&dir.join(name).join(&set.label), &model);
+        let cs = compare::assert_outputs_match(&want, out, 1e-3, &set.label);
+        assert_eq!(cs.len(), 2, "output and stateN");
     }
     let report = verify(&model, &model, &sets, 1e-4).unwrap();
     assert!(report.passed, "{report}");

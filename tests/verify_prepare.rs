@@ -228,7 +228,13 @@ fn if_on_a_small_input_is_decided_and_inlined() {
             *input = vi("x", DataType::Float, &["4", "3"]);
         }
     }
-    assert!(run_prepared(&bound, &set, "raw").is_err());
+    let e = run_prepared(&bound, &set, "raw").unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Tract { .. }), "{msg}");
+    assert!(
+        msg.starts_with("tract cannot run `raw`") && msg.contains("squeeze"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -431,13 +437,15 @@ fn test_data_sets_load_named_and_unnamed_tensors() {
     let out = run(&m, &one, "relu").unwrap();
     assert_eq!(floats(&out[0].1), vec![0.0, 2.0]);
     // a folder without sets, and a corrupt file
-    assert!(load_test_data_sets(&dir.path().join("test_data_set_0").join("nope"), &m).is_err());
+    let e = load_test_data_sets(&dir.path().join("test_data_set_0").join("nope"), &m).unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
     std::fs::write(
         dir.path().join("test_data_set_0").join("input_0.pb"),
         b"\xff\xff\xff",
     )
     .unwrap();
-    assert!(load_test_data_set(&dir.path().join("test_data_set_0"), &m).is_err());
+    let e = load_test_data_set(&dir.path().join("test_data_set_0"), &m).unwrap_err();
+    assert!(e.to_string().contains("input_0.pb"), "{e}");
 }
 
 #[test]
@@ -497,7 +505,8 @@ fn npy_and_npz_inputs() {
         w.finish().unwrap();
     }
     assert!(matches!(load_npz(&bad, &m), Err(Error::Usage(_))));
-    assert!(load_npy(&dir.path().join("missing.npy"), &m).is_err());
+    let e = load_npy(&dir.path().join("missing.npy"), &m).unwrap_err();
+    assert!(e.to_string().contains("missing.npy"), "{e}");
 }
 
 #[test]
@@ -560,4 +569,28 @@ fn an_if_whose_condition_depends_on_another_if_is_decided_after_it() {
     let out = run(&m, &set, "chained").unwrap();
     assert_eq!(out[0].1.shape(), &[3, 3]);
     assert_eq!(floats(&out[0].1), vec![3f32; 9]);
+}
+
+/// tract computes `Shape` as `TDim`; the runner hands it back as the model's `int64`, so a model
+/// whose output is a shape verifies against itself and against the folded constant.
+#[test]
+fn a_shape_output_is_int64_and_verifies() {
+    let m = model(GraphProto {
+        name: Some("main".into()),
+        input: vec![vi("x", DataType::Float, &["3", "2"])],
+        node: vec![node("Shape", "shape", &["x"], &["y"])],
+        output: vec![out("y")],
+        ..Default::default()
+    });
+    let set = InputSet::new(
+        "s",
+        vec![("x".into(), Tensor::from_shape(&[3, 2], &[0f32; 6]).unwrap())],
+    );
+    let out = run(&m, &set, "shape").unwrap();
+    assert_eq!(out[0].1, Tensor::from_shape(&[2], &[3i64, 2]).unwrap());
+    let mut folded = m.clone();
+    let g = folded.graph.as_mut().unwrap();
+    g.node = vec![constant_i64("shape", "y", &[3, 2], &[2])];
+    let report = verify(&m, &folded, std::slice::from_ref(&set), 0.0).unwrap();
+    assert!(report.passed, "{report}");
 }

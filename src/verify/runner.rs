@@ -118,11 +118,26 @@ fn name_outputs(out: TVec<TValue>, names: &[String], label: &str) -> Result<Outp
             ),
         });
     }
-    Ok(names
+    names
         .iter()
         .cloned()
-        .zip(out.into_iter().map(|v| v.into_tensor()))
-        .collect())
+        .zip(out)
+        .map(|(n, v)| onnx_typed(v.into_tensor(), label).map(|t| (n, t)))
+        .collect()
+}
+
+/// tract computes `Shape` and what derives from it as `TDim`, a type ONNX does not have: the
+/// model's output is `int64`, and is compared as such (a folded shape is an `int64` constant).
+fn onnx_typed(t: Tensor, label: &str) -> Result<Tensor> {
+    if t.datum_type() != DatumType::TDim {
+        return Ok(t);
+    }
+    t.cast_to::<i64>()
+        .map(|c| c.into_owned())
+        .map_err(|e| Error::Tract {
+            model: label.to_string(),
+            reason: format!("a symbolic output dimension: {e}"),
+        })
 }
 
 /// Runs `f`, turning a tract error or a panic into [`Error::Tract`] for `label`.

@@ -3,11 +3,15 @@
 
 use std::path::PathBuf;
 
+pub mod compare;
 pub mod proto;
 
-/// `../shared` relative to the crate root.
+/// `../shared` relative to the crate root, or `$ONNX_SLIM_SHARED` when set (set it to a missing
+/// folder to run the suite as a user's clone without `../shared` does).
 pub fn shared_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))
+    std::env::var_os("ONNX_SLIM_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")))
 }
 
 fn skip(what: &str) {
@@ -57,4 +61,106 @@ pub fn shared_models() -> Option<Vec<PathBuf>> {
 /// Path of the release-or-debug binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_onnx-slim"))
+}
+
+/// The node-suite cases tract cannot run (or whose original disagrees with the expected
+/// outputs), one `name<TAB>reason` a line: the explicit allow-list of cases a node-suite test may
+/// leave uncompared. `tests/node_suite.rs` checks it is exact; regenerate it with
+/// `ONNX_SLIM_WRITE_SKIPS=1 cargo test --release --test node_suite`.
+pub const NODE_SUITE_SKIPS: &str = "tests/node_suite_skips.txt";
+
+fn node_suite_skips_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(NODE_SUITE_SKIPS)
+}
+
+/// [`NODE_SUITE_SKIPS`]: case name → why tract cannot compare it.
+pub fn node_suite_skips() -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(node_suite_skips_path())
+        .unwrap_or_else(|e| panic!("{NODE_SUITE_SKIPS}: {e}"));
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, why) = l.split_once('\t').unwrap_or((l, ""));
+            (name.to_string(), why.to_string())
+        })
+        .collect()
+}
+
+/// Writes [`NODE_SUITE_SKIPS`] (only when regenerating it on purpose).
+pub fn write_node_suite_skips(skips: &[(String, String)]) {
+    let mut s = String::from(
+        "# Node-suite cases tract cannot run or that tract runs differently from the expected\n\
+         # outputs: the only cases tests/node_suite.rs and tests/rules_clean.rs may leave\n\
+         # uncompared. Written by ONNX_SLIM_WRITE_SKIPS=1 cargo test --release --test node_suite\n",
+    );
+    for (name, why) in skips {
+        let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+        s += &format!("{name}\t{why}\n");
+    }
+    std::fs::write(node_suite_skips_path(), s).expect("write the node-suite skip list");
+}
+
+/// The folder name of a node-suite case (`test_abs`).
+pub fn case_name(case: &std::path::Path) -> String {
+    case.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The expected outputs (`output_K.pb`) of the test set folder `set_dir`, named after the
+/// tensor's own name or else the model's K-th graph output, in order.
+pub fn expected_outputs(
+    set_dir: &std::path::Path,
+    model: &onnx_slim::onnx::proto::ModelProto,
+) -> onnx_slim::verify::Outputs {
+    use onnx_slim::verify::{inputs::numbered_pb_files, read_tensor_proto, tensor_from_proto};
+    let graph_outputs: Vec<String> = model
+        .graph
+        .as_ref()
+        .map(|g| g.output.iter().filter_map(|o| o.name.clone()).collect())
+        .unwrap_or_default();
+    numbered_pb_files(set_dir, "output")
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let proto = read_tensor_proto(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let t = tensor_from_proto(&proto).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let name = proto
+                .name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .or_else(|| graph_outputs.get(k).cloned())
+                .unwrap_or_else(|| format!("output_{k}"));
+            (name, t)
+        })
+        .collect()
+}
+
+/// Every fixture `cargo run --example gen_fixtures` writes (`tests/fixtures.rs` checks the
+/// generator makes exactly these).
+pub const FIXTURES: [&str; 10] = [
+    "all_attr_types.onnx",
+    "clean_kinds.onnx",
+    "constants.onnx",
+    "conv.onnx",
+    "gemm_attrs.onnx",
+    "if_subgraph.onnx",
+    "lowrank.onnx",
+    "mlp.onnx",
+    "subgraph_constants.onnx",
+    "tied_weights.onnx",
+];
+
+/// Paths of the `.onnx` files in `fixtures/`, sorted; asserts they are exactly [`FIXTURES`].
+pub fn fixtures() -> Vec<PathBuf> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"));
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    v.sort();
+    let names: Vec<String> = v.iter().map(|p| case_name(p)).collect();
+    assert_eq!(names, FIXTURES, "the fixtures in {}", dir.display());
+    v
 }
