@@ -455,7 +455,11 @@ fn a_failed_rename_leaves_no_file_behind() {
     };
     let prepared = prepare_write(mlp(), &d.path().join("out.onnx"), &opts).unwrap();
     assert!(prepared.written().data_file.is_some());
-    assert_eq!(listing(d.path()).len(), 2, "two temp files before the rename");
+    assert_eq!(
+        listing(d.path()).len(),
+        2,
+        "two temp files before the rename"
+    );
     std::fs::create_dir(d.path().join("out.onnx")).unwrap();
     std::fs::write(d.path().join("out.onnx").join("keep"), b"x").unwrap();
     let e = prepared.commit().unwrap_err();
@@ -544,7 +548,10 @@ fn out_that_is_a_symlink_to_a_file_is_written_through() {
     assert!(meta.file_type().is_symlink(), "the link was replaced");
     let written = std::fs::read(d.path().join("real/target.onnx")).unwrap();
     assert_eq!(written, mlp().encode_to_vec());
-    assert_eq!(listing(&d.path().join("real")), ["target.onnx".to_string()].into());
+    assert_eq!(
+        listing(&d.path().join("real")),
+        ["target.onnx".to_string()].into()
+    );
 }
 
 #[cfg(unix)]
@@ -556,13 +563,21 @@ fn external_data_behind_a_symlink_out_of_the_folder_is_refused() {
     let mut m = mlp();
     let raw = make_external(&mut m, "W1", "link.bin", 0);
     std::fs::write(outside.path().join("secret.bin"), &raw).unwrap();
-    symlink(&outside.path().join("secret.bin"), &d.path().join("link.bin"));
+    symlink(
+        &outside.path().join("secret.bin"),
+        &d.path().join("link.bin"),
+    );
     write(d.path(), "in.onnx", &m.encode_to_vec());
     expect_refused(
         d.path(),
         &args(&["in.onnx", "out.onnx"]),
         "out.onnx",
-        &["external data", "`W1`", "link.bin`", "outside the model's folder"],
+        &[
+            "external data",
+            "`W1`",
+            "link.bin`",
+            "outside the model's folder",
+        ],
     );
     // The same through `inspect`, which reads external data too.
     let o = run(d.path(), &["inspect", "in.onnx"]);
@@ -612,7 +627,12 @@ fn an_unwritable_report_means_no_output_either() {
     write(d.path(), "in.onnx", &mlp().encode_to_vec());
     expect_refused(
         d.path(),
-        &args(&["in.onnx", "out.onnx", "--report-json", "missing/report.json"]),
+        &args(&[
+            "in.onnx",
+            "out.onnx",
+            "--report-json",
+            "missing/report.json",
+        ]),
         "out.onnx",
         &["`missing/report.json`", "does not exist"],
     );

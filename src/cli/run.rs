@@ -323,7 +323,8 @@ pub fn verify_command(
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         std::io::Write::write_all(&mut tmp.as_file(), json.as_bytes())
             .map_err(|e| Error::io("write", p, e))?;
-        tmp.persist(&real).map_err(|e| Error::io("write", p, e.error))?;
+        tmp.persist(&real)
+            .map_err(|e| Error::io("write", p, e.error))?;
     }
     Ok(if ok { 0 } else { 1 })
 }

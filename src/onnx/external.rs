@@ -101,11 +101,9 @@ pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<External
                 .map_err(|e| err(&path, format!("cannot open: {e}")))?;
             let base = match &real_base {
                 Some(b) => b,
-                None => real_base.insert(
-                    base_dir
-                        .canonicalize()
-                        .map_err(|e| err(base_dir, format!("cannot resolve the model's folder: {e}")))?,
-                ),
+                None => real_base.insert(base_dir.canonicalize().map_err(|e| {
+                    err(base_dir, format!("cannot resolve the model's folder: {e}"))
+                })?),
             };
             if !real.starts_with(base.as_path()) {
                 return Err(err(
@@ -117,8 +115,8 @@ pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<External
                 ));
             }
             // Checked before opening: opening a FIFO blocks until something writes to it.
-            let meta = std::fs::metadata(&real)
-                .map_err(|e| err(&path, format!("cannot stat: {e}")))?;
+            let meta =
+                std::fs::metadata(&real).map_err(|e| err(&path, format!("cannot stat: {e}")))?;
             if !meta.is_file() {
                 return Err(err(&path, "not a regular file".into()));
             }

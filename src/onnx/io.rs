@@ -195,7 +195,11 @@ pub fn write_model(model: ModelProto, out: &Path, opts: &SaveOptions) -> Result<
 }
 
 /// [`write_model`] up to, not including, the renames.
-pub fn prepare_write(mut model: ModelProto, out: &Path, opts: &SaveOptions) -> Result<PreparedWrite> {
+pub fn prepare_write(
+    mut model: ModelProto,
+    out: &Path,
+    opts: &SaveOptions,
+) -> Result<PreparedWrite> {
     let out = resolve_output(out)?;
     let threshold = match opts.external_threshold {
         Some(t) => Some(t),
