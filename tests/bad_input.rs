@@ -718,3 +718,25 @@ fn an_unknown_rule_is_refused_with_the_valid_ones() {
         }
     }
 }
+
+#[test]
+fn empty_rules_and_none_mixed_with_rules_are_refused() {
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    for empty in ["", " ", ",", " , "] {
+        expect_refused(
+            d.path(),
+            &["in.onnx", "out.onnx", "--rules", empty],
+            "out.onnx",
+            &["--rules is empty", "`none`"],
+        );
+    }
+    for mixed in ["none,clean", "clean, none"] {
+        expect_refused(
+            d.path(),
+            &["in.onnx", "out.onnx", "--rules", mixed],
+            "out.onnx",
+            &["mixes `none` with rules", "`none` alone"],
+        );
+    }
+}

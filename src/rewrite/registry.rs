@@ -18,11 +18,23 @@ pub const DEFAULT_SELECTION: &str = "clean";
 pub fn select(spec: &str) -> Result<Vec<&'static dyn Rule>> {
     let all = all();
     let spec = spec.trim();
-    if spec == "none" || spec.is_empty() {
+    if spec == "none" {
         return Ok(vec![]);
     }
+    let words: Vec<&str> = spec.split(',').map(str::trim).collect();
+    if words.iter().all(|w| w.is_empty()) {
+        return Err(Error::Usage(
+            "--rules is empty; give rule names, codes or groups, or `none` for a plain re-encode"
+                .into(),
+        ));
+    }
+    if words.contains(&"none") {
+        return Err(Error::Usage(format!(
+            "--rules `{spec}` mixes `none` with rules; give `none` alone, or only rules"
+        )));
+    }
     let mut chosen = vec![false; all.len()];
-    for word in spec.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+    for word in words.into_iter().filter(|w| !w.is_empty()) {
         let mut hit = false;
         for (i, r) in all.iter().enumerate() {
             let m = r.meta();
