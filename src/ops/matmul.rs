@@ -1,0 +1,161 @@
+//! Matrix products: `MatMul` and `Gemm`.
+
+use super::infer::{attr_i, fact, known_u64, output_times, InferCx, MacCount, MacCx};
+use super::{arity, Flow, OpDef, WeightOperand, WeightRole};
+use crate::ir::facts::{Dim, Fact};
+use crate::onnx::proto::NodeProto;
+
+/// Output shape of a numpy-style matrix product of `a` and `b` (1-D operands promoted and the
+/// added dim removed again).
+pub(super) fn matmul_shape(cx: &mut InferCx, a: usize, b: usize) -> Option<Vec<Dim>> {
+    let a = cx.x(a).shape.clone()?;
+    let b = cx.x(b).shape.clone()?;
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let a2 = if a.len() == 1 {
+        vec![Dim::K(1), a[0]]
+    } else {
+        a.clone()
+    };
+    let b2 = if b.len() == 1 {
+        vec![b[0], Dim::K(1)]
+    } else {
+        b.clone()
+    };
+    let mut out = cx.broadcast(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    if a.len() > 1 {
+        out.push(a2[a2.len() - 2]);
+    }
+    if b.len() > 1 {
+        out.push(b2[b2.len() - 1]);
+    }
+    Some(out)
+}
+
+fn matmul(cx: &mut InferCx) -> Vec<Fact> {
+    let s = matmul_shape(cx, 0, 1);
+    vec![fact(cx.x(0).dtype, s)]
+}
+
+/// MatMul MACs: output elements × the reduced length.
+pub(super) fn matmul_macs(cx: &MacCx) -> Option<MacCount> {
+    let a = cx.x(0).shape.as_ref()?;
+    let b = cx.x(1).shape.as_ref()?;
+    let kb = if b.len() == 1 {
+        b.first()?
+    } else {
+        b.get(b.len().checked_sub(2)?)?
+    };
+    let k = known_u64(a.last()?).or_else(|| known_u64(kb))?;
+    output_times(cx.outs, k)
+}
+
+fn matmul_weights(_: &NodeProto) -> Vec<WeightOperand> {
+    vec![
+        WeightOperand {
+            input: 1,
+            role: WeightRole::Kernel,
+            out_axis: Some(-1),
+            in_axis: Some(-2),
+            groups: 1,
+        },
+        WeightOperand {
+            input: 0,
+            role: WeightRole::LeftKernel,
+            out_axis: Some(-2),
+            in_axis: Some(-1),
+            groups: 1,
+        },
+    ]
+}
+
+fn gemm(cx: &mut InferCx) -> Vec<Fact> {
+    let dtype = cx.x(0).dtype;
+    let (Some(a), Some(b)) = (cx.x(0).shape.clone(), cx.x(1).shape.clone()) else {
+        return vec![fact(dtype, None)];
+    };
+    if a.len() != 2 || b.len() != 2 {
+        return vec![fact(dtype, None)];
+    }
+    let m = if cx.attr_i("transA").unwrap_or(0) != 0 {
+        a[1]
+    } else {
+        a[0]
+    };
+    let n = if cx.attr_i("transB").unwrap_or(0) != 0 {
+        b[0]
+    } else {
+        b[1]
+    };
+    vec![fact(dtype, Some(vec![m, n]))]
+}
+
+fn gemm_macs(cx: &MacCx) -> Option<MacCount> {
+    let a = cx.x(0).shape.as_ref()?;
+    let b = cx.x(1).shape.as_ref()?;
+    if a.len() != 2 || b.len() != 2 {
+        return None;
+    }
+    let ka = if cx.attr_i("transA").unwrap_or(0) != 0 {
+        &a[0]
+    } else {
+        &a[1]
+    };
+    let kb = if cx.attr_i("transB").unwrap_or(0) != 0 {
+        &b[1]
+    } else {
+        &b[0]
+    };
+    output_times(cx.outs, known_u64(ka).or_else(|| known_u64(kb))?)
+}
+
+fn gemm_weights(node: &NodeProto) -> Vec<WeightOperand> {
+    let tb = attr_i(node, "transB").unwrap_or(0) != 0;
+    let ta = attr_i(node, "transA").unwrap_or(0) != 0;
+    let (bo, bi) = if tb { (0, 1) } else { (1, 0) };
+    let (ao, ai) = if ta { (1, 0) } else { (0, 1) };
+    vec![
+        WeightOperand {
+            input: 1,
+            role: WeightRole::Kernel,
+            out_axis: Some(bo),
+            in_axis: Some(bi),
+            groups: 1,
+        },
+        WeightOperand {
+            input: 2,
+            role: WeightRole::Bias,
+            out_axis: Some(-1),
+            in_axis: None,
+            groups: 1,
+        },
+        WeightOperand {
+            input: 0,
+            role: WeightRole::LeftKernel,
+            out_axis: Some(ao),
+            in_axis: Some(ai),
+            groups: 1,
+        },
+    ]
+}
+
+pub(super) const OPS: &[OpDef] = &[
+    OpDef {
+        infer: matmul,
+        macs: Some(matmul_macs),
+        weights: Some(matmul_weights),
+        flow: Flow::Layer,
+        eval: true,
+        ..OpDef::new("MatMul", 1, arity(2, 2), arity(1, 1))
+    },
+    OpDef {
+        attrs: "alpha beta transA transB broadcast<7",
+        infer: gemm,
+        macs: Some(gemm_macs),
+        weights: Some(gemm_weights),
+        flow: Flow::Layer,
+        eval: true,
+        ..OpDef::new("Gemm", 1, arity(2, 3), arity(1, 1))
+    },
+];

@@ -1,0 +1,79 @@
+//! Normalisations and `Dropout`: shape-preserving ops whose extra inputs are per-channel or
+//! per-feature parameters.
+
+use super::elementwise::same;
+use super::infer::{fact, norm_axis, InferCx};
+use super::{arity, Flow, OpDef};
+use crate::ir::facts::{Dim, Fact};
+use crate::onnx::proto::tensor_proto::DataType;
+
+fn dropout(cx: &mut InferCx) -> Vec<Fact> {
+    let i0 = cx.x(0).clone();
+    vec![
+        fact(i0.dtype, i0.shape.clone()),
+        fact(Some(DataType::Bool as i32), i0.shape),
+    ]
+}
+
+fn layer_norm(cx: &mut InferCx) -> Vec<Fact> {
+    let i0 = cx.x(0).clone();
+    let stash = cx.attr_i("stash_type").unwrap_or(1) as i32;
+    let stats = i0.shape.as_ref().and_then(|s| {
+        let a = norm_axis(cx.attr_i("axis").unwrap_or(-1), s.len())?;
+        let mut out = s[..a].to_vec();
+        out.extend(std::iter::repeat_n(Dim::K(1), s.len() - a));
+        Some(out)
+    });
+    vec![
+        fact(i0.dtype, i0.shape.clone()),
+        fact(Some(stash), stats.clone()),
+        fact(Some(stash), stats),
+    ]
+}
+
+pub(super) const OPS: &[OpDef] = &[
+    OpDef {
+        attrs: "epsilon momentum consumed_inputs<6 is_test<7 spatial<9 training_mode>=14",
+        infer: same,
+        flow: Flow::Pass {
+            per_channel: &[1, 2, 3, 4],
+        },
+        ..OpDef::new("BatchNormalization", 1, arity(5, 5), arity(1, 5))
+    },
+    OpDef {
+        attrs: "epsilon consumed_inputs<6",
+        infer: same,
+        flow: Flow::Pass {
+            per_channel: &[1, 2],
+        },
+        ..OpDef::new("InstanceNormalization", 1, arity(3, 3), arity(1, 1))
+    },
+    OpDef {
+        attrs: "axis epsilon stash_type",
+        infer: layer_norm,
+        flow: Flow::Pass { per_channel: &[] },
+        ..OpDef::new("LayerNormalization", 17, arity(2, 3), arity(1, 3))
+    },
+    OpDef {
+        attrs: "epsilon num_groups stash_type>=21",
+        infer: same,
+        ..OpDef::new("GroupNormalization", 18, arity(3, 3), arity(1, 1))
+    },
+    OpDef {
+        attrs: "alpha beta bias size",
+        infer: same,
+        flow: Flow::Pass { per_channel: &[] },
+        ..OpDef::new("LRN", 1, arity(1, 1), arity(1, 1))
+    },
+    OpDef {
+        attrs: "axes",
+        infer: same,
+        ..OpDef::new("MeanVarianceNormalization", 9, arity(1, 1), arity(1, 1))
+    },
+    OpDef {
+        attrs: "ratio<12 consumed_inputs<6 is_test<7 seed>=12",
+        infer: dropout,
+        flow: Flow::Pass { per_channel: &[] },
+        ..OpDef::new("Dropout", 1, arity(1, 3), arity(1, 2))
+    },
+];

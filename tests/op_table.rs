@@ -1,0 +1,208 @@
+//! The op table against the ONNX node suite: for every case whose ops the table knows, the
+//! inferred dtype and shape of each graph output (and its value, where inference tracks one)
+//! equal those of `test_data_set_0/output_N.pb`.
+//!
+//! A case is **checked** when every output is fully inferred (dtype and every dim known) and
+//! equal; **unknown** when some output is not fully inferred but nothing inferred contradicts the
+//! expected output; a **mismatch** otherwise, which fails the test unless the case is on
+//! [`ALLOWED`] with its reason. Cases with an op the table does not know are not counted; those
+//! ops are printed. Each node is also checked against the table's arity and attributes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use onnx_slim::ir::facts::{Dim, Fact};
+use onnx_slim::ir::Model;
+use onnx_slim::onnx::proto::{type_proto, TensorProto};
+use onnx_slim::ops;
+use prost::Message;
+
+/// Cases whose inferred facts differ from the expected outputs, with the reason.
+const ALLOWED: &[(&str, &str)] = &[];
+
+/// Exact counts over the 1,765 cases of `../shared/onnx-node-tests`.
+const CHECKED: usize = 1039;
+const UNKNOWN: usize = 311;
+const OUTSIDE: usize = 415;
+
+enum Verdict {
+    Checked,
+    Unknown,
+    Mismatch(String),
+}
+
+fn load_tensor(path: &Path) -> Option<TensorProto> {
+    TensorProto::decode(std::fs::read(path).ok()?.as_slice()).ok()
+}
+
+fn show(f: &Fact) -> String {
+    let dims = f.shape.as_ref().map(|s| {
+        s.iter()
+            .map(|d| match d {
+                Dim::K(v) => v.to_string(),
+                Dim::S(_) => "?".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    format!("{:?}[{}]", f.dtype, dims.unwrap_or_else(|| "?".into()))
+}
+
+/// Compares one output's fact with the expected tensor.
+fn compare(f: &Fact, want: &TensorProto) -> Verdict {
+    let bad = |why: &str| {
+        Verdict::Mismatch(format!(
+            "{why}: inferred {}, expected {:?}{:?}",
+            show(f),
+            want.data_type,
+            want.dims
+        ))
+    };
+    if f.dtype.is_some_and(|d| Some(d) != want.data_type) {
+        return bad("dtype");
+    }
+    if let Some(s) = &f.shape {
+        if s.len() != want.dims.len() {
+            return bad("rank");
+        }
+        if s.iter()
+            .zip(&want.dims)
+            .any(|(d, w)| d.known().is_some_and(|k| k != *w))
+        {
+            return bad("dims");
+        }
+    }
+    if let (Some(v), Ok(w)) = (f.known_value(), onnx_slim::ir::tensor::to_i64(want)) {
+        if v != w.iter().copied().collect::<Vec<_>>() {
+            return bad("value");
+        }
+    }
+    if f.declared || f.dtype.is_none() || f.static_shape().is_none() {
+        Verdict::Unknown
+    } else {
+        Verdict::Checked
+    }
+}
+
+#[test]
+fn inference_matches_the_node_suite() {
+    let Some(cases) = common::node_test_cases() else {
+        return;
+    };
+    let allowed: BTreeMap<&str, &str> = ALLOWED.iter().copied().collect();
+    let (mut checked, mut unknown, mut outside) = (0, 0, 0);
+    let mut allowed_seen = 0;
+    let mut unknown_ops: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unknown_cases: Vec<String> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut bad_nodes: BTreeSet<String> = BTreeSet::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let lm = match onnx_slim::onnx::decode_file(&case.join("model.onnx")) {
+            Ok(lm) => lm,
+            Err(e) => panic!("{name}: {e}"),
+        };
+        let opset = lm
+            .model
+            .opset_import
+            .iter()
+            .find(|o| ops::is_default_domain(o.domain.as_deref().unwrap_or("")))
+            .and_then(|o| o.version)
+            .unwrap_or(1);
+        let model = Model::from_proto(lm.model).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let g = &model.graph;
+        let mut missing = Vec::new();
+        for id in g.ops() {
+            let p = g.node(id).op().unwrap();
+            match ops::lookup_node(p, Some(opset)) {
+                Some(d) => {
+                    if let Err(e) = d.check(p, opset) {
+                        bad_nodes.insert(format!("{name}: {e}"));
+                    }
+                }
+                None => missing.push(g.node(id).op_type().to_string()),
+            }
+        }
+        let tensors_only = g.outputs().iter().all(|(_, info)| {
+            matches!(
+                info.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                Some(type_proto::Value::TensorType(_))
+            )
+        });
+        if !missing.is_empty() || !tensors_only {
+            outside += 1;
+            for op in missing {
+                *unknown_ops.entry(op).or_default() += 1;
+            }
+            continue;
+        }
+        let facts = g.facts();
+        let set = case.join("test_data_set_0");
+        let mut verdict = Verdict::Checked;
+        for (i, (v, _)) in g.outputs().iter().enumerate() {
+            let Some(want) = load_tensor(&set.join(format!("output_{i}.pb"))) else {
+                verdict = Verdict::Mismatch(format!("output_{i}.pb unreadable"));
+                break;
+            };
+            match compare(facts.get(*v), &want) {
+                Verdict::Checked => {}
+                Verdict::Unknown => verdict = Verdict::Unknown,
+                m @ Verdict::Mismatch(_) => {
+                    verdict = m;
+                    break;
+                }
+            }
+        }
+        match verdict {
+            Verdict::Checked => checked += 1,
+            Verdict::Unknown => {
+                unknown += 1;
+                unknown_cases.push(name);
+            }
+            Verdict::Mismatch(why) => match allowed.get(name.as_str()) {
+                Some(reason) => {
+                    allowed_seen += 1;
+                    common::skip_loudly(&format!("ALLOWED MISMATCH {name}: {why} ({reason})"));
+                }
+                None => failures.push(format!("{name}: {why}")),
+            },
+        }
+    }
+    let ops: Vec<String> = unknown_ops
+        .iter()
+        .map(|(op, n)| format!("{op} ({n})"))
+        .collect();
+    common::skip_loudly(&format!(
+        "op table vs node suite: {checked} checked, {unknown} unknown, {allowed_seen} allowed \
+         mismatches, {outside} cases outside the table; ops the table does not know ({}): {}",
+        unknown_ops.len(),
+        ops.join(", ")
+    ));
+    if std::env::var_os("OP_TABLE_VERBOSE").is_some() {
+        common::skip_loudly(&format!("unknown: {}", unknown_cases.join(" ")));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        bad_nodes.is_empty(),
+        "{} nodes the table's arity or attributes reject:\n{}",
+        bad_nodes.len(),
+        bad_nodes.into_iter().collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(
+        allowed_seen,
+        ALLOWED.len(),
+        "an allow-listed case no longer mismatches"
+    );
+    assert_eq!(
+        (checked, unknown, outside),
+        (CHECKED, UNKNOWN, OUTSIDE),
+        "counts changed: update them (checked, unknown, outside)"
+    );
+}
