@@ -7,6 +7,9 @@
 //! expected output; a **mismatch** otherwise, which fails the test unless the case is on
 //! [`ALLOWED`] with its reason. Cases with an op the table does not know are not counted; those
 //! ops are printed. Each node is also checked against the table's arity and attributes.
+//!
+//! Then the table's API as prune and quantize use it: weight operands and their axes, channel
+//! flow, purity, barriers, opset-dependent attributes, and facts inside subgraphs.
 
 mod common;
 
@@ -15,8 +18,8 @@ use std::path::Path;
 
 use onnx_slim::ir::facts::{Dim, Fact};
 use onnx_slim::ir::Model;
-use onnx_slim::onnx::proto::{type_proto, TensorProto};
-use onnx_slim::ops;
+use onnx_slim::onnx::proto::{type_proto, NodeProto, TensorProto};
+use onnx_slim::ops::{self, Flow, Purity, WeightRole};
 use prost::Message;
 
 /// Cases whose inferred facts differ from the expected outputs, with the reason.
@@ -205,4 +208,148 @@ fn inference_matches_the_node_suite() {
         (CHECKED, UNKNOWN, OUTSIDE),
         "counts changed: update them (checked, unknown, outside)"
     );
+}
+
+fn node(op: &str, inputs: usize, attrs: Vec<onnx_slim::onnx::proto::AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        input: (0..inputs).map(|i| format!("i{i}")).collect(),
+        output: vec!["y".into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, v: i64) -> onnx_slim::onnx::proto::AttributeProto {
+    onnx_slim::onnx::proto::AttributeProto {
+        name: Some(name.into()),
+        i: Some(v),
+        r#type: Some(2),
+        ..Default::default()
+    }
+}
+
+/// (input, role, out axis, in axis, groups) of each weight operand.
+fn weights(n: &NodeProto) -> Vec<(usize, WeightRole, Option<i64>, Option<i64>, i64)> {
+    ops::weights(n)
+        .into_iter()
+        .map(|w| (w.input, w.role, w.out_axis, w.in_axis, w.groups))
+        .collect()
+}
+
+#[test]
+fn weight_operands_and_their_axes() {
+    use WeightRole::*;
+    assert_eq!(
+        weights(&node("Conv", 3, vec![int_attr("group", 2)])),
+        vec![
+            (1, Kernel, Some(0), Some(1), 2),
+            (2, Bias, Some(0), None, 2)
+        ]
+    );
+    assert_eq!(
+        weights(&node("ConvTranspose", 3, vec![])),
+        vec![
+            (1, Kernel, Some(1), Some(0), 1),
+            (2, Bias, Some(0), None, 1)
+        ]
+    );
+    assert_eq!(
+        weights(&node("MatMul", 2, vec![])),
+        vec![
+            (1, Kernel, Some(-1), Some(-2), 1),
+            (0, LeftKernel, Some(-2), Some(-1), 1)
+        ]
+    );
+    let gemm = |tb| weights(&node("Gemm", 3, vec![int_attr("transB", tb)]))[0];
+    assert_eq!(gemm(0), (1, Kernel, Some(1), Some(0), 1));
+    assert_eq!(gemm(1), (1, Kernel, Some(0), Some(1), 1));
+    for op in ["LSTM", "GRU", "RNN"] {
+        assert_eq!(
+            weights(&node(op, 4, vec![])),
+            vec![
+                (1, Kernel, Some(1), Some(2), 1),
+                (2, Recurrent, Some(1), Some(2), 1),
+                (3, Bias, Some(1), None, 1)
+            ]
+        );
+    }
+    assert_eq!(
+        weights(&node("Gather", 2, vec![])),
+        vec![(0, Table, Some(0), None, 1)]
+    );
+    assert!(weights(&node("Relu", 1, vec![])).is_empty());
+}
+
+#[test]
+fn channel_flow_purity_and_barriers() {
+    let flow = |op: &str| ops::flow(&node(op, 1, vec![]));
+    assert_eq!(flow("Relu"), Flow::Pass { per_channel: &[] });
+    assert_eq!(
+        flow("BatchNormalization"),
+        Flow::Pass {
+            per_channel: &[1, 2, 3, 4]
+        }
+    );
+    assert_eq!(flow("Add"), Flow::Broadcast);
+    assert_eq!(flow("Concat"), Flow::Concat);
+    assert_eq!(flow("Split"), Flow::Split);
+    assert_eq!(flow("Flatten"), Flow::Reshape);
+    assert_eq!(flow("Conv"), Flow::Layer);
+    assert_eq!(flow("NonMaxSuppression"), Flow::Barrier);
+    let mut custom = node("Relu", 1, vec![]);
+    custom.domain = Some("com.example".into());
+    assert_eq!(ops::flow(&custom), Flow::Barrier);
+    assert!(ops::lookup_node(&custom, None).is_none());
+
+    let purity = |op: &str| ops::lookup("", op, None).map(|d| d.purity);
+    assert_eq!(purity("Add"), Some(Purity::Pure));
+    assert_eq!(purity("RandomNormal"), Some(Purity::Random));
+    assert_eq!(purity("DequantizeLinear"), Some(Purity::Keep));
+    assert_eq!(purity("Loop"), Some(Purity::Subgraphs));
+    assert!(ops::lookup("", "Gelu", Some(19)).is_none());
+    assert!(ops::lookup("ai.onnx", "Gelu", Some(20)).is_some());
+}
+
+#[test]
+fn arity_and_attributes_are_checked_by_opset() {
+    let d = ops::lookup("", "Squeeze", None).unwrap();
+    let mut n = node("Squeeze", 1, vec![]);
+    n.attribute.push(onnx_slim::onnx::proto::AttributeProto {
+        name: Some("axes".into()),
+        ints: vec![0],
+        ..Default::default()
+    });
+    assert_eq!(d.check(&n, 11), Ok(()));
+    assert_eq!(
+        d.check(&n, 13),
+        Err("`Squeeze` has no attribute `axes` at opset 13".into())
+    );
+    let conv = ops::lookup("", "Conv", None).unwrap();
+    assert_eq!(
+        conv.check(&node("Conv", 1, vec![]), 17),
+        Err("`Conv` takes 2 to 3 inputs, not 1".into())
+    );
+}
+
+/// Facts reach into subgraph bodies: each body's values over the values they capture.
+#[test]
+fn subgraph_scopes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/if_subgraph.onnx");
+    let lm = onnx_slim::onnx::decode_file(&path).unwrap();
+    let m = Model::from_proto(lm.model).unwrap();
+    let facts = m.graph.facts();
+    let nested = facts.nested(&m.graph);
+    assert_eq!(nested.scopes.len(), 2);
+    for (i, scope) in nested.scopes.iter().enumerate() {
+        assert_eq!(scope.parent, None);
+        let out = scope.graph.output[0].name.clone().unwrap();
+        let f = nested.get(i, &out);
+        assert_eq!(f.static_shape(), Some(vec![2, 3]), "{out}");
+        assert_eq!(f.dtype, Some(1));
+        assert!(
+            !f.declared,
+            "{out} is inferred, not read off the declaration"
+        );
+    }
 }

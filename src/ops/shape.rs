@@ -6,9 +6,9 @@ use super::infer::{
     self, attr_i, attr_ints, const_fact, fact, norm_axis, product, slice_bounds, slice_len,
     InferCx, NoopCx,
 };
-use super::{arity, elementwise::same, Flow, OpDef, Purity, VARIADIC};
+use super::{arity, elementwise::same, Flow, OpDef, Purity, WeightOperand, WeightRole, VARIADIC};
 use crate::ir::facts::{Dim, Fact, MAX_VALUE_LEN};
-use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::{tensor_proto::DataType, NodeProto};
 
 const I64: i32 = DataType::Int64 as i32;
 
@@ -113,6 +113,18 @@ fn gather(cx: &mut InferCx) -> Vec<Fact> {
     }
     out.shape = Some(s);
     vec![out]
+}
+
+/// Gather's data is a table read by index along `axis` (an embedding when `axis = 0`): each
+/// index picks one slice along it.
+fn gather_weights(node: &NodeProto) -> Vec<WeightOperand> {
+    vec![WeightOperand {
+        input: 0,
+        role: WeightRole::Table,
+        out_axis: Some(attr_i(node, "axis").unwrap_or(0)),
+        in_axis: None,
+        groups: 1,
+    }]
 }
 
 fn gather_elements(cx: &mut InferCx) -> Vec<Fact> {
@@ -711,6 +723,7 @@ pub(super) const OPS: &[OpDef] = &[
     },
     OpDef {
         infer: gather,
+        weights: Some(gather_weights),
         ..shape_op("Gather", 1, (2, 2), "axis")
     },
     OpDef {
