@@ -59,6 +59,18 @@ fn conv_weights(node: &NodeProto) -> Vec<WeightOperand> {
     ]
 }
 
+fn deform_conv(cx: &mut InferCx) -> Vec<Fact> {
+    let s = conv_shape(cx, 0, 1);
+    vec![fact(cx.x(0).dtype, s)]
+}
+
+/// Conv's, with the bias at input 3 (input 2 is the offsets).
+fn deform_conv_weights(node: &NodeProto) -> Vec<WeightOperand> {
+    let mut w = conv_weights(node);
+    w[1].input = 3;
+    w
+}
+
 fn conv_transpose(cx: &mut InferCx) -> Vec<Fact> {
     let dtype = cx.x(0).dtype;
     vec![fact(dtype, conv_transpose_shape(cx))]
@@ -115,9 +127,11 @@ fn conv_transpose_shape(cx: &mut InferCx) -> Option<Vec<Dim>> {
                 let v = if auto.starts_with("SAME") {
                     h.checked_mul(strides[i])?
                 } else {
-                    let ek = dil[i].checked_mul(kernel[i] - 1)?.checked_add(1)?;
+                    let ek = dil[i]
+                        .checked_mul(kernel[i].checked_sub(1)?)?
+                        .checked_add(1)?;
                     strides[i]
-                        .checked_mul(h - 1)?
+                        .checked_mul(h.checked_sub(1)?)?
                         .checked_add(opad[i])?
                         .checked_add(ek)?
                         .checked_sub(pads[i])?
@@ -196,6 +210,12 @@ pub(super) const OPS: &[OpDef] = &[
         weights: Some(conv_weights),
         flow: Flow::Layer,
         ..OpDef::new("Conv", 1, arity(2, 3), arity(1, 1))
+    },
+    OpDef {
+        attrs: "dilations group kernel_shape offset_group pads strides",
+        infer: deform_conv,
+        weights: Some(deform_conv_weights),
+        ..OpDef::new("DeformConv", 19, arity(3, 5), arity(1, 1))
     },
     OpDef {
         attrs: "auto_pad dilations group kernel_shape output_padding output_shape pads strides",

@@ -222,6 +222,7 @@ pub(super) const OPS: &[OpDef] = &[
     unary("LogSoftmax", 1, "axis"),
     unary("LpNormalization", 1, "axis p"),
     unary("Mish", 18, ""),
+    unary("Swish", 24, "alpha"),
     unary_ev("Neg", 1, OLD),
     unary_ev("Reciprocal", 1, OLD),
     unary_ev("Relu", 1, OLD),
@@ -276,6 +277,10 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         inputs: arity(2, 2),
         ..unary("CumSum", 11, "exclusive reverse")
+    },
+    OpDef {
+        inputs: arity(2, 2),
+        ..unary("CumProd", 26, "exclusive reverse")
     },
     OpDef {
         inputs: arity(1, 2),

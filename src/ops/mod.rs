@@ -1,7 +1,7 @@
 //! The op table: what each ONNX op means, stated once, for every rule and report.
 //!
 //! One [`OpDef`] per op of the default domain, kept with its family (`elementwise`, `conv`,
-//! `matmul`, `shape`, `reduce`, `norm`, `rnn`, `quant`, `control`): the inputs, outputs and
+//! `matmul`, `shape`, `reduce`, `norm`, `rnn`, `quant`, `control`, `image`, `loss`): the inputs, outputs and
 //! attributes it accepts (with the opsets where they changed), shape/dtype/small-value inference
 //! over [`Fact`]s, its multiply-accumulates, the operands that are weights with their output- and
 //! input-channel axes, how channels flow from its inputs to its outputs, whether it is pure (and
@@ -14,7 +14,9 @@
 mod control;
 mod conv;
 mod elementwise;
+mod image;
 pub mod infer;
+mod loss;
 mod matmul;
 mod norm;
 mod quant;
@@ -272,6 +274,8 @@ const FAMILIES: &[&[OpDef]] = &[
     rnn::OPS,
     quant::OPS,
     control::OPS,
+    image::OPS,
+    loss::OPS,
 ];
 
 fn table() -> &'static HashMap<&'static str, &'static OpDef> {

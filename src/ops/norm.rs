@@ -15,6 +15,16 @@ fn dropout(cx: &mut InferCx) -> Vec<Fact> {
     ]
 }
 
+/// Output 0 is the input's; the training-mode outputs (running or saved mean and variance) are
+/// per channel, shaped like the input mean.
+fn batch_norm(cx: &mut InferCx) -> Vec<Fact> {
+    let i0 = cx.x(0).clone();
+    let stat = fact(cx.x(3).dtype, cx.x(3).shape.clone());
+    let mut outs = vec![fact(i0.dtype, i0.shape)];
+    outs.resize(cx.n_out().max(1), stat);
+    outs
+}
+
 fn layer_norm(cx: &mut InferCx) -> Vec<Fact> {
     let i0 = cx.x(0).clone();
     let stash = cx.attr_i("stash_type").unwrap_or(1) as i32;
@@ -34,7 +44,7 @@ fn layer_norm(cx: &mut InferCx) -> Vec<Fact> {
 pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "epsilon momentum consumed_inputs<6 is_test<7 spatial<9 training_mode>=14",
-        infer: same,
+        infer: batch_norm,
         flow: Flow::Pass {
             per_channel: &[1, 2, 3, 4],
         },
@@ -53,6 +63,17 @@ pub(super) const OPS: &[OpDef] = &[
         infer: layer_norm,
         flow: Flow::Pass { per_channel: &[] },
         ..OpDef::new("LayerNormalization", 17, arity(2, 3), arity(1, 3))
+    },
+    OpDef {
+        attrs: "axis epsilon stash_type",
+        infer: same,
+        flow: Flow::Pass { per_channel: &[] },
+        ..OpDef::new("RMSNormalization", 23, arity(2, 2), arity(1, 1))
+    },
+    OpDef {
+        attrs: "interleaved num_heads rotary_embedding_dim",
+        infer: same,
+        ..OpDef::new("RotaryEmbedding", 23, arity(3, 4), arity(1, 1))
     },
     OpDef {
         attrs: "epsilon num_groups stash_type>=21",

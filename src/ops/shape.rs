@@ -262,9 +262,11 @@ fn split(cx: &mut InferCx) -> Vec<Fact> {
         None => {
             let Some(len) = s[a].known() else { return outs };
             let parts = cx.attr_i("num_outputs").unwrap_or(n as i64).max(1);
-            let chunk = (len + parts - 1) / parts;
+            let Some(chunk) = len.checked_add(parts - 1).map(|v| v / parts) else {
+                return outs;
+            };
             (0..n as i64)
-                .map(|k| (len - k * chunk).clamp(0, chunk))
+                .map(|k| len.saturating_sub(k.saturating_mul(chunk)).clamp(0, chunk))
                 .collect()
         }
     };
@@ -421,15 +423,14 @@ fn slice(cx: &mut InferCx) -> Vec<Fact> {
                 let (b, e, step) = slice_bounds(st[i], en[i], steps[i], len);
                 let l = slice_len(b, e, step);
                 shape[a] = Dim::K(l);
-                if let Some(v) = value.as_mut() {
-                    let mut nv = Vec::new();
-                    let mut j = b;
-                    for _ in 0..l {
-                        nv.push(*v.get(j as usize).unwrap_or(&Dim::K(0)));
-                        j += step;
-                    }
-                    *v = nv;
-                }
+                value = value.and_then(|v| {
+                    (0..l)
+                        .map(|i| {
+                            let j = i.checked_mul(step)?.checked_add(b)?;
+                            v.get(usize::try_from(j).ok()?).copied()
+                        })
+                        .collect()
+                });
             }
             Dim::S(_) => {
                 value = None;
@@ -594,10 +595,16 @@ fn pad_noop(cx: &NoopCx) -> Result<(), String> {
 fn constant_of_shape(cx: &mut InferCx) -> Vec<Fact> {
     // Without `value` the spec says float32 zeros, but runtimes disagree (tract makes f64):
     // leave the dtype unknown so that no rule leans on it.
-    let dtype = infer::attr(cx.node, "value")
-        .and_then(|a| a.t.as_ref())
-        .and_then(|t| t.data_type);
-    vec![fact(dtype, cx.x(0).value.clone())]
+    let value = infer::attr(cx.node, "value").and_then(|a| a.t.as_ref());
+    let mut out = fact(value.and_then(|t| t.data_type), cx.x(0).value.clone());
+    // A small 1-D integer fill is a value too (`ConstantOfShape([n], value=1)` builds shapes).
+    if let (Some(t), Some(&[Dim::K(n)])) = (value, out.shape.as_deref()) {
+        let fill = const_fact(t).known_value().filter(|v| v.len() == 1);
+        if let Some(v) = fill.filter(|_| (0..=MAX_VALUE_LEN as i64).contains(&n)) {
+            out.value = Some(vec![Dim::K(v[0]); n as usize]);
+        }
+    }
+    vec![out]
 }
 
 fn range(cx: &mut InferCx) -> Vec<Fact> {
@@ -611,7 +618,9 @@ fn range(cx: &mut InferCx) -> Vec<Fact> {
                 let n = slice_len(s, l, d).max(0);
                 out.shape = Some(vec![Dim::K(n)]);
                 if n as usize <= MAX_VALUE_LEN {
-                    out.value = Some((0..n).map(|i| Dim::K(s + i * d)).collect());
+                    out.value = (0..n)
+                        .map(|i| i.checked_mul(d)?.checked_add(s).map(Dim::K))
+                        .collect();
                 }
                 return vec![out];
             }
@@ -627,15 +636,56 @@ fn depth_to_space(cx: &mut InferCx) -> Vec<Fact> {
     let b = cx.attr_i("blocksize").unwrap_or(0);
     let to_space = cx.node.op_type.as_deref() == Some("DepthToSpace");
     if let Some(s) = i0.static_shape().filter(|s| s.len() == 4 && b > 0) {
-        let bb = b * b;
-        out.shape = if to_space {
-            (s[1] % bb == 0).then(|| vec![s[0], s[1] / bb, s[2] * b, s[3] * b])
-        } else {
-            (s[2] % b == 0 && s[3] % b == 0).then(|| vec![s[0], s[1] * bb, s[2] / b, s[3] / b])
-        }
-        .map(|v| v.into_iter().map(Dim::K).collect());
+        let dims = || -> Option<Vec<i64>> {
+            let bb = b.checked_mul(b)?;
+            if to_space {
+                (s[1] % bb == 0).then_some(())?;
+                Some(vec![
+                    s[0],
+                    s[1] / bb,
+                    s[2].checked_mul(b)?,
+                    s[3].checked_mul(b)?,
+                ])
+            } else {
+                (s[2] % b == 0 && s[3] % b == 0).then_some(())?;
+                Some(vec![s[0], s[1].checked_mul(bb)?, s[2] / b, s[3] / b])
+            }
+        };
+        out.shape = dims().map(|v| v.into_iter().map(Dim::K).collect());
     }
     vec![out]
+}
+
+fn gather_nd(cx: &mut InferCx) -> Vec<Fact> {
+    let data = cx.x(0).clone();
+    let mut out = fact(data.dtype, None);
+    let (Some(d), Some(i)) = (&data.shape, cx.x(1).shape.clone()) else {
+        return vec![out];
+    };
+    let b = cx.attr_i("batch_dims").unwrap_or(0);
+    let Some(Dim::K(last)) = i.last().copied() else {
+        return vec![out];
+    };
+    let (Ok(b), Ok(last)) = (usize::try_from(b), usize::try_from(last)) else {
+        return vec![out];
+    };
+    if b.checked_add(last).is_none_or(|n| n > d.len()) || b >= i.len() {
+        return vec![out];
+    }
+    let mut shape = i[..i.len() - 1].to_vec();
+    shape.extend_from_slice(&d[b + last..]);
+    out.shape = Some(shape);
+    vec![out]
+}
+
+fn det(cx: &mut InferCx) -> Vec<Fact> {
+    let x = cx.x(0).clone();
+    let shape = x
+        .shape
+        .as_ref()
+        .filter(|s| s.len() >= 2)
+        .map(|s| s[..s.len() - 2].to_vec());
+    vec![fact(x.dtype, shape)]
 }
 
 fn nonzero(cx: &mut InferCx) -> Vec<Fact> {
@@ -817,6 +867,16 @@ pub(super) const OPS: &[OpDef] = &[
         infer: depth_to_space,
         eval: false,
         ..shape_op("SpaceToDepth", 1, (1, 1), "blocksize")
+    },
+    OpDef {
+        infer: gather_nd,
+        eval: false,
+        ..shape_op("GatherND", 11, (2, 2), "batch_dims>=12")
+    },
+    OpDef {
+        infer: det,
+        eval: false,
+        ..shape_op("Det", 11, (1, 1), "")
     },
     OpDef {
         infer: nonzero,

@@ -467,7 +467,7 @@ impl Acc {
 }
 
 fn is_default_domain(n: &NodeProto) -> bool {
-    matches!(n.domain.as_deref(), None | Some("") | Some("ai.onnx"))
+    ops::is_default_domain(n.domain.as_deref().unwrap_or(""))
 }
 
 fn op_key(n: &NodeProto) -> String {
