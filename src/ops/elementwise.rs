@@ -189,6 +189,15 @@ const fn variadic(op: &'static str, since: i64) -> OpDef {
     }
 }
 
+/// An op that mixes values along an axis (softmax, normalisation over an axis, cumulative and
+/// triangular ops): channels do not flow through it.
+const fn mixes(d: OpDef) -> OpDef {
+    OpDef {
+        flow: Flow::Barrier,
+        ..d
+    }
+}
+
 const fn ev(d: OpDef) -> OpDef {
     OpDef { eval: true, ..d }
 }
@@ -216,11 +225,11 @@ pub(super) const OPS: &[OpDef] = &[
     unary("Gelu", 20, "approximate"),
     unary("HardSigmoid", 1, "alpha beta consumed_inputs<6"),
     unary("HardSwish", 14, ""),
-    unary("Hardmax", 1, "axis"),
+    mixes(unary("Hardmax", 1, "axis")),
     unary("LeakyRelu", 1, "alpha consumed_inputs<6"),
     unary_ev("Log", 1, OLD),
-    unary("LogSoftmax", 1, "axis"),
-    unary("LpNormalization", 1, "axis p"),
+    mixes(unary("LogSoftmax", 1, "axis")),
+    mixes(unary("LpNormalization", 1, "axis p")),
     unary("Mish", 18, ""),
     unary("Swish", 24, "alpha"),
     unary_ev("Neg", 1, OLD),
@@ -233,7 +242,7 @@ pub(super) const OPS: &[OpDef] = &[
     unary_ev("Sign", 9, ""),
     unary("Sin", 7, ""),
     unary("Sinh", 9, ""),
-    unary_ev("Softmax", 1, "axis"),
+    mixes(unary_ev("Softmax", 1, "axis")),
     unary("Softplus", 1, ""),
     unary("Softsign", 1, ""),
     unary_ev("Sqrt", 1, OLD),
@@ -276,18 +285,22 @@ pub(super) const OPS: &[OpDef] = &[
     },
     OpDef {
         inputs: arity(2, 2),
+        flow: Flow::Barrier,
         ..unary("CumSum", 11, "exclusive reverse")
     },
     OpDef {
         inputs: arity(2, 2),
+        flow: Flow::Barrier,
         ..unary("CumProd", 26, "exclusive reverse")
     },
     OpDef {
         inputs: arity(1, 2),
+        flow: Flow::Barrier,
         ..unary("Trilu", 14, "upper")
     },
     OpDef {
         inputs: arity(2, 2),
+        flow: Flow::Barrier,
         ..unary("ReverseSequence", 10, "batch_axis time_axis")
     },
     ev(binary("Add", 1, OLD_BC)),

@@ -115,10 +115,12 @@ pub struct WeightOperand {
 /// tensors and the last axis of MatMul activations; the flow is the same for both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
-    /// Input 0's channels pass to every output unchanged (activations, pooling, normalization,
-    /// `Resize`, `Dropout`, `Cast`, ...). The listed inputs hold one value per channel along their
-    /// axis 0 (BatchNormalization's scale, bias, mean and variance; PRelu's slope when 1-D) and
-    /// shrink with the channels.
+    /// Input 0's channels pass to every output unchanged, each computed from its own channel
+    /// only (activations, pooling, batch and instance normalization, `Resize`, `Dropout`, `Cast`,
+    /// ...). The listed inputs hold one value per channel along their axis 0
+    /// (BatchNormalization's scale, bias, mean and variance; PRelu's slope when 1-D) and shrink
+    /// with the channels. `Resize` and `Pad` pass channels only where they leave the channel
+    /// axis alone (`Resize` scale 1, no pads on it): a consumer checks that.
     Pass {
         /// Per-channel parameter inputs.
         per_channel: &'static [usize],
@@ -141,7 +143,8 @@ pub enum Flow {
     /// A layer: its output channels are the `out_axis` of its kernel weight, its input channels
     /// the kernel's `in_axis` (see [`OpDef::weights`]). Channels end here and start afresh.
     Layer,
-    /// Nothing is known about the channels: a group that reaches it cannot be changed.
+    /// Nothing is known about the channels, or the op mixes them (softmax, layer, group or RMS
+    /// normalisation, cumulative ops, reductions): a group that reaches it cannot be changed.
     Barrier,
 }
 

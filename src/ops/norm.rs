@@ -1,5 +1,6 @@
 //! Normalisations and `Dropout`: shape-preserving ops whose extra inputs are per-channel or
-//! per-feature parameters.
+//! per-feature parameters. Those normalising across channels (layer, group, RMS, LRN,
+//! mean-variance) are channel-flow barriers: removing a channel changes the others.
 
 use super::elementwise::same;
 use super::infer::{fact, norm_axis, InferCx};
@@ -61,13 +62,11 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "axis epsilon stash_type",
         infer: layer_norm,
-        flow: Flow::Pass { per_channel: &[] },
         ..OpDef::new("LayerNormalization", 17, arity(2, 3), arity(1, 3))
     },
     OpDef {
         attrs: "axis epsilon stash_type",
         infer: same,
-        flow: Flow::Pass { per_channel: &[] },
         ..OpDef::new("RMSNormalization", 23, arity(2, 2), arity(1, 1))
     },
     OpDef {
@@ -83,7 +82,6 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "alpha beta bias size",
         infer: same,
-        flow: Flow::Pass { per_channel: &[] },
         ..OpDef::new("LRN", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {
