@@ -190,6 +190,44 @@ fn pool_shape(cx: &mut InferCx) -> Option<Vec<Dim>> {
     Some(out)
 }
 
+fn max_unpool(cx: &mut InferCx) -> Vec<Fact> {
+    let dtype = cx.x(0).dtype;
+    if cx.has(2) {
+        let s = cx.val(2).map(|s| s.into_iter().map(Dim::K).collect());
+        return vec![fact(dtype, s)];
+    }
+    vec![fact(dtype, max_unpool_shape(cx))]
+}
+
+/// `(in − 1)·stride − pads + kernel` per spatial dim.
+fn max_unpool_shape(cx: &mut InferCx) -> Option<Vec<Dim>> {
+    let x = cx.x(0).shape.clone()?;
+    let k = cx.attr_ints("kernel_shape")?;
+    let sp = x.len().checked_sub(2)?;
+    if k.len() != sp {
+        return None;
+    }
+    let strides = cx.attr_ints("strides").unwrap_or(vec![1; sp]);
+    let pads = cx.attr_ints("pads").unwrap_or(vec![0; 2 * sp]);
+    if strides.len() != sp || pads.len() != 2 * sp {
+        return None;
+    }
+    let mut out = vec![x[0], x[1]];
+    for i in 0..sp {
+        out.push(match x[2 + i] {
+            Dim::K(h) => Dim::K(
+                h.checked_sub(1)?
+                    .checked_mul(strides[i])?
+                    .checked_sub(pads[i])?
+                    .checked_sub(pads[sp + i])?
+                    .checked_add(k[i])?,
+            ),
+            Dim::S(_) => cx.fresh(),
+        });
+    }
+    Some(out)
+}
+
 fn global_pool(cx: &mut InferCx) -> Vec<Fact> {
     let i0 = cx.x(0);
     let s = i0.shape.as_ref().filter(|s| s.len() >= 2).map(|s| {
@@ -242,6 +280,12 @@ pub(super) const OPS: &[OpDef] = &[
         infer: pool,
         flow: PASS,
         ..OpDef::new("LpPool", 1, arity(1, 1), arity(1, 1))
+    },
+    OpDef {
+        attrs: "kernel_shape pads strides",
+        infer: max_unpool,
+        flow: PASS,
+        ..OpDef::new("MaxUnpool", 9, arity(2, 3), arity(1, 1))
     },
     OpDef {
         infer: global_pool,

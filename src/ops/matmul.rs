@@ -1,7 +1,7 @@
-//! Matrix products: `MatMul` and `Gemm`.
+//! Matrix products: `MatMul`, `Gemm`, `Einsum`.
 
 use super::infer::{attr_i, fact, known_u64, output_times, InferCx, MacCount, MacCx};
-use super::{arity, Flow, OpDef, WeightOperand, WeightRole};
+use super::{arity, Flow, OpDef, WeightOperand, WeightRole, VARIADIC};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::NodeProto;
 
@@ -140,6 +140,66 @@ fn gemm_weights(node: &NodeProto) -> Vec<WeightOperand> {
     ]
 }
 
+/// `Einsum` without ellipsis: each letter's size from the operands, the output's letters from the
+/// right-hand side (or, implicitly, the letters used once, in alphabetical order).
+fn einsum(cx: &mut InferCx) -> Vec<Fact> {
+    let dtype = cx.x(0).dtype;
+    vec![fact(dtype, einsum_shape(cx))]
+}
+
+fn einsum_shape(cx: &mut InferCx) -> Option<Vec<Dim>> {
+    let eq: String = cx
+        .attr_s("equation")?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if eq.contains("...") {
+        return None;
+    }
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l, Some(r)),
+        None => (eq.as_str(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != cx.ins.len() {
+        return None;
+    }
+    let mut size: Vec<(char, Dim)> = Vec::new();
+    let mut count: Vec<(char, usize)> = Vec::new();
+    for (i, t) in terms.iter().enumerate() {
+        let s = cx.x(i).shape.clone()?;
+        if s.len() != t.chars().count() {
+            return None;
+        }
+        for (c, d) in t.chars().zip(s) {
+            match size.iter_mut().find(|(x, _)| *x == c) {
+                Some((_, known)) if known.known().is_none() || *known == Dim::K(1) => *known = d,
+                Some(_) => {}
+                None => size.push((c, d)),
+            }
+            match count.iter_mut().find(|(x, _)| *x == c) {
+                Some((_, n)) => *n += 1,
+                None => count.push((c, 1)),
+            }
+        }
+    }
+    let out: Vec<char> = match rhs {
+        Some(r) => r.chars().collect(),
+        None => {
+            let mut once: Vec<char> = count
+                .iter()
+                .filter(|(_, n)| *n == 1)
+                .map(|(c, _)| *c)
+                .collect();
+            once.sort();
+            once
+        }
+    };
+    out.iter()
+        .map(|c| size.iter().find(|(x, _)| x == c).map(|(_, d)| *d))
+        .collect()
+}
+
 pub(super) const OPS: &[OpDef] = &[
     OpDef {
         infer: matmul,
@@ -157,5 +217,10 @@ pub(super) const OPS: &[OpDef] = &[
         flow: Flow::Layer,
         eval: true,
         ..OpDef::new("Gemm", 1, arity(2, 3), arity(1, 1))
+    },
+    OpDef {
+        attrs: "equation",
+        infer: einsum,
+        ..OpDef::new("Einsum", 12, arity(1, VARIADIC), arity(1, 1))
     },
 ];
