@@ -1,4 +1,4 @@
-//! Matrix products: `MatMul`, `Gemm`, `Einsum`.
+//! Matrix products: `MatMul`, `Gemm`, `Einsum`, `Attention`.
 
 use super::infer::{attr_i, fact, known_u64, output_times, InferCx, MacCount, MacCx};
 use super::{arity, Flow, OpDef, WeightOperand, WeightRole, VARIADIC};
@@ -200,6 +200,73 @@ fn einsum_shape(cx: &mut InferCx) -> Option<Vec<Dim>> {
         .collect()
 }
 
+/// `Attention` (opset 23): Q, K, V as `[B, heads, seq, size]`, or `[B, seq, heads·size]` with
+/// the head counts in `q_num_heads` / `kv_num_heads`; past keys and values prepend to the
+/// sequence. Outputs Y, present key, present value, and the QK product.
+fn attention(cx: &mut InferCx) -> Vec<Fact> {
+    let (qt, kt) = (cx.x(0).dtype, cx.x(1).dtype);
+    let (Some(q), Some(k), Some(v)) = (
+        cx.x(0).shape.clone(),
+        cx.x(1).shape.clone(),
+        cx.x(2).shape.clone(),
+    ) else {
+        return vec![fact(qt, None)];
+    };
+    let heads = |name: &str| cx.attr_i(name).map(Dim::K);
+    let per_head = |d: Dim, h: Option<Dim>| match (d, h) {
+        (Dim::K(d), Some(Dim::K(h))) if h > 0 && d % h == 0 => Some(Dim::K(d / h)),
+        _ => None,
+    };
+    // (batch, q heads, q seq, kv heads, kv seq, head size, v head size)
+    let dims = match (q.len(), k.len(), v.len()) {
+        (4, 4, 4) => Some((
+            q[0],
+            Some(q[1]),
+            q[2],
+            Some(k[1]),
+            k[2],
+            Some(k[3]),
+            Some(v[3]),
+        )),
+        (3, 3, 3) => {
+            let (qh, kvh) = (heads("q_num_heads"), heads("kv_num_heads"));
+            Some((
+                q[0],
+                qh,
+                q[1],
+                kvh,
+                k[1],
+                per_head(k[2], kvh),
+                per_head(v[2], kvh),
+            ))
+        }
+        _ => None,
+    };
+    let Some((b, qh, qs, kvh, kvs, hs, vhs)) = dims else {
+        return vec![fact(qt, None)];
+    };
+    let total = if cx.has(4) {
+        match (cx.x(4).shape.as_ref().and_then(|p| p.get(2).copied()), kvs) {
+            (Some(Dim::K(p)), Dim::K(s)) => p.checked_add(s).map(Dim::K),
+            _ => None,
+        }
+    } else {
+        Some(kvs)
+    };
+    let y = match (q.len(), qh, vhs) {
+        (4, Some(qh), Some(vhs)) => Some(vec![b, qh, qs, vhs]),
+        (3, Some(Dim::K(h)), Some(Dim::K(v))) => h.checked_mul(v).map(|n| vec![b, qs, Dim::K(n)]),
+        _ => None,
+    };
+    let present = |size: Option<Dim>| Some(vec![b, kvh?, total?, size?]);
+    vec![
+        fact(qt, y),
+        fact(kt, present(hs)),
+        fact(cx.x(2).dtype, present(vhs)),
+        fact(qt, qh.zip(total).map(|(qh, t)| vec![b, qh, qs, t])),
+    ]
+}
+
 pub(super) const OPS: &[OpDef] = &[
     OpDef {
         infer: matmul,
@@ -217,6 +284,12 @@ pub(super) const OPS: &[OpDef] = &[
         flow: Flow::Layer,
         eval: true,
         ..OpDef::new("Gemm", 1, arity(2, 3), arity(1, 1))
+    },
+    OpDef {
+        attrs: "is_causal kv_num_heads q_num_heads qk_matmul_output_mode scale softcap \
+                softmax_precision",
+        infer: attention,
+        ..OpDef::new("Attention", 23, arity(3, 7), arity(1, 4))
     },
     OpDef {
         attrs: "equation",
