@@ -353,3 +353,33 @@ fn subgraph_scopes() {
         );
     }
 }
+
+/// `inspect` counts the MACs of weights stored as graph inputs with defaults (older exporters)
+/// at their defaults' shapes; rules see such inputs as overridable (dtype and rank only).
+#[test]
+fn inputs_with_defaults() {
+    use onnx_slim::ir::builder::{seeded_f32, tensor_i64_1d, ModelBuilder};
+    use onnx_slim::onnx::proto::tensor_proto::DataType;
+    let mut b = ModelBuilder::new(13);
+    b.input("x", DataType::Float, &[2, 12])
+        .input("w", DataType::Float, &[12, 5])
+        .input("shape", DataType::Int64, &[2])
+        .initializer_f32("w", seeded_f32(&[12, 5], 1))
+        .initializer(tensor_i64_1d("shape", &[5, 2]))
+        .node("MatMul", &["x", "w"], &["y"], vec![])
+        .node("Reshape", &["y", "shape"], &["z"], vec![])
+        .output("z", DataType::Float, &[5, 2]);
+    let m = Model::from_proto(b.build()).unwrap();
+    let i = onnx_slim::report::inspect::inspect(&m, 0);
+    assert_eq!(i.op_macs("MatMul"), Some(2 * 12 * 5));
+    let facts = m.graph.facts();
+    let w = m.graph.producer("w").unwrap();
+    assert_eq!(facts.get(w).rank(), Some(2));
+    assert_eq!(
+        facts.get(w).static_shape(),
+        None,
+        "a caller may feed another `w`"
+    );
+    let z = m.graph.producer("z").unwrap();
+    assert_eq!(facts.get(z).static_shape(), None);
+}

@@ -136,6 +136,16 @@ impl Symbols {
     }
 }
 
+/// How graph inputs with a default value (an initializer of the same name) are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defaults {
+    /// A caller may feed another value: only the dtype and rank are sure (what rewrites need).
+    Overridable,
+    /// As their default values, dims and small values (what a report on the model as stored
+    /// shows: older exporters list every weight as an input with a default).
+    AsValues,
+}
+
 /// Facts for every value of a graph.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
@@ -211,6 +221,12 @@ impl Facts {
 
     /// Infers facts for every value of `g` at the default-domain `opset`.
     pub fn infer_at(g: &Graph, opset: Option<i64>) -> Facts {
+        Facts::infer_with(g, opset, Defaults::Overridable)
+    }
+
+    /// Infers facts for every value of `g` at the default-domain `opset`, with graph inputs
+    /// that have a default value taken as `defaults` says.
+    pub fn infer_with(g: &Graph, opset: Option<i64>, defaults: Defaults) -> Facts {
         let mut f = Facts {
             opset,
             ..Facts::default()
@@ -223,6 +239,12 @@ impl Facts {
         for id in g.topo_order() {
             let node = g.node(id);
             match &node.kind {
+                NodeKind::Input {
+                    default: Some((t, _)),
+                    ..
+                } if defaults == Defaults::AsValues => {
+                    f.map.insert(ValueRef { node: id, slot: 0 }, const_fact(t));
+                }
                 NodeKind::Input { info, default } => {
                     let mut fact = f.syms.from_info(info);
                     fact.declared = false;

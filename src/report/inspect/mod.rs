@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::ir::facts::{Fact, Symbols};
+use crate::ir::facts::{Defaults, Fact, Facts, Symbols};
 use crate::ir::text::{opsets as opsets_str, type_str};
 use crate::ir::{tensor, Model, NodeKind, ValueRef};
 use crate::onnx::dtype;
@@ -234,8 +234,9 @@ pub fn inspect(model: &Model, file_bytes: u64) -> Inspection {
         }
     }
 
-    // MACs, from the facts of the graph and of its subgraphs.
-    let facts = g.facts();
+    // MACs, from the facts of the graph and of its subgraphs. Inputs with defaults count at
+    // their defaults' shapes, as stored.
+    let facts = Facts::infer_with(g, model.opset(""), Defaults::AsValues);
     let nested = facts.nested(g);
     let syms = nested.symbols();
     let mut macs = MacAcc::default();
