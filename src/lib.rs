@@ -6,6 +6,7 @@ pub mod error;
 pub mod ir;
 pub mod linalg;
 pub mod onnx;
+pub mod ops;
 pub mod report;
 pub mod rewrite;
 pub mod rules;

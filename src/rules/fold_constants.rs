@@ -14,7 +14,9 @@
 //! quantization), random ops, ops with subgraphs, ops outside the default domain, and any fold
 //! whose result takes more bytes than what it frees: the node itself (as encoded) and the constant
 //! inputs read by it alone — `Tile`, `ConstantOfShape`, `Expand`, `Range` of big outputs stay.
-//! The driver then checks the whole patch against the encoded graph.
+//! The driver then checks the whole patch against the encoded graph. Which ops are pure, kept
+//! ("never folded") or evaluated is the op table's word ([`crate::ops::OpDef::purity`] and
+//! [`crate::ops::OpDef::eval`]).
 
 use crate::error::{Error, Result};
 use crate::ir::graph::has_subgraphs;
@@ -24,83 +26,11 @@ use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
 use super::eval::eval_node;
-use super::util::is_random;
 use crate::ir::facts::Facts;
+use crate::ops::{self, Purity};
 
 /// See the module docs.
 pub struct FoldConstants;
-
-const NEVER: &[&str] = &[
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "DynamicQuantizeLinear",
-    "Constant",
-];
-
-/// Ops evaluated on constant inputs. Verification runs in tract too, so folding with tract must
-/// not hide a tract quirk: only ops whose semantics are plain and identical across runtimes are
-/// evaluated (no rounding modes, no resampling, no fmod, no string ops).
-const EVAL_OPS: &[&str] = &[
-    "Abs",
-    "Add",
-    "And",
-    "ArgMax",
-    "ArgMin",
-    "Cast",
-    "Ceil",
-    "Clip",
-    "Concat",
-    "ConstantOfShape",
-    "Div",
-    "Equal",
-    "Erf",
-    "Exp",
-    "Expand",
-    "Flatten",
-    "Floor",
-    "Gather",
-    "Gemm",
-    "Greater",
-    "GreaterOrEqual",
-    "Identity",
-    "Less",
-    "LessOrEqual",
-    "Log",
-    "MatMul",
-    "Max",
-    "Min",
-    "Mul",
-    "Neg",
-    "Not",
-    "Or",
-    "Pow",
-    "Range",
-    "Reciprocal",
-    "ReduceMax",
-    "ReduceMean",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Shape",
-    "Sigmoid",
-    "Sign",
-    "Size",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Sqrt",
-    "Squeeze",
-    "Sub",
-    "Sum",
-    "Tanh",
-    "Tile",
-    "Transpose",
-    "Unsqueeze",
-    "Where",
-    "Xor",
-];
 
 enum How {
     /// Values known from shapes.
@@ -197,11 +127,11 @@ fn classify(model: &Model, facts: &Facts, id: NodeId) -> std::result::Result<How
     if !node.domain().is_empty() {
         return Err(format!("`{}` is outside the default domain", node.domain()));
     }
-    if NEVER.contains(&op) {
-        return Err(format!("{op} is never folded"));
-    }
-    if is_random(op) {
-        return Err("random ops are never folded".into());
+    let def = ops::lookup("", op, None);
+    match def.map(|d| d.purity) {
+        Some(Purity::Keep) => return Err(format!("{op} is never folded")),
+        Some(Purity::Random) => return Err("random ops are never folded".into()),
+        _ => {}
     }
     if has_subgraphs(p) {
         return Err("ops with subgraphs are never folded".into());
@@ -214,7 +144,7 @@ fn classify(model: &Model, facts: &Facts, id: NodeId) -> std::result::Result<How
             "ConstantOfShape without `value` is not folded (runtimes disagree on its dtype)".into(),
         );
     }
-    if !EVAL_OPS.contains(&op) {
+    if !def.is_some_and(|d| d.eval) {
         return Err(format!(
             "{op} is not on the list of ops folded by evaluation"
         ));

@@ -57,6 +57,7 @@ use crate::linalg::{self, rank, Factors, Gram, Outcome, Whitener};
 use crate::onnx::proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto,
 };
+use crate::ops::{self, WeightOperand, WeightRole};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
 /// The kept-energy fraction used when no rank flag is given (plain SVD, weight space).
@@ -320,6 +321,8 @@ struct Layer {
     act: ValueRef,
     weight: ValueRef,
     dims: Vec<i64>,
+    /// The weight's output-channel axis (0 or 1): `N` is along it, `K` along the others.
+    out_axis: usize,
     k: usize,
     n: usize,
 }
@@ -366,27 +369,39 @@ fn constant(g: &Graph, v: ValueRef) -> Option<&TensorProto> {
     g.const_tensor(v)
 }
 
-/// Parses `id` as a MatMul, Gemm or Conv with a constant weight: the layer, or why not.
+/// The op table's weight operand of `node` with `role`.
+fn operand(node: &NodeProto, role: WeightRole) -> Option<WeightOperand> {
+    ops::weights(node).into_iter().find(|w| w.role == role)
+}
+
+/// Parses `id` as a MatMul, Gemm or Conv with a constant weight: the layer, or why not. Which
+/// input is the weight and which of its axes is the output channel is the op table's word
+/// ([`crate::ops::OpDef::weights`]); `K` is the weight's other axes, flattened.
 fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, String> {
     let g = &model.graph;
     let node = g.node(id);
     let op = node.op_type();
+    let p = node.op().ok_or("not an op")?;
     let ins = g.node_inputs(id);
     let get = |i: usize| ins.get(i).copied().flatten();
-    let (op, act, weight, form) = match op {
+    let slot = |w: Option<WeightOperand>| w.map(|w| w.input).ok_or("no weight operand");
+    let (op, act, weight, form, w_op) = match op {
         "MatMul" => {
-            let (Some(x0), Some(x1)) = (get(0), get(1)) else {
+            let right = operand(p, WeightRole::Kernel);
+            let left = operand(p, WeightRole::LeftKernel);
+            let (Some(x0), Some(x1)) = (get(slot(left)?), get(slot(right)?)) else {
                 return Err("MatMul without two inputs".into());
             };
             match (constant(g, x0).is_some(), constant(g, x1).is_some()) {
                 (true, true) => return Err("both inputs are constant (fold them instead)".into()),
                 (false, false) => return Err("no constant weight: both inputs are computed".into()),
-                (false, true) => ("MatMul", x0, x1, Form::Right),
-                (true, false) => ("MatMul", x1, x0, Form::Left),
+                (false, true) => ("MatMul", x0, x1, Form::Right, right),
+                (true, false) => ("MatMul", x1, x0, Form::Left, left),
             }
         }
         "Gemm" => {
-            let (Some(a), Some(b)) = (get(0), get(1)) else {
+            let w = operand(p, WeightRole::Kernel);
+            let (Some(a), Some(b)) = (get(0), get(slot(w)?)) else {
                 return Err("Gemm without two inputs".into());
             };
             if constant(g, b).is_none() {
@@ -399,20 +414,18 @@ fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, String> {
                 trans_a: attr_i(g, id, "transA", 0) != 0,
                 trans_b: attr_i(g, id, "transB", 0) != 0,
             };
-            ("Gemm", a, b, form)
+            ("Gemm", a, b, form, w)
         }
         "Conv" => {
-            let (Some(x), Some(w)) = (get(0), get(1)) else {
+            let w_op = operand(p, WeightRole::Kernel);
+            let (Some(x), Some(w)) = (get(0), get(slot(w_op)?)) else {
                 return Err("Conv without input and weight".into());
             };
-            if constant(g, w).is_none() {
-                return Err("weight is not constant".into());
-            }
-            let group = attr_i(g, id, "group", 1);
+            let t = constant(g, w).ok_or("weight is not constant")?;
+            let group = w_op.map_or(1, |w| w.groups);
             if group != 1 {
                 return Err(format!("grouped convolution (group = {group})"));
             }
-            let t = constant(g, w).expect("checked");
             if t.dims.len() < 3 {
                 return Err(format!("weight has rank {}, expected ≥ 3", t.dims.len()));
             }
@@ -420,7 +433,7 @@ fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, String> {
                 c_in: t.dims[1].max(0) as usize,
                 kernel: t.dims[2..].iter().map(|d| (*d).max(0) as usize).collect(),
             };
-            ("Conv", x, w, form)
+            ("Conv", x, w, form, w_op)
         }
         other => return Err(format!("`{other}` is not factored")),
     };
@@ -432,26 +445,25 @@ fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, String> {
             crate::onnx::dtype::name(t.data_type.unwrap_or(0))
         ));
     }
+    if !matches!(form, Form::Conv { .. }) && dims.len() != 2 {
+        return Err(if dims.len() > 2 {
+            format!("batched {}-D weight {:?}", dims.len(), dims)
+        } else {
+            format!("{}-D weight (a vector product)", dims.len())
+        });
+    }
+    let out_axis = w_op
+        .and_then(|w| w.out_axis)
+        .and_then(|a| ops::infer::norm_axis(a, dims.len()))
+        .ok_or("the weight has no output axis")?;
     let u = |d: i64| d.max(0) as usize;
-    let (k, n) = match &form {
-        Form::Right | Form::Left | Form::Gemm { .. } if dims.len() != 2 => {
-            return Err(if dims.len() > 2 {
-                format!("batched {}-D weight {:?}", dims.len(), dims)
-            } else {
-                format!("{}-D weight (a vector product)", dims.len())
-            });
-        }
-        Form::Right => (u(dims[0]), u(dims[1])),
-        Form::Left => (u(dims[1]), u(dims[0])),
-        Form::Gemm { trans_b, .. } => {
-            if *trans_b {
-                (u(dims[1]), u(dims[0]))
-            } else {
-                (u(dims[0]), u(dims[1]))
-            }
-        }
-        Form::Conv { .. } => (dims[1..].iter().map(|d| u(*d)).product(), u(dims[0])),
-    };
+    let n = u(dims[out_axis]);
+    let k = dims
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != out_axis)
+        .map(|(_, d)| u(*d))
+        .product();
     Ok(Layer {
         node: id,
         op,
@@ -459,6 +471,7 @@ fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, String> {
         act,
         weight,
         dims,
+        out_axis,
         k,
         n,
     })
@@ -624,7 +637,7 @@ static PLAN_BYTES: Mutex<usize> = Mutex::new(0);
 /// Cached factors beyond this many bytes are dropped (they are recomputed on demand).
 const PLAN_CACHE_BYTES: usize = 1 << 30;
 
-/// The weight as the `K × N` matrix being factored.
+/// The weight as the `K × N` matrix being factored (transposed when its output axis comes first).
 fn weight_matrix(t: &TensorProto, layer: &Layer) -> Result<Array2<f32>> {
     let w = tensor::to_f32(t)?;
     let rows = layer.dims[0].max(0) as usize;
@@ -635,9 +648,10 @@ fn weight_matrix(t: &TensorProto, layer: &Layer) -> Result<Array2<f32>> {
             name: t.name.clone().unwrap_or_default(),
             reason: e.to_string(),
         })?;
-    Ok(match layer.form {
-        Form::Right | Form::Gemm { trans_b: false, .. } => w2,
-        _ => w2.t().as_standard_layout().to_owned(),
+    Ok(if layer.out_axis == 0 {
+        w2.t().as_standard_layout().to_owned()
+    } else {
+        w2
     })
 }
 

@@ -113,17 +113,12 @@ pub fn single_use(graph: &Graph, v: ValueRef) -> bool {
     graph.consumers(v).len() == 1 && !graph.is_graph_output(v) && !graph.is_captured(v)
 }
 
-/// Ops whose result is random: never folded, never deduplicated.
+/// Ops of the default domain whose result is random (the op table's [`Purity::Random`]): never
+/// folded, never deduplicated.
+///
+/// [`Purity::Random`]: crate::ops::Purity::Random
 pub fn is_random(op: &str) -> bool {
-    matches!(
-        op,
-        "RandomNormal"
-            | "RandomUniform"
-            | "RandomNormalLike"
-            | "RandomUniformLike"
-            | "Multinomial"
-            | "Bernoulli"
-    )
+    crate::ops::lookup("", op, None).is_some_and(|d| d.purity == crate::ops::Purity::Random)
 }
 
 /// A new operator node of the default domain.

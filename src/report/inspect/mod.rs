@@ -2,27 +2,27 @@
 //!
 //! Opsets, inputs and outputs, an op histogram that includes the nodes of `If`/`Loop`/`Scan`
 //! subgraphs, parameter counts and bytes per dtype, and the multiply-accumulates of `Conv`,
-//! `MatMul` and `Gemm` where a small shape-inference pass can tell the shapes.
+//! `MatMul` and `Gemm` where the facts ([`crate::ir::facts`], subgraphs included) tell the shapes,
+//! counted by the op table ([`crate::ops`]).
 //!
 //! Nothing here panics or allocates in proportion to a dim's value: dims are `u64` with checked
 //! arithmetic, and a product that overflows saturates and is flagged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
 
+use crate::ir::facts::{Defaults, Fact, Facts, Symbols};
 use crate::ir::text::{opsets as opsets_str, type_str};
-use crate::ir::{tensor, Model, NodeKind};
+use crate::ir::{tensor, Model, NodeKind, ValueRef};
 use crate::onnx::dtype;
 use crate::onnx::proto::{
-    tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, AttributeProto, GraphProto,
-    NodeProto, SparseTensorProto, TensorProto, ValueInfoProto,
+    tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, GraphProto, NodeProto,
+    SparseTensorProto, TensorProto, ValueInfoProto,
 };
 use crate::onnx::visit::subgraphs;
-
-mod shapes;
-use shapes::{declared_shape, visit_node, MacAcc, Scope};
+use crate::ops::{self, MacCx};
 
 /// Everything `inspect` reports. Serializes to the `--json` form; `Display` is the human form.
 #[derive(Debug, Clone, Serialize)]
@@ -234,38 +234,34 @@ pub fn inspect(model: &Model, file_bytes: u64) -> Inspection {
         }
     }
 
-    // Shapes and MACs.
-    let opset = model.opset("").unwrap_or(0);
+    // MACs, from the facts of the graph and of its subgraphs. Inputs with defaults count at
+    // their defaults' shapes, as stored.
+    let facts = Facts::infer_with(g, model.opset(""), Defaults::AsValues);
+    let nested = facts.nested(g);
+    let syms = nested.symbols();
     let mut macs = MacAcc::default();
-    let mut scope = Scope::new(None);
-    for &id in &order {
-        match &g.node(id).kind {
-            NodeKind::Input { info, .. } => {
-                if let Some(s) = declared_shape(info) {
-                    scope.shapes.insert(name_of(info), s);
-                }
-            }
-            NodeKind::Initializer(t) => scope.add_const(t),
-            _ => {}
-        }
-    }
-    for vi in g
-        .value_infos()
-        .iter()
-        .chain(g.outputs().iter().map(|(_, i)| i))
-    {
-        if let Some(s) = declared_shape(vi) {
-            scope.declared.insert(name_of(vi), s);
-        }
-    }
     for &id in &order {
         let Some(n) = g.node(id).op() else { continue };
-        let names: Vec<String> = g
+        let ins: Vec<Option<Fact>> = g
             .node_inputs(id)
             .into_iter()
-            .map(|v| v.map(|v| g.value_name(v).to_string()).unwrap_or_default())
+            .map(|v| v.map(|v| facts.get(v).clone()))
             .collect();
-        visit_node(n, &names, &mut scope, opset, &mut macs);
+        let outs: Vec<Fact> = (0..n.output.len())
+            .map(|slot| facts.get(ValueRef { node: id, slot }).clone())
+            .collect();
+        macs.node(n, &ins, &outs, syms);
+    }
+    for (i, scope) in nested.scopes.iter().enumerate() {
+        for n in &scope.graph.node {
+            let ins: Vec<Option<Fact>> = n
+                .input
+                .iter()
+                .map(|name| (!name.is_empty()).then(|| nested.get(i, name).clone()))
+                .collect();
+            let outs: Vec<Fact> = n.output.iter().map(|o| nested.get(i, o).clone()).collect();
+            macs.node(n, &ins, &outs, syms);
+        }
     }
 
     let mut ops: Vec<OpCount> = acc
@@ -472,7 +468,7 @@ impl Acc {
 }
 
 fn is_default_domain(n: &NodeProto) -> bool {
-    matches!(n.domain.as_deref(), None | Some("") | Some("ai.onnx"))
+    ops::is_default_domain(n.domain.as_deref().unwrap_or(""))
 }
 
 fn op_key(n: &NodeProto) -> String {
@@ -481,6 +477,42 @@ fn op_key(n: &NodeProto) -> String {
         op.to_string()
     } else {
         format!("{}.{op}", n.domain.as_deref().unwrap_or(""))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MACs
+
+#[derive(Default)]
+struct MacAcc {
+    /// op → (nodes with known MACs, MACs, nodes with unknown MACs)
+    by_op: BTreeMap<String, (u64, u64, u64)>,
+    syms: BTreeSet<String>,
+    saturated: bool,
+}
+
+impl MacAcc {
+    /// Counts `n` if the op table gives its MACs. A count that leans on a size no `dim_param`
+    /// names (a fresh symbol) is unknown.
+    fn node(&mut self, n: &NodeProto, ins: &[Option<Fact>], outs: &[Fact], syms: &Symbols) {
+        let Some(f) = ops::lookup_node(n, None).and_then(|d| d.macs) else {
+            return;
+        };
+        let count = f(&MacCx { node: n, ins, outs });
+        let names: Option<Vec<&str>> = count
+            .as_ref()
+            .map(|c| c.syms.iter().map(|s| syms.name(*s)).collect())
+            .unwrap_or(None);
+        let e = self.by_op.entry(op_key(n)).or_default();
+        match (count, names) {
+            (Some(c), Some(names)) => {
+                e.0 += 1;
+                e.1 = e.1.saturating_add(c.macs);
+                self.saturated |= c.saturated;
+                self.syms.extend(names.into_iter().map(str::to_string));
+            }
+            _ => e.2 += 1,
+        }
     }
 }
 

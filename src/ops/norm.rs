@@ -1,0 +1,98 @@
+//! Normalisations and `Dropout`: shape-preserving ops whose extra inputs are per-channel or
+//! per-feature parameters. Those normalising across channels (layer, group, RMS, LRN,
+//! mean-variance) are channel-flow barriers: removing a channel changes the others.
+
+use super::elementwise::same;
+use super::infer::{fact, norm_axis, InferCx};
+use super::{arity, Flow, OpDef};
+use crate::ir::facts::{Dim, Fact};
+use crate::onnx::proto::tensor_proto::DataType;
+
+fn dropout(cx: &mut InferCx) -> Vec<Fact> {
+    let i0 = cx.x(0).clone();
+    vec![
+        fact(i0.dtype, i0.shape.clone()),
+        fact(Some(DataType::Bool as i32), i0.shape),
+    ]
+}
+
+/// Output 0 is the input's; the training-mode outputs (running or saved mean and variance) are
+/// per channel, shaped like the input mean.
+fn batch_norm(cx: &mut InferCx) -> Vec<Fact> {
+    let i0 = cx.x(0).clone();
+    let stat = fact(cx.x(3).dtype, cx.x(3).shape.clone());
+    let mut outs = vec![fact(i0.dtype, i0.shape)];
+    outs.resize(cx.n_out().max(1), stat);
+    outs
+}
+
+fn layer_norm(cx: &mut InferCx) -> Vec<Fact> {
+    let i0 = cx.x(0).clone();
+    let stash = cx.attr_i("stash_type").unwrap_or(1) as i32;
+    let stats = i0.shape.as_ref().and_then(|s| {
+        let a = norm_axis(cx.attr_i("axis").unwrap_or(-1), s.len())?;
+        let mut out = s[..a].to_vec();
+        out.extend(std::iter::repeat_n(Dim::K(1), s.len() - a));
+        Some(out)
+    });
+    vec![
+        fact(i0.dtype, i0.shape.clone()),
+        fact(Some(stash), stats.clone()),
+        fact(Some(stash), stats),
+    ]
+}
+
+pub(super) const OPS: &[OpDef] = &[
+    OpDef {
+        attrs: "epsilon momentum consumed_inputs<6 is_test<7 spatial<9 training_mode>=14",
+        infer: batch_norm,
+        flow: Flow::Pass {
+            per_channel: &[1, 2, 3, 4],
+        },
+        ..OpDef::new("BatchNormalization", 1, arity(5, 5), arity(1, 5))
+    },
+    OpDef {
+        attrs: "epsilon consumed_inputs<6",
+        infer: same,
+        flow: Flow::Pass {
+            per_channel: &[1, 2],
+        },
+        ..OpDef::new("InstanceNormalization", 1, arity(3, 3), arity(1, 1))
+    },
+    OpDef {
+        attrs: "axis epsilon stash_type",
+        infer: layer_norm,
+        ..OpDef::new("LayerNormalization", 17, arity(2, 3), arity(1, 3))
+    },
+    OpDef {
+        attrs: "axis epsilon stash_type",
+        infer: same,
+        ..OpDef::new("RMSNormalization", 23, arity(2, 2), arity(1, 1))
+    },
+    OpDef {
+        attrs: "interleaved num_heads rotary_embedding_dim",
+        infer: same,
+        ..OpDef::new("RotaryEmbedding", 23, arity(3, 4), arity(1, 1))
+    },
+    OpDef {
+        attrs: "epsilon num_groups stash_type>=21",
+        infer: same,
+        ..OpDef::new("GroupNormalization", 18, arity(3, 3), arity(1, 1))
+    },
+    OpDef {
+        attrs: "alpha beta bias size",
+        infer: same,
+        ..OpDef::new("LRN", 1, arity(1, 1), arity(1, 1))
+    },
+    OpDef {
+        attrs: "axes",
+        infer: same,
+        ..OpDef::new("MeanVarianceNormalization", 9, arity(1, 1), arity(1, 1))
+    },
+    OpDef {
+        attrs: "ratio<12 consumed_inputs<6 is_test<7 seed>=12",
+        infer: dropout,
+        flow: Flow::Pass { per_channel: &[] },
+        ..OpDef::new("Dropout", 1, arity(1, 3), arity(1, 2))
+    },
+];
