@@ -181,3 +181,40 @@ fn shared_models_render() {
     }
     assert_eq!(rendered, 6, "shared models rendered");
 }
+
+/// x → Relu → Neg → y, with every name (input, initializer, node, value, output, graph,
+/// metadata key, custom domain) built from `tag`.
+fn tagged(tag: &str) -> ModelProto {
+    use onnx_slim::ir::builder::{seeded_f32, ModelBuilder};
+    use onnx_slim::onnx::proto::tensor_proto::DataType;
+    let n = |s: &str| format!("{s}{tag}");
+    let mut b = ModelBuilder::new(17);
+    b.opset(&n("dom"), 1)
+        .graph_name(&n("g"))
+        .metadata(&n("key"), "v")
+        .input(&n("x"), DataType::Float, &[1, 4])
+        .initializer_f32(&n("w"), seeded_f32(&[1, 4], 1))
+        .node_named(&n("relu"), "Relu", &[&n("x")], &[&n("h")], vec![])
+        .node_in(&n("dom"), &n("custom"), "Custom", &[&n("h"), &n("w")], &[&n("y")], vec![])
+        .output(&n("y"), DataType::Float, &[1, 4]);
+    b.build()
+}
+
+#[test]
+fn control_characters_in_names_are_escaped_and_cannot_forge_lines() {
+    let plain = to_text(&Model::from_proto(tagged("_ab")).expect("valid"));
+    let hostile = to_text(&Model::from_proto(tagged("_a\nb\0\r\t\\")).expect("valid"));
+    assert_eq!(
+        hostile.lines().count(),
+        plain.lines().count(),
+        "a name broke a line:\n{hostile}"
+    );
+    let raw: Vec<char> = hostile
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    assert!(raw.is_empty(), "raw control characters {raw:?} in:\n{hostile}");
+    assert!(hostile.contains(r"relu_a\nb\u{0}\r\t\\"), "{hostile}");
+    // Every name is escaped the same way, so the two texts differ only in the tags.
+    assert_eq!(hostile.replace(r"_a\nb\u{0}\r\t\\", "_ab"), plain);
+}

@@ -65,11 +65,11 @@ fn header(m: &ModelProto, g: &GraphProto, out: &mut String) {
         .collect::<Vec<_>>()
         .join(" ");
     if !producer.is_empty() {
-        writeln!(out, "producer: {producer}").unwrap();
+        writeln!(out, "producer: {}", esc(&producer)).unwrap();
     }
     writeln!(out, "opsets: {}", opsets(&m.opset_import)).unwrap();
     if let Some(d) = m.domain.as_deref().filter(|d| !d.is_empty()) {
-        writeln!(out, "domain: {d}").unwrap();
+        writeln!(out, "domain: {}", esc(d)).unwrap();
     }
     if let Some(v) = m.model_version {
         writeln!(out, "model_version: {v}").unwrap();
@@ -82,7 +82,7 @@ fn header(m: &ModelProto, g: &GraphProto, out: &mut String) {
         writeln!(out, "training_info: {} entries", m.training_info.len()).unwrap();
     }
     if let Some(n) = g.name.as_deref().filter(|n| !n.is_empty()) {
-        writeln!(out, "graph: {n}").unwrap();
+        writeln!(out, "graph: {}", esc(n)).unwrap();
     }
     if let Some(d) = g.doc_string.as_deref().filter(|d| !d.is_empty()) {
         writeln!(out, "graph doc: {}", quote(d)).unwrap();
@@ -95,7 +95,7 @@ fn metadata(props: &[StringStringEntryProto], prefix: &str, out: &mut String) {
         writeln!(
             out,
             "{prefix}metadata: {} = {}",
-            p.key.as_deref().unwrap_or(""),
+            esc(p.key.as_deref().unwrap_or("")),
             quote(p.value.as_deref().unwrap_or(""))
         )
         .unwrap();
@@ -111,7 +111,7 @@ pub fn opsets(imports: &[OperatorSetIdProto]) -> String {
                 None | Some("") => "ai.onnx",
                 Some(d) => d,
             };
-            (d.to_string(), o.version.unwrap_or(0))
+            (esc(d).into_owned(), o.version.unwrap_or(0))
         })
         .collect();
     v.sort();
@@ -188,7 +188,7 @@ fn top_graph(g: &Graph, out: &mut String) {
                 NodeKind::Initializer(t) => writeln!(
                     out,
                     "  {}: {}",
-                    t.name.as_deref().unwrap_or(""),
+                    esc(t.name.as_deref().unwrap_or("")),
                     tensor_summary(t)
                 )
                 .unwrap(),
@@ -250,7 +250,7 @@ fn graph_proto(g: &GraphProto, indent: usize, out: &mut String) {
         writeln!(
             out,
             "{pad}captures: {}",
-            free.into_iter().collect::<Vec<_>>().join(", ")
+            free.iter().map(|n| esc(n)).collect::<Vec<_>>().join(", ")
         )
         .unwrap();
     }
@@ -269,14 +269,14 @@ fn graph_proto(g: &GraphProto, indent: usize, out: &mut String) {
             writeln!(
                 out,
                 "{pad}  {}: {}",
-                t.name.as_deref().unwrap_or(""),
+                esc(t.name.as_deref().unwrap_or("")),
                 tensor_summary(t)
             )
             .unwrap();
         }
         for s in &g.sparse_initializer {
             let name = s.values.as_ref().and_then(|v| v.name.as_deref());
-            writeln!(out, "{pad}  {}: {}", name.unwrap_or(""), sparse_summary(s)).unwrap();
+            writeln!(out, "{pad}  {}: {}", esc(name.unwrap_or("")), sparse_summary(s)).unwrap();
         }
     }
     if !g.node.is_empty() {
@@ -296,12 +296,12 @@ fn node(n: &NodeProto, inputs: &[String], indent: usize, out: &mut String) {
     if n.output.is_empty() {
         out.push_str("() = ");
     } else {
-        out.push_str(&n.output.join(", "));
+        out.push_str(&join_names(&n.output));
         out.push_str(" = ");
     }
     out.push_str(&op_name(n));
     out.push('(');
-    out.push_str(&inputs.join(", "));
+    out.push_str(&join_names(inputs));
     out.push(')');
     let mut attrs: Vec<&AttributeProto> = n.attribute.iter().collect();
     attrs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -311,16 +311,16 @@ fn node(n: &NodeProto, inputs: &[String], indent: usize, out: &mut String) {
             if i > 0 {
                 out.push_str(", ");
             }
-            write!(out, "{}={}", a.name.as_deref().unwrap_or(""), attr_value(a)).unwrap();
+            write!(out, "{}={}", esc(a.name.as_deref().unwrap_or("")), attr_value(a)).unwrap();
         }
         out.push('}');
     }
     if let Some(name) = n.name.as_deref().filter(|s| !s.is_empty()) {
-        write!(out, "  # name: {name}").unwrap();
+        write!(out, "  # name: {}", esc(name)).unwrap();
     }
     out.push('\n');
     for a in attrs {
-        let aname = a.name.as_deref().unwrap_or("");
+        let aname = esc(a.name.as_deref().unwrap_or(""));
         if let Some(g) = &a.g {
             writeln!(out, "{pad}  {aname}: {}", graph_label(g)).unwrap();
             graph_proto(g, indent + 4, out);
@@ -336,19 +336,19 @@ fn node(n: &NodeProto, inputs: &[String], indent: usize, out: &mut String) {
 pub fn op_name(n: &NodeProto) -> String {
     let op = n.op_type.as_deref().unwrap_or("");
     let mut s = match n.domain.as_deref() {
-        None | Some("") | Some("ai.onnx") => op.to_string(),
-        Some(d) => format!("{d}.{op}"),
+        None | Some("") | Some("ai.onnx") => esc(op).into_owned(),
+        Some(d) => format!("{}.{}", esc(d), esc(op)),
     };
     if let Some(o) = n.overload.as_deref().filter(|o| !o.is_empty()) {
         s.push(':');
-        s.push_str(o);
+        s.push_str(&esc(o));
     }
     s
 }
 
 fn graph_label(g: &GraphProto) -> String {
     match g.name.as_deref().filter(|n| !n.is_empty()) {
-        Some(n) => format!("graph {n}"),
+        Some(n) => format!("graph {}", esc(n)),
         None => "graph".into(),
     }
 }
@@ -459,6 +459,28 @@ fn bytes_str(b: &[u8]) -> String {
             }
         }
     }
+}
+
+/// `names` escaped and joined with `, `.
+fn join_names(names: &[String]) -> String {
+    names.iter().map(|n| esc(n)).collect::<Vec<_>>().join(", ")
+}
+
+/// A name as the text form prints it: control characters and backslashes escaped (`\n`, `\\`),
+/// so that a name from a model file can neither break a line nor forge one.
+pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() || c == '\\') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A quoted, escaped string, cut after [`TEXT_MAX`] characters.
@@ -588,7 +610,7 @@ pub fn sparse_summary(s: &SparseTensorProto) -> String {
 pub fn value_info_str(vi: &ValueInfoProto) -> String {
     format!(
         "{}: {}",
-        vi.name.as_deref().unwrap_or(""),
+        esc(vi.name.as_deref().unwrap_or("")),
         type_str(vi.r#type.as_ref())
     )
 }
@@ -660,8 +682,8 @@ fn functions(fs: &[FunctionProto], out: &mut String) {
     out.push_str("\nfunctions:\n");
     for f in fs {
         let name = match f.domain.as_deref() {
-            None | Some("") => f.name.clone().unwrap_or_default(),
-            Some(d) => format!("{d}.{}", f.name.as_deref().unwrap_or("")),
+            None | Some("") => esc(f.name.as_deref().unwrap_or("")).into_owned(),
+            Some(d) => format!("{}.{}", esc(d), esc(f.name.as_deref().unwrap_or(""))),
         };
         let overload = f
             .overload
@@ -672,8 +694,8 @@ fn functions(fs: &[FunctionProto], out: &mut String) {
         writeln!(
             out,
             "  {name}{overload}({}) -> ({})",
-            f.input.join(", "),
-            f.output.join(", ")
+            join_names(&f.input),
+            join_names(&f.output)
         )
         .unwrap();
         if let Some(d) = f.doc_string.as_deref().filter(|d| !d.is_empty()) {

@@ -1,7 +1,8 @@
 //! `Q001 quantize`: stores float weights as 8-bit integers read through `DequantizeLinear`.
 //!
-//! **What:** a constant float32 weight `W` read by Conv, ConvTranspose, MatMul, Gemm (`B`),
-//! LSTM/GRU/RNN (`W` and `R`) or as a Gather table becomes `q = round(W / s) + z` stored as int8
+//! **What:** a constant float32 weight `W` that the op table ([`crate::ops::weights`]) names as a
+//! kernel, recurrent weight or table — Conv, ConvTranspose, DeformConv, MatMul, Gemm (`B`),
+//! LSTM/GRU/RNN (`W` and `R`), Gather's table — becomes `q = round(W / s) + z` stored as int8
 //! (symmetric, `z = 0`, `q ∈ [−127, 127]`) or uint8 (asymmetric, the range widened to include 0
 //! so that zero stays exactly zero), and `DequantizeLinear(q, s, z)` feeds every reader of `W`
 //! under `W`'s own name. The scale is per output channel (one `s` per slice along the op's
@@ -29,10 +30,11 @@
 
 use bytes::Bytes;
 
-use super::util::{attr_i, make_attr_i, make_node};
+use super::util::{make_attr_i, make_node};
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
+use crate::ops::{self, WeightOperand, WeightRole};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
 /// Weights with fewer elements stay float by default: the `DequantizeLinear` node, its scale and
@@ -130,33 +132,36 @@ impl QuantizeConfig {
 /// See the module docs.
 pub struct Quantize;
 
-/// Where an op reads weights: `(input slot, output-channel axis)` for each weight operand the
-/// op can have, given its attributes and which inputs are constant. The axis may be negative
-/// (counted from the end).
-// TODO(op table): this is per-op knowledge that belongs in the op table (issue #22); it moves
-// there when the table lands.
+/// Where `id` reads weights to quantize: `(input slot, output-channel axis)` per weight operand,
+/// from the op table (biases excluded; they stay float). The axis may be negative (counted from
+/// the end). MatMul's table entry names both sides: the weight is the constant one, the right
+/// one when neither or both are.
 fn weight_operands(g: &Graph, id: NodeId) -> Vec<(usize, i64)> {
+    let Some(p) = g.node(id).op() else {
+        return vec![];
+    };
     let is_const = |slot: usize| g.input(id, slot).and_then(|v| g.const_tensor(v)).is_some();
-    match g.node(id).op_type() {
-        "Conv" => vec![(1, 0)],
-        "ConvTranspose" => vec![(1, 1)],
-        "Gemm" => vec![(
-            1,
-            if attr_i(g, id, "transB", 0) != 0 {
-                0
-            } else {
-                1
-            },
-        )],
-        "MatMul" => match (is_const(0), is_const(1)) {
-            (false, true) => vec![(1, -1)],
-            (true, false) => vec![(0, -2)],
-            _ => vec![(1, -1)],
-        },
-        "LSTM" | "GRU" | "RNN" => vec![(1, 1), (2, 1)],
-        "Gather" => vec![(0, attr_i(g, id, "axis", 0))],
-        _ => vec![],
-    }
+    let ops: Vec<WeightOperand> = ops::weights(p)
+        .into_iter()
+        .filter(|w| w.role != WeightRole::Bias && w.out_axis.is_some())
+        .collect();
+    let kernel_const = ops
+        .iter()
+        .any(|w| w.role == WeightRole::Kernel && is_const(w.input));
+    ops.into_iter()
+        .filter(|w| w.role != WeightRole::LeftKernel || (is_const(w.input) && !kernel_const))
+        .filter_map(|w| Some((w.input, w.out_axis?)))
+        .collect()
+}
+
+/// Whether `id` reads its weight operand `slot` as an indexed table (Gather's data): a table
+/// computed at run time is not a weight, so no skip is reported for it.
+fn reads_table(g: &Graph, id: NodeId, slot: usize) -> bool {
+    g.node(id).op().is_some_and(|p| {
+        ops::weights(p)
+            .iter()
+            .any(|w| w.input == slot && w.role == WeightRole::Table)
+    })
 }
 
 fn is_quantized_op(g: &Graph, id: NodeId) -> bool {
@@ -226,7 +231,7 @@ fn find_weights(model: &Model, cfg: &QuantizeConfig, f: &mut Findings) -> Vec<(N
             if g.const_tensor(v).is_none() {
                 if g.node(v.node).op_type() == "DequantizeLinear" {
                     f.skip(model, id, format!("input {slot} is already quantized"));
-                } else if g.node(id).op_type() != "Gather" {
+                } else if !reads_table(g, id, slot) {
                     f.skip(model, id, format!("input {slot} is not a constant weight"));
                 }
                 continue;
