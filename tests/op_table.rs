@@ -178,8 +178,10 @@ fn inference_matches_the_node_suite() {
         .map(|(op, n)| format!("{op} ({n})"))
         .collect();
     common::skip_loudly(&format!(
-        "op table vs node suite: {checked} checked, {unknown} unknown, {allowed_seen} allowed \
-         mismatches, {outside} cases outside the table; ops the table does not know ({}): {}",
+        "op table ({} ops) vs node suite: {checked} checked, {unknown} unknown, {allowed_seen} \
+         allowed mismatches, {outside} cases outside the table; ops the table does not know \
+         ({}): {}",
+        ops::all().len(),
         unknown_ops.len(),
         ops.join(", ")
     ));

@@ -161,8 +161,9 @@ const UNKNOWN: Fact = Fact {
     declared: false,
 };
 
-/// Output facts of `node` from its input facts, by the op table; unknown for barriers. Where an
-/// output's shape or dtype stays unknown, a `value_info` declaration fills it in.
+/// Output facts of `node` from its input facts, by the op table; unknown for barriers and for
+/// nodes whose number of inputs or outputs the table rejects. Where an output's shape or dtype
+/// stays unknown, a `value_info` declaration fills it in.
 fn infer_node(
     node: &NodeProto,
     ins: &[Option<Fact>],
@@ -171,7 +172,7 @@ fn infer_node(
     declared: &HashMap<&str, &ValueInfoProto>,
 ) -> Vec<Fact> {
     let n_out = node.output.len();
-    let mut outs = match ops::lookup_node(node, opset) {
+    let mut outs = match ops::lookup_node(node, opset).filter(|d| d.arity_fits(node)) {
         Some(def) => {
             let mut cx = InferCx {
                 node,

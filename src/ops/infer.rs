@@ -291,10 +291,10 @@ pub fn reshape(
         }
     }
     out[at] = if rest_syms.is_empty() && left_syms.is_empty() {
-        if kd == 0 || kn % kd != 0 {
+        if kd == 0 || kn.checked_rem(kd)? != 0 {
             return None;
         }
-        Dim::K(kn / kd)
+        Dim::K(kn.checked_div(kd)?)
     } else if rest_syms.is_empty() && left_syms.len() == 1 && kn == kd {
         left_syms[0]
     } else {
@@ -305,6 +305,7 @@ pub fn reshape(
 
 /// Normalised (begin, end, step) of one Slice axis of length `n`, as the ONNX spec clamps them.
 pub fn slice_bounds(start: i64, end: i64, step: i64, n: i64) -> (i64, i64, i64) {
+    let n = n.max(0);
     let adj = |x: i64| if x < 0 { x.saturating_add(n) } else { x };
     let (mut b, mut e) = (adj(start), adj(end));
     if step > 0 {
@@ -532,5 +533,15 @@ mod tests {
         assert_eq!(window_out(8, 3, 1, 1, 1, 1, "", false), Some(8));
         assert_eq!(window_out(7, 2, 2, 1, 0, 0, "", true), Some(4));
         assert_eq!(window_out(1, 3, 1, 1, 0, 0, "", false), None);
+    }
+
+    #[test]
+    fn malformed_dims_never_panic() {
+        assert_eq!(slice_bounds(0, 5, 1, -3), (0, 0, 1));
+        assert_eq!(slice_len(i64::MIN, i64::MAX, i64::MIN), 0);
+        let mut s = Symbols::default();
+        let x = vec![Dim::K(i64::MIN), Dim::K(-1)];
+        assert_eq!(reshape(&mut s, Some(&x), &k(&[-1, 0]), false), None);
+        let _ = reshape(&mut s, Some(&x[..1]), &k(&[0, -1]), false);
     }
 }

@@ -219,6 +219,12 @@ impl OpDef {
         })
     }
 
+    /// Whether `node`'s number of inputs and outputs is within the declared arity (any opset).
+    pub fn arity_fits(&self, node: &NodeProto) -> bool {
+        let fits = |a: Arity, n: usize| a.min <= n && n <= a.max;
+        fits(self.inputs, node.input.len()) && fits(self.outputs, node.output.len())
+    }
+
     /// Checks `node` against the declared arity and attributes at `opset`: `Err` names the
     /// first thing that does not fit.
     pub fn check(&self, node: &NodeProto, opset: i64) -> Result<(), String> {
