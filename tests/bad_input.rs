@@ -740,3 +740,76 @@ fn empty_rules_and_none_mixed_with_rules_are_refused() {
         );
     }
 }
+
+/// `mlp()` with initializer `W1`'s dims and payload replaced.
+fn with_w1(dims: Vec<i64>, raw_len: usize) -> ModelProto {
+    let mut m = mlp();
+    let t = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some("W1"))
+        .unwrap();
+    t.dims = dims;
+    t.raw_data = Some(vec![0u8; raw_len].into());
+    m
+}
+
+#[test]
+fn corrupt_tensors_are_refused_by_every_command() {
+    let cases = [
+        (with_w1(vec![16, -32], 2048), "dim 1 is -32, negative"),
+        (
+            with_w1(vec![1 << 62, 1 << 62], 2048),
+            "overflow the element count",
+        ),
+        (
+            with_w1(vec![16, 32], 2047),
+            "raw_data holds 2047 bytes, but float32 [16,32] needs 2048",
+        ),
+        (with_w1(vec![16, 32], 4096), "raw_data holds 4096 bytes"),
+    ];
+    let n = cases.len();
+    for (m, want) in cases {
+        let d = tmp();
+        write(d.path(), "in.onnx", &m.encode_to_vec());
+        for cmd in [
+            vec!["in.onnx", "out.onnx", "--rules", "none"],
+            vec!["in.onnx", "out.onnx", "--no-verify"],
+            vec!["in.onnx", "out.onnx"],
+            vec!["inspect", "in.onnx"],
+            vec!["show", "in.onnx"],
+        ] {
+            expect_refused(d.path(), &cmd, "out.onnx", &["`W1`", want]);
+        }
+    }
+    assert_eq!(n, 4);
+}
+
+#[test]
+fn an_absurd_input_shape_is_refused_before_allocating() {
+    use onnx_slim::ir::builder::{Dim, ModelBuilder};
+    use onnx_slim::onnx::proto::tensor_proto::DataType;
+    let dims = [Dim::Sym("N".into()), Dim::Sym("C".into())];
+    let mut b = ModelBuilder::new(17);
+    b.input_sym("x", DataType::Float, &dims)
+        .node("Relu", &["x"], &["y"], vec![])
+        .output_sym("y", DataType::Float, &dims);
+    let d = tmp();
+    write(d.path(), "in.onnx", &b.build().encode_to_vec());
+    write(d.path(), "other.onnx", &b.build().encode_to_vec());
+    expect_refused(
+        d.path(),
+        &[
+            "verify",
+            "in.onnx",
+            "other.onnx",
+            "--input-shape",
+            "x=100000000,64",
+        ],
+        "out.onnx",
+        &["`x=100000000,64`", "more than 2 GiB", "--input-shape"],
+    );
+}

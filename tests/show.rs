@@ -195,7 +195,14 @@ fn tagged(tag: &str) -> ModelProto {
         .input(&n("x"), DataType::Float, &[1, 4])
         .initializer_f32(&n("w"), seeded_f32(&[1, 4], 1))
         .node_named(&n("relu"), "Relu", &[&n("x")], &[&n("h")], vec![])
-        .node_in(&n("dom"), &n("custom"), "Custom", &[&n("h"), &n("w")], &[&n("y")], vec![])
+        .node_in(
+            &n("dom"),
+            &n("custom"),
+            "Custom",
+            &[&n("h"), &n("w")],
+            &[&n("y")],
+            vec![],
+        )
         .output(&n("y"), DataType::Float, &[1, 4]);
     b.build()
 }
@@ -213,7 +220,10 @@ fn control_characters_in_names_are_escaped_and_cannot_forge_lines() {
         .chars()
         .filter(|c| c.is_control() && *c != '\n')
         .collect();
-    assert!(raw.is_empty(), "raw control characters {raw:?} in:\n{hostile}");
+    assert!(
+        raw.is_empty(),
+        "raw control characters {raw:?} in:\n{hostile}"
+    );
     assert!(hostile.contains(r"relu_a\nb\u{0}\r\t\\"), "{hostile}");
     // Every name is escaped the same way, so the two texts differ only in the tags.
     assert_eq!(hostile.replace(r"_a\nb\u{0}\r\t\\", "_ab"), plain);

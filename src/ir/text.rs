@@ -276,7 +276,13 @@ fn graph_proto(g: &GraphProto, indent: usize, out: &mut String) {
         }
         for s in &g.sparse_initializer {
             let name = s.values.as_ref().and_then(|v| v.name.as_deref());
-            writeln!(out, "{pad}  {}: {}", esc(name.unwrap_or("")), sparse_summary(s)).unwrap();
+            writeln!(
+                out,
+                "{pad}  {}: {}",
+                esc(name.unwrap_or("")),
+                sparse_summary(s)
+            )
+            .unwrap();
         }
     }
     if !g.node.is_empty() {
@@ -311,7 +317,13 @@ fn node(n: &NodeProto, inputs: &[String], indent: usize, out: &mut String) {
             if i > 0 {
                 out.push_str(", ");
             }
-            write!(out, "{}={}", esc(a.name.as_deref().unwrap_or("")), attr_value(a)).unwrap();
+            write!(
+                out,
+                "{}={}",
+                esc(a.name.as_deref().unwrap_or("")),
+                attr_value(a)
+            )
+            .unwrap();
         }
         out.push('}');
     }

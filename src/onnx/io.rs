@@ -74,6 +74,7 @@ pub fn decode_file(path: &Path) -> Result<LoadedModel> {
     let mut model = decode_bytes(data, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let external = external::load_external(&mut model, base)?;
+    super::validate::validate_tensors(&mut model)?;
     Ok(LoadedModel {
         model,
         file_len,

@@ -16,6 +16,10 @@ use crate::onnx::proto::{ModelProto, TensorProto, ValueInfoProto};
 
 /// Largest number of elements a single tensor may declare (2^40); guards allocations on bad files.
 const MAX_ELEMENTS: u64 = 1 << 40;
+/// Largest input set [`random_inputs`] makes, in bytes (2 GiB): tract holds it and each model's
+/// activations on top, on machines of a few GiB; a larger `--input-shape` is refused before
+/// anything is allocated.
+pub const MAX_RANDOM_BYTES: u64 = 2 << 30;
 
 /// One named set of input tensors, fed together to a model.
 #[derive(Debug, Clone)]
@@ -793,6 +797,25 @@ pub fn random_inputs(
 ) -> Result<InputSet> {
     let resolved = resolve_input_shapes(model, shapes)?;
     let inputs = model_inputs(model);
+    let mut total = 0u64;
+    for ((name, shape), vi) in resolved.iter().zip(&inputs) {
+        let bytes = declared_elem_type(vi)
+            .and_then(|e| crate::onnx::dtype::bits(e))
+            .map_or(8, |b| b.div_ceil(8).max(1));
+        let n = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .and_then(|n| n.checked_mul(bytes));
+        total = n.and_then(|n| total.checked_add(n)).unwrap_or(u64::MAX);
+        if total > MAX_RANDOM_BYTES {
+            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            return Err(Error::Usage(format!(
+                "random inputs at `{name}={}` would need more than {} GiB; give a smaller `--input-shape` or real `--inputs`",
+                dims.join(","),
+                MAX_RANDOM_BYTES >> 30
+            )));
+        }
+    }
     let mut rng = SplitMix64(seed ^ 0x6f6e_6e78_736c_696d);
     let mut tensors = Vec::with_capacity(resolved.len());
     for ((name, shape), vi) in resolved.into_iter().zip(inputs) {
