@@ -813,3 +813,24 @@ fn an_absurd_input_shape_is_refused_before_allocating() {
         &["`x=100000000,64`", "more than 2 GiB", "--input-shape"],
     );
 }
+
+#[test]
+fn argument_errors_are_one_line_naming_the_flag() {
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    let cases: [(&[&str], &str); 7] = [
+        (&["in.onnx", "out.onnx", "--max-patches", "-1"], "--max-patches"),
+        (&["in.onnx", "out.onnx", "--tolerance", "-1"], "--tolerance"),
+        (&["in.onnx", "out.onnx", "--tolerance", "NaN"], "--tolerance"),
+        (&["in.onnx", "out.onnx", "--max-patches", "x"], "--max-patches"),
+        (&["in.onnx", "out.onnx", "--tolerance", "x"], "--tolerance"),
+        (&["in.onnx", "out.onnx", "--no-such-flag"], "--no-such-flag"),
+        (&["verify", "in.onnx"], "<B>"),
+    ];
+    for (args, flag) in cases {
+        expect_refused(d.path(), args, "out.onnx", &[flag, "see --help"]);
+    }
+    let help = run(d.path(), &["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).lines().count() > 10);
+}

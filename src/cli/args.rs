@@ -49,7 +49,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "THRESHOLD", num_args = 0..=1, default_missing_value = "1024")]
     pub external_data: Option<u64>,
     /// Stop after N patches (to bisect which rewrite broke numerics).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_patches: Option<usize>,
     /// Representative inputs for data-aware rules (test_data_set folders or .npz).
     #[arg(long, value_name = "DIR")]
@@ -97,8 +97,8 @@ pub struct VerifyInputArgs {
     /// with --inputs, the loaded tensors must have it.
     #[arg(long, value_name = "NAME=DIMS")]
     pub input_shape: Vec<String>,
-    /// Override the verification tolerance (relative, with an absolute floor).
-    #[arg(long)]
+    /// Override the verification tolerance (relative, with an absolute floor), a number ≥ 0.
+    #[arg(long, allow_negative_numbers = true, value_parser = tolerance)]
     pub tolerance: Option<f32>,
     /// Seed for random inputs.
     #[arg(long, default_value_t = 0)]
@@ -140,4 +140,13 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         report_json: Option<PathBuf>,
     },
+}
+
+/// Parses `--tolerance`: a finite number, not negative.
+fn tolerance(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        Ok(t) => Err(format!("must be a finite number ≥ 0, got {t}")),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -32,10 +32,14 @@ where
 {
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: clap's own text, on stdout.
             let _ = e.print();
-            return code;
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: {}", one_line(&usage_error(&e)));
+            return 2;
         }
     };
     match dispatch(cli, extra) {
@@ -45,6 +49,23 @@ where
             e.exit_code()
         }
     }
+}
+
+/// A command-line error as one line: clap's message without its usage block and tips, which
+/// follow on the next lines (`--help` lists the flags).
+fn usage_error(e: &clap::Error) -> String {
+    let text = e.to_string();
+    // The message is the first paragraph (a list of missing arguments follows its colon).
+    let para: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    let joined = para.join(" ");
+    let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
+    let msg = if msg.is_empty() { "invalid arguments" } else { msg };
+    format!("{msg} (see --help)")
 }
 
 /// `s` with control characters escaped (`\n` → `\\n`): names from a model file may hold
