@@ -743,7 +743,9 @@ impl Graph {
                 ));
             }
         }
-        if petgraph::algo::is_cyclic_directed(&self.g) {
+        // `toposort` walks with an explicit stack; `is_cyclic_directed` recurses once per node
+        // of a chain and overflows the stack on deep graphs.
+        if petgraph::algo::toposort(&self.g, None).is_err() {
             return bad("the graph has a cycle".into());
         }
         Ok(())
