@@ -819,10 +819,19 @@ fn argument_errors_are_one_line_naming_the_flag() {
     let d = tmp();
     write(d.path(), "in.onnx", &mlp().encode_to_vec());
     let cases: [(&[&str], &str); 7] = [
-        (&["in.onnx", "out.onnx", "--max-patches", "-1"], "--max-patches"),
+        (
+            &["in.onnx", "out.onnx", "--max-patches", "-1"],
+            "--max-patches",
+        ),
         (&["in.onnx", "out.onnx", "--tolerance", "-1"], "--tolerance"),
-        (&["in.onnx", "out.onnx", "--tolerance", "NaN"], "--tolerance"),
-        (&["in.onnx", "out.onnx", "--max-patches", "x"], "--max-patches"),
+        (
+            &["in.onnx", "out.onnx", "--tolerance", "NaN"],
+            "--tolerance",
+        ),
+        (
+            &["in.onnx", "out.onnx", "--max-patches", "x"],
+            "--max-patches",
+        ),
         (&["in.onnx", "out.onnx", "--tolerance", "x"], "--tolerance"),
         (&["in.onnx", "out.onnx", "--no-such-flag"], "--no-such-flag"),
         (&["verify", "in.onnx"], "<B>"),

@@ -32,7 +32,13 @@ fn a_chain_of_100k_nodes_walks_without_recursion() {
     assert_eq!(m.graph.topo_order().len(), DEPTH + 1);
     let facts = m.graph.facts();
     drop(facts);
-    assert_eq!(text::to_text(&m).lines().filter(|l| l.contains(" = ")).count(), DEPTH);
+    assert_eq!(
+        text::to_text(&m)
+            .lines()
+            .filter(|l| l.contains(" = "))
+            .count(),
+        DEPTH
+    );
     // Two patches: each is applied to a copy, checked (cycle test included) and measured.
     let rules = registry::select("clean").expect("clean");
     let opts = DriverOptions {
@@ -43,5 +49,8 @@ fn a_chain_of_100k_nodes_walks_without_recursion() {
     assert_eq!(m.graph.op_count(), DEPTH - 2);
     let bytes = encode_model(&m.to_proto());
     let back = decode_bytes(bytes.into(), std::path::Path::new("chain.onnx")).expect("decodes");
-    assert_eq!(Model::from_proto(back).expect("builds").graph.op_count(), DEPTH - 2);
+    assert_eq!(
+        Model::from_proto(back).expect("builds").graph.op_count(),
+        DEPTH - 2
+    );
 }

@@ -64,7 +64,11 @@ fn usage_error(e: &clap::Error) -> String {
         .collect();
     let joined = para.join(" ");
     let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
-    let msg = if msg.is_empty() { "invalid arguments" } else { msg };
+    let msg = if msg.is_empty() {
+        "invalid arguments"
+    } else {
+        msg
+    };
     format!("{msg} (see --help)")
 }
 

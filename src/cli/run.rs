@@ -3,12 +3,15 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use prost::Message as _;
+
 use super::args::{RunArgs, VerifyInputArgs};
 use super::summary;
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::onnx::{
-    decode_file, encode_model, prepare_small_file, prepare_write, resolve_output, SaveOptions,
+    decode_file, encode_model, prepare_small_file, prepare_write, prepare_write_bytes,
+    resolve_output, SaveOptions,
 };
 use crate::rewrite::{self, registry, Config, DriverOptions};
 
@@ -158,7 +161,13 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     if args.no_verify {
         notice = Some("verification skipped (--no-verify)");
     } else if report.patches() == 0 {
-        notice = Some("no rewrite applied: the output is the input re-encoded, nothing to verify");
+        notice = Some(
+            if args.external_data.is_none() && loaded.external.tensors == 0 {
+                "no rewrite applied: the output is the input, byte for byte; nothing to verify"
+            } else {
+                "no rewrite applied: the output is the input re-encoded, nothing to verify"
+            },
+        );
     } else {
         let tolerance = args
             .verify
@@ -181,7 +190,21 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         .external_data
         .or_else(|| (loaded.external.tensors > 0).then(|| loaded.external.min_len.unwrap_or(1024)));
     let existed = std::fs::symlink_metadata(output).is_ok();
-    let prepared = prepare_write(proto, output, &SaveOptions { external_threshold })?;
+    // An untouched model without external data is written back byte for byte: the encoder
+    // would drop whatever this build did not decode.
+    let verbatim = report.patches() == 0 && external_threshold.is_none();
+    let undecoded = loaded.file_len as i64 - original.encoded_len() as i64;
+    let prepared = if verbatim {
+        prepare_write_bytes(&loaded.bytes, output)?
+    } else {
+        if loaded.external.tensors == 0 && undecoded != 0 {
+            println!(
+                "note: {} bytes of the input are not decoded by this build (fields of a newer ONNX, or a non-canonical encoding); the rewritten model does not keep them",
+                undecoded.unsigned_abs()
+            );
+        }
+        prepare_write(proto, output, &SaveOptions { external_threshold })?
+    };
     let written = prepared.written().clone();
     if let Some((path, (tmp, _))) = &report_file {
         let json = serde_json::json!({

@@ -20,6 +20,9 @@ pub struct LoadedModel {
     pub model: ModelProto,
     /// Size of the `.onnx` file itself.
     pub file_len: u64,
+    /// The file's bytes as read (mapped when large): an untouched model is written back as
+    /// these very bytes, which keeps what this build does not decode (fields of a newer ONNX).
+    pub bytes: Bytes,
     /// External data that was read in.
     pub external: ExternalSummary,
 }
@@ -71,13 +74,14 @@ fn map_file(path: &Path) -> Result<Bytes> {
 pub fn decode_file(path: &Path) -> Result<LoadedModel> {
     let data = map_file(path)?;
     let file_len = data.len() as u64;
-    let mut model = decode_bytes(data, path)?;
+    let mut model = decode_bytes(data.clone(), path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let external = external::load_external(&mut model, base)?;
     super::validate::validate_tensors(&mut model)?;
     Ok(LoadedModel {
         model,
         file_len,
+        bytes: data,
         external,
     })
 }
@@ -262,6 +266,29 @@ pub fn prepare_write(
         written: Written {
             model_bytes,
             data_file,
+        },
+    })
+}
+
+/// [`prepare_write`] for bytes that are already a model file (an untouched input, written back
+/// as it was read).
+pub fn prepare_write_bytes(bytes: &[u8], out: &Path) -> Result<PreparedWrite> {
+    let out = resolve_output(out)?;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = temp_file_in(&dir)?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.flush())
+        .map_err(|e| Error::io("write", &out, e))?;
+    Ok(PreparedWrite {
+        tmp,
+        out,
+        pending_data: None,
+        written: Written {
+            model_bytes: bytes.len() as u64,
+            data_file: None,
         },
     })
 }
