@@ -22,14 +22,20 @@
 //! **Left alone, with a reason:** weights that are not float32, that are not constant (already
 //! behind a `DequantizeLinear`, or computed), excluded by `--quantize-exclude`, too small to pay
 //! for their `DequantizeLinear`, graph outputs or read inside subgraphs; QLinear*, *Integer and
-//! custom-domain quantized ops. Models below opset 13 get per-tensor scales (per-channel
-//! `DequantizeLinear` needs 13; the opset is not raised, since that would change the meaning of
-//! other ops); below opset 10 nothing is quantized. A rewrite that would not make the model
-//! smaller is refused by the driver.
+//! custom-domain quantized ops. Below opset 10 nothing is quantized. A rewrite that would not
+//! make the model smaller is refused by the driver.
+//!
+//! **Below opset 13** per-channel `DequantizeLinear` (its `axis`) does not exist, and raising the
+//! opset would change the meaning of other ops. Per-channel scales are then spelled in ops every
+//! opset from 10 has: `W = Mul(DequantizeLinear(q, 1.0, 0), s)` with `s` shaped `[C, 1, …]` to
+//! broadcast along the channel axis (`[C,1,1,1]` for a Conv, `[N]` for a MatMul's `[K,N]`);
+//! uint8 subtracts its per-channel zero points first, `Mul(Sub(DequantizeLinear(q, 1.0, 0), z), s)`.
+//! `DequantizeLinear` by 1 and 0 gives the codes exactly, so this computes what the per-channel
+//! `DequantizeLinear` would, bit for bit; the report line says which spelling was used.
 
 use bytes::Bytes;
 
-use super::util::{attr_i, make_attr_i, make_node};
+use super::util::{attr_i, const_wire, make_attr_i, make_node};
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
@@ -169,13 +175,27 @@ fn is_quantized_op(g: &Graph, id: NodeId) -> bool {
             && (op.starts_with('Q') || op.contains("Quant") || op.contains("NBits")))
 }
 
+/// How per-channel scales are spelled in the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spelling {
+    /// `DequantizeLinear(q, s[C], z[C], axis)`: opset 13 and above.
+    Axis,
+    /// `Mul(DequantizeLinear(q, 1, 0), s)` (uint8: `Mul(Sub(DequantizeLinear(q, 1, 0), z), s)`)
+    /// with `s` and `z` shaped `[C, 1, …]` to broadcast along the channel axis: ops every opset
+    /// from 10 has. Per-channel `DequantizeLinear` needs opset 13, and raising the opset would
+    /// change the meaning of other ops.
+    Mul,
+}
+
 /// One weight to quantize: the value and the axis its readers agree on.
 #[derive(Debug, Clone)]
 struct Candidate {
     weight: ValueRef,
     /// `Some(axis)` for per-channel (normalised to the weight's rank), `None` for per-tensor.
     axis: Option<usize>,
-    /// Why per-channel was not used, when it was asked for.
+    /// How per-channel scales are written (ignored per tensor).
+    spelling: Spelling,
+    /// Why per-channel was not used, or spelled differently, when it was asked for.
     note: Option<String>,
 }
 
@@ -188,6 +208,30 @@ fn quantizable_reader(g: &Graph, cfg: &QuantizeConfig, id: NodeId) -> bool {
     g.node(id).domain().is_empty()
         && !weight_operands(g, id).is_empty()
         && !cfg.exclude.iter().any(|e| *e == g.node(id).label())
+}
+
+/// Whether `v` is computed from integer codes by `DequantizeLinear`, directly or through the
+/// `Sub`/`Mul` by constants of the per-channel spelling below opset 13 ([`Spelling::Mul`]).
+fn behind_dequantize(g: &Graph, v: ValueRef) -> bool {
+    let mut v = v;
+    for _ in 0..3 {
+        let id = v.node;
+        match g.node(id).op_type() {
+            "DequantizeLinear" => return true,
+            "Mul" | "Sub" => {
+                let from = [0, 1].into_iter().find(|s| {
+                    g.input(id, 1 - s).and_then(|c| g.const_tensor(c)).is_some()
+                        && g.input(id, *s).is_some_and(|x| g.const_tensor(x).is_none())
+                });
+                match from.and_then(|s| g.input(id, s)) {
+                    Some(x) => v = x,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Collects every weight read by a quantizable op: the first reader and the weight, with skips
@@ -224,7 +268,7 @@ fn find_weights(model: &Model, cfg: &QuantizeConfig, f: &mut Findings) -> Vec<(N
         for (slot, _) in ops {
             let Some(v) = g.input(id, slot) else { continue };
             if g.const_tensor(v).is_none() {
-                if g.node(v.node).op_type() == "DequantizeLinear" {
+                if behind_dequantize(g, v) {
                     f.skip(model, id, format!("input {slot} is already quantized"));
                 } else if g.node(id).op_type() != "Gather" {
                     f.skip(model, id, format!("input {slot} is not a constant weight"));
@@ -301,12 +345,6 @@ fn plan(
     let opset = model.opset("").unwrap_or(1);
     let (axis, note) = match cfg.granularity {
         Granularity::Tensor => (None, None),
-        Granularity::Channel if opset < 13 => (
-            None,
-            Some(format!(
-                "per tensor: per-channel DequantizeLinear needs opset 13, the model has {opset}"
-            )),
-        ),
         Granularity::Channel => match axes.first() {
             Some(Some(first)) if axes.iter().all(|a| *a == Some(*first)) => {
                 (Some(*first as usize), None)
@@ -317,7 +355,22 @@ fn plan(
             ),
         },
     };
-    Ok(Candidate { weight, axis, note })
+    let (spelling, note) = if axis.is_some() && opset < 13 {
+        (
+            Spelling::Mul,
+            Some(format!(
+                "per-channel DequantizeLinear needs opset 13, the model has {opset}"
+            )),
+        )
+    } else {
+        (Spelling::Axis, note)
+    };
+    Ok(Candidate {
+        weight,
+        axis,
+        spelling,
+        note,
+    })
 }
 
 /// The quantized weight: integer codes, scales and zero points, and the weight they give back.
@@ -416,9 +469,16 @@ fn scheme(cfg: &QuantizeConfig, c: &Candidate) -> String {
         WeightType::Int8 => "int8",
         WeightType::Uint8 => "uint8",
     };
-    match c.axis {
-        Some(a) => format!("{ty} per channel (axis {a})"),
-        None => format!("{ty} per tensor"),
+    match (c.axis, c.spelling) {
+        (Some(a), Spelling::Axis) => format!("{ty} per channel (axis {a})"),
+        (Some(a), Spelling::Mul) => format!(
+            "{ty} per channel (axis {a}) as {}Mul by the channel scales",
+            match cfg.weights {
+                WeightType::Int8 => "DequantizeLinear then ",
+                WeightType::Uint8 => "DequantizeLinear, Sub of the zero points, then ",
+            }
+        ),
+        (None, _) => format!("{ty} per tensor"),
     }
 }
 
@@ -476,11 +536,6 @@ impl Rule for Quantize {
         let name = weight_name(g, c.weight).to_string();
         let before = tensor::payload_bytes(t);
         let channels = q.scales.len();
-        let param_dims = if c.axis.is_some() {
-            vec![channels as i64]
-        } else {
-            vec![]
-        };
         let mut p = Patch::new(String::new(), Some(m.anchor));
         let codes = p.add_initializer(int_tensor(
             format!("{name}_quantized"),
@@ -488,33 +543,95 @@ impl Rule for Quantize {
             q.codes,
             cfg.weights,
         ));
-        let mut scale = tensor::from_f32(
-            &format!("{name}_scale"),
-            &ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[channels]), q.scales)
-                .map_err(|e| fail(e.to_string()))?,
-        );
-        scale.dims = param_dims.clone();
-        let scale = p.add_initializer(scale);
-        let zp = p.add_initializer(int_tensor(
-            format!("{name}_zero_point"),
-            param_dims,
-            q.zero_points,
-            cfg.weights,
-        ));
-        let mut node = make_node(
-            "DequantizeLinear",
-            &format!("{name}_dequantize"),
-            3,
-            &[&format!("{name}_dequantized")],
-        );
-        if let Some(a) = c.axis {
-            node.attribute.push(make_attr_i("axis", a as i64));
-        }
-        let out = p.add_op(node, &[Some(codes), Some(scale), Some(zp)])[0];
+        let floats = |n: &str, dims: Vec<i64>, v: Vec<f32>| -> Result<TensorProto> {
+            let mut t = tensor::from_f32(
+                n,
+                &ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v)
+                    .map_err(|e| fail(e.to_string()))?,
+            );
+            t.dims = dims;
+            Ok(t)
+        };
+        let out = match (c.axis, c.spelling) {
+            (Some(axis), Spelling::Mul) => {
+                // `[C, 1, …]`: broadcasts along `axis` of the weight (trailing axes aligned).
+                let mut bdims = vec![channels as i64];
+                bdims.resize(t.dims.len() - axis, 1);
+                // One unit scale and zero point serve every weight (reused when present).
+                let unit = const_wire(
+                    g,
+                    &mut p,
+                    floats("dequantize_unit_scale", vec![], vec![1.0])?,
+                );
+                let zero = const_wire(
+                    g,
+                    &mut p,
+                    int_tensor("dequantize_zero_point".into(), vec![], vec![0], cfg.weights),
+                );
+                let dq = make_node(
+                    "DequantizeLinear",
+                    &format!("{name}_dequantize"),
+                    3,
+                    &[&format!("{name}_codes")],
+                );
+                let mut x = p.add_op(dq, &[Some(codes), Some(unit), Some(zero)])[0];
+                if cfg.weights == WeightType::Uint8 {
+                    let zf: Vec<f32> = q.zero_points.iter().map(|z| *z as f32).collect();
+                    let zw = p.add_initializer(floats(
+                        &format!("{name}_zero_point"),
+                        bdims.clone(),
+                        zf,
+                    )?);
+                    let sub = make_node(
+                        "Sub",
+                        &format!("{name}_center"),
+                        2,
+                        &[&format!("{name}_centered")],
+                    );
+                    x = p.add_op(sub, &[Some(x), Some(zw)])[0];
+                }
+                let sw = p.add_initializer(floats(&format!("{name}_scale"), bdims, q.scales)?);
+                let mul = make_node(
+                    "Mul",
+                    &format!("{name}_rescale"),
+                    2,
+                    &[&format!("{name}_dequantized")],
+                );
+                p.add_op(mul, &[Some(x), Some(sw)])[0]
+            }
+            (axis, _) => {
+                let param_dims = if axis.is_some() {
+                    vec![channels as i64]
+                } else {
+                    vec![]
+                };
+                let scale = p.add_initializer(floats(
+                    &format!("{name}_scale"),
+                    param_dims.clone(),
+                    q.scales,
+                )?);
+                let zp = p.add_initializer(int_tensor(
+                    format!("{name}_zero_point"),
+                    param_dims,
+                    q.zero_points,
+                    cfg.weights,
+                ));
+                let mut node = make_node(
+                    "DequantizeLinear",
+                    &format!("{name}_dequantize"),
+                    3,
+                    &[&format!("{name}_dequantized")],
+                );
+                if let Some(a) = axis {
+                    node.attribute.push(make_attr_i("axis", a as i64));
+                }
+                p.add_op(node, &[Some(codes), Some(scale), Some(zp)])[0]
+            }
+        };
         p.shunt(c.weight, out);
         p.keep_name(c.weight, out);
         p.remove(c.weight.node);
-        let after = tensor::numel(t).unwrap_or(0) + channels as u64 * 5;
+        let after = tensor::numel(t).unwrap_or(0) + param_bytes(cfg, &c, channels);
         p.description = format!(
             "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{}",
             m.what,
@@ -539,6 +656,17 @@ impl Rule for Quantize {
     /// are what tell and bound the loss.
     fn tolerance(&self, _config: &Config) -> f32 {
         VERIFY_TOLERANCE
+    }
+}
+
+/// Payload bytes of the scales and zero points `c` is written with (the unit scale and zero point
+/// of [`Spelling::Mul`] are shared by all weights and not counted).
+fn param_bytes(cfg: &QuantizeConfig, c: &Candidate, channels: usize) -> u64 {
+    let ch = channels as u64;
+    match (c.spelling, cfg.weights) {
+        (Spelling::Mul, WeightType::Int8) if c.axis.is_some() => 4 * ch,
+        (Spelling::Mul, WeightType::Uint8) if c.axis.is_some() => 8 * ch,
+        _ => 5 * ch,
     }
 }
 
