@@ -529,7 +529,7 @@ fn per_tensor_and_uint8_are_honoured() {
 fn excluded_nodes_and_weights_stay_float() {
     let proto = mlp(seeded_f32(&[16, 32], 3), seeded_f32(&[8, 32], 4), 17);
     for (exclude, kept) in [("fc1", "W1"), ("W2", "W2")] {
-        let cfg = QuantizeConfig::from_flags(None, None, &[exclude.to_string()]).unwrap();
+        let cfg = QuantizeConfig::from_flags(None, None, &[exclude.to_string()], None).unwrap();
         let cfg = QuantizeConfig {
             min_elements: 16,
             ..cfg
@@ -592,10 +592,10 @@ fn already_quantized_ops_are_left_alone() {
 
 #[test]
 fn bad_quantize_flags_are_refused() {
-    let e = QuantizeConfig::from_flags(Some("int3"), None, &[]).unwrap_err();
+    let e = QuantizeConfig::from_flags(Some("int3"), None, &[], None).unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("--quantize-weights"), "{e}");
-    let e = QuantizeConfig::from_flags(None, Some("row"), &[]).unwrap_err();
+    let e = QuantizeConfig::from_flags(None, Some("row"), &[], None).unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("--quantize-granularity"), "{e}");
     let o = std::process::Command::new(common::bin())
@@ -614,6 +614,112 @@ fn bad_quantize_flags_are_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("`int3`"), "{err}");
+}
+
+#[test]
+fn the_tolerance_keeps_in_float_a_weight_that_moves_the_outputs_and_reports_each_error() {
+    // W2 has an outlier: per tensor, every other value of it rounds to 0 and the output breaks.
+    // The outlier reads hidden unit 0, which the Relu zeroes (x ≥ 0, W1's column 0 is −1).
+    let mut w2 = seeded_f32(&[8, 32], 4);
+    w2[[0, 0]] = 1000.0;
+    let mut w1 = seeded_f32(&[16, 32], 3);
+    w1.slice_mut(ndarray::s![.., 0]).fill(-1.0);
+    let proto = mlp(w1, w2, 17);
+    let cfg = QuantizeConfig {
+        granularity: Granularity::Tensor,
+        tolerance: Some(0.05),
+        ..small()
+    };
+    let (m, report) = quantize(&proto, cfg);
+    let d = dequantizers(&m);
+    assert_eq!(d.len(), 1, "{:?} {:?}", rewrites(&report), skips(&report));
+    assert_eq!(d[0].0, "W1");
+    let line = &rewrites(&report)[0];
+    let err: f64 = line
+        .split("output error ")
+        .nth(1)
+        .and_then(|t| t.split([',', ' ']).next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no output error in {line}"));
+    assert!(err > 0.0 && err <= 0.05, "{line}");
+    let skip = skips(&report)
+        .into_iter()
+        .find(|s| s.contains("`W2`"))
+        .expect("W2 stays float");
+    let moved: f64 = skip
+        .split("moves the outputs by ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no measured error in {skip}"));
+    assert!(moved > 0.05, "{skip}");
+    assert!(
+        skip.contains("more than --quantize-tolerance 0.05"),
+        "{skip}"
+    );
+    // Without the flag both are quantized, and the output moves by about what W2 alone did.
+    let (all, _) = quantize(
+        &proto,
+        QuantizeConfig {
+            granularity: Granularity::Tensor,
+            ..small()
+        },
+    );
+    assert_eq!(dequantizers(&all).len(), 2);
+    let sets = random_set(&proto);
+    let a = verify::run_many(&proto, &sets, "a").unwrap();
+    let e_all = verify::relative_l2_error(
+        &a[0],
+        &verify::run_many(&all.to_proto(), &sets, "b").unwrap()[0],
+    );
+    let e_kept = verify::relative_l2_error(
+        &a[0],
+        &verify::run_many(&m.to_proto(), &sets, "c").unwrap()[0],
+    );
+    assert!(e_all > 0.05 && e_kept <= 0.05, "{e_all} {e_kept}");
+}
+
+#[test]
+fn on_grid_weights_have_output_error_zero_and_pass_tolerance_zero() {
+    let proto = mlp(on_grid(&[16, 32], 1, 1), on_grid(&[8, 32], 0, 2), 11);
+    let cfg = QuantizeConfig {
+        tolerance: Some(0.0),
+        ..small()
+    };
+    let (m, report) = quantize(&proto, cfg);
+    assert_eq!(mul_scales(&m).len(), 2, "{:?}", skips(&report));
+    for line in rewrites(&report) {
+        assert!(line.contains("output error 0 "), "{line}");
+    }
+}
+
+#[test]
+fn bad_quantize_tolerances_are_refused_in_one_line() {
+    for bad in ["-0.1", "nan", "inf"] {
+        let v: f64 = bad.parse().unwrap();
+        let e = QuantizeConfig::from_flags(None, None, &[], Some(v)).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let o = std::process::Command::new(common::bin())
+            .args([
+                "fixtures/mlp.onnx",
+                "/tmp/never.onnx",
+                "--rules",
+                "quantize",
+            ])
+            .args(["--quantize-tolerance", bad])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run onnx-slim");
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--quantize-tolerance must be a finite non-negative number"),
+            "{err}"
+        );
+    }
+    let ok = QuantizeConfig::from_flags(None, None, &[], Some(0.0)).unwrap();
+    assert_eq!(ok.tolerance, Some(0.0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -834,4 +940,73 @@ fn the_readme_quantize_table_shows_the_asserted_numbers() {
         rows += 1;
     }
     assert_eq!(rows, 6);
+}
+
+/// The README's `--quantize-tolerance` row for silero_vad: tolerance, size ratio, metrics.
+const README_SILERO_TOLERANCE: (f64, &str, &str) =
+    (0.01, "0.620", "agreement 100.00 %, min cosine 0.99491");
+
+#[test]
+fn silero_vad_with_the_tolerance_keeps_every_output_at_cosine_0_99() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let dir = models
+        .iter()
+        .find(|d| d.ends_with("silero_vad_v6_16k_op15"))
+        .expect("silero_vad is a shared model");
+    let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
+    let original = loaded.model;
+    let (tol, ratio, want) = README_SILERO_TOLERANCE;
+    let mut m = Model::from_proto(original.clone()).unwrap();
+    let config = Config {
+        calibration: vec![dir.join("calibration")],
+        quantize: QuantizeConfig {
+            tolerance: Some(tol),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let rules = registry::select("quantize").unwrap();
+    let report = rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).unwrap();
+    let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
+    let base = verify::run_many(&original, &sets, "original").unwrap();
+    let outs = verify::run_many(&m.to_proto(), &sets, "quantized").unwrap();
+    let got = metrics(dir, &sets, &base, &outs);
+    let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
+    let got_ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+    let lines = rewrites(&report).join("\n") + "\n" + &skips(&report).join("\n");
+    common::skip_loudly(&format!(
+        "silero_vad --quantize-tolerance {tol}: {got_ratio} ×, {got}\n{lines}"
+    ));
+    assert_eq!(report.patches(), 4, "{lines}");
+    assert!(
+        lines.contains(
+            "weight `model.encoder.2.reparam_conv.weight`: quantized alone it moves the outputs by"
+        ),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("moves the outputs by 6.49e-2 (relative L2 error)"),
+        "{lines}"
+    );
+    let mut errors: Vec<f64> = rewrites(&report)
+        .iter()
+        .filter_map(|l| l.split("output error ").nth(1)?.parse().ok())
+        .collect();
+    errors.sort_by(f64::total_cmp);
+    assert_eq!(errors.len(), 4, "{lines}");
+    assert_eq!(
+        (errors[0], errors[3]),
+        (3.08e-4, 4.45e-3),
+        "the README's range"
+    );
+    assert_eq!((got_ratio.as_str(), got.as_str()), (ratio, want));
+    let min_cos: f64 = got.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(min_cos >= 0.99, "{got}");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let row =
+        format!("| silero_vad_v6_16k_op15 | `--quantize-tolerance {tol}` | {ratio} | {want} |");
+    assert!(readme.contains(&row), "README lacks the row\n{row}");
 }

@@ -22,7 +22,18 @@
 //! **Left alone, with a reason:** weights that are not float32, that are not constant (already
 //! behind a `DequantizeLinear`, or computed), excluded by `--quantize-exclude`, too small to pay
 //! for their `DequantizeLinear`, graph outputs or read inside subgraphs; QLinear*, *Integer and
-//! custom-domain quantized ops. Below opset 10 nothing is quantized. A rewrite that would not
+//! custom-domain quantized ops. Below opset 10 nothing is quantized.
+//!
+//! **`--quantize-tolerance X`** keeps in float any weight whose quantization alone moves the
+//! model's outputs by more than `X`, measured as the **relative L2 error** `‖a − b‖₂ / ‖a‖₂`
+//! ([`crate::verify::relative_l2_error`]) of the worst output on the worst input set, between the
+//! model as `find` sees it and a copy with only that weight's patch (built by `rewrite`), both
+//! run in tract through the verifier's runner on the `--calibration` inputs (else one input set
+//! seeded with [`TOLERANCE_SEED`]). The model runs once per `find` that meets unmeasured weights,
+//! and each weight once; errors are cached by weight contents, name, scheme, readers, inputs
+//! and the model's interface, so a weight kept in float is not measured again when the driver
+//! calls `find` after patches. The skip gives the measured error, each rewrite line the error its
+//! weight contributes. A model tract cannot run keeps every weight in float, with the reason. A rewrite that would not
 //! make the model smaller is refused by the driver.
 //!
 //! **Below opset 13** per-channel `DequantizeLinear` (its `axis`) does not exist, and raising the
@@ -32,6 +43,10 @@
 //! uint8 subtracts its per-channel zero points first, `Mul(Sub(DequantizeLinear(q, 1.0, 0), z), s)`.
 //! `DequantizeLinear` by 1 and 0 gives the codes exactly, so this computes what the per-channel
 //! `DequantizeLinear` would, bit for bit; the report line says which spelling was used.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
@@ -78,6 +93,9 @@ pub struct QuantizeConfig {
     pub exclude: Vec<String>,
     /// Weights with fewer elements stay float.
     pub min_elements: u64,
+    /// `--quantize-tolerance`: keep in float any weight whose quantization alone moves the
+    /// outputs by more than this relative L2 error (see the module docs).
+    pub tolerance: Option<f64>,
 }
 
 impl Default for QuantizeConfig {
@@ -87,6 +105,7 @@ impl Default for QuantizeConfig {
             granularity: Granularity::default(),
             exclude: Vec::new(),
             min_elements: DEFAULT_MIN_ELEMENTS,
+            tolerance: None,
         }
     }
 }
@@ -97,8 +116,17 @@ impl QuantizeConfig {
         weights: Option<&str>,
         granularity: Option<&str>,
         exclude: &[String],
+        tolerance: Option<f64>,
     ) -> Result<QuantizeConfig> {
         let mut cfg = QuantizeConfig::default();
+        if let Some(t) = tolerance {
+            if !t.is_finite() || t < 0.0 {
+                return Err(Error::Usage(format!(
+                    "--quantize-tolerance must be a finite non-negative number, got `{t}`"
+                )));
+            }
+            cfg.tolerance = Some(t);
+        }
         match weights {
             None | Some("int8") => {}
             Some("uint8") => cfg.weights = WeightType::Uint8,
@@ -498,14 +526,45 @@ impl Rule for Quantize {
     fn find(&self, model: &Model, config: &Config) -> Findings {
         let g = &model.graph;
         let mut f = Findings::default();
+        let mut planned = Vec::new();
         for (reader, weight) in find_weights(model, &config.quantize, &mut f) {
             match plan(model, &config.quantize, weight) {
-                Ok(_) => f.matches.push(Match {
-                    anchor: reader,
-                    nodes: vec![weight.node],
-                    what: format!("weight `{}`", weight_name(g, weight)),
-                }),
+                Ok(c) => planned.push((
+                    Match {
+                        anchor: reader,
+                        nodes: vec![weight.node],
+                        what: format!("weight `{}`", weight_name(g, weight)),
+                    },
+                    c,
+                )),
                 Err(reason) => f.skip(model, reader, reason),
+            }
+        }
+        let Some(tol) = config.quantize.tolerance else {
+            f.matches = planned.into_iter().map(|(m, _)| m).collect();
+            return f;
+        };
+        let errors = output_errors(self, model, config, &planned);
+        for ((m, _), e) in planned.into_iter().zip(errors) {
+            match e {
+                Ok(e) if e <= tol => f.matches.push(m),
+                Ok(e) => f.skip(
+                    model,
+                    m.anchor,
+                    format!(
+                        "{}: quantized alone it moves the outputs by {} (relative L2 error), more than --quantize-tolerance {tol}",
+                        m.what,
+                        error_text(e)
+                    ),
+                ),
+                Err(reason) => f.skip(
+                    model,
+                    m.anchor,
+                    format!(
+                        "{}: its output error for --quantize-tolerance could not be measured: {reason}",
+                        m.what
+                    ),
+                ),
             }
         }
         f
@@ -632,8 +691,15 @@ impl Rule for Quantize {
         p.keep_name(c.weight, out);
         p.remove(c.weight.node);
         let after = tensor::numel(t).unwrap_or(0) + param_bytes(cfg, &c, channels);
+        let output_error = match cfg.tolerance {
+            Some(_) => cached_error(error_key(model, config, &c))
+                .and_then(|e| e.ok())
+                .map(|e| format!(", output error {}", error_text(e)))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         p.description = format!(
-            "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{}",
+            "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{output_error}{}",
             m.what,
             shape_text(&t.dims),
             scheme(cfg, &c),
@@ -657,6 +723,146 @@ impl Rule for Quantize {
     fn tolerance(&self, _config: &Config) -> f32 {
         VERIFY_TOLERANCE
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// --quantize-tolerance: each weight's own output error, measured once and cached
+
+/// Seed of the random input set used when no `--calibration` is given.
+pub const TOLERANCE_SEED: u64 = 0;
+
+/// A measured output error, or why it could not be measured.
+type Measured = std::result::Result<f64, String>;
+
+/// Output errors by [`error_key`]: `find` runs again after every round of patches, and a weight
+/// kept in float must not be measured again.
+static ERRORS: Mutex<BTreeMap<u64, Measured>> = Mutex::new(BTreeMap::new());
+
+/// Every key measured, in order (to test that nothing is measured twice).
+#[cfg(test)]
+static MEASURED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+fn error_text(e: f64) -> String {
+    if e == 0.0 {
+        "0".into()
+    } else if e.is_infinite() {
+        "∞ (a NaN, an infinity or a changed shape)".into()
+    } else {
+        format!("{e:.2e}")
+    }
+}
+
+fn hash_bytes(h: &mut impl Hasher, t: &TensorProto) {
+    t.data_type.hash(h);
+    t.dims.hash(h);
+    match &t.raw_data {
+        Some(r) if !r.is_empty() => r.as_ref().hash(h),
+        _ => t.float_data.iter().for_each(|f| f.to_bits().hash(h)),
+    }
+}
+
+/// What a measured error depends on: the weight (contents and name), how it is quantized, where
+/// it is read, the inputs measured on, and the model's opset and interface. Stable across the
+/// patches of one run, so that a weight is measured once.
+fn error_key(model: &Model, config: &Config, c: &Candidate) -> u64 {
+    let g = &model.graph;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(t) = g.const_tensor(c.weight) {
+        hash_bytes(&mut h, t);
+    }
+    weight_name(g, c.weight).hash(&mut h);
+    scheme(&config.quantize, c).hash(&mut h);
+    for (reader, slot) in g.consumers(c.weight) {
+        (g.node(reader).label(), g.node(reader).op_type(), slot).hash(&mut h);
+    }
+    config.calibration.hash(&mut h);
+    TOLERANCE_SEED.hash(&mut h);
+    model.opset("").hash(&mut h);
+    for id in g.inputs() {
+        g.node(id).label().hash(&mut h);
+    }
+    for (_, vi) in g.outputs() {
+        vi.name.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn cached_error(key: u64) -> Option<Measured> {
+    ERRORS.lock().ok()?.get(&key).cloned()
+}
+
+/// The output error of each planned weight quantized alone, from the cache or measured: the
+/// model as it is runs once in tract on the input sets, then, per weight not cached yet, a copy
+/// with that weight's own patch (built by [`Quantize::rewrite`]) runs on the same sets, through
+/// the verifier's runner; the error is [`crate::verify::relative_l2_error`] against the first
+/// run, the largest over the sets.
+fn output_errors(
+    rule: &Quantize,
+    model: &Model,
+    config: &Config,
+    planned: &[(Match, Candidate)],
+) -> Vec<Measured> {
+    let keys: Vec<u64> = planned
+        .iter()
+        .map(|(_, c)| error_key(model, config, c))
+        .collect();
+    let missing: Vec<usize> = (0..planned.len())
+        .filter(|i| cached_error(keys[*i]).is_none())
+        .collect();
+    if !missing.is_empty() {
+        #[cfg(test)]
+        if let Ok(mut m) = MEASURED.lock() {
+            m.extend(missing.iter().map(|i| keys[*i]));
+        }
+        let measured = measure(rule, model, config, planned, &missing);
+        if let Ok(mut cache) = ERRORS.lock() {
+            for (i, e) in missing.iter().zip(measured) {
+                cache.insert(keys[*i], e);
+            }
+        }
+    }
+    keys.iter()
+        .map(|k| cached_error(*k).unwrap_or_else(|| Err("the error cache is unavailable".into())))
+        .collect()
+}
+
+fn measure(
+    rule: &Quantize,
+    model: &Model,
+    config: &Config,
+    planned: &[(Match, Candidate)],
+    which: &[usize],
+) -> Vec<Measured> {
+    let proto = model.to_proto();
+    let sets = if config.calibration.is_empty() {
+        crate::verify::random_inputs(&proto, &[], TOLERANCE_SEED).map(|s| vec![s])
+    } else {
+        crate::calibrate::load_sets(&config.calibration, &proto)
+    };
+    let base = sets.and_then(|sets| {
+        let out = crate::verify::run_many(&proto, &sets, "original")?;
+        Ok((sets, out))
+    });
+    let (sets, base) = match base {
+        Ok(v) => v,
+        Err(e) => return which.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    which
+        .iter()
+        .map(|&i| {
+            let m = &planned[i].0;
+            let patch = rule.rewrite(model, m, config).map_err(|e| e.to_string())?;
+            let mut copy = model.clone();
+            patch.apply(&mut copy.graph).map_err(|e| e.to_string())?;
+            let outs = crate::verify::run_many(&copy.to_proto(), &sets, "quantized")
+                .map_err(|e| e.to_string())?;
+            Ok(base
+                .iter()
+                .zip(&outs)
+                .map(|(a, b)| crate::verify::relative_l2_error(a, b))
+                .fold(0.0, f64::max))
+        })
+        .collect()
 }
 
 /// Payload bytes of the scales and zero points `c` is written with (the unit scale and zero point
@@ -707,6 +913,73 @@ mod tests {
             }
             assert!((back - v).abs() <= s / 2.0 + 1e-6, "{v} → {back}");
         }
+    }
+
+    #[test]
+    fn a_weight_kept_in_float_by_the_tolerance_is_measured_once() {
+        use crate::ir::builder::{seeded_f32, ModelBuilder};
+        use crate::onnx::proto::tensor_proto::DataType as D;
+        // W2 has an outlier: per tensor, every other value rounds to 0, so it breaks the output.
+        // The outlier reads hidden unit 0, which the Relu zeroes (x ≥ 0, W1's column 0 is −1).
+        let mut w2 = seeded_f32(&[32, 8], 812);
+        w2[[0, 0]] = 1000.0;
+        let mut w1 = seeded_f32(&[16, 32], 811);
+        w1.slice_mut(ndarray::s![.., 0]).fill(-1.0);
+        let mut b = ModelBuilder::new(17);
+        b.input("x", D::Float, &[2, 16])
+            .initializer_f32("W1", w1)
+            .initializer_f32("W2", w2)
+            .node_named("fc1", "MatMul", &["x", "W1"], &["h"], vec![])
+            .node_named("relu", "Relu", &["h"], &["hr"], vec![])
+            .node_named("fc2", "MatMul", &["hr", "W2"], &["y"], vec![])
+            .output("y", D::Float, &[2, 8]);
+        let mut model = Model::from_proto(b.build()).unwrap();
+        let config = Config {
+            quantize: QuantizeConfig {
+                granularity: Granularity::Tensor,
+                min_elements: 16,
+                tolerance: Some(0.1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let w2_key = {
+            let c = plan(
+                &model,
+                &config.quantize,
+                model.graph.producer("W2").unwrap(),
+            )
+            .unwrap();
+            error_key(&model, &config, &c)
+        };
+        let rules: Vec<&dyn Rule> = vec![&Quantize];
+        let report = crate::rewrite::run(&mut model, &rules, &config, &Default::default()).unwrap();
+        assert_eq!(report.patches(), 1);
+        let skip = report.rules[0]
+            .skips
+            .iter()
+            .find(|s| s.reason.contains("`W2`"))
+            .expect("W2 kept");
+        assert!(
+            skip.reason.contains("more than --quantize-tolerance 0.1"),
+            "{skip:?}"
+        );
+        let measured = MEASURED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| **k == w2_key)
+            .count();
+        assert_eq!(measured, 1, "W2 measured once although `find` ran again");
+        let findings = Quantize.find(&model, &config);
+        assert!(findings.matches.is_empty());
+        let measured = MEASURED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| **k == w2_key)
+            .count();
+        assert_eq!(measured, 1);
     }
 
     #[test]
