@@ -5,7 +5,8 @@
 //! (symmetric, `z = 0`, `q ∈ [−127, 127]`) or uint8 (asymmetric, the range widened to include 0
 //! so that zero stays exactly zero), and `DequantizeLinear(q, s, z)` feeds every reader of `W`
 //! under `W`'s own name. The scale is per output channel (one `s` per slice along the op's
-//! output-channel axis, `DequantizeLinear`'s `axis`) or per tensor. Biases stay float.
+//! output-channel axis, `DequantizeLinear`'s `axis`; below opset 13 see below) or per tensor.
+//! Biases stay float.
 //!
 //! **Why:** a weight's bytes drop to a quarter (plus one scale and zero point per channel), the
 //! usual first step before deployment; the file is standard ONNX that onnxruntime, TensorRT and
@@ -22,7 +23,8 @@
 //! **Left alone, with a reason:** weights that are not float32, that are not constant (already
 //! behind a `DequantizeLinear`, or computed), excluded by `--quantize-exclude`, too small to pay
 //! for their `DequantizeLinear`, graph outputs or read inside subgraphs; QLinear*, *Integer and
-//! custom-domain quantized ops. Below opset 10 nothing is quantized.
+//! custom-domain quantized ops. Below opset 10 nothing is quantized. A rewrite that would not
+//! make the model smaller is refused by the driver.
 //!
 //! **`--quantize-tolerance X`** keeps in float any weight whose quantization alone moves the
 //! model's outputs by more than `X`, measured as the **relative L2 error** `‖a − b‖₂ / ‖a‖₂`
@@ -33,8 +35,10 @@
 //! and each weight once; errors are cached by weight contents, name, scheme, readers, inputs
 //! and the model's interface, so a weight kept in float is not measured again when the driver
 //! calls `find` after patches. The skip gives the measured error, each rewrite line the error its
-//! weight contributes. A model tract cannot run keeps every weight in float, with the reason. A rewrite that would not
-//! make the model smaller is refused by the driver.
+//! weight contributes. A model tract cannot run keeps every weight in float, with the reason.
+//! Example: silero_vad with `--quantize-tolerance 0.01 --calibration …/calibration` keeps
+//! `model.encoder.2.reparam_conv.weight` (its error 6.49e-2) in float and quantizes the other four
+//! (3.08e-4 to 4.45e-3), and every output stays at cosine ≥ 0.99 (the README's numbers).
 //!
 //! **Below opset 13** per-channel `DequantizeLinear` (its `axis`) does not exist, and raising the
 //! opset would change the meaning of other ops. Per-channel scales are then spelled in ops every
