@@ -722,6 +722,39 @@ fn bad_quantize_tolerances_are_refused_in_one_line() {
     assert_eq!(ok.tolerance, Some(0.0));
 }
 
+#[test]
+fn the_command_line_tolerance_reaches_the_rule() {
+    let run = |tol: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let o = std::process::Command::new(common::bin())
+            .args(["fixtures/lowrank.onnx"])
+            .arg(dir.path().join("out.onnx"))
+            .args([
+                "--rules",
+                "quantize",
+                "--no-verify",
+                "--quantize-tolerance",
+                tol,
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run onnx-slim");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    // lowrank.onnx's three weights are off the int8 grid: at 0 all stay float, each with its error.
+    let strict = run("0");
+    assert!(strict.contains("0 rewrites, 3 skips"), "{strict}");
+    assert_eq!(
+        strict.matches("more than --quantize-tolerance 0").count(),
+        3,
+        "{strict}"
+    );
+    let loose = run("0.1");
+    assert!(loose.contains("3 rewrites"), "{loose}");
+    assert_eq!(loose.matches(", output error ").count(), 3, "{loose}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The shared models: the README's quantize table.
 
