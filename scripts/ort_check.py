@@ -1,10 +1,15 @@
 """Interop check: a model written by onnx-slim passes onnx.checker and runs in onnxruntime with
 the same outputs as the original.
 
-usage: ort_check.py ORIGINAL REWRITTEN TOLERANCE [TEST_DATA_DIR ...]
+usage: ort_check.py ORIGINAL REWRITTEN TOLERANCE [--expected DEFAULT_TOL] [TEST_DATA_DIR ...]
 
 Inputs come from the given test_data_set folders (input_K.pb), else seeded random values that
-respect dtypes (symbolic dims bound to 1). Prints one line per output and exits 1 on any failure.
+respect dtypes (symbolic dims bound to 1). The reference is ORIGINAL run in onnxruntime; with
+--expected it is each folder's output_K.pb instead (for a lossy rewrite: the outputs tract
+computed for REWRITTEN), which REWRITTEN in onnxruntime with basic graph optimizations must
+reproduce at TOLERANCE, and with its default optimizations at DEFAULT_TOL: those fuse
+DequantizeLinear + MatMul into MatMulNBits, which computes differently. Prints one line per
+output and exits 1 on any failure.
 """
 import sys
 
@@ -52,48 +57,84 @@ def load_inputs(sess, dirs):
     return [feeds]
 
 
+def compare(n, names, ra, rb, tol, tag=""):
+    """The criterion of onnx-slim's verify (src/verify/compare.rs): |a-b| <= tol*max(1,|a|),
+    NaN equal only to NaN at the same place, an infinity only to the same infinity, equal dtypes
+    and shapes; everything else exactly equal. Prints one line per output; returns whether all
+    passed."""
+    ok = True
+    for name, x, y in zip(names, ra, rb):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape or x.dtype != y.dtype:
+            print(f"set {n} `{name}`{tag}: {x.dtype}{x.shape} vs {y.dtype}{y.shape}")
+            ok = False
+            continue
+        if x.dtype.kind in "fc":
+            xf, yf = x.astype(np.float64), y.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                err = np.abs(xf - yf)
+            bound = tol * np.maximum(1.0, np.abs(xf))
+            same = (xf == yf) | (np.isnan(xf) & np.isnan(yf))
+            bad = ~(same | (np.isfinite(err) & (err <= bound)))
+            m = float(np.nanmax(err)) if err.size else 0.0
+            print(f"set {n} `{name}`{tag}: max abs {m:.3g} {'FAIL' if bad.any() else 'ok'}")
+            ok &= not bad.any()
+        else:
+            same = np.array_equal(x, y)
+            print(f"set {n} `{name}`{tag}: {'equal' if same else 'DIFFERENT'}")
+            ok &= same
+    return ok
+
+
 def main():
-    original, rewritten, tol = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    dirs = sys.argv[4:]
+    args = sys.argv[1:]
+    expected = None
+    if "--expected" in args:
+        # --expected DEFAULT_TOL: the reference is each folder's output_K.pb (tract's outputs of
+        # REWRITTEN). onnxruntime's basic optimizations must reproduce it at TOLERANCE; with its
+        # default optimizations (which may fuse DequantizeLinear → MatMul into kernels that also
+        # quantize activations) it must load, run and stay within DEFAULT_TOL.
+        i = args.index("--expected")
+        expected = float(args[i + 1])
+        del args[i : i + 2]
+    original, rewritten, tol = args[0], args[1], float(args[2])
+    dirs = args[3:]
+    if expected is not None and not dirs:
+        raise SystemExit("--expected needs test data folders with output_K.pb")
     onnx.checker.check_model(onnx.load(rewritten))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    a = ort.InferenceSession(original, opts, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(rewritten, opts, providers=["CPUExecutionProvider"])
+
+    def session(path, level=None):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if level is not None:
+            opts.graph_optimization_level = level
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+    a = session(original)
+    if expected is None:
+        b = session(rewritten)
+    else:
+        b = session(rewritten, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+        c = session(rewritten)
     ok = True
     for n, feeds in enumerate(load_inputs(a, dirs)):
         names = [o.name for o in a.get_outputs()]
         if names != [o.name for o in b.get_outputs()]:
             print(f"output names differ: {names} vs {[o.name for o in b.get_outputs()]}")
             sys.exit(1)
-        ra = a.run(None, feeds)
+        if expected is not None:
+            ra = [numpy_helper.to_array(onnx.load_tensor(f"{dirs[n]}/output_{k}.pb"))
+                  for k in range(len(names))]
+        else:
+            ra = a.run(None, feeds)
         rb = b.run(None, feeds)
         if len(ra) != len(names) or len(rb) != len(names):
             print(f"set {n}: {len(ra)} and {len(rb)} outputs for {len(names)} names")
             sys.exit(1)
-        # The criterion of onnx-slim's verify (src/verify/compare.rs): |a-b| <= tol*max(1,|a|),
-        # NaN equal only to NaN at the same place, an infinity only to the same infinity, equal
-        # dtypes and shapes; everything else exactly equal.
-        for name, x, y in zip(names, ra, rb):
-            x, y = np.asarray(x), np.asarray(y)
-            if x.shape != y.shape or x.dtype != y.dtype:
-                print(f"set {n} `{name}`: {x.dtype}{x.shape} vs {y.dtype}{y.shape}")
-                ok = False
-                continue
-            if x.dtype.kind in "fc":
-                xf, yf = x.astype(np.float64), y.astype(np.float64)
-                with np.errstate(invalid="ignore"):
-                    err = np.abs(xf - yf)
-                bound = tol * np.maximum(1.0, np.abs(xf))
-                same = (xf == yf) | (np.isnan(xf) & np.isnan(yf))
-                bad = ~(same | (np.isfinite(err) & (err <= bound)))
-                m = float(np.nanmax(err)) if err.size else 0.0
-                print(f"set {n} `{name}`: max abs {m:.3g} {'FAIL' if bad.any() else 'ok'}")
-                ok &= not bad.any()
-            else:
-                same = np.array_equal(x, y)
-                print(f"set {n} `{name}`: {'equal' if same else 'DIFFERENT'}")
-                ok &= same
+        ok &= compare(n, names, ra, rb, tol)
+        if expected is not None:
+            rc = c.run(None, feeds)
+            ok &= compare(n, names, ra, rc, expected, " (default optimizations)")
     sys.exit(0 if ok else 1)
 
 

@@ -1,6 +1,14 @@
 //! Interop: models written by onnx-slim pass `onnx.checker` and run in onnxruntime with the same
 //! outputs as the originals. Uses the pinned virtualenv that `.ci/run` makes at `target/venv`
 //! (or `ONNX_SLIM_PYTHON`). Every rule selection that ships adds itself to `SELECTIONS`.
+//!
+//! Quantized files are lossy, so their reference is what tract computed for the same file, not
+//! the original: onnxruntime must reproduce it at [`ORT_VS_TRACT`] with basic graph
+//! optimizations, and load, run and stay within [`ORT_DEFAULT_VS_TRACT`] with its defaults
+//! (which swap `DequantizeLinear` + `MatMul` for `MatMulNBits`). Every shared model per channel
+//! and per tensor (captcha_crnn, ddddocr_det_yolox and ppocr_mobile_v2_cls in the below-opset-13
+//! spelling), and without `../shared` `fixtures/lowrank.onnx` and an opset-11 model built here,
+//! also as uint8.
 
 mod common;
 
@@ -122,4 +130,231 @@ fn rewritten_fixtures_load_and_match_in_onnxruntime() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(fixtures.len(), common::FIXTURES.len() - NOT_RUNNABLE.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantized models: lossy, so onnxruntime must reproduce what tract computed for the same file.
+
+use onnx_slim::ir::builder::{attr_i, seeded_f32, ModelBuilder};
+use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto, TensorProto};
+use onnx_slim::verify::{self, InputSet};
+use tract_onnx::prelude::{DatumType, Tensor};
+
+/// Quantize flags (after `--rules quantize`) checked on every shared model.
+const QUANTIZED: &[(&str, &[&str])] = &[
+    ("channel", &[]),
+    ("tensor", &["--quantize-granularity", "tensor"]),
+];
+/// Also checked on the fixtures: uint8 (per channel, its zero points subtracted below opset 13).
+const QUANTIZED_FIXTURES_ALSO: &[(&str, &[&str])] = &[("uint8", &["--quantize-weights", "uint8"])];
+/// How close onnxruntime's outputs of a quantized file (basic graph optimizations) must be to
+/// tract's outputs of the same file, in the verifier's criterion `|a − b| ≤ tol · max(1, |a|)`.
+const ORT_VS_TRACT: f32 = 1e-4;
+/// The same with onnxruntime's default optimizations, which fuse `DequantizeLinear` + `MatMul`
+/// into `com.microsoft::MatMulNBits` and compute it differently (digits_mlp: max abs 0.03): the
+/// quantize rule's own verification tolerance.
+const ORT_DEFAULT_VS_TRACT: f32 = onnx_slim::rules::quantize::VERIFY_TOLERANCE;
+
+/// `t` as a `TensorProto` named `name` (the element types the models here take and give).
+fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
+    let (dt, raw): (DataType, Vec<u8>) = match t.datum_type() {
+        DatumType::F32 => (
+            DataType::Float,
+            t.to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DatumType::I64 => (
+            DataType::Int64,
+            t.to_plain_array_view::<i64>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        other => panic!("`{name}`: no TensorProto writer for {other:?} in this test"),
+    };
+    TensorProto {
+        name: Some(name.into()),
+        dims: t.shape().iter().map(|d| *d as i64).collect(),
+        data_type: Some(dt as i32),
+        raw_data: Some(raw.into()),
+        ..Default::default()
+    }
+}
+
+/// Writes each set as a `test_data_set_N` folder under `root`: its inputs and the outputs tract
+/// computed for `model`.
+fn tract_test_sets(
+    root: &Path,
+    model: &ModelProto,
+    sets: &[InputSet],
+) -> Result<Vec<PathBuf>, String> {
+    use prost::Message;
+    let outs = verify::run_many(model, sets, "quantized").map_err(|e| e.to_string())?;
+    let mut dirs = Vec::new();
+    for (i, (set, out)) in sets.iter().zip(&outs).enumerate() {
+        let d = root.join(format!("test_data_set_{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for (k, (name, t)) in set.tensors.iter().enumerate() {
+            std::fs::write(
+                d.join(format!("input_{k}.pb")),
+                tensor_proto(name, t).encode_to_vec(),
+            )
+            .unwrap();
+        }
+        for (k, (name, t)) in out.iter().enumerate() {
+            std::fs::write(
+                d.join(format!("output_{k}.pb")),
+                tensor_proto(name, t).encode_to_vec(),
+            )
+            .unwrap();
+        }
+        dirs.push(d);
+    }
+    Ok(dirs)
+}
+
+/// Quantizes `model` with each of `selections`, checks the file has `DequantizeLinear`s, runs it
+/// in tract on `sets`, and has onnxruntime load it (after `onnx.checker`) and reproduce tract's
+/// outputs. Returns how many files were checked.
+fn check_quantized(
+    py: &Path,
+    model: &Path,
+    sets: &[InputSet],
+    selections: &[(&str, &[&str])],
+    failures: &mut Vec<String>,
+) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (label, flags) in selections {
+        let what = format!("{} quantize {label}", model.display());
+        let out = dir.path().join(format!("{label}.onnx"));
+        let run = Command::new(common::bin())
+            .args([model.as_os_str(), out.as_os_str()])
+            .args(["--rules", "quantize", "--no-verify"])
+            .args(*flags)
+            .output()
+            .unwrap();
+        if !run.status.success() {
+            failures.push(format!(
+                "{what}: onnx-slim failed: {}",
+                String::from_utf8_lossy(&run.stderr)
+            ));
+            continue;
+        }
+        let q = onnx_slim::onnx::decode_file(&out).expect("decodes").model;
+        let dq = q.graph.as_ref().map_or(0, |g| {
+            g.node
+                .iter()
+                .filter(|n| n.op_type.as_deref() == Some("DequantizeLinear"))
+                .count()
+        });
+        if dq == 0 {
+            failures.push(format!("{what}: nothing was quantized"));
+            continue;
+        }
+        let data = dir.path().join(label);
+        let dirs = match tract_test_sets(&data, &q, sets) {
+            Ok(d) => d,
+            Err(e) => {
+                failures.push(format!("{what}: tract: {e}"));
+                continue;
+            }
+        };
+        let chk = Command::new(py)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
+            .args([model.as_os_str(), out.as_os_str()])
+            .arg(ORT_VS_TRACT.to_string())
+            .args(["--expected", &ORT_DEFAULT_VS_TRACT.to_string()])
+            .args(&dirs)
+            .output()
+            .unwrap();
+        common::skip_loudly(&format!(
+            "{what}:\n{}",
+            String::from_utf8_lossy(&chk.stdout)
+        ));
+        if !chk.status.success() {
+            failures.push(format!(
+                "{what}: {}{}",
+                String::from_utf8_lossy(&chk.stdout),
+                String::from_utf8_lossy(&chk.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ));
+        }
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn quantized_shared_models_load_in_onnxruntime_with_the_outputs_tract_verified() {
+    let Some(py) = python() else { return };
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for m in &models {
+        let original = onnx_slim::onnx::decode_file(&m.join("model.onnx"))
+            .unwrap()
+            .model;
+        let sets = verify::load_test_data_sets(m, &original).expect("test sets");
+        checked += check_quantized(&py, &m.join("model.onnx"), &sets, QUANTIZED, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(checked, 6 * QUANTIZED.len(), "every model in every mode");
+}
+
+/// An opset-11 model for the per-channel spelling below opset 13: Conv `[16,8,3,3]`, MatMul
+/// `[128,32]` and Gemm `[16,32]` (`transB=1`).
+fn opset11_model() -> ModelProto {
+    let mut b = ModelBuilder::new(11);
+    b.input("img", DataType::Float, &[1, 8, 6, 6])
+        .input("x", DataType::Float, &[2, 128])
+        .initializer_f32("Wc", seeded_f32(&[16, 8, 3, 3], 21))
+        .initializer_f32("Wm", seeded_f32(&[128, 32], 22))
+        .initializer_f32("Wg", seeded_f32(&[16, 32], 23))
+        .node_named("conv", "Conv", &["img", "Wc"], &["z"], vec![])
+        .node_named("mm", "MatMul", &["x", "Wm"], &["h"], vec![])
+        .node_named(
+            "gemm",
+            "Gemm",
+            &["h", "Wg"],
+            &["y"],
+            vec![attr_i("transB", 1)],
+        )
+        .output("z", DataType::Float, &[1, 16, 4, 4])
+        .output("y", DataType::Float, &[2, 16]);
+    b.build()
+}
+
+#[test]
+fn quantized_fixtures_load_in_onnxruntime_with_the_outputs_tract_verified() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let opset11 = dir.path().join("quantize_opset11.onnx");
+    std::fs::write(&opset11, onnx_slim::onnx::encode_model(&opset11_model())).unwrap();
+    let lowrank = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/lowrank.onnx"
+    ));
+    let selections: Vec<(&str, &[&str])> = QUANTIZED
+        .iter()
+        .chain(QUANTIZED_FIXTURES_ALSO)
+        .copied()
+        .collect();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for model in [&opset11, &lowrank] {
+        let proto = onnx_slim::onnx::decode_file(model).unwrap().model;
+        let sets = vec![verify::random_inputs(&proto, &[], 0).unwrap()];
+        checked += check_quantized(&py, model, &sets, &selections, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(checked, 2 * selections.len());
 }

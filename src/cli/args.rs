@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// quantize: node or weight names to keep in float (comma-separated, repeatable).
     #[arg(long, value_name = "NAME,...")]
     pub quantize_exclude: Vec<String>,
+    /// quantize: keep in float any weight whose quantization alone moves the model's outputs by
+    /// more than X, the largest relative L2 error ‖a−b‖/‖a‖ of any output on any input set,
+    /// measured in tract on the --calibration inputs (else on seeded random inputs).
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub quantize_tolerance: Option<f64>,
     #[command(flatten)]
     pub verify: VerifyInputArgs,
 }

@@ -98,6 +98,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.quantize_weights.as_deref(),
         args.quantize_granularity.as_deref(),
         &args.quantize_exclude,
+        args.quantize_tolerance,
     )?;
     if same_file(input, output) && !args.in_place {
         return Err(Error::Usage(format!(

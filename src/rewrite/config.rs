@@ -7,6 +7,6 @@ pub struct Config {
     pub calibration: Vec<std::path::PathBuf>,
     /// `lowrank` (L001): rank selection, error budget, minimum saving.
     pub lowrank: crate::rules::lowrank::LowrankConfig,
-    /// `quantize` (Q001): storage type, granularity, exclusions.
+    /// `quantize` (Q001): storage type, granularity, exclusions, output-error tolerance.
     pub quantize: crate::rules::quantize::QuantizeConfig,
 }

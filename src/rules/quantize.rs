@@ -6,7 +6,8 @@
 //! (symmetric, `z = 0`, `q ∈ [−127, 127]`) or uint8 (asymmetric, the range widened to include 0
 //! so that zero stays exactly zero), and `DequantizeLinear(q, s, z)` feeds every reader of `W`
 //! under `W`'s own name. The scale is per output channel (one `s` per slice along the op's
-//! output-channel axis, `DequantizeLinear`'s `axis`) or per tensor. Biases stay float.
+//! output-channel axis, `DequantizeLinear`'s `axis`; below opset 13 see below) or per tensor.
+//! Biases stay float.
 //!
 //! **Why:** a weight's bytes drop to a quarter (plus one scale and zero point per channel), the
 //! usual first step before deployment; the file is standard ONNX that onnxruntime, TensorRT and
@@ -23,14 +24,38 @@
 //! **Left alone, with a reason:** weights that are not float32, that are not constant (already
 //! behind a `DequantizeLinear`, or computed), excluded by `--quantize-exclude`, too small to pay
 //! for their `DequantizeLinear`, graph outputs or read inside subgraphs; QLinear*, *Integer and
-//! custom-domain quantized ops. Models below opset 13 get per-tensor scales (per-channel
-//! `DequantizeLinear` needs 13; the opset is not raised, since that would change the meaning of
-//! other ops); below opset 10 nothing is quantized. A rewrite that would not make the model
-//! smaller is refused by the driver.
+//! custom-domain quantized ops. Below opset 10 nothing is quantized. A rewrite that would not
+//! make the model smaller is refused by the driver.
+//!
+//! **`--quantize-tolerance X`** keeps in float any weight whose quantization alone moves the
+//! model's outputs by more than `X`, measured as the **relative L2 error** `‖a − b‖₂ / ‖a‖₂`
+//! ([`crate::verify::relative_l2_error`]) of the worst output on the worst input set, between the
+//! model as `find` sees it and a copy with only that weight's patch (built by `rewrite`), both
+//! run in tract through the verifier's runner on the `--calibration` inputs (else one input set
+//! seeded with [`TOLERANCE_SEED`]). The model runs once per `find` that meets unmeasured weights,
+//! and each weight once; errors are cached by weight contents, name, scheme, readers, inputs
+//! and the model's interface, so a weight kept in float is not measured again when the driver
+//! calls `find` after patches. The skip gives the measured error, each rewrite line the error its
+//! weight contributes. A model tract cannot run keeps every weight in float, with the reason.
+//! Example: silero_vad with `--quantize-tolerance 0.01 --calibration …/calibration` keeps
+//! `model.encoder.2.reparam_conv.weight` (its error 6.49e-2) in float and quantizes the other four
+//! (3.08e-4 to 4.45e-3), and every output stays at cosine ≥ 0.99 (the README's numbers).
+//!
+//! **Below opset 13** per-channel `DequantizeLinear` (its `axis`) does not exist, and raising the
+//! opset would change the meaning of other ops. Per-channel scales are then spelled in ops every
+//! opset from 10 has: `W = Mul(DequantizeLinear(q, 1.0, 0), s)` with `s` shaped `[C, 1, …]` to
+//! broadcast along the channel axis (`[C,1,1,1]` for a Conv, `[N]` for a MatMul's `[K,N]`);
+//! uint8 subtracts its per-channel zero points first, `Mul(Sub(DequantizeLinear(q, 1.0, 0), z), s)`.
+//! `DequantizeLinear` by 1 and 0 gives the codes exactly, so this computes what the per-channel
+//! `DequantizeLinear` would, bit for bit; the report line says which spelling was used.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::util::{make_attr_i, make_node};
+use super::util::{const_wire, make_attr_i, make_node};
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
@@ -74,6 +99,9 @@ pub struct QuantizeConfig {
     pub exclude: Vec<String>,
     /// Weights with fewer elements stay float.
     pub min_elements: u64,
+    /// `--quantize-tolerance`: keep in float any weight whose quantization alone moves the
+    /// outputs by more than this relative L2 error (see the module docs).
+    pub tolerance: Option<f64>,
 }
 
 impl Default for QuantizeConfig {
@@ -83,6 +111,7 @@ impl Default for QuantizeConfig {
             granularity: Granularity::default(),
             exclude: Vec::new(),
             min_elements: DEFAULT_MIN_ELEMENTS,
+            tolerance: None,
         }
     }
 }
@@ -93,8 +122,17 @@ impl QuantizeConfig {
         weights: Option<&str>,
         granularity: Option<&str>,
         exclude: &[String],
+        tolerance: Option<f64>,
     ) -> Result<QuantizeConfig> {
         let mut cfg = QuantizeConfig::default();
+        if let Some(t) = tolerance {
+            if !t.is_finite() || t < 0.0 {
+                return Err(Error::Usage(format!(
+                    "--quantize-tolerance must be a finite non-negative number, got `{t}`"
+                )));
+            }
+            cfg.tolerance = Some(t);
+        }
         match weights {
             None | Some("int8") => {}
             Some("uint8") => cfg.weights = WeightType::Uint8,
@@ -174,13 +212,27 @@ fn is_quantized_op(g: &Graph, id: NodeId) -> bool {
             && (op.starts_with('Q') || op.contains("Quant") || op.contains("NBits")))
 }
 
+/// How per-channel scales are spelled in the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spelling {
+    /// `DequantizeLinear(q, s[C], z[C], axis)`: opset 13 and above.
+    Axis,
+    /// `Mul(DequantizeLinear(q, 1, 0), s)` (uint8: `Mul(Sub(DequantizeLinear(q, 1, 0), z), s)`)
+    /// with `s` and `z` shaped `[C, 1, …]` to broadcast along the channel axis: ops every opset
+    /// from 10 has. Per-channel `DequantizeLinear` needs opset 13, and raising the opset would
+    /// change the meaning of other ops.
+    Mul,
+}
+
 /// One weight to quantize: the value and the axis its readers agree on.
 #[derive(Debug, Clone)]
 struct Candidate {
     weight: ValueRef,
     /// `Some(axis)` for per-channel (normalised to the weight's rank), `None` for per-tensor.
     axis: Option<usize>,
-    /// Why per-channel was not used, when it was asked for.
+    /// How per-channel scales are written (ignored per tensor).
+    spelling: Spelling,
+    /// Why per-channel was not used, or spelled differently, when it was asked for.
     note: Option<String>,
 }
 
@@ -193,6 +245,30 @@ fn quantizable_reader(g: &Graph, cfg: &QuantizeConfig, id: NodeId) -> bool {
     g.node(id).domain().is_empty()
         && !weight_operands(g, id).is_empty()
         && !cfg.exclude.iter().any(|e| *e == g.node(id).label())
+}
+
+/// Whether `v` is computed from integer codes by `DequantizeLinear`, directly or through the
+/// `Sub`/`Mul` by constants of the per-channel spelling below opset 13 ([`Spelling::Mul`]).
+fn behind_dequantize(g: &Graph, v: ValueRef) -> bool {
+    let mut v = v;
+    for _ in 0..3 {
+        let id = v.node;
+        match g.node(id).op_type() {
+            "DequantizeLinear" => return true,
+            "Mul" | "Sub" => {
+                let from = [0, 1].into_iter().find(|s| {
+                    g.input(id, 1 - s).and_then(|c| g.const_tensor(c)).is_some()
+                        && g.input(id, *s).is_some_and(|x| g.const_tensor(x).is_none())
+                });
+                match from.and_then(|s| g.input(id, s)) {
+                    Some(x) => v = x,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Collects every weight read by a quantizable op: the first reader and the weight, with skips
@@ -229,7 +305,7 @@ fn find_weights(model: &Model, cfg: &QuantizeConfig, f: &mut Findings) -> Vec<(N
         for (slot, _) in ops {
             let Some(v) = g.input(id, slot) else { continue };
             if g.const_tensor(v).is_none() {
-                if g.node(v.node).op_type() == "DequantizeLinear" {
+                if behind_dequantize(g, v) {
                     f.skip(model, id, format!("input {slot} is already quantized"));
                 } else if !reads_table(g, id, slot) {
                     f.skip(model, id, format!("input {slot} is not a constant weight"));
@@ -306,12 +382,6 @@ fn plan(
     let opset = model.opset("").unwrap_or(1);
     let (axis, note) = match cfg.granularity {
         Granularity::Tensor => (None, None),
-        Granularity::Channel if opset < 13 => (
-            None,
-            Some(format!(
-                "per tensor: per-channel DequantizeLinear needs opset 13, the model has {opset}"
-            )),
-        ),
         Granularity::Channel => match axes.first() {
             Some(Some(first)) if axes.iter().all(|a| *a == Some(*first)) => {
                 (Some(*first as usize), None)
@@ -322,7 +392,22 @@ fn plan(
             ),
         },
     };
-    Ok(Candidate { weight, axis, note })
+    let (spelling, note) = if axis.is_some() && opset < 13 {
+        (
+            Spelling::Mul,
+            Some(format!(
+                "per-channel DequantizeLinear needs opset 13, the model has {opset}"
+            )),
+        )
+    } else {
+        (Spelling::Axis, note)
+    };
+    Ok(Candidate {
+        weight,
+        axis,
+        spelling,
+        note,
+    })
 }
 
 /// The quantized weight: integer codes, scales and zero points, and the weight they give back.
@@ -421,9 +506,16 @@ fn scheme(cfg: &QuantizeConfig, c: &Candidate) -> String {
         WeightType::Int8 => "int8",
         WeightType::Uint8 => "uint8",
     };
-    match c.axis {
-        Some(a) => format!("{ty} per channel (axis {a})"),
-        None => format!("{ty} per tensor"),
+    match (c.axis, c.spelling) {
+        (Some(a), Spelling::Axis) => format!("{ty} per channel (axis {a})"),
+        (Some(a), Spelling::Mul) => format!(
+            "{ty} per channel (axis {a}) as {}Mul by the channel scales",
+            match cfg.weights {
+                WeightType::Int8 => "DequantizeLinear then ",
+                WeightType::Uint8 => "DequantizeLinear, Sub of the zero points, then ",
+            }
+        ),
+        (None, _) => format!("{ty} per tensor"),
     }
 }
 
@@ -443,14 +535,45 @@ impl Rule for Quantize {
     fn find(&self, model: &Model, config: &Config) -> Findings {
         let g = &model.graph;
         let mut f = Findings::default();
+        let mut planned = Vec::new();
         for (reader, weight) in find_weights(model, &config.quantize, &mut f) {
             match plan(model, &config.quantize, weight) {
-                Ok(_) => f.matches.push(Match {
-                    anchor: reader,
-                    nodes: vec![weight.node],
-                    what: format!("weight `{}`", weight_name(g, weight)),
-                }),
+                Ok(c) => planned.push((
+                    Match {
+                        anchor: reader,
+                        nodes: vec![weight.node],
+                        what: format!("weight `{}`", weight_name(g, weight)),
+                    },
+                    c,
+                )),
                 Err(reason) => f.skip(model, reader, reason),
+            }
+        }
+        let Some(tol) = config.quantize.tolerance else {
+            f.matches = planned.into_iter().map(|(m, _)| m).collect();
+            return f;
+        };
+        let errors = output_errors(self, model, config, &planned);
+        for ((m, _), e) in planned.into_iter().zip(errors) {
+            match e {
+                Ok(e) if e <= tol => f.matches.push(m),
+                Ok(e) => f.skip(
+                    model,
+                    m.anchor,
+                    format!(
+                        "{}: quantized alone it moves the outputs by {} (relative L2 error), more than --quantize-tolerance {tol}",
+                        m.what,
+                        error_text(e)
+                    ),
+                ),
+                Err(reason) => f.skip(
+                    model,
+                    m.anchor,
+                    format!(
+                        "{}: its output error for --quantize-tolerance could not be measured: {reason}",
+                        m.what
+                    ),
+                ),
             }
         }
         f
@@ -481,11 +604,6 @@ impl Rule for Quantize {
         let name = weight_name(g, c.weight).to_string();
         let before = tensor::payload_bytes(t);
         let channels = q.scales.len();
-        let param_dims = if c.axis.is_some() {
-            vec![channels as i64]
-        } else {
-            vec![]
-        };
         let mut p = Patch::new(String::new(), Some(m.anchor));
         let codes = p.add_initializer(int_tensor(
             format!("{name}_quantized"),
@@ -493,35 +611,104 @@ impl Rule for Quantize {
             q.codes,
             cfg.weights,
         ));
-        let mut scale = tensor::from_f32(
-            &format!("{name}_scale"),
-            &ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[channels]), q.scales)
-                .map_err(|e| fail(e.to_string()))?,
-        );
-        scale.dims = param_dims.clone();
-        let scale = p.add_initializer(scale);
-        let zp = p.add_initializer(int_tensor(
-            format!("{name}_zero_point"),
-            param_dims,
-            q.zero_points,
-            cfg.weights,
-        ));
-        let mut node = make_node(
-            "DequantizeLinear",
-            &format!("{name}_dequantize"),
-            3,
-            &[&format!("{name}_dequantized")],
-        );
-        if let Some(a) = c.axis {
-            node.attribute.push(make_attr_i("axis", a as i64));
-        }
-        let out = p.add_op(node, &[Some(codes), Some(scale), Some(zp)])[0];
+        let floats = |n: &str, dims: Vec<i64>, v: Vec<f32>| -> Result<TensorProto> {
+            let mut t = tensor::from_f32(
+                n,
+                &ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v)
+                    .map_err(|e| fail(e.to_string()))?,
+            );
+            t.dims = dims;
+            Ok(t)
+        };
+        let out = match (c.axis, c.spelling) {
+            (Some(axis), Spelling::Mul) => {
+                // `[C, 1, …]`: broadcasts along `axis` of the weight (trailing axes aligned).
+                let mut bdims = vec![channels as i64];
+                bdims.resize(t.dims.len() - axis, 1);
+                // One unit scale and zero point serve every weight (reused when present).
+                let unit = const_wire(
+                    g,
+                    &mut p,
+                    floats("dequantize_unit_scale", vec![], vec![1.0])?,
+                );
+                let zero = const_wire(
+                    g,
+                    &mut p,
+                    int_tensor("dequantize_zero_point".into(), vec![], vec![0], cfg.weights),
+                );
+                let dq = make_node(
+                    "DequantizeLinear",
+                    &format!("{name}_dequantize"),
+                    3,
+                    &[&format!("{name}_codes")],
+                );
+                let mut x = p.add_op(dq, &[Some(codes), Some(unit), Some(zero)])[0];
+                if cfg.weights == WeightType::Uint8 {
+                    let zf: Vec<f32> = q.zero_points.iter().map(|z| *z as f32).collect();
+                    let zw = p.add_initializer(floats(
+                        &format!("{name}_zero_point"),
+                        bdims.clone(),
+                        zf,
+                    )?);
+                    let sub = make_node(
+                        "Sub",
+                        &format!("{name}_center"),
+                        2,
+                        &[&format!("{name}_centered")],
+                    );
+                    x = p.add_op(sub, &[Some(x), Some(zw)])[0];
+                }
+                let sw = p.add_initializer(floats(&format!("{name}_scale"), bdims, q.scales)?);
+                let mul = make_node(
+                    "Mul",
+                    &format!("{name}_rescale"),
+                    2,
+                    &[&format!("{name}_dequantized")],
+                );
+                p.add_op(mul, &[Some(x), Some(sw)])[0]
+            }
+            (axis, _) => {
+                let param_dims = if axis.is_some() {
+                    vec![channels as i64]
+                } else {
+                    vec![]
+                };
+                let scale = p.add_initializer(floats(
+                    &format!("{name}_scale"),
+                    param_dims.clone(),
+                    q.scales,
+                )?);
+                let zp = p.add_initializer(int_tensor(
+                    format!("{name}_zero_point"),
+                    param_dims,
+                    q.zero_points,
+                    cfg.weights,
+                ));
+                let mut node = make_node(
+                    "DequantizeLinear",
+                    &format!("{name}_dequantize"),
+                    3,
+                    &[&format!("{name}_dequantized")],
+                );
+                if let Some(a) = axis {
+                    node.attribute.push(make_attr_i("axis", a as i64));
+                }
+                p.add_op(node, &[Some(codes), Some(scale), Some(zp)])[0]
+            }
+        };
         p.shunt(c.weight, out);
         p.keep_name(c.weight, out);
         p.remove(c.weight.node);
-        let after = tensor::numel(t).unwrap_or(0) + channels as u64 * 5;
+        let after = tensor::numel(t).unwrap_or(0) + param_bytes(cfg, &c, channels);
+        let output_error = match cfg.tolerance {
+            Some(_) => cached_error(error_key(model, config, &c))
+                .and_then(|e| e.ok())
+                .map(|e| format!(", output error {}", error_text(e)))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         p.description = format!(
-            "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{}",
+            "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{output_error}{}",
             m.what,
             shape_text(&t.dims),
             scheme(cfg, &c),
@@ -544,6 +731,157 @@ impl Rule for Quantize {
     /// are what tell and bound the loss.
     fn tolerance(&self, _config: &Config) -> f32 {
         VERIFY_TOLERANCE
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// --quantize-tolerance: each weight's own output error, measured once and cached
+
+/// Seed of the random input set used when no `--calibration` is given.
+pub const TOLERANCE_SEED: u64 = 0;
+
+/// A measured output error, or why it could not be measured.
+type Measured = std::result::Result<f64, String>;
+
+/// Output errors by [`error_key`]: `find` runs again after every round of patches, and a weight
+/// kept in float must not be measured again.
+static ERRORS: Mutex<BTreeMap<u64, Measured>> = Mutex::new(BTreeMap::new());
+
+/// Every key measured, in order (to test that nothing is measured twice).
+#[cfg(test)]
+static MEASURED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+fn error_text(e: f64) -> String {
+    if e == 0.0 {
+        "0".into()
+    } else if e.is_infinite() {
+        "∞ (a NaN, an infinity or a changed shape)".into()
+    } else {
+        format!("{e:.2e}")
+    }
+}
+
+fn hash_bytes(h: &mut impl Hasher, t: &TensorProto) {
+    t.data_type.hash(h);
+    t.dims.hash(h);
+    match &t.raw_data {
+        Some(r) if !r.is_empty() => r.as_ref().hash(h),
+        _ => t.float_data.iter().for_each(|f| f.to_bits().hash(h)),
+    }
+}
+
+/// What a measured error depends on: the weight (contents and name), how it is quantized, where
+/// it is read, the inputs measured on, and the model's opset and interface. Stable across the
+/// patches of one run, so that a weight is measured once.
+fn error_key(model: &Model, config: &Config, c: &Candidate) -> u64 {
+    let g = &model.graph;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(t) = g.const_tensor(c.weight) {
+        hash_bytes(&mut h, t);
+    }
+    weight_name(g, c.weight).hash(&mut h);
+    scheme(&config.quantize, c).hash(&mut h);
+    for (reader, slot) in g.consumers(c.weight) {
+        (g.node(reader).label(), g.node(reader).op_type(), slot).hash(&mut h);
+    }
+    config.calibration.hash(&mut h);
+    TOLERANCE_SEED.hash(&mut h);
+    model.opset("").hash(&mut h);
+    for id in g.inputs() {
+        g.node(id).label().hash(&mut h);
+    }
+    for (_, vi) in g.outputs() {
+        vi.name.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn cached_error(key: u64) -> Option<Measured> {
+    ERRORS.lock().ok()?.get(&key).cloned()
+}
+
+/// The output error of each planned weight quantized alone, from the cache or measured: the
+/// model as it is runs once in tract on the input sets, then, per weight not cached yet, a copy
+/// with that weight's own patch (built by [`Quantize::rewrite`]) runs on the same sets, through
+/// the verifier's runner; the error is [`crate::verify::relative_l2_error`] against the first
+/// run, the largest over the sets.
+fn output_errors(
+    rule: &Quantize,
+    model: &Model,
+    config: &Config,
+    planned: &[(Match, Candidate)],
+) -> Vec<Measured> {
+    let keys: Vec<u64> = planned
+        .iter()
+        .map(|(_, c)| error_key(model, config, c))
+        .collect();
+    let missing: Vec<usize> = (0..planned.len())
+        .filter(|i| cached_error(keys[*i]).is_none())
+        .collect();
+    if !missing.is_empty() {
+        #[cfg(test)]
+        if let Ok(mut m) = MEASURED.lock() {
+            m.extend(missing.iter().map(|i| keys[*i]));
+        }
+        let measured = measure(rule, model, config, planned, &missing);
+        if let Ok(mut cache) = ERRORS.lock() {
+            for (i, e) in missing.iter().zip(measured) {
+                cache.insert(keys[*i], e);
+            }
+        }
+    }
+    keys.iter()
+        .map(|k| cached_error(*k).unwrap_or_else(|| Err("the error cache is unavailable".into())))
+        .collect()
+}
+
+fn measure(
+    rule: &Quantize,
+    model: &Model,
+    config: &Config,
+    planned: &[(Match, Candidate)],
+    which: &[usize],
+) -> Vec<Measured> {
+    let proto = model.to_proto();
+    let sets = if config.calibration.is_empty() {
+        crate::verify::random_inputs(&proto, &[], TOLERANCE_SEED).map(|s| vec![s])
+    } else {
+        crate::calibrate::load_sets(&config.calibration, &proto)
+    };
+    let base = sets.and_then(|sets| {
+        let out = crate::verify::run_many(&proto, &sets, "original")?;
+        Ok((sets, out))
+    });
+    let (sets, base) = match base {
+        Ok(v) => v,
+        Err(e) => return which.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    which
+        .iter()
+        .map(|&i| {
+            let m = &planned[i].0;
+            let patch = rule.rewrite(model, m, config).map_err(|e| e.to_string())?;
+            let mut copy = model.clone();
+            patch.apply(&mut copy.graph).map_err(|e| e.to_string())?;
+            let outs = crate::verify::run_many(&copy.to_proto(), &sets, "quantized")
+                .map_err(|e| e.to_string())?;
+            Ok(base
+                .iter()
+                .zip(&outs)
+                .map(|(a, b)| crate::verify::relative_l2_error(a, b))
+                .fold(0.0, f64::max))
+        })
+        .collect()
+}
+
+/// Payload bytes of the scales and zero points `c` is written with (the unit scale and zero point
+/// of [`Spelling::Mul`] are shared by all weights and not counted).
+fn param_bytes(cfg: &QuantizeConfig, c: &Candidate, channels: usize) -> u64 {
+    let ch = channels as u64;
+    match (c.spelling, cfg.weights) {
+        (Spelling::Mul, WeightType::Int8) if c.axis.is_some() => 4 * ch,
+        (Spelling::Mul, WeightType::Uint8) if c.axis.is_some() => 8 * ch,
+        _ => 5 * ch,
     }
 }
 
@@ -584,6 +922,73 @@ mod tests {
             }
             assert!((back - v).abs() <= s / 2.0 + 1e-6, "{v} → {back}");
         }
+    }
+
+    #[test]
+    fn a_weight_kept_in_float_by_the_tolerance_is_measured_once() {
+        use crate::ir::builder::{seeded_f32, ModelBuilder};
+        use crate::onnx::proto::tensor_proto::DataType as D;
+        // W2 has an outlier: per tensor, every other value rounds to 0, so it breaks the output.
+        // The outlier reads hidden unit 0, which the Relu zeroes (x ≥ 0, W1's column 0 is −1).
+        let mut w2 = seeded_f32(&[32, 8], 812);
+        w2[[0, 0]] = 1000.0;
+        let mut w1 = seeded_f32(&[16, 32], 811);
+        w1.slice_mut(ndarray::s![.., 0]).fill(-1.0);
+        let mut b = ModelBuilder::new(17);
+        b.input("x", D::Float, &[2, 16])
+            .initializer_f32("W1", w1)
+            .initializer_f32("W2", w2)
+            .node_named("fc1", "MatMul", &["x", "W1"], &["h"], vec![])
+            .node_named("relu", "Relu", &["h"], &["hr"], vec![])
+            .node_named("fc2", "MatMul", &["hr", "W2"], &["y"], vec![])
+            .output("y", D::Float, &[2, 8]);
+        let mut model = Model::from_proto(b.build()).unwrap();
+        let config = Config {
+            quantize: QuantizeConfig {
+                granularity: Granularity::Tensor,
+                min_elements: 16,
+                tolerance: Some(0.1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let w2_key = {
+            let c = plan(
+                &model,
+                &config.quantize,
+                model.graph.producer("W2").unwrap(),
+            )
+            .unwrap();
+            error_key(&model, &config, &c)
+        };
+        let rules: Vec<&dyn Rule> = vec![&Quantize];
+        let report = crate::rewrite::run(&mut model, &rules, &config, &Default::default()).unwrap();
+        assert_eq!(report.patches(), 1);
+        let skip = report.rules[0]
+            .skips
+            .iter()
+            .find(|s| s.reason.contains("`W2`"))
+            .expect("W2 kept");
+        assert!(
+            skip.reason.contains("more than --quantize-tolerance 0.1"),
+            "{skip:?}"
+        );
+        let measured = MEASURED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| **k == w2_key)
+            .count();
+        assert_eq!(measured, 1, "W2 measured once although `find` ran again");
+        let findings = Quantize.find(&model, &config);
+        assert!(findings.matches.is_empty());
+        let measured = MEASURED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| **k == w2_key)
+            .count();
+        assert_eq!(measured, 1);
     }
 
     #[test]

@@ -374,6 +374,65 @@ pub fn compare_outputs(a: &Outputs, b: &Outputs, tol: f32) -> Vec<Comparison> {
     out
 }
 
+/// The relative L2 error of the candidate `b` against the reference `a`: the largest
+/// `‖a − b‖₂ / ‖a‖₂` over the outputs (matched as by [`compare_outputs`]). Where `‖a‖ = 0` it is
+/// `‖b‖` (0 when both are zero). Infinite when an output is missing or differs in shape or
+/// element type, when a non-float output differs at all, or when a `NaN` or an infinity is not
+/// matched by the same value at the same place.
+pub fn relative_l2_error(a: &Outputs, b: &Outputs) -> f64 {
+    let pairs: Vec<(&Tensor, Option<&Tensor>)> =
+        if a.len() == b.len() && !a.iter().all(|(n, _)| b.iter().any(|(m, _)| m == n)) {
+            a.iter()
+                .zip(b)
+                .map(|((_, x), (_, y))| (x, Some(y)))
+                .collect()
+        } else {
+            if b.iter().any(|(n, _)| !a.iter().any(|(m, _)| m == n)) {
+                return f64::INFINITY;
+            }
+            a.iter()
+                .map(|(n, x)| (x, b.iter().find(|(m, _)| m == n).map(|(_, y)| y)))
+                .collect()
+        };
+    let mut worst = 0f64;
+    for (x, y) in pairs {
+        let Some(y) = y else { return f64::INFINITY };
+        if x.shape() != y.shape() || x.datum_type() != y.datum_type() {
+            return f64::INFINITY;
+        }
+        if !x.datum_type().is_float() {
+            if x != y {
+                return f64::INFINITY;
+            }
+            continue;
+        }
+        let (Some(p), Some(q)) = (floats(x), floats(y)) else {
+            return f64::INFINITY;
+        };
+        let (mut d2, mut n2) = (0f64, 0f64);
+        for (&u, &v) in p.iter().zip(&q) {
+            if u == v || (u.is_nan() && v.is_nan()) {
+                if u.is_finite() {
+                    n2 += u * u;
+                }
+                continue;
+            }
+            if !u.is_finite() || !v.is_finite() {
+                return f64::INFINITY;
+            }
+            d2 += (u - v) * (u - v);
+            n2 += u * u;
+        }
+        let e = if n2 > 0.0 {
+            (d2 / n2).sqrt()
+        } else {
+            d2.sqrt()
+        };
+        worst = worst.max(e);
+    }
+    worst
+}
+
 /// Runs the reference model `a` and the candidate `b` in tract on every input set and compares
 /// their outputs at `tolerance` (see the module documentation for the criterion).
 ///
@@ -445,6 +504,26 @@ mod tests {
         let c = compare_tensors("y", &a, &b, 1e-3);
         assert!(!c.passed);
         assert_eq!(c.mismatched, 1);
+    }
+
+    #[test]
+    fn relative_l2_error_is_the_worst_output_and_infinite_on_nan() {
+        let o = |v: &[f32]| -> Outputs {
+            vec![
+                ("a".into(), t(&[2], &v[..2])),
+                ("b".into(), t(&[2], &v[2..])),
+            ]
+        };
+        let base = o(&[3.0, 4.0, 1.0, 0.0]);
+        assert_eq!(relative_l2_error(&base, &base), 0.0);
+        // Output `a`: ‖(0, 0.5)‖ / 5 = 0.1; output `b`: ‖(0.2, 0)‖ / 1 = 0.2.
+        let e = relative_l2_error(&base, &o(&[3.0, 4.5, 1.2, 0.0]));
+        assert!((e - 0.2).abs() < 1e-6, "{e}");
+        assert_eq!(
+            relative_l2_error(&base, &o(&[3.0, f32::NAN, 1.0, 0.0])),
+            f64::INFINITY
+        );
+        assert_eq!(relative_l2_error(&base, &base[..1].to_vec()), f64::INFINITY);
     }
 
     #[test]
