@@ -94,6 +94,9 @@ pub struct Graph {
     pub(crate) value_info: Vec<ValueInfoProto>,
     /// `value_info` names that named no value when decoded; kept verbatim.
     pub(crate) orphan_value_info: HashSet<String>,
+    /// Encoded bytes that edits of `value_info` entries ([`Graph::set_declared_dim`]) added
+    /// since decoding (negative: removed), so that [`Graph::encoded_delta`] counts them.
+    pub(crate) value_info_edits: i64,
     // Looked up on every edit and check: a fast non-cryptographic hash (names are not
     // attacker-chosen keys of a long-lived service).
     pub(crate) names: FxHashMap<String, ValueRef>,
@@ -204,6 +207,7 @@ impl Graph {
             outputs: Vec::new(),
             value_info: Vec::new(),
             orphan_value_info: HashSet::new(),
+            value_info_edits: 0,
             names: FxHashMap::default(),
             next_major: 0,
             dirty: false,
@@ -484,7 +488,7 @@ impl Graph {
     /// patched from: nodes shared between the two copies cancel out, so this costs a pointer
     /// comparison per node plus an encoded length per changed node.
     pub fn encoded_delta(&self, before: &Graph) -> i64 {
-        let mut delta = 0i64;
+        let mut delta = self.value_info_edits - before.value_info_edits;
         for ix in self.g.node_indices() {
             match before.g.node_weight(ix) {
                 Some(old) if Arc::ptr_eq(old, &self.g[ix]) => {}
@@ -672,6 +676,33 @@ impl Graph {
             }
         }
         Some(node)
+    }
+
+    /// Sets dim `axis` of the declared shape of the value named `name` to `size`, in its
+    /// `value_info` entry if it has one (a rewrite that changes a value's shape keeps its
+    /// declaration true). Returns whether an entry was changed.
+    pub(crate) fn set_declared_dim(&mut self, name: &str, axis: usize, size: i64) -> bool {
+        use crate::onnx::proto::tensor_shape_proto::dimension::Value;
+        let Some(vi) = self
+            .value_info
+            .iter_mut()
+            .find(|vi| vi.name.as_deref() == Some(name))
+        else {
+            return false;
+        };
+        let field = |n: usize| (1 + prost::length_delimiter_len(n) + n) as i64;
+        let old = field(vi.encoded_len());
+        let dim = match vi.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            Some(type_proto::Value::TensorType(t)) => {
+                t.shape.as_mut().and_then(|s| s.dim.get_mut(axis))
+            }
+            _ => None,
+        };
+        let Some(dim) = dim else { return false };
+        dim.value = Some(Value::DimValue(size));
+        self.value_info_edits += field(vi.encoded_len()) - old;
+        self.touch();
+        true
     }
 
     pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut Node {

@@ -28,8 +28,10 @@
 //! it contributed exactly 0 to each consuming layer; only the order of additions of the remaining
 //! terms may change (tolerance 1e-6).
 //!
+//! Declared shapes (`value_info`) of the group's values get the new channel count.
+//!
 //! **Barriers, skipped with a reason naming the node:** graph outputs, values read by subgraphs,
-//! values with a declared shape in `value_info` (it would go stale), Concat, Split, Slice,
+//! Concat, Split, Slice,
 //! Reshape/Flatten, Transpose, Resize, Pad, grouped (non-depthwise) Conv, unknown ops and every
 //! op the table calls a barrier, channel dims the facts do not know, weights that are not
 //! constant float32 or that are also read outside the group.
@@ -178,7 +180,6 @@ fn rank(facts: &Facts, v: ValueRef) -> Option<usize> {
 struct Walk<'a> {
     g: &'a Graph,
     facts: &'a Facts,
-    declared: &'a HashSet<String>,
     group: Group,
     seen_values: HashMap<ValueRef, usize>,
     roles: HashSet<(NodeId, u8)>,
@@ -486,12 +487,6 @@ impl Walk<'_> {
         if g.is_captured(v) {
             return Err((v.node, format!("`{name}` is read by a subgraph")));
         }
-        if self.declared.contains(name) {
-            return Err((
-                v.node,
-                format!("`{name}` has a declared shape in value_info, which would go stale"),
-            ));
-        }
         let c = self.group.channels as i64;
         match dim(self.facts, v, axis) {
             Some(d) if d == c => {}
@@ -513,12 +508,7 @@ impl Walk<'_> {
 
 /// The coupled group that starts at producer `start`'s output channels, and the barrier that
 /// stopped the walk, if one did (the group is then partial). `None` when `start` is not a producer pruning knows.
-fn closure(
-    g: &Graph,
-    facts: &Facts,
-    declared: &HashSet<String>,
-    start: NodeId,
-) -> Option<(Group, Option<Barrier>)> {
+fn closure(g: &Graph, facts: &Facts, start: NodeId) -> Option<(Group, Option<Barrier>)> {
     let l = layer(g, start)?;
     if matches!(g.node(start).op_type(), "Conv" | "ConvTranspose") && l.groups != 1 {
         return None;
@@ -536,7 +526,6 @@ fn closure(
     let mut w = Walk {
         g,
         facts,
-        declared,
         group: Group {
             channels,
             ..Default::default()
@@ -781,14 +770,6 @@ fn pass_zero(g: &Graph, id: NodeId, zero: &mut Vec<bool>, spoil: &mut Spoil) -> 
     }
 }
 
-/// The value names that have a `value_info` entry.
-fn declared_names(g: &Graph) -> HashSet<String> {
-    g.value_infos()
-        .iter()
-        .filter_map(|vi| vi.name.clone())
-        .collect()
-}
-
 /// The channels to remove from `group` (at least one stays), or why none.
 fn plan(g: &Graph, group: &Group) -> Result<std::result::Result<Vec<usize>, Option<String>>> {
     let (zero, reason) = zero_channels(g, group)?;
@@ -826,13 +807,12 @@ impl Rule for Prune {
             return f;
         }
         let facts = g.facts();
-        let declared = declared_names(g);
         let mut done: HashSet<NodeId> = HashSet::new();
         for id in starts {
             if done.contains(&id) {
                 continue;
             }
-            let Some(group) = closure(g, &facts, &declared, id) else {
+            let Some(group) = closure(g, &facts, id) else {
                 continue;
             };
             let (group, barrier) = group;
@@ -877,8 +857,7 @@ impl Rule for Prune {
     fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let g = &model.graph;
         let facts = g.facts();
-        let declared = declared_names(g);
-        let group = match closure(g, &facts, &declared, m.anchor) {
+        let group = match closure(g, &facts, m.anchor) {
             Some((group, None)) => group,
             Some((_, Some((_, reason)))) => return Err(rule_err(reason)),
             None => return Err(rule_err("the anchor is no longer a layer")),
@@ -963,6 +942,10 @@ impl Rule for Prune {
             p.shunt(old, new[0]);
             p.keep_name(old, new[0]);
             p.remove(id);
+        }
+        // Declared shapes (`value_info`) of the group's values follow their channel dim.
+        for (v, axis) in &group.values {
+            p.set_declared_dim(g.value_name(*v), *axis, keep.len() as i64);
         }
         Ok(p)
     }
