@@ -472,17 +472,23 @@ fn a_custom_op_is_a_barrier() {
 
 #[test]
 fn a_declared_shape_follows_the_pruned_channels() {
+    // `r` declares 12 channels, `h` a symbolic `H` (the edit changes the encoded size).
     let original = mlp_with(|b| {
         b.value_info(onnx_slim::ir::builder::value_info(
             "r",
             F32,
             &[2.into(), 12.into()],
+        ))
+        .value_info(onnx_slim::ir::builder::value_info(
+            "h",
+            F32,
+            &[2.into(), "H".into()],
         ));
     });
     let (pruned, report) = prune(&original);
     assert_eq!(report.patches(), 1, "{:?}", skips(&report));
     let vi = &pruned.graph.as_ref().unwrap().value_info;
-    assert_eq!(vi.len(), 1);
+    assert_eq!(vi.len(), 2);
     let shape = |vi: &onnx_slim::onnx::proto::ValueInfoProto| -> Vec<i64> {
         match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(onnx_slim::onnx::proto::type_proto::Value::TensorType(t)) => t
@@ -502,6 +508,7 @@ fn a_declared_shape_follows_the_pruned_channels() {
         }
     };
     assert_eq!(shape(&vi[0]), [2, 10]);
+    assert_eq!(shape(&vi[1]), [2, 10]);
     // The growth guard's measure counts the edit: what the encoder writes, byte for byte.
     let before = Model::from_proto(original.clone()).unwrap();
     let rule = &onnx_slim::rules::prune::Prune;
@@ -514,6 +521,7 @@ fn a_declared_shape_follows_the_pruned_channels() {
     use prost::Message;
     let real = g.to_proto().encoded_len() as i64 - before.graph.to_proto().encoded_len() as i64;
     assert_eq!(g.encoded_delta(&before.graph), real);
+    assert!(real < 0);
     same_outputs(&original, &pruned, 1e-6);
 }
 

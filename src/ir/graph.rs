@@ -94,7 +94,7 @@ pub struct Graph {
     pub(crate) value_info: Vec<ValueInfoProto>,
     /// `value_info` names that named no value when decoded; kept verbatim.
     pub(crate) orphan_value_info: HashSet<String>,
-    /// Encoded bytes that edits of `value_info` entries ([`Graph::set_declared_dim`]) added
+    /// Encoded bytes that edits of `value_info` entries ([`Graph::set_declared_dims`]) added
     /// since decoding (negative: removed), so that [`Graph::encoded_delta`] counts them.
     pub(crate) value_info_edits: i64,
     // Looked up on every edit and check: a fast non-cryptographic hash (names are not
@@ -678,31 +678,39 @@ impl Graph {
         Some(node)
     }
 
-    /// Sets dim `axis` of the declared shape of the value named `name` to `size`, in its
+    /// Sets dim `axis` of the declared shape of each value named in `edits` to `size`, in its
     /// `value_info` entry if it has one (a rewrite that changes a value's shape keeps its
-    /// declaration true). Returns whether an entry was changed.
-    pub(crate) fn set_declared_dim(&mut self, name: &str, axis: usize, size: i64) -> bool {
+    /// declaration true). One pass over the entries, whatever the number of edits.
+    pub(crate) fn set_declared_dims(&mut self, edits: &[(String, usize, i64)]) {
         use crate::onnx::proto::tensor_shape_proto::dimension::Value;
-        let Some(vi) = self
-            .value_info
-            .iter_mut()
-            .find(|vi| vi.name.as_deref() == Some(name))
-        else {
-            return false;
-        };
+        if edits.is_empty() {
+            return;
+        }
+        let by_name: std::collections::HashMap<&str, Vec<(usize, i64)>> =
+            edits.iter().fold(Default::default(), |mut m, (n, a, s)| {
+                m.entry(n.as_str()).or_insert_with(Vec::new).push((*a, *s));
+                m
+            });
         let field = |n: usize| (1 + prost::length_delimiter_len(n) + n) as i64;
-        let old = field(vi.encoded_len());
-        let dim = match vi.r#type.as_mut().and_then(|t| t.value.as_mut()) {
-            Some(type_proto::Value::TensorType(t)) => {
-                t.shape.as_mut().and_then(|s| s.dim.get_mut(axis))
+        let mut delta = 0i64;
+        for vi in self.value_info.iter_mut() {
+            let Some(dims) = vi.name.as_deref().and_then(|n| by_name.get(n)) else {
+                continue;
+            };
+            let old = field(vi.encoded_len());
+            if let Some(type_proto::Value::TensorType(t)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                for &(axis, size) in dims {
+                    if let Some(d) = t.shape.as_mut().and_then(|s| s.dim.get_mut(axis)) {
+                        d.value = Some(Value::DimValue(size));
+                    }
+                }
             }
-            _ => None,
-        };
-        let Some(dim) = dim else { return false };
-        dim.value = Some(Value::DimValue(size));
-        self.value_info_edits += field(vi.encoded_len()) - old;
+            delta += field(vi.encoded_len()) - old;
+        }
+        self.value_info_edits += delta;
         self.touch();
-        true
     }
 
     pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut Node {

@@ -311,9 +311,7 @@ impl Patch {
             }
         }
         collect_orphans(graph, orphans);
-        for (name, axis, size) in &self.declared_dims {
-            graph.set_declared_dim(name, *axis, *size);
-        }
+        graph.set_declared_dims(&self.declared_dims);
         graph.check()
     }
 }
