@@ -289,7 +289,7 @@ fn a_residual_add_with_one_nonzero_side_is_skipped_with_its_reason() {
     let s = skips(&report);
     assert!(
         s.iter()
-            .any(|s| s.contains("`conv_b` (Conv) is nonzero in channels")),
+            .any(|s| s.contains("adds `b` nonzero in channels its other inputs zero")),
         "{s:?}"
     );
 }
@@ -391,6 +391,86 @@ fn a_depthwise_bias_that_is_nonzero_keeps_the_channel() {
         "channel 5 stays: bias nonzero"
     );
     same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_squeeze_excitation_mul_removes_channels_zero_in_the_main_branch() {
+    // r = Relu(Conv_a(x)), zero in channels 1 and 4; gate = Sigmoid(Conv_e(Relu(Conv_s(GAP(r)))));
+    // y = Conv_c(r · gate). The SE's expand Conv is nonzero there, but r · gate is 0.
+    let mut b = ModelBuilder::new(17);
+    let k1 = || vec![attr_ints("kernel_shape", &[1, 1])];
+    let zero = [1, 4];
+    b.input("x", F32, &[1, 3, 6, 6])
+        .initializer_f32("wa", zeroed(seeded(&[6, 3, 1, 1], 21), 0, &zero))
+        .initializer_f32("ws", seeded(&[2, 6, 1, 1], 22))
+        .initializer_f32("we", seeded(&[6, 2, 1, 1], 23))
+        .initializer_f32("be", seeded(&[6], 24))
+        .initializer_f32("wc", seeded(&[4, 6, 1, 1], 25))
+        .node("Conv", &["x", "wa"], &["a"], k1())
+        .node("Relu", &["a"], &["r"], vec![])
+        .node("GlobalAveragePool", &["r"], &["p"], vec![])
+        .node("Conv", &["p", "ws"], &["s"], k1())
+        .node("Relu", &["s"], &["sr"], vec![])
+        .node_named("expand", "Conv", &["sr", "we", "be"], &["e"], k1())
+        .node("Sigmoid", &["e"], &["gate"], vec![])
+        .node("Mul", &["r", "gate"], &["m"], vec![])
+        .node("Conv", &["m", "wc"], &["y"], k1())
+        .output("y", F32, &[1, 4, 6, 6]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [4, 3, 1, 1]);
+    assert_eq!(dims(&pruned, "ws"), [2, 4, 1, 1]);
+    assert_eq!(
+        dims(&pruned, "we"),
+        [4, 2, 1, 1],
+        "the SE's expand Conv shrinks with them"
+    );
+    assert_eq!(dims(&pruned, "be"), [4]);
+    assert_eq!(dims(&pruned, "wc"), [4, 4, 1, 1]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn batchnorm_that_maps_0_to_a_constant_keeps_the_channel_before_a_layer() {
+    // BN beta nonzero everywhere: what the consumer reads is not 0 in any channel.
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[1, 3, 8, 8])
+        .initializer_f32("wa", zeroed(seeded(&[6, 3, 3, 3], 4), 0, &[2]))
+        .initializer_f32("scale", seeded(&[6], 7))
+        .initializer_f32("beta", seeded(&[6], 8).mapv(|v| v + 2.0))
+        .initializer_f32("mean", seeded(&[6], 9))
+        .initializer_f32("var", seeded(&[6], 10).mapv(|v| v.abs() + 0.5))
+        .initializer_f32("wc", seeded(&[5, 6, 1, 1], 6))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["pre"],
+            vec![attr_ints("kernel_shape", &[3, 3])],
+        )
+        .node(
+            "BatchNormalization",
+            &["pre", "scale", "beta", "mean", "var"],
+            &["bn"],
+            vec![],
+        )
+        .node(
+            "Conv",
+            &["bn", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 5, 6, 6]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 0);
+    assert_eq!(pruned, original);
+    let s = skips(&report);
+    assert!(
+        s.iter()
+            .any(|s| s.contains("(BatchNormalization) maps 0 to beta")),
+        "{s:?}"
+    );
 }
 
 /// The MLP with its hidden activation also read by `extra` (a graph output or a barrier op).

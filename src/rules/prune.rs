@@ -9,10 +9,12 @@
 //! elementwise `Add`, `Sub` and `Mul` (every other input with that channel dim joins the group: a
 //! residual Add couples its two producers; a constant operand shrinks along that axis), up to the
 //! consuming layers' input axis (`in_axis`). With `--prune-zero` (the only criterion so far, and
-//! what `--rules prune` does without flags) channel `c` of a group is removed when every tensor
-//! of the group is provably 0 there: every producer's kernel slice and bias at `c` are 0, and
-//! every op between maps 0 to 0 at `c` (Relu yes; BatchNormalization only where
-//! `beta = 0` and `mean·scale = 0`; depthwise Conv where its bias is 0; Sigmoid never). One patch
+//! what `--rules prune` does without flags) channel `c` of a group is removed when what every
+//! consuming layer reads is provably 0 at `c`. Zero channels follow the group in dependency order:
+//! a producer's are those whose kernel slice and bias are 0; a `Pass` op keeps those it maps from
+//! 0 to 0 (Relu yes; BatchNormalization only where `beta = 0` and `mean·scale = 0`; Sigmoid
+//! never), a depthwise Conv those where its bias is 0, `Add`/`Sub` those 0 in every input, `Mul`
+//! those 0 in some input (a squeeze-excitation gate shrinks with the branch it gates). One patch
 //! per group slices the producers' kernels and biases, the per-channel parameters, the constant
 //! operands, the consumers' kernels and the depthwise `group`; the old constants are removed and
 //! the new ones keep their names. At least one channel stays in every group.
@@ -24,15 +26,15 @@
 //! **Example:** `h = Relu(x·W1 + b1)` with `W1[64,512]` whose columns 0..170 and `b1[0..170]` are
 //! 0, `y = h·W2[512,10]` → `W1[64,342]`, `b1[342]`, `W2[342,10]`.
 //!
-//! **Exact:** yes: a removed channel is 0 in every tensor of its group (for finite inputs), so
-//! it contributed exactly 0 to each consuming layer; only the order of additions of the remaining
-//! terms may change (tolerance 1e-6).
+//! **Exact:** yes: ops inside a group act channel by channel, so channel `c` of any of its tensors
+//! reaches the outside only through what the consuming layers read at `c`, which is 0 (for finite
+//! inputs: `0·x = 0`); removed kernel slices are finite, so they contributed exactly 0. Only the
+//! order of additions of the remaining terms may change (tolerance 1e-6).
 //!
 //! Declared shapes (`value_info`) of the group's values get the new channel count.
 //!
 //! **Barriers, skipped with a reason naming the node:** graph outputs, values read by subgraphs,
-//! Concat, Split, Slice,
-//! Reshape/Flatten, Transpose, Resize, Pad, grouped (non-depthwise) Conv, unknown ops and every
+//! Concat, Split, Slice, Reshape/Flatten, Transpose, Resize, Pad, grouped (non-depthwise) Conv, unknown ops and every
 //! op the table calls a barrier, channel dims the facts do not know, weights that are not
 //! constant float32 or that are also read outside the group.
 
@@ -573,27 +575,35 @@ fn slice_all(a: &ArrayD<f32>, axis: usize, c: usize, f: impl Fn(f32) -> bool) ->
     a.index_axis(Axis(axis), c).iter().all(|x| f(*x))
 }
 
-/// Per channel: whether it is provably 0 in every tensor of the group, so removing it leaves
-/// every consumer's output unchanged. `Err` names the first member that keeps channels that the
-/// producers zero (the reason a group with zero producer channels is left alone).
+/// Per channel: whether every value the group's consuming layers read is provably 0 there, so
+/// that removing the channel from every tensor of the group leaves every consumer's output
+/// unchanged (ops inside a group act channel by channel, so channel `c` of any of its tensors
+/// reaches the outside only through channel `c` of what the consumers read). Each value's zero
+/// channels follow from its inputs' in dependency order: a producer's from its kernel and bias,
+/// a `Pass` op and a depthwise Conv keep those they map from 0 to 0, `Add`/`Sub` those zero in
+/// every input, `Mul` those zero in some input. The reason names the first member that keeps
+/// channels some producer zeroes (reported when no channel goes).
 fn zero_channels(g: &Graph, group: &Group) -> Result<(Vec<bool>, Option<String>)> {
     let c = group.channels;
-    let mut zero = vec![true; c];
-    let mut spoiler: Option<String> = None;
+    let spoiler: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
     let cut_of =
         |id: NodeId, slot: usize| group.cuts.iter().find(|k| k.node == id && k.slot == slot);
-    // Producers first: their kernel slice and bias at c are 0.
-    let mut owns: Vec<(NodeId, Vec<bool>)> = Vec::new();
+    let in_group = |u: ValueRef| group.values.binary_search_by(|(v, _)| v.cmp(&u)).is_ok();
+    // The member that computes each group value.
+    let mut maker: HashMap<NodeId, Role> = HashMap::new();
     for &(id, role) in &group.members {
-        if role != Role::Producer {
-            continue;
+        if role != Role::Consumer {
+            maker.insert(id, role);
         }
+    }
+    // Producers: their kernel slice and bias at c are 0.
+    let mut owns: HashMap<NodeId, Vec<bool>> = HashMap::new();
+    for (&id, _) in maker.iter().filter(|(_, r)| **r == Role::Producer) {
         let l = layer(g, id).ok_or_else(|| rule_err("a producer is no longer a layer"))?;
         let w = const_f32(g, id, l.kernel)?;
-        let mut own = vec![true; c];
-        for (ch, z) in own.iter_mut().enumerate() {
-            *z = slice_all(&w, l.out_axis, ch, |x| x == 0.0);
-        }
+        let mut own: Vec<bool> = (0..c)
+            .map(|ch| slice_all(&w, l.out_axis, ch, |x| x == 0.0))
+            .collect();
         if let Some(b) = l.bias {
             let bias = const_f32(g, id, b)?;
             match cut_of(id, b) {
@@ -606,95 +616,159 @@ fn zero_channels(g: &Graph, group: &Group) -> Result<(Vec<bool>, Option<String>)
                 None => own.iter_mut().for_each(|z| *z = false),
             }
         }
-        for (z, o) in zero.iter_mut().zip(&own) {
-            *z = *z && *o;
-        }
-        owns.push((id, own));
+        owns.insert(id, own);
     }
-    // The union of the producers' zero channels: a producer that misses some is what keeps them.
-    let union: Vec<bool> = (0..c).map(|ch| owns.iter().any(|(_, o)| o[ch])).collect();
-    let some_producer_zero = union.iter().any(|z| *z);
-    if let Some((id, _)) = owns
-        .iter()
-        .find(|(_, o)| o.iter().zip(&union).any(|(o, u)| *u && !*o))
-    {
-        spoiler = Some(format!(
-            "{} is nonzero in channels that other producers of the group zero",
-            label(g, *id)
-        ));
-    }
+    let some_producer_zero = owns.values().any(|o| o.iter().any(|z| *z));
     let mut spoil = |zero: &mut Vec<bool>, id: NodeId, why: &str, keep: &dyn Fn(usize) -> bool| {
         let before = zero.iter().filter(|z| **z).count();
         for (ch, z) in zero.iter_mut().enumerate() {
             *z = *z && keep(ch);
         }
-        if spoiler.is_none() && zero.iter().filter(|z| **z).count() < before {
-            spoiler = Some(format!("{} {why}", label(g, id)));
+        let mut s = spoiler.borrow_mut();
+        if s.is_none() && zero.iter().filter(|z| **z).count() < before {
+            *s = Some(format!("{} {why}", label(g, id)));
         }
     };
-    for &(id, role) in &group.members {
-        match role {
-            Role::Producer => {}
-            Role::Consumer => {
-                // The removed kernel slices must be finite, so that they contributed 0·w = 0.
-                let l = layer(g, id).ok_or_else(|| rule_err("a consumer is no longer a layer"))?;
-                let w = const_f32(g, id, l.kernel)?;
-                spoil(&mut zero, id, "has non-finite weights", &|ch| {
-                    slice_all(&w, l.in_axis, ch, f32::is_finite)
-                });
+    // Zero channels of every group value, inputs before outputs (an explicit stack).
+    let mut masks: HashMap<ValueRef, Vec<bool>> = HashMap::new();
+    for &(root, _) in &group.values {
+        let mut stack = vec![(root, false)];
+        while let Some((v, ready)) = stack.pop() {
+            if masks.contains_key(&v) {
+                continue;
             }
-            Role::Depthwise => {
-                let l = layer(g, id).ok_or_else(|| rule_err("a depthwise Conv is gone"))?;
-                let b = match l.bias {
-                    Some(b) => Some(const_f32(g, id, b)?),
-                    None => None,
-                };
-                let w = const_f32(g, id, l.kernel)?;
-                spoil(&mut zero, id, "maps 0 to its nonzero bias", &|ch| {
-                    slice_all(&w, 0, ch, f32::is_finite)
-                        && b.as_ref().is_none_or(|b| slice_all(b, 0, ch, |x| x == 0.0))
-                });
-            }
-            Role::Pass => pass_zero(g, id, &mut zero, &mut spoil)?,
-            Role::Broadcast => {
-                let mul = g.node(id).op_type() == "Mul";
-                for (slot, u) in g.node_inputs(id).into_iter().enumerate() {
-                    let u = u.ok_or_else(|| rule_err("a broadcast input is missing"))?;
-                    if group.values.binary_search_by(|(v, _)| v.cmp(&u)).is_ok() {
-                        continue;
-                    }
-                    let t = g.const_tensor(u).map(tensor::to_f32).transpose()?;
-                    match (cut_of(id, slot), t) {
-                        (Some(k), Some(t)) => {
-                            spoil(&mut zero, id, "adds a nonzero constant", &|ch| {
-                                slice_all(&t, k.axis, ch, |x| {
-                                    if mul {
-                                        x.is_finite()
-                                    } else {
-                                        x == 0.0
-                                    }
-                                })
-                            })
-                        }
-                        (None, Some(t)) => {
-                            let ok = t
-                                .iter()
-                                .all(|x| if mul { x.is_finite() } else { *x == 0.0 });
-                            spoil(&mut zero, id, "adds a nonzero constant", &|_| ok)
-                        }
-                        _ => spoil(
-                            &mut zero,
-                            id,
-                            "combines the channels with a value broadcast over them",
-                            &|_| false,
-                        ),
+            let role = *maker
+                .get(&v.node)
+                .ok_or_else(|| rule_err("a group value has no maker"))?;
+            let inputs: Vec<Option<ValueRef>> = if role == Role::Producer {
+                vec![]
+            } else {
+                g.node_inputs(v.node)
+            };
+            if !ready {
+                stack.push((v, true));
+                for u in inputs.iter().flatten() {
+                    if in_group(*u) && !masks.contains_key(u) {
+                        stack.push((*u, false));
                     }
                 }
+                continue;
             }
+            let id = v.node;
+            let first = |masks: &HashMap<ValueRef, Vec<bool>>| -> Result<Vec<bool>> {
+                inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .and_then(|u| masks.get(&u).cloned())
+                    .ok_or_else(|| rule_err("a channel input is not in the group"))
+            };
+            let m = match role {
+                Role::Consumer => unreachable!("consumers make no group value"),
+                Role::Producer => owns[&id].clone(),
+                Role::Pass => {
+                    let mut m = first(&masks)?;
+                    pass_zero(g, id, &mut m, &mut spoil)?;
+                    m
+                }
+                Role::Depthwise => {
+                    let mut m = first(&masks)?;
+                    let l = layer(g, id).ok_or_else(|| rule_err("a depthwise Conv is gone"))?;
+                    let b = match l.bias {
+                        Some(b) => Some(const_f32(g, id, b)?),
+                        None => None,
+                    };
+                    let w = const_f32(g, id, l.kernel)?;
+                    spoil(&mut m, id, "maps 0 to its nonzero bias", &|ch| {
+                        slice_all(&w, 0, ch, f32::is_finite)
+                            && b.as_ref().is_none_or(|b| slice_all(b, 0, ch, |x| x == 0.0))
+                    });
+                    m
+                }
+                Role::Broadcast => {
+                    let mul = g.node(id).op_type() == "Mul";
+                    // Per input: its zero channels, and what to call it.
+                    let mut per_input: Vec<(Vec<bool>, String)> = Vec::new();
+                    for (slot, u) in inputs.iter().enumerate() {
+                        let u = u.ok_or_else(|| rule_err("a broadcast input is missing"))?;
+                        let name = format!("`{}`", g.value_name(u));
+                        if let Some(m) = masks.get(&u) {
+                            per_input.push((m.clone(), name));
+                            continue;
+                        }
+                        let t = g.const_tensor(u).map(tensor::to_f32).transpose()?;
+                        let z = match (cut_of(id, slot), t) {
+                            (Some(k), Some(t)) => (0..c)
+                                .map(|ch| slice_all(&t, k.axis, ch, |x| x == 0.0))
+                                .collect(),
+                            (None, Some(t)) => vec![t.iter().all(|x| *x == 0.0); c],
+                            _ => vec![false; c],
+                        };
+                        let what = if g.const_tensor(u).is_some() {
+                            format!("the constant {name}")
+                        } else {
+                            format!("{name}, broadcast over the channels,")
+                        };
+                        per_input.push((z, what));
+                    }
+                    if mul {
+                        (0..c)
+                            .map(|ch| per_input.iter().any(|(z, _)| z[ch]))
+                            .collect()
+                    } else {
+                        let any: Vec<bool> = (0..c)
+                            .map(|ch| per_input.iter().any(|(z, _)| z[ch]))
+                            .collect();
+                        let all: Vec<bool> = (0..c)
+                            .map(|ch| per_input.iter().all(|(z, _)| z[ch]))
+                            .collect();
+                        let mut s = spoiler.borrow_mut();
+                        if s.is_none() && all != any {
+                            if let Some((_, what)) = per_input
+                                .iter()
+                                .find(|(z, _)| z.iter().zip(&any).any(|(z, a)| *a && !*z))
+                            {
+                                *s = Some(format!(
+                                    "{} adds {what} nonzero in channels its other inputs zero",
+                                    label(g, id)
+                                ));
+                            }
+                        }
+                        all
+                    }
+                }
+            };
+            masks.insert(v, m);
         }
     }
+    // What the consumers read must be zero, and their removed kernel slices finite (0·w = 0).
+    let mut zero = vec![true; c];
+    let mut consumers = 0;
+    for &(id, role) in &group.members {
+        if role != Role::Consumer {
+            continue;
+        }
+        consumers += 1;
+        let l = layer(g, id).ok_or_else(|| rule_err("a consumer is no longer a layer"))?;
+        let read = g
+            .input(id, l.act)
+            .and_then(|u| masks.get(&u))
+            .ok_or_else(|| rule_err("a consumer reads a value outside the group"))?;
+        for (z, r) in zero.iter_mut().zip(read) {
+            *z = *z && *r;
+        }
+        let w = const_f32(g, id, l.kernel)?;
+        spoil(&mut zero, id, "has non-finite weights", &|ch| {
+            slice_all(&w, l.in_axis, ch, f32::is_finite)
+        });
+    }
+    if consumers == 0 {
+        zero.iter_mut().for_each(|z| *z = false);
+    }
     let reason = (some_producer_zero && !zero.iter().any(|z| *z)).then(|| {
-        spoiler.unwrap_or_else(|| "no channel is zero in every tensor of the group".into())
+        spoiler
+            .into_inner()
+            .unwrap_or_else(|| "no channel is zero where the group's layers read it".into())
     });
     Ok((zero, reason))
 }
