@@ -602,6 +602,32 @@ pub fn all_attr_types() -> ModelProto {
     b.build()
 }
 
+/// Zero channels behind a residual Add, for `prune`: `x[1,4,4,4]` → Conv `wa[6,4,1,1]` + `ba` and
+/// Conv `wb[6,4,1,1]` → Add → Relu → Conv `wc[3,6,1,1]` → `y[1,3,4,4]`, where output channels 1
+/// and 4 of both `wa` (and `ba`) and `wb` are 0: `prune` removes them from all three weights.
+pub fn prune() -> ModelProto {
+    let zero = |mut a: ArrayD<f32>| {
+        for c in [1, 4] {
+            a.index_axis_mut(ndarray::Axis(0), c).fill(0.0);
+        }
+        a
+    };
+    let k1 = || vec![attr_ints("kernel_shape", &[1, 1])];
+    let mut b = base(17, "prune");
+    b.input("x", F32, &[1, 4, 4, 4])
+        .initializer_f32("wa", zero(w(&[6, 4, 1, 1], 80, 0.5)))
+        .initializer_f32("ba", zero(w(&[6], 81, 0.1)))
+        .initializer_f32("wb", zero(w(&[6, 4, 1, 1], 82, 0.5)))
+        .initializer_f32("wc", w(&[3, 6, 1, 1], 83, 0.5))
+        .node("Conv", &["x", "wa", "ba"], &["a"], k1())
+        .node("Conv", &["x", "wb"], &["b"], k1())
+        .node("Add", &["a", "b"], &["s"], vec![])
+        .node("Relu", &["s"], &["r"], vec![])
+        .node("Conv", &["r", "wc"], &["y"], k1())
+        .output("y", F32, &[1, 3, 4, 4]);
+    b.build()
+}
+
 /// Every fixture: file name and model.
 pub fn fixtures() -> Vec<(&'static str, ModelProto)> {
     vec![
@@ -615,6 +641,7 @@ pub fn fixtures() -> Vec<(&'static str, ModelProto)> {
         ("lowrank.onnx", lowrank()),
         ("tied_weights.onnx", tied_weights()),
         ("subgraph_constants.onnx", subgraph_constants()),
+        ("prune.onnx", prune()),
     ]
 }
 

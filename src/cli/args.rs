@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// lowrank: factor only when it saves more than this fraction of parameters (default 0.1).
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub lowrank_min_saving: Option<f64>,
+    /// prune: remove the channels and neurons that are exactly zero, with every tensor coupled to
+    /// them (lossless). The only criterion so far: `--rules prune` alone does the same.
+    #[arg(long)]
+    pub prune_zero: bool,
     /// quantize: store weights as `int8` (symmetric, the default) or `uint8` (asymmetric).
     #[arg(long, value_name = "TYPE")]
     pub quantize_weights: Option<String>,

@@ -142,6 +142,9 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let mut model = Model::from_proto(loaded.model)?;
     let config = Config {
         calibration: args.calibration.clone(),
+        prune: crate::rules::prune::PruneConfig {
+            zero: args.prune_zero,
+        },
         lowrank,
         quantize,
     };

@@ -94,6 +94,9 @@ pub struct Graph {
     pub(crate) value_info: Vec<ValueInfoProto>,
     /// `value_info` names that named no value when decoded; kept verbatim.
     pub(crate) orphan_value_info: HashSet<String>,
+    /// Encoded bytes that edits of `value_info` entries ([`Graph::set_declared_dims`]) added
+    /// since decoding (negative: removed), so that [`Graph::encoded_delta`] counts them.
+    pub(crate) value_info_edits: i64,
     // Looked up on every edit and check: a fast non-cryptographic hash (names are not
     // attacker-chosen keys of a long-lived service).
     pub(crate) names: FxHashMap<String, ValueRef>,
@@ -204,6 +207,7 @@ impl Graph {
             outputs: Vec::new(),
             value_info: Vec::new(),
             orphan_value_info: HashSet::new(),
+            value_info_edits: 0,
             names: FxHashMap::default(),
             next_major: 0,
             dirty: false,
@@ -484,7 +488,7 @@ impl Graph {
     /// patched from: nodes shared between the two copies cancel out, so this costs a pointer
     /// comparison per node plus an encoded length per changed node.
     pub fn encoded_delta(&self, before: &Graph) -> i64 {
-        let mut delta = 0i64;
+        let mut delta = self.value_info_edits - before.value_info_edits;
         for ix in self.g.node_indices() {
             match before.g.node_weight(ix) {
                 Some(old) if Arc::ptr_eq(old, &self.g[ix]) => {}
@@ -672,6 +676,41 @@ impl Graph {
             }
         }
         Some(node)
+    }
+
+    /// Sets dim `axis` of the declared shape of each value named in `edits` to `size`, in its
+    /// `value_info` entry if it has one (a rewrite that changes a value's shape keeps its
+    /// declaration true). One pass over the entries, whatever the number of edits.
+    pub(crate) fn set_declared_dims(&mut self, edits: &[(String, usize, i64)]) {
+        use crate::onnx::proto::tensor_shape_proto::dimension::Value;
+        if edits.is_empty() {
+            return;
+        }
+        let by_name: std::collections::HashMap<&str, Vec<(usize, i64)>> =
+            edits.iter().fold(Default::default(), |mut m, (n, a, s)| {
+                m.entry(n.as_str()).or_insert_with(Vec::new).push((*a, *s));
+                m
+            });
+        let field = |n: usize| (1 + prost::length_delimiter_len(n) + n) as i64;
+        let mut delta = 0i64;
+        for vi in self.value_info.iter_mut() {
+            let Some(dims) = vi.name.as_deref().and_then(|n| by_name.get(n)) else {
+                continue;
+            };
+            let old = field(vi.encoded_len());
+            if let Some(type_proto::Value::TensorType(t)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                for &(axis, size) in dims {
+                    if let Some(d) = t.shape.as_mut().and_then(|s| s.dim.get_mut(axis)) {
+                        d.value = Some(Value::DimValue(size));
+                    }
+                }
+            }
+            delta += field(vi.encoded_len()) - old;
+        }
+        self.value_info_edits += delta;
+        self.touch();
     }
 
     pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut Node {

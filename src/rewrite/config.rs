@@ -5,6 +5,8 @@
 pub struct Config {
     /// Folders or `.npz` files with representative inputs, for data-aware rules.
     pub calibration: Vec<std::path::PathBuf>,
+    /// `prune` (P001): the criterion.
+    pub prune: crate::rules::prune::PruneConfig,
     /// `lowrank` (L001): rank selection, error budget, minimum saving.
     pub lowrank: crate::rules::lowrank::LowrankConfig,
     /// `quantize` (Q001): storage type, granularity, exclusions, output-error tolerance.

@@ -40,6 +40,7 @@ pub struct Patch {
     removals: Vec<NodeId>,
     rewires: Vec<(NodeId, usize, Option<Wire>)>,
     renames: Vec<(ValueRef, Wire)>,
+    declared_dims: Vec<(String, usize, i64)>,
     may_grow: bool,
 }
 
@@ -119,6 +120,12 @@ impl Patch {
     /// when a `Constant` node becomes an initializer.
     pub fn keep_name(&mut self, old: ValueRef, new: Wire) {
         self.renames.push((old, new));
+    }
+
+    /// Once the patch is applied, dim `axis` of the declared shape (`value_info`) of the value
+    /// named `name` is `size`: for a rewrite that changes the shape of a value it keeps.
+    pub fn set_declared_dim(&mut self, name: &str, axis: usize, size: i64) {
+        self.declared_dims.push((name.to_string(), axis, size));
     }
 
     /// Connects input `slot` of existing `node` to `wire` (`None` disconnects it).
@@ -304,6 +311,7 @@ impl Patch {
             }
         }
         collect_orphans(graph, orphans);
+        graph.set_declared_dims(&self.declared_dims);
         graph.check()
     }
 }

