@@ -843,3 +843,30 @@ fn argument_errors_are_one_line_naming_the_flag() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).lines().count() > 10);
 }
+
+#[cfg(unix)]
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `show … | head -1`: the reader closes the pipe early; the binary must not panic.
+    use std::io::Read;
+    use std::process::Stdio;
+    let d = tmp();
+    write(d.path(), "in.onnx", &mlp().encode_to_vec());
+    let mut child = Command::new(common::bin())
+        .args(["show", "in.onnx"])
+        .current_dir(d.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run onnx-slim");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    let _ = child.wait().expect("wait");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -707,25 +707,6 @@ fn dense_params(m: &Model) -> u64 {
     dense
 }
 
-/// Index of the largest value of every row along the last axis (the first one on ties).
-fn argmax_rows(t: &Tensor) -> Vec<usize> {
-    let a = t.to_plain_array_view::<f32>().expect("f32 output");
-    let last = *a.shape().last().expect("rank ≥ 1");
-    let flat: Vec<f32> = a.iter().copied().collect();
-    flat.chunks(last)
-        .map(|row| {
-            let mut best = 0;
-            for (i, v) in row.iter().enumerate() {
-                assert!(!v.is_nan(), "NaN in an output");
-                if *v > row[best] {
-                    best = i;
-                }
-            }
-            best
-        })
-        .collect()
-}
-
 /// The README's metric, in percent with two decimals: accuracy against `meta.json`'s labels
 /// (digits_mlp), else per-timestep argmax agreement with each set's `output_0.pb`.
 fn metric(dir: &Path, sets: &[InputSet], outs: &[Outputs]) -> String {
@@ -736,7 +717,7 @@ fn metric(dir: &Path, sets: &[InputSet], outs: &[Outputs]) -> String {
                 .expect("meta.json is JSON");
         for (s, o) in sets.iter().zip(outs) {
             let labels = meta["labels"][&s.label].as_array().expect("labels per set");
-            let got = argmax_rows(&o[0].1);
+            let got = common::argmax_rows(&o[0].1);
             assert_eq!(got.len(), labels.len(), "{}", s.label);
             n += got.len();
             ok += got
@@ -748,7 +729,10 @@ fn metric(dir: &Path, sets: &[InputSet], outs: &[Outputs]) -> String {
     } else {
         for (s, o) in sets.iter().zip(outs) {
             let want = common::expected_outputs(&dir.join(&s.label), &ModelProto::default());
-            let (want, got) = (argmax_rows(&want[0].1), argmax_rows(&o[0].1));
+            let (want, got) = (
+                common::argmax_rows(&want[0].1),
+                common::argmax_rows(&o[0].1),
+            );
             assert_eq!(want.len(), got.len(), "{}", s.label);
             n += want.len();
             ok += want.iter().zip(&got).filter(|(a, b)| a == b).count();

@@ -762,25 +762,6 @@ use onnx_slim::verify::Outputs;
 use std::path::Path;
 use tract_onnx::prelude::Tensor;
 
-/// Index of the largest value of every row along the last axis (the first one on ties).
-fn argmax_rows(t: &Tensor) -> Vec<usize> {
-    let a = t.to_plain_array_view::<f32>().expect("f32 output");
-    let last = *a.shape().last().expect("rank ≥ 1");
-    let flat: Vec<f32> = a.iter().copied().collect();
-    flat.chunks(last.max(1))
-        .map(|row| {
-            let mut best = 0;
-            for (i, v) in row.iter().enumerate() {
-                assert!(!v.is_nan(), "NaN in an output");
-                if *v > row[best] {
-                    best = i;
-                }
-            }
-            best
-        })
-        .collect()
-}
-
 /// The README's metrics of `outs` on `sets`: accuracy against `meta.json`'s labels where the
 /// model has labels, argmax agreement of output 0 with the original's outputs, and the smallest
 /// cosine of any output of any set against the original's — all in percent, two decimals.
@@ -792,8 +773,8 @@ fn metrics(dir: &Path, sets: &[InputSet], original: &[Outputs], outs: &[Outputs]
     let mut min_cos = f64::INFINITY;
     let mut compared = 0;
     for ((s, a), b) in sets.iter().zip(original).zip(outs) {
-        let want = argmax_rows(&a[0].1);
-        let got = argmax_rows(&b[0].1);
+        let want = common::argmax_rows(&a[0].1);
+        let got = common::argmax_rows(&b[0].1);
         assert_eq!(want.len(), got.len(), "{}", s.label);
         n += got.len();
         agree += want.iter().zip(&got).filter(|(x, y)| x == y).count();

@@ -165,3 +165,23 @@ pub fn fixtures() -> Vec<PathBuf> {
     assert_eq!(names, FIXTURES, "the fixtures in {}", dir.display());
     v
 }
+
+/// Index of the largest value of every row along the last axis of a float32 output (the first
+/// one on ties); a NaN fails the test.
+pub fn argmax_rows(t: &tract_onnx::prelude::Tensor) -> Vec<usize> {
+    let a = t.to_plain_array_view::<f32>().expect("f32 output");
+    let last = *a.shape().last().expect("rank ≥ 1");
+    let flat: Vec<f32> = a.iter().copied().collect();
+    flat.chunks(last.max(1))
+        .map(|row| {
+            let mut best = 0;
+            for (i, v) in row.iter().enumerate() {
+                assert!(!v.is_nan(), "NaN in an output");
+                if *v > row[best] {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect()
+}
