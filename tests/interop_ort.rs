@@ -16,7 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Rule selections checked, with the tolerance onnxruntime's outputs must meet.
-const SELECTIONS: &[(&str, f32)] = &[("none", 0.0), ("clean", 1e-4), ("clean,share", 1e-4)];
+const SELECTIONS: &[(&str, f32)] = &[
+    ("none", 0.0),
+    ("clean", 1e-4),
+    ("clean,share", 1e-4),
+    ("prune", 1e-5),
+];
 
 /// Fixtures that are not meant to run (they exercise the encoder, not a runtime).
 const NOT_RUNNABLE: &[&str] = &["all_attr_types.onnx"];
