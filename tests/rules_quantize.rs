@@ -760,7 +760,6 @@ fn the_command_line_tolerance_reaches_the_rule() {
 
 use onnx_slim::verify::Outputs;
 use std::path::Path;
-use tract_onnx::prelude::Tensor;
 
 /// The README's metrics of `outs` on `sets`: accuracy against `meta.json`'s labels where the
 /// model has labels, argmax agreement of output 0 with the original's outputs, and the smallest
