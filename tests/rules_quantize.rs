@@ -886,7 +886,11 @@ fn shared_models_quantize_to_the_readme_numbers() {
         return;
     };
     assert_eq!(models.len(), 6);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let clean_quantize = registry::select("clean,quantize").expect("registered");
     let mut lines = Vec::new();
+    let mut rows = Vec::new();
     let mut failures = Vec::new();
     for dir in &models {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
@@ -894,6 +898,29 @@ fn shared_models_quantize_to_the_readme_numbers() {
         let original = loaded.model;
         let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
         let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        // The usual deployment step, `clean,quantize`: its own table.
+        let mut m = Model::from_proto(original.clone()).expect("valid model");
+        rewrite::run(
+            &mut m,
+            &clean_quantize,
+            &Config::default(),
+            &DriverOptions::default(),
+        )
+        .expect("runs");
+        let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
+        let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+        let outs = verify::run_many(&m.to_proto(), &sets, "clean,quantize")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = metrics(dir, &sets, &base, &outs);
+        let row = format!("| {name} | `clean,quantize` | {ratio} | {got} |");
+        match README_CLEAN_QUANTIZE.iter().find(|r| r.0 == name) {
+            Some(r) if (r.1, r.2) == (ratio.as_str(), got.as_str()) => {}
+            _ => failures.push(format!("{row}: not the asserted row")),
+        }
+        if !readme.contains(&row) {
+            failures.push(format!("{row}: not in README.md"));
+        }
+        rows.push(row);
         for granularity in [Granularity::Channel, Granularity::Tensor] {
             let (m, report) = quantize(
                 &original,
@@ -923,8 +950,10 @@ fn shared_models_quantize_to_the_readme_numbers() {
         }
     }
     common::skip_loudly(&lines.join("\n"));
+    common::skip_loudly(&rows.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(lines.len(), README_QUANTIZE.len());
+    assert_eq!(rows.len(), README_CLEAN_QUANTIZE.len());
 }
 
 #[test]
@@ -1058,48 +1087,3 @@ const README_CLEAN_QUANTIZE: &[(&str, &str, &str)] = &[
         "agreement 100.00 %, min cosine 0.93155",
     ),
 ];
-
-#[test]
-fn shared_models_clean_then_quantize_to_the_readme_numbers() {
-    let Some(models) = common::shared_models() else {
-        return;
-    };
-    assert_eq!(models.len(), 6);
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let rules = registry::select("clean,quantize").expect("registered");
-    let mut lines = Vec::new();
-    let mut failures = Vec::new();
-    for dir in &models {
-        let name = common::case_name(dir);
-        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
-        let original = loaded.model;
-        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-        let base = verify::run_many(&original, &sets, "original").expect("original runs");
-        let mut m = Model::from_proto(original.clone()).expect("valid model");
-        rewrite::run(
-            &mut m,
-            &rules,
-            &Config::default(),
-            &DriverOptions::default(),
-        )
-        .expect("runs");
-        let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
-        let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
-        let outs = verify::run_many(&m.to_proto(), &sets, "clean,quantize")
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let got = metrics(dir, &sets, &base, &outs);
-        let row = format!("| {name} | `clean,quantize` | {ratio} | {got} |");
-        match README_CLEAN_QUANTIZE.iter().find(|r| r.0 == name) {
-            Some(r) if (r.1, r.2) == (ratio.as_str(), got.as_str()) => {}
-            _ => failures.push(format!("{row}: not the asserted row")),
-        }
-        if !readme.contains(&row) {
-            failures.push(format!("{row}: not in README.md"));
-        }
-        lines.push(row);
-    }
-    common::skip_loudly(&lines.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(lines.len(), README_CLEAN_QUANTIZE.len());
-}

@@ -197,10 +197,10 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     // An untouched model without external data is written back byte for byte: the encoder
     // would drop whatever this build did not decode.
     let verbatim = report.patches() == 0 && external_threshold.is_none();
-    let undecoded = loaded.file_len as i64 - original.encoded_len() as i64;
     let prepared = if verbatim {
         prepare_write_bytes(&loaded.bytes, output)?
     } else {
+        let undecoded = loaded.file_len as i64 - original.encoded_len() as i64;
         if loaded.external.tensors == 0 && undecoded != 0 {
             println!(
                 "note: {} bytes of the input are not decoded by this build (fields of a newer ONNX, or a non-canonical encoding); the rewritten model does not keep them",

@@ -107,16 +107,10 @@ fn conv_transpose_shape(cx: &mut InferCx) -> Option<Vec<Dim>> {
         Some(k) => k,
         None => ws[2..].iter().map(|d| d.known()).collect::<Option<_>>()?,
     };
-    let get = |name: &str, len: usize, default: i64| -> Option<Vec<i64>> {
-        match cx.attr_ints(name) {
-            Some(v) => (v.len() == len).then_some(v),
-            None => Some(vec![default; len]),
-        }
-    };
-    let strides = get("strides", sp, 1)?;
-    let dil = get("dilations", sp, 1)?;
-    let pads = get("pads", 2 * sp, 0)?;
-    let opad = get("output_padding", sp, 0)?;
+    let strides = cx.attr_ints_or("strides", sp, 1)?;
+    let dil = cx.attr_ints_or("dilations", sp, 1)?;
+    let pads = cx.attr_ints_or("pads", 2 * sp, 0)?;
+    let opad = cx.attr_ints_or("output_padding", sp, 0)?;
     let auto = cx.attr_s("auto_pad").unwrap_or_default();
     if kernel.len() != sp {
         return None;

@@ -127,6 +127,15 @@ impl<'a> InferCx<'a> {
             .map(<[i64]>::to_vec)
     }
 
+    /// Ints attribute `name` with `len` values, or `len` copies of `default` when it is absent;
+    /// `None` when it has another length.
+    pub fn attr_ints_or(&self, name: &str, len: usize, default: i64) -> Option<Vec<i64>> {
+        match self.attr_ints(name) {
+            Some(v) => (v.len() == len).then_some(v),
+            None => Some(vec![default; len]),
+        }
+    }
+
     /// String attribute `name`.
     pub fn attr_s(&self, name: &str) -> Option<String> {
         attr_s(self.node, name)
@@ -377,15 +386,9 @@ pub fn spatial_out(cx: &mut InferCx, x: &[Dim], kernel: &[i64], ceil: bool) -> O
     if kernel.len() != sp {
         return None;
     }
-    let get = |name: &str, len: usize, default: i64| -> Option<Vec<i64>> {
-        match cx.attr_ints(name) {
-            Some(v) => (v.len() == len).then_some(v),
-            None => Some(vec![default; len]),
-        }
-    };
-    let strides = get("strides", sp, 1)?;
-    let dil = get("dilations", sp, 1)?;
-    let pads = get("pads", 2 * sp, 0)?;
+    let strides = cx.attr_ints_or("strides", sp, 1)?;
+    let dil = cx.attr_ints_or("dilations", sp, 1)?;
+    let pads = cx.attr_ints_or("pads", 2 * sp, 0)?;
     let auto = cx.attr_s("auto_pad").unwrap_or_default();
     let mut out = Vec::with_capacity(sp);
     for i in 0..sp {
