@@ -43,6 +43,7 @@ fn a_chain_of_100k_nodes_walks_without_recursion() {
     let rules = registry::select("clean").expect("clean");
     let opts = DriverOptions {
         max_patches: Some(2),
+        ..Default::default()
     };
     let report = run(&mut m, &rules, &Config::default(), &opts).expect("runs");
     assert_eq!(report.patches(), 2);

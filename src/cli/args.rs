@@ -89,6 +89,27 @@ pub struct RunArgs {
     /// measured in tract on the --calibration inputs (else on seeded random inputs).
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub quantize_tolerance: Option<f64>,
+    /// How far the outputs may move, as a loss under --budget-metric (cosine: 1 − cosine, so
+    /// 0.01 means cosine ≥ 0.99). Without a --lowrank-*/--quantize-* option flag, onnx-slim
+    /// chooses per layer how to apply the lossy rules (default: clean,lowrank,quantize) to make
+    /// the model as small as possible within it; with one, it is the limit that fixed recipe is
+    /// held to. Default for a lossy run: 0.01 on cosine.
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub budget: Option<f64>,
+    /// The metric of --budget: `cosine` (the default), `rel-l2`, `argmax` (1 − agreement of the
+    /// last axis' argmax) or `max-abs`; the worst output on the worst input set counts.
+    #[arg(long, value_name = "M")]
+    pub budget_metric: Option<String>,
+    /// Reach this fraction of the input's file size with the least output loss (the dual of
+    /// --budget), e.g. 0.2.
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    pub target_size: Option<f64>,
+    /// What the --budget search minimises: `size` (the default) or `macs`.
+    #[arg(long, value_name = "O")]
+    pub objective: Option<String>,
+    /// No progress display on stderr (it is also hidden when stderr is not a terminal).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     #[command(flatten)]
     pub verify: VerifyInputArgs,
 }
@@ -106,7 +127,8 @@ pub struct VerifyInputArgs {
     /// with --inputs, the loaded tensors must have it.
     #[arg(long, value_name = "NAME=DIMS")]
     pub input_shape: Vec<String>,
-    /// Override the verification tolerance (relative, with an absolute floor), a number ≥ 0.
+    /// Override the element-wise verification tolerance (relative, with an absolute floor), a
+    /// number ≥ 0. A lossy run is judged by --budget instead.
     #[arg(long, allow_negative_numbers = true, value_parser = tolerance)]
     pub tolerance: Option<f32>,
     /// Seed for random inputs.

@@ -84,9 +84,6 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let (Some(input), Some(output)) = (&args.input, &args.output) else {
         return Err(Error::Usage("expected IN and OUT".into()));
     };
-    let mut rules: Vec<&dyn rewrite::Rule> =
-        registry::select(args.rules.as_deref().unwrap_or(registry::DEFAULT_SELECTION))?;
-    rules.extend_from_slice(extra);
     let lowrank = crate::rules::lowrank::LowrankConfig::from_flags(
         args.lowrank_energy,
         args.lowrank_rank,
@@ -100,6 +97,15 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         &args.quantize_exclude,
         args.quantize_tolerance,
     )?;
+    let plan = Plan::from_args(args, &lowrank, &quantize)?;
+    let default_rules = if plan.search.is_some() {
+        SEARCH_SELECTION
+    } else {
+        registry::DEFAULT_SELECTION
+    };
+    let mut rules: Vec<&dyn rewrite::Rule> =
+        registry::select(args.rules.as_deref().unwrap_or(default_rules))?;
+    rules.extend_from_slice(extra);
     if same_file(input, output) && !args.in_place {
         return Err(Error::Usage(format!(
             "refusing to overwrite the input `{}`; pass --in-place to allow it",
@@ -148,48 +154,51 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         lowrank,
         quantize,
     };
-    let report = rewrite::run(
-        &mut model,
-        &rules,
-        &config,
-        &DriverOptions {
-            max_patches: args.max_patches,
-        },
-    )?;
-    let proto = model.to_proto();
-    let text = summary::render(&report);
-    let mut verification = None;
-    // Printed once the output is written, so that a failed write leaves one line on stderr.
-    let mut notice = None;
-    print!("{text}");
-    if args.no_verify {
-        notice = Some("verification skipped (--no-verify)");
+    let (report, proto, verification, search) = match &plan.search {
+        Some(goal) => {
+            let o = run_search(
+                model, &rules, &config, goal, &original, input, args, loaded.file_len,
+            )?;
+            print!("{}", summary::render(&o.report));
+            print!("{}", o.search.render());
+            print_verification(&o.verification);
+            if !o.verification.passed {
+                return Err(Error::VerifyFailed(format!(
+                    "{}; nothing was written",
+                    over_budget(&o.verification)
+                )));
+            }
+            (o.report, o.proto, Some(o.verification), Some(o.search))
+        }
+        None => {
+            let report = rewrite::run(
+                &mut model,
+                &rules,
+                &config,
+                &DriverOptions {
+                    max_patches: args.max_patches,
+                    ..Default::default()
+                },
+            )?;
+            let proto = model.to_proto();
+            print!("{}", summary::render(&report));
+            let v = fixed_verification(&original, &proto, input, output, args, &report, &rules, &config, plan.budget)?;
+            (report, proto, v, None)
+        }
+    };
+    let notice = if args.no_verify {
+        Some("verification skipped (--no-verify)")
     } else if report.patches() == 0 {
-        notice = Some(
+        Some(
             if args.external_data.is_none() && loaded.external.tensors == 0 {
                 "no rewrite applied: the output is the input, byte for byte; nothing to verify"
             } else {
                 "no rewrite applied: the output is the input re-encoded, nothing to verify"
             },
-        );
+        )
     } else {
-        let tolerance = args
-            .verify
-            .tolerance
-            .unwrap_or_else(|| report.tolerance(&rules, &config).max(1e-5));
-        // Verify exactly the bytes that will be written (before external data is split off).
-        let bytes = encode_model(&proto);
-        let written = crate::onnx::decode_bytes(bytes.into(), output)?;
-        let v = super::run::verify_models(&original, &written, input, &args.verify, tolerance)?;
-        println!("verification in tract (tolerance {tolerance}):\n{}", v.0);
-        if !v.1 {
-            return Err(Error::VerifyFailed(format!(
-                "{} beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)",
-                disagreeing(&v.0)
-            )));
-        }
-        verification = Some(v.0);
-    }
+        None
+    };
     let external_threshold = args
         .external_data
         .or_else(|| (loaded.external.tensors > 0).then(|| loaded.external.min_len.unwrap_or(1024)));
@@ -217,6 +226,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             "input_bytes": loaded.file_len,
             "output_bytes": written.model_bytes,
             "report": report,
+            "search": search,
             "verification": verification,
         });
         let s = serde_json::to_string_pretty(&json).unwrap_or_default();
@@ -251,6 +261,210 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             .unwrap_or_default()
     );
     Ok(0)
+}
+
+/// The rules a `--budget` or `--target-size` run selects when `--rules` is not given.
+pub const SEARCH_SELECTION: &str = "clean,lowrank,quantize";
+
+/// How the run is judged: a search (`--budget`/`--target-size` without an option flag of a lossy
+/// rule), and the budget any lossy result is held to.
+struct Plan {
+    search: Option<crate::budget::Goal>,
+    budget: crate::verify::Budget,
+}
+
+impl Plan {
+    fn from_args(
+        args: &RunArgs,
+        lowrank: &crate::rules::lowrank::LowrankConfig,
+        quantize: &crate::rules::quantize::QuantizeConfig,
+    ) -> Result<Plan> {
+        let budget = crate::verify::Budget::from_flags(args.budget, args.budget_metric.as_deref())?;
+        if let Some(r) = args.target_size {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(Error::Usage(format!(
+                    "--target-size must be a number > 0, got `{r}`"
+                )));
+            }
+        }
+        let pinned = *lowrank != Default::default() || !quantize.is_default();
+        if args.target_size.is_some() && pinned {
+            return Err(Error::Usage(
+                "--target-size chooses per layer how to apply the lossy rules; drop the --lowrank-*/--quantize-* option flags"
+                    .into(),
+            ));
+        }
+        let search = args.target_size.is_some() || (args.budget.is_some() && !pinned);
+        let objective = match &args.objective {
+            Some(_) if !search => {
+                return Err(Error::Usage(
+                    "--objective applies to a --budget search (without --lowrank-*/--quantize-* option flags)"
+                        .into(),
+                ))
+            }
+            Some(o) => o.parse()?,
+            None => crate::budget::Objective::Size,
+        };
+        if search && args.no_verify {
+            return Err(Error::Usage(
+                "--budget and --target-size measure the model in tract; they cannot be combined with --no-verify"
+                    .into(),
+            ));
+        }
+        if search && args.max_patches.is_some() {
+            return Err(Error::Usage(
+                "--max-patches bisects a fixed run; it cannot be combined with a --budget search"
+                    .into(),
+            ));
+        }
+        Ok(Plan {
+            search: search.then_some(crate::budget::Goal {
+                budget,
+                target_size: args.target_size,
+                objective,
+            }),
+            budget,
+        })
+    }
+}
+
+/// The search: the lossless rules of the selection run first, then the lossy ones are chosen
+/// per layer (see [`crate::budget`]).
+#[allow(clippy::too_many_arguments)]
+fn run_search(
+    mut model: Model,
+    rules: &[&dyn rewrite::Rule],
+    config: &Config,
+    goal: &crate::budget::Goal,
+    original: &crate::onnx::proto::ModelProto,
+    input: &Path,
+    args: &RunArgs,
+    input_bytes: u64,
+) -> Result<crate::budget::Outcome> {
+    let (lossy, exact): (Vec<&dyn rewrite::Rule>, Vec<&dyn rewrite::Rule>) =
+        rules.iter().partition(|r| r.lossy(config));
+    if lossy.is_empty() {
+        return Err(Error::Usage(format!(
+            "--budget and --target-size choose how to apply lossy rules, and `--rules {}` has none (the lossy rules: {})",
+            args.rules.as_deref().unwrap_or(registry::DEFAULT_SELECTION),
+            registry::all()
+                .iter()
+                .filter(|r| r.lossy(config))
+                .map(|r| r.meta().name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let lossless = rewrite::run(&mut model, &exact, config, &DriverOptions::default())?;
+    let verify_sets = input_sets(original, input, &args.verify)?;
+    let (measure_sets, measured_on) = if config.calibration.is_empty() {
+        let n = verify_sets.len();
+        (verify_sets.clone(), format!("the verification inputs ({n} set{})", plural(n)))
+    } else {
+        let sets = crate::calibrate::load_sets(&config.calibration, original)?;
+        let n = sets.len();
+        (sets, format!("the calibration inputs ({n} set{})", plural(n)))
+    };
+    let progress = crate::budget::Progress::new(!args.quiet);
+    let out = crate::budget::search(
+        model,
+        lossless,
+        &lossy,
+        config,
+        goal,
+        original,
+        (&measure_sets, &measured_on),
+        &verify_sets,
+        input_bytes,
+        &progress,
+    );
+    progress.clear();
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Verifies a fixed run: element-wise at the rules' tolerance when every rule that rewrote is
+/// exact, else by `budget` on the model-level metric. `None` when nothing is verified.
+#[allow(clippy::too_many_arguments)]
+fn fixed_verification(
+    original: &crate::onnx::proto::ModelProto,
+    proto: &crate::onnx::proto::ModelProto,
+    input: &Path,
+    output: &Path,
+    args: &RunArgs,
+    report: &rewrite::RunReport,
+    rules: &[&dyn rewrite::Rule],
+    config: &Config,
+    budget: crate::verify::Budget,
+) -> Result<Option<crate::verify::VerifyReport>> {
+    if args.no_verify || report.patches() == 0 {
+        return Ok(None);
+    }
+    let lossy = report.lossy(rules, config);
+    let tolerance = args
+        .verify
+        .tolerance
+        .unwrap_or_else(|| report.tolerance(rules, config).max(1e-5));
+    // Verify exactly the bytes that will be written (before external data is split off).
+    let bytes = encode_model(proto);
+    let written = crate::onnx::decode_bytes(bytes.into(), output)?;
+    let (mut v, _) = verify_models(original, &written, input, &args.verify, tolerance)?;
+    if lossy {
+        crate::verify::judge(&mut v, budget);
+    }
+    print_verification(&v);
+    if !v.passed {
+        let how = if lossy {
+            format!(
+                "{}; nothing was written (a larger --budget accepts it; --budget without --lowrank-*/--quantize-* option flags lets onnx-slim choose per layer what to change; --no-verify writes anyway)",
+                over_budget(&v)
+            )
+        } else {
+            format!(
+                "{} beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)",
+                disagreeing(&v)
+            )
+        };
+        return Err(Error::VerifyFailed(how));
+    }
+    Ok(Some(v))
+}
+
+/// The verification table, and for a lossy run every model-level metric.
+fn print_verification(v: &crate::verify::VerifyReport) {
+    match &v.budget {
+        Some((b, _)) => println!("verification in tract (budget {}):\n{v}", b.describe()),
+        None => println!("verification in tract (tolerance {}):\n{v}", v.tolerance),
+    }
+    if v.budget.is_some() {
+        let all = crate::verify::metric::summary(v)
+            .into_iter()
+            .map(|(m, w)| format!("{} (`{}`, {})", m.describe(w.loss), w.output, w.set))
+            .collect::<Vec<_>>()
+            .join("; ");
+        println!("model-level, worst over outputs and input sets: {all}");
+    }
+}
+
+/// "output `y` moved to cosine 0.93155 on `set`, over the budget (cosine ≥ 0.99)".
+fn over_budget(v: &crate::verify::VerifyReport) -> String {
+    match &v.budget {
+        Some((b, w)) => format!(
+            "output `{}` moved to {} on `{}`, over the budget ({})",
+            w.output,
+            b.metric.describe(w.loss),
+            w.set,
+            b.describe()
+        ),
+        None => disagreeing(v),
+    }
 }
 
 /// "output `y` differs" or "outputs `a`, `b` differ": the outputs that failed in any input set.
@@ -371,11 +585,13 @@ mod tests {
             elements: 1,
             max_abs_error: Some(if passed { 0.0 } else { 1.0 }),
             max_rel_error: Some(if passed { 0.0 } else { 1.0 }),
+            rel_l2: Some(if passed { 0.0 } else { 1.0 }),
             cosine: Some(1.0),
             argmax_agreement: None,
             mismatched: usize::from(!passed),
             passed,
             note: None,
+            loss: None,
         }
     }
 
@@ -392,6 +608,7 @@ mod tests {
         let passed = sets.iter().all(|s| s.passed);
         VerifyReport {
             tolerance: 1e-5,
+            budget: None,
             sets,
             passed,
         }

@@ -16,6 +16,9 @@ use crate::onnx::visit::nested_subgraphs;
 pub struct DriverOptions {
     /// Stop after this many patches in total (to bisect a numerics problem).
     pub max_patches: Option<usize>,
+    /// Apply only matches whose anchor node has one of these labels, and report only the skips
+    /// of those nodes (the budget search applies each layer's chosen option this way).
+    pub scope: Option<BTreeSet<String>>,
 }
 
 /// Node, parameter and byte counts of a graph.
@@ -111,6 +114,48 @@ impl RunReport {
         self.rules.iter().map(|r| r.rewrites.len()).sum()
     }
 
+    /// Whether a rule that changes the outputs (see [`Rule::lossy`]) rewrote something: the run
+    /// is then judged by a model-level budget, not element by element.
+    pub fn lossy(&self, rules: &[&dyn Rule], config: &Config) -> bool {
+        rules.iter().any(|r| {
+            r.lossy(config)
+                && self
+                    .rules
+                    .iter()
+                    .any(|rr| rr.code == r.meta().code && !rr.rewrites.is_empty())
+        })
+    }
+
+    /// Adds what a later run over the same model did: its rules' rewrites and skips join those
+    /// of the same code (or are appended), and its counts follow this run's.
+    pub fn absorb(&mut self, later: RunReport) {
+        for o in later.rules {
+            let delta = |after: u64, before: u64, base: u64| (base + after).saturating_sub(before);
+            match self.rules.iter_mut().find(|r| r.code == o.code) {
+                Some(r) => {
+                    if r.rewrites.is_empty() {
+                        r.before = o.before;
+                        r.after = o.before;
+                    }
+                    r.after = Stats {
+                        nodes: (r.after.nodes + o.after.nodes).saturating_sub(o.before.nodes),
+                        params: delta(o.after.params, o.before.params, r.after.params),
+                        bytes: delta(o.after.bytes, o.before.bytes, r.after.bytes),
+                    };
+                    r.rewrites.extend(o.rewrites);
+                    for s in o.skips {
+                        if !r.skips.contains(&s) {
+                            r.skips.push(s);
+                        }
+                    }
+                }
+                None => self.rules.push(o),
+            }
+        }
+        self.after = later.after;
+        self.stopped_early |= later.stopped_early;
+    }
+
     /// The largest tolerance among rules that rewrote something (0 if none did).
     pub fn tolerance(&self, rules: &[&dyn Rule], config: &Config) -> f32 {
         rules
@@ -202,10 +247,11 @@ pub fn run(
                     break 'rounds;
                 }
                 let findings = rule.find(model, config);
-                skips[ri].extend(findings.skips);
+                let in_scope = |label: &str| opts.scope.as_ref().is_none_or(|s| s.contains(label));
+                skips[ri].extend(findings.skips.into_iter().filter(|s| in_scope(&s.node)));
                 let mut progressed = false;
                 for m in findings.matches {
-                    if failed.contains(&m.what) {
+                    if failed.contains(&m.what) || !in_scope(&model.graph.node(m.anchor).label()) {
                         continue;
                     }
                     if progressed && opts.max_patches.is_some_and(|mp| total >= mp) {

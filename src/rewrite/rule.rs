@@ -104,6 +104,12 @@ pub trait Rule: Sync {
     fn independent_matches(&self) -> bool {
         false
     }
+    /// Whether this configuration changes the model's outputs beyond float reordering (defaults
+    /// to the metadata's exactness). A run where such a rule rewrote something is judged by a
+    /// model-level budget.
+    fn lossy(&self, _config: &Config) -> bool {
+        matches!(self.meta().exactness, Exactness::Lossy { .. })
+    }
     /// Tolerance for verification with this configuration (defaults to the metadata's).
     fn tolerance(&self, _config: &Config) -> f32 {
         self.meta().exactness.tolerance()

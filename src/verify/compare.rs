@@ -22,6 +22,7 @@ use serde::Serialize;
 use tract_onnx::prelude::{DatumType, Tensor};
 
 use super::inputs::InputSet;
+use super::metric::{worst, Budget, Worst};
 use super::runner::{run_many, Outputs};
 use crate::error::{Error, Result};
 use crate::onnx::proto::ModelProto;
@@ -45,6 +46,9 @@ pub struct Comparison {
     pub max_abs_error: Option<f64>,
     /// Largest `|a − b| / max(|a|, |b|, tiny)`; `None` for strings or when shapes differ.
     pub max_rel_error: Option<f64>,
+    /// `‖a − b‖₂ / ‖a‖₂` (`‖b‖₂` where `‖a‖ = 0`), infinite where a `NaN` or an infinity is
+    /// not matched by the same value; `None` unless both outputs are float and of one shape.
+    pub rel_l2: Option<f64>,
     /// Cosine similarity of the two outputs; `None` for bools, strings or when shapes differ.
     pub cosine: Option<f64>,
     /// Fraction of rows whose argmax along the last axis agrees; `None` when not applicable.
@@ -55,6 +59,8 @@ pub struct Comparison {
     pub passed: bool,
     /// Why the comparison failed when that is not a matter of values (dtype, shape, missing).
     pub note: Option<String>,
+    /// The loss under the budget this output was judged by, if a budget judged it (see [`judge`]).
+    pub loss: Option<f64>,
 }
 
 /// The comparisons of all outputs for one input set.
@@ -71,8 +77,11 @@ pub struct SetReport {
 /// The result of [`verify`]: every output of every input set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyReport {
-    /// The tolerance used.
+    /// The tolerance used (the element-wise criterion), when no `budget` judges the outputs.
     pub tolerance: f32,
+    /// The model-level budget the outputs were judged by instead of `tolerance` (a lossy
+    /// rewrite; see [`judge`]), with the worst loss seen under it.
+    pub budget: Option<(Budget, Worst)>,
     /// One report per input set.
     pub sets: Vec<SetReport>,
     /// Whether every output of every set passed.
@@ -113,8 +122,8 @@ impl Comparison {
     /// Column titles matching the rows [`Comparison`]'s `Display` prints.
     pub fn header() -> String {
         format!(
-            "{:<24} {:<7} {:<18} {:>10} {:>10} {:>8} {:>8} {:>6}",
-            "output", "dtype", "shape", "max abs", "max rel", "cosine", "argmax", "result"
+            "{:<24} {:<7} {:<18} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
+            "output", "dtype", "shape", "max abs", "max rel", "rel l2", "cosine", "argmax", "result"
         )
     }
 }
@@ -136,12 +145,13 @@ impl fmt::Display for Comparison {
         };
         write!(
             f,
-            "{:<24} {:<7} {:<18} {:>10} {:>10} {:>8} {:>8} {:>6}",
+            "{:<24} {:<7} {:<18} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
             self.output,
             self.dtype,
             shape,
             num(self.max_abs_error),
             num(self.max_rel_error),
+            num(self.rel_l2),
             cos,
             argmax,
             if self.passed { "ok" } else { "FAIL" }
@@ -149,6 +159,8 @@ impl fmt::Display for Comparison {
         if !self.passed {
             if let Some(n) = &self.note {
                 write!(f, "  ({n})")?;
+            } else if self.loss.is_some() {
+                write!(f, "  (over the budget)")?;
             } else if self.mismatched > 0 {
                 write!(
                     f,
@@ -169,14 +181,28 @@ impl fmt::Display for VerifyReport {
                 writeln!(f, "{:<20} {c}", s.label)?;
             }
         }
-        write!(
-            f,
-            "{} at tolerance {} ({} input set{})",
-            if self.passed { "passed" } else { "FAILED" },
-            self.tolerance,
+        let sets = format!(
+            "{} input set{}",
             self.sets.len(),
             if self.sets.len() == 1 { "" } else { "s" }
-        )
+        );
+        match &self.budget {
+            None => write!(
+                f,
+                "{} at tolerance {} ({sets})",
+                if self.passed { "passed" } else { "FAILED" },
+                self.tolerance,
+            ),
+            Some((budget, w)) => write!(
+                f,
+                "{}: the worst output is `{}` on {} at {}; the budget is {} ({sets})",
+                if self.passed { "within budget" } else { "OVER BUDGET" },
+                w.output,
+                w.set,
+                budget.metric.describe(w.loss),
+                budget.describe(),
+            ),
+        }
     }
 }
 
@@ -220,11 +246,13 @@ pub fn compare_tensors(name: &str, a: &Tensor, b: &Tensor, tol: f32) -> Comparis
         elements: 0,
         max_abs_error: None,
         max_rel_error: None,
+        rel_l2: None,
         cosine: None,
         argmax_agreement: None,
         mismatched: 0,
         passed: false,
         note: None,
+        loss: None,
     };
     if !c.shape_equal {
         c.note = Some("shapes differ".into());
@@ -241,6 +269,7 @@ pub fn compare_tensors(name: &str, a: &Tensor, b: &Tensor, tol: f32) -> Comparis
         let mut max_abs = 0f64;
         let mut max_rel = 0f64;
         let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+        let (mut d2, mut unmatched) = (0f64, false);
         for (&p, &q) in x.iter().zip(&y) {
             let same = p == q || (p.is_nan() && q.is_nan());
             let diff = if same {
@@ -250,6 +279,13 @@ pub fn compare_tensors(name: &str, a: &Tensor, b: &Tensor, tol: f32) -> Comparis
             } else {
                 (p - q).abs()
             };
+            if !same {
+                if p.is_finite() && q.is_finite() {
+                    d2 += diff * diff;
+                } else {
+                    unmatched = true;
+                }
+            }
             let ok = if exact {
                 same
             } else {
@@ -271,6 +307,15 @@ pub fn compare_tensors(name: &str, a: &Tensor, b: &Tensor, tol: f32) -> Comparis
         }
         c.max_abs_error = Some(max_abs);
         c.max_rel_error = Some(max_rel);
+        if !exact {
+            c.rel_l2 = Some(if unmatched {
+                f64::INFINITY
+            } else if na > 0.0 {
+                (d2 / na).sqrt()
+            } else {
+                d2.sqrt()
+            });
+        }
         c.cosine = Some(if na == 0.0 && nb == 0.0 {
             1.0
         } else if na == 0.0 || nb == 0.0 {
@@ -331,11 +376,13 @@ fn missing(name: &str, which: &str) -> Comparison {
         elements: 0,
         max_abs_error: None,
         max_rel_error: None,
+        rel_l2: None,
         cosine: None,
         argmax_agreement: None,
         mismatched: 0,
         passed: false,
         note: Some(format!("missing in the {which} model")),
+        loss: None,
     }
 }
 
@@ -467,10 +514,22 @@ pub fn verify_labeled(
         ));
     }
     let out_a = run_many(a, input_sets, label_a)?;
+    verify_against(&out_a, b, label_b, input_sets, tolerance)
+}
+
+/// [`verify_labeled`] against outputs of the reference already computed on `input_sets` (one
+/// [`Outputs`] per set, in order): only the candidate `b` runs.
+pub fn verify_against(
+    reference: &[Outputs],
+    b: &ModelProto,
+    label_b: &str,
+    input_sets: &[InputSet],
+    tolerance: f32,
+) -> Result<VerifyReport> {
     let out_b = run_many(b, input_sets, label_b)?;
     let sets: Vec<SetReport> = input_sets
         .iter()
-        .zip(out_a.iter().zip(&out_b))
+        .zip(reference.iter().zip(&out_b))
         .map(|(set, (oa, ob))| {
             let outputs = compare_outputs(oa, ob, tolerance);
             SetReport {
@@ -482,9 +541,26 @@ pub fn verify_labeled(
         .collect();
     Ok(VerifyReport {
         tolerance,
+        budget: None,
         passed: sets.iter().all(|s| s.passed),
         sets,
     })
+}
+
+/// Judges `report` by a model-level `budget` instead of its element-wise tolerance: an output
+/// passes when its loss under the budget's metric is at most the limit (see
+/// [`super::metric`]); the report keeps every metric for display.
+pub fn judge(report: &mut VerifyReport, budget: Budget) {
+    for s in &mut report.sets {
+        for c in &mut s.outputs {
+            let loss = budget.metric.loss(c);
+            c.passed = loss <= budget.limit;
+            c.loss = Some(loss);
+        }
+        s.passed = s.outputs.iter().all(|c| c.passed);
+    }
+    report.passed = report.sets.iter().all(|s| s.passed);
+    report.budget = worst(report, budget.metric).map(|w| (budget, w));
 }
 
 #[cfg(test)]

@@ -3,16 +3,18 @@
 
 pub mod compare;
 pub mod inputs;
+pub mod metric;
 pub mod prepare;
 pub mod runner;
 
 pub use compare::{
-    compare_outputs, compare_tensors, relative_l2_error, verify, verify_labeled, Comparison,
+    compare_outputs, compare_tensors, judge, relative_l2_error, verify, verify_against, verify_labeled, Comparison,
     SetReport, VerifyReport,
 };
 pub use inputs::{
     load_inputs, load_npy, load_npz, load_test_data_set, load_test_data_sets, parse_input_shape,
     parse_input_shapes, random_inputs, read_tensor_proto, tensor_from_proto, InputSet,
 };
+pub use metric::{Budget, Metric, Worst};
 pub use prepare::{prepare, IfDecision, Prepared};
 pub use runner::{run, run_many, run_prepared, Outputs};

@@ -217,6 +217,11 @@ impl LowrankConfig {
     }
 }
 
+/// The labels of the two nodes a factored layer `label` becomes.
+pub fn factor_labels(label: &str) -> [String; 2] {
+    [format!("{label}{FIRST_SUFFIX}"), format!("{label}{SECOND_SUFFIX}")]
+}
+
 /// See the module docs.
 pub struct Lowrank;
 

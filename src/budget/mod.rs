@@ -1,0 +1,695 @@
+//! The budget search: as small as possible while the outputs move at most this much
+//! (`--budget`), or this small with the least damage (`--target-size`).
+//!
+//! It drives the existing lossy rules and the verifier; it is not a second pipeline:
+//!
+//! 1. **Options.** Each lossy rule in the selection offers variants of its configuration: the
+//!    user's own when a rule flag was given (`--lowrank-rank 128` pins that one), else a ladder
+//!    (`lowrank` at 50, 30, 20 and 10 % of each weight's parameters; `quantize` as configured,
+//!    int8 per channel by default). A layer's options are: unchanged, one variant of one rule,
+//!    or a `lowrank` variant followed by `quantize` of its two factors.
+//! 2. **Sensitivity.** One `find` per variant on the model; then, per match, the rule's own
+//!    patch is applied alone to a copy and the copy runs in tract on the measuring inputs
+//!    (`--calibration`, else the verification inputs); its loss against the original's outputs
+//!    (computed once) is recorded, with the bytes (or MACs) it saves.
+//! 3. **Allocation.** Greedy by saving per unit of loss over every layer's options (a
+//!    multiple-choice knapsack), with losses added as independent errors add: `1 − cosine`
+//!    and squared relative L2 add, max abs and argmax disagreement add linearly. A layer
+//!    combining both rules is estimated as the sum of their losses.
+//! 4. **Verification and back-off.** The choices are applied through the driver, one run per
+//!    variant, scoped to the chosen layers; the result is encoded, decoded and verified against
+//!    the original on the verification inputs under the budget. If it fails, the choice with
+//!    the largest estimated loss falls back to its next gentler option, and the whole is applied
+//!    and verified again — until it passes or nothing lossy is left.
+//!
+//! Deterministic: matches come in the driver's order, ties are broken by layer label and option
+//! order, and the measuring inputs are fixed, so the same inputs give the same bytes.
+
+mod progress;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ir::{tensor, Model};
+use crate::onnx::proto::ModelProto;
+use crate::rewrite::{self, Config, DriverOptions, Rule, RunReport};
+use crate::rules::lowrank::{LowrankConfig, RankMode};
+use crate::verify::{self, Budget, InputSet, Metric, Outputs, VerifyReport};
+
+pub use progress::Progress;
+
+/// The fractions of each weight's parameters `lowrank` keeps in the search's ladder.
+pub const LOWRANK_LADDER: [f64; 4] = [0.5, 0.3, 0.2, 0.1];
+/// Most back-off steps before the search gives up every lossy change.
+pub const MAX_BACKOFF: usize = 24;
+
+/// What the search minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Bytes of the model's constants.
+    Size,
+    /// Multiply-accumulates of Conv, MatMul and Gemm.
+    Macs,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Objective> {
+        match s {
+            "size" => Ok(Objective::Size),
+            "macs" => Ok(Objective::Macs),
+            _ => Err(Error::Usage(format!(
+                "--objective must be `size` or `macs`, got `{s}`"
+            ))),
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    /// The most the outputs may move; with `target_size`, only reported against.
+    pub budget: Budget,
+    /// `--target-size R`: reach `R ×` the input file's bytes with the least loss.
+    pub target_size: Option<f64>,
+    /// What to minimise under the budget.
+    pub objective: Objective,
+}
+
+/// One variant of one lossy rule.
+struct Variant<'a> {
+    rule: &'a dyn Rule,
+    config: Config,
+    name: String,
+    /// Whether this is a `lowrank` variant (its factors may be quantized after it).
+    lowrank: bool,
+}
+
+/// One way to change one layer: a lowrank variant, quantize, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct OptionKey {
+    lowrank: Option<usize>,
+    quantize: Option<usize>,
+}
+
+/// An option with its estimated cost and saving.
+#[derive(Debug, Clone)]
+struct Costed {
+    key: OptionKey,
+    /// Additive loss (see [`additive`]).
+    loss: f64,
+    saved_bytes: f64,
+    saved_macs: f64,
+}
+
+/// One variant applied alone to one layer, measured.
+#[derive(Debug, Clone)]
+struct Measured {
+    loss: f64,
+    saved_bytes: i64,
+    saved_macs: i64,
+}
+
+/// The choice made for one layer, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Choice {
+    /// The layer's node label.
+    pub layer: String,
+    /// What was chosen: `unchanged`, `lowrank ratio 0.2`, `quantize int8 per channel`, or both.
+    pub choice: String,
+    /// The loss of each rule's option measured alone, under the budget's metric.
+    pub measured: Vec<(String, f64)>,
+    /// Estimated bytes saved.
+    pub saved_bytes: i64,
+}
+
+/// What the search did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchReport {
+    /// The budget (what verification holds the result to).
+    pub budget: Budget,
+    /// `--target-size`, when given.
+    pub target_size: Option<f64>,
+    /// What was minimised.
+    pub objective: Objective,
+    /// Where losses were measured: `calibration (4 sets)` or `verification inputs (3 sets)`.
+    pub measured_on: String,
+    /// Single-option models run in tract.
+    pub candidates: usize,
+    /// Per layer with at least one option, in label order.
+    pub choices: Vec<Choice>,
+    /// Back-off steps taken, each with the verification result that caused it.
+    pub backoffs: Vec<String>,
+}
+
+/// The outcome: the rewritten model, what the rules did, the search, and the verification of
+/// the bytes to be written (already judged by the budget).
+pub struct Outcome {
+    /// The model after the lossless rules and the chosen lossy options.
+    pub model: Model,
+    /// The proto of `model`, decoded from its encoding (what is written).
+    pub proto: ModelProto,
+    /// Every rule's report.
+    pub report: RunReport,
+    /// The search.
+    pub search: SearchReport,
+    /// The final verification, judged by the budget.
+    pub verification: VerifyReport,
+}
+
+/// Loss in the space where independent errors add.
+fn additive(metric: Metric, loss: f64) -> f64 {
+    match metric {
+        Metric::RelL2 => loss * loss,
+        Metric::Cosine | Metric::Argmax | Metric::MaxAbs => loss,
+    }
+}
+
+/// The variants the selection offers.
+fn variants<'a>(lossy: &[&'a dyn Rule], config: &Config) -> Vec<Variant<'a>> {
+    let mut out = Vec::new();
+    // Lowrank first: quantize may then reach the factors it makes.
+    let mut lossy = lossy.to_vec();
+    lossy.sort_by_key(|r| r.meta().name != "lowrank");
+    for rule in lossy {
+        match rule.meta().name {
+            "lowrank" if config.lowrank == LowrankConfig::default() => {
+                for p in LOWRANK_LADDER {
+                    let mut c = config.clone();
+                    c.lowrank.mode = Some(RankMode::Ratio(p));
+                    out.push(Variant {
+                        rule,
+                        config: c,
+                        name: format!("lowrank ratio {p}"),
+                        lowrank: true,
+                    });
+                }
+            }
+            name => {
+                let mut c = config.clone();
+                c.quantize.tolerance = None;
+                let lowrank = name == "lowrank";
+                let label = if lowrank {
+                    format!("lowrank {}", c.lowrank.describe(!c.calibration.is_empty()))
+                } else if name == "quantize" {
+                    format!(
+                        "quantize {}",
+                        format!("{:?} per {:?}", c.quantize.weights, c.quantize.granularity)
+                            .to_lowercase()
+                    )
+                } else {
+                    name.to_string()
+                };
+                out.push(Variant {
+                    rule,
+                    config: c,
+                    name: label,
+                    lowrank,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn macs(model: &Model) -> i64 {
+    crate::report::inspect::inspect(model, 0).macs.total as i64
+}
+
+/// Measures every variant on every layer it matches: `(variant, layer) → measurement`, plus the
+/// bytes of each layer's weights (for estimating a quantized lowrank pair).
+fn sensitivity(
+    base: &Model,
+    variants: &[Variant],
+    metric: Metric,
+    sets: &[InputSet],
+    reference: &[Outputs],
+    progress: &Progress,
+) -> Result<BTreeMap<(usize, String), Measured>> {
+    let base_macs = macs(base);
+    let mut jobs = Vec::new();
+    for (vi, v) in variants.iter().enumerate() {
+        progress.message(&format!("finding where {} applies", v.name));
+        let findings = v.rule.find(base, &v.config);
+        for m in findings.matches {
+            jobs.push((vi, m));
+        }
+    }
+    progress.start("measuring each option alone in tract", jobs.len() as u64);
+    let mut out = BTreeMap::new();
+    for (vi, m) in jobs {
+        let v = &variants[vi];
+        let layer = base.graph.node(m.anchor).label();
+        progress.message(&format!("{} on `{layer}`", v.name));
+        let measured = (|| -> Result<Measured> {
+            let patch = v.rule.rewrite(base, &m, &v.config)?;
+            let mut copy = base.clone();
+            patch.apply(&mut copy.graph)?;
+            let saved_bytes = -copy.graph.encoded_delta(&base.graph);
+            let saved_macs = base_macs - macs(&copy);
+            let report =
+                verify::verify_against(reference, &copy.to_proto(), "candidate", sets, 0.0)?;
+            let loss = verify::metric::worst(&report, metric).map_or(0.0, |w| w.loss);
+            Ok(Measured {
+                loss,
+                saved_bytes,
+                saved_macs,
+            })
+        })();
+        // A candidate that cannot be built or run is simply not an option.
+        if let Ok(x) = measured {
+            out.insert((vi, layer), x);
+        }
+        progress.inc();
+    }
+    progress.finish();
+    Ok(out)
+}
+
+/// Every layer's options with their estimated costs (the unchanged option first).
+fn options(
+    variants: &[Variant],
+    measured: &BTreeMap<(usize, String), Measured>,
+    metric: Metric,
+    weight_bytes: &BTreeMap<String, f64>,
+) -> BTreeMap<String, Vec<Costed>> {
+    let mut by_layer: BTreeMap<String, Vec<Costed>> = BTreeMap::new();
+    let none = OptionKey {
+        lowrank: None,
+        quantize: None,
+    };
+    for ((vi, layer), m) in measured {
+        let list = by_layer.entry(layer.clone()).or_insert_with(|| {
+            vec![Costed {
+                key: none,
+                loss: 0.0,
+                saved_bytes: 0.0,
+                saved_macs: 0.0,
+            }]
+        });
+        let key = if variants[*vi].lowrank {
+            OptionKey {
+                lowrank: Some(*vi),
+                quantize: None,
+            }
+        } else {
+            OptionKey {
+                lowrank: None,
+                quantize: Some(*vi),
+            }
+        };
+        list.push(Costed {
+            key,
+            loss: additive(metric, m.loss),
+            saved_bytes: m.saved_bytes as f64,
+            saved_macs: m.saved_macs as f64,
+        });
+    }
+    // Lowrank then quantize of the factors: losses add; quantize saves on what the factors keep.
+    for (layer, list) in by_layer.iter_mut() {
+        let w = weight_bytes.get(layer).copied().unwrap_or(0.0);
+        let lows: Vec<Costed> = list.iter().filter(|c| c.key.lowrank.is_some()).cloned().collect();
+        let quants: Vec<Costed> =
+            list.iter().filter(|c| c.key.quantize.is_some()).cloned().collect();
+        for l in &lows {
+            for q in &quants {
+                if w <= 0.0 {
+                    continue;
+                }
+                let kept = (1.0 - l.saved_bytes / w).clamp(0.0, 1.0);
+                list.push(Costed {
+                    key: OptionKey {
+                        lowrank: l.key.lowrank,
+                        quantize: q.key.quantize,
+                    },
+                    loss: l.loss + q.loss,
+                    saved_bytes: l.saved_bytes + q.saved_bytes * kept,
+                    saved_macs: l.saved_macs,
+                });
+            }
+        }
+    }
+    by_layer
+}
+
+fn saving(c: &Costed, objective: Objective) -> f64 {
+    match objective {
+        Objective::Size => c.saved_bytes,
+        Objective::Macs => c.saved_macs + c.saved_bytes * 1e-9,
+    }
+}
+
+/// Greedy multiple-choice allocation: from each layer's current option, the upgrade with the best
+/// saving per unit of added loss, until the loss limit (budget mode) or the byte target (target
+/// mode) is reached. Returns the chosen option index per layer.
+fn allocate(
+    opts: &BTreeMap<String, Vec<Costed>>,
+    limit: f64,
+    bytes_to_save: Option<f64>,
+    objective: Objective,
+    start: &BTreeMap<String, usize>,
+) -> BTreeMap<String, usize> {
+    let mut cur: BTreeMap<String, usize> = opts.keys().map(|k| (k.clone(), 0)).collect();
+    cur.extend(start.iter().map(|(k, v)| (k.clone(), *v)));
+    let objective = if bytes_to_save.is_some() {
+        Objective::Size
+    } else {
+        objective
+    };
+    loop {
+        let total: f64 = cur.iter().map(|(l, &i)| opts[l][i].loss).sum();
+        let saved: f64 = cur.iter().map(|(l, &i)| opts[l][i].saved_bytes).sum();
+        if bytes_to_save.is_some_and(|b| saved >= b) {
+            break;
+        }
+        let mut best: Option<(f64, &String, usize)> = None;
+        for (layer, list) in opts {
+            let c = &list[cur[layer]];
+            for (i, o) in list.iter().enumerate() {
+                let gain = saving(o, objective) - saving(c, objective);
+                if gain <= 0.0 {
+                    continue;
+                }
+                let dloss = o.loss - c.loss;
+                if bytes_to_save.is_none() && total + dloss > limit {
+                    continue;
+                }
+                let ratio = gain / dloss.max(1e-12);
+                if best.is_none_or(|(r, _, _)| ratio > r) {
+                    best = Some((ratio, layer, i));
+                }
+            }
+        }
+        match best {
+            Some((_, layer, i)) => {
+                let layer = layer.clone();
+                cur.insert(layer, i);
+            }
+            None => break,
+        }
+    }
+    cur
+}
+
+/// Applies the chosen options to a copy of `base` through the driver: one run per variant,
+/// scoped to the layers that chose it; quantize variants also reach the factors of a layer
+/// factored before them.
+fn apply(
+    base: &Model,
+    variants: &[Variant],
+    opts: &BTreeMap<String, Vec<Costed>>,
+    chosen: &BTreeMap<String, usize>,
+) -> Result<(Model, Option<RunReport>)> {
+    let mut model = base.clone();
+    let mut report: Option<RunReport> = None;
+    for (vi, v) in variants.iter().enumerate() {
+        let mut scope = BTreeSet::new();
+        for (layer, &i) in chosen {
+            let k = opts[layer][i].key;
+            if k.lowrank == Some(vi) {
+                scope.insert(layer.clone());
+            }
+            if k.quantize == Some(vi) {
+                scope.insert(layer.clone());
+                if k.lowrank.is_some() {
+                    scope.extend(crate::rules::lowrank::factor_labels(layer));
+                }
+            }
+        }
+        if scope.is_empty() {
+            continue;
+        }
+        let r = rewrite::run(
+            &mut model,
+            &[v.rule],
+            &v.config,
+            &DriverOptions {
+                scope: Some(scope),
+                ..Default::default()
+            },
+        )?;
+        match &mut report {
+            Some(all) => all.absorb(r),
+            None => report = Some(r),
+        }
+    }
+    Ok((model, report))
+}
+
+fn describe(variants: &[Variant], key: OptionKey) -> String {
+    match (key.lowrank, key.quantize) {
+        (None, None) => "unchanged".into(),
+        (Some(l), None) => variants[l].name.clone(),
+        (None, Some(q)) => variants[q].name.clone(),
+        (Some(l), Some(q)) => format!("{} + {}", variants[l].name, variants[q].name),
+    }
+}
+
+/// Encodes and decodes `model` (the bytes that will be written) and verifies them against the
+/// original's outputs under `budget`.
+fn verify_written(
+    model: &Model,
+    reference: &[Outputs],
+    sets: &[InputSet],
+    budget: Budget,
+) -> Result<(ModelProto, VerifyReport)> {
+    let bytes = crate::onnx::encode_model(&model.to_proto());
+    let proto = crate::onnx::decode_bytes(bytes.into(), std::path::Path::new("rewritten"))?;
+    let mut report = verify::verify_against(reference, &proto, "rewritten", sets, 0.0)?;
+    verify::judge(&mut report, budget);
+    Ok((proto, report))
+}
+
+/// Runs the search on `model` (already through the lossless rules, whose report is `lossless`):
+/// `lossy` are the lossy rules selected, `original` the input model, `measure_sets` the inputs
+/// losses are measured on, `verify_sets` the inputs the result is verified on, `input_bytes` the
+/// input file's size (for `--target-size`).
+#[allow(clippy::too_many_arguments)]
+pub fn search(
+    model: Model,
+    lossless: RunReport,
+    lossy: &[&dyn Rule],
+    config: &Config,
+    goal: &Goal,
+    original: &ModelProto,
+    measure: (&[InputSet], &str),
+    verify_sets: &[InputSet],
+    input_bytes: u64,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let (measure_sets, measured_on) = measure;
+    let metric = goal.budget.metric;
+    progress.message("running the original in tract");
+    let measure_ref = verify::run_many(original, measure_sets, "original")?;
+    let verify_ref = verify::run_many(original, verify_sets, "original")?;
+    let variants = variants(lossy, config);
+    let measured = sensitivity(&model, &variants, metric, measure_sets, &measure_ref, progress)?;
+    let weight_bytes = weight_bytes(&model);
+    let opts = options(&variants, &measured, metric, &weight_bytes);
+    let limit = if goal.target_size.is_some() {
+        f64::INFINITY
+    } else {
+        additive(metric, goal.budget.limit)
+    };
+    let current_bytes = crate::onnx::encode_model(&model.to_proto()).len() as f64;
+    let mut to_save = goal
+        .target_size
+        .map(|r| (current_bytes - r * input_bytes as f64).max(0.0));
+    let mut chosen = allocate(&opts, limit, to_save, goal.objective, &BTreeMap::new());
+    let mut backoffs = Vec::new();
+    let budget = if goal.target_size.is_some() {
+        Budget {
+            metric,
+            limit: f64::MAX,
+        }
+    } else {
+        goal.budget
+    };
+    let mut target_tries = 0;
+    let (out, rules_report, proto, verification) = loop {
+        progress.message("applying the chosen options");
+        let (out, rules_report) = apply(&model, &variants, &opts, &chosen)?;
+        if let (Some(r), Some(save)) = (goal.target_size, to_save) {
+            let target = r * input_bytes as f64;
+            let got = crate::onnx::encode_model(&out.to_proto()).len() as f64;
+            if got > target && target_tries < 4 {
+                target_tries += 1;
+                let more = save + (got - target);
+                let next = allocate(&opts, limit, Some(more), goal.objective, &chosen);
+                if next != chosen {
+                    to_save = Some(more);
+                    chosen = next;
+                    continue;
+                }
+            }
+            if got > target {
+                return Err(Error::VerifyFailed(format!(
+                    "--target-size {r} cannot be reached with the rules given: the smallest model found is {:.3}× the input",
+                    got / input_bytes as f64
+                )));
+            }
+        }
+        progress.message("verifying the whole model");
+        let (proto, verification) = verify_written(&out, &verify_ref, verify_sets, budget)?;
+        if verification.passed {
+            break (out, rules_report, proto, verification);
+        }
+        // Back off the most sensitive choice to its next gentler option.
+        let worst = chosen
+            .iter()
+            .filter(|(_, &i)| i != 0)
+            .max_by(|a, b| {
+                let la = opts[a.0][*a.1].loss;
+                let lb = opts[b.0][*b.1].loss;
+                la.total_cmp(&lb).then_with(|| b.0.cmp(a.0))
+            })
+            .map(|(l, &i)| (l.clone(), i));
+        let what = verification
+            .budget
+            .as_ref()
+            .map(|(b, w)| {
+                format!(
+                    "`{}` on {} at {}",
+                    w.output,
+                    w.set,
+                    b.metric.describe(w.loss)
+                )
+            })
+            .unwrap_or_default();
+        let Some((layer, i)) = worst.filter(|_| backoffs.len() < MAX_BACKOFF) else {
+            // Nothing left to back off: the lossless result.
+            if chosen.values().all(|&i| i == 0) {
+                break (out, rules_report, proto, verification);
+            }
+            backoffs.push(format!("{what}: every lossy choice dropped"));
+            chosen.values_mut().for_each(|i| *i = 0);
+            continue;
+        };
+        let list = &opts[&layer];
+        let gentler = (0..list.len())
+            .filter(|&j| list[j].loss < list[i].loss)
+            .max_by(|&a, &b| {
+                saving(&list[a], goal.objective)
+                    .total_cmp(&saving(&list[b], goal.objective))
+                    .then(b.cmp(&a))
+            })
+            .unwrap_or(0);
+        backoffs.push(format!(
+            "{what}: `{layer}` {} → {}",
+            describe(&variants, list[i].key),
+            describe(&variants, list[gentler].key)
+        ));
+        chosen.insert(layer, gentler);
+    };
+    let mut report = lossless;
+    if let Some(r) = rules_report {
+        report.absorb(r);
+    }
+    let choices = opts
+        .iter()
+        .map(|(layer, list)| {
+            let i = chosen.get(layer).copied().unwrap_or(0);
+            let measured_alone = measured
+                .iter()
+                .filter(|((_, l), _)| l == layer)
+                .map(|((vi, _), m)| (variants[*vi].name.clone(), m.loss))
+                .collect();
+            Choice {
+                layer: layer.clone(),
+                choice: describe(&variants, list[i].key),
+                measured: measured_alone,
+                saved_bytes: list[i].saved_bytes.round() as i64,
+            }
+        })
+        .collect();
+    Ok(Outcome {
+        model: out,
+        proto,
+        report,
+        search: SearchReport {
+            budget: goal.budget,
+            target_size: goal.target_size,
+            objective: goal.objective,
+            measured_on: measured_on.to_string(),
+            candidates: measured.len(),
+            choices,
+            backoffs,
+        },
+        verification,
+    })
+}
+
+/// Bytes of the constant weights each node reads, by node label.
+fn weight_bytes(model: &Model) -> BTreeMap<String, f64> {
+    let g = &model.graph;
+    let mut out = BTreeMap::new();
+    for id in g.ops() {
+        let bytes: u64 = g
+            .node_inputs(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| g.const_tensor(v))
+            .map(tensor::payload_bytes)
+            .sum();
+        if bytes > 0 {
+            out.insert(g.node(id).label(), bytes as f64);
+        }
+    }
+    out
+}
+
+impl SearchReport {
+    /// The search as text for the run's report.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let goal = match self.target_size {
+            Some(r) => format!("target size {r}× the input, least {}", self.budget.metric),
+            None => format!("budget {}, objective {:?}", self.budget.describe(), self.objective)
+                .replace("Size", "size")
+                .replace("Macs", "macs"),
+        };
+        let _ = writeln!(
+            s,
+            "budget search: {goal}; {} single-option models measured in tract on {}",
+            self.candidates, self.measured_on
+        );
+        let w = self.choices.iter().map(|c| c.layer.chars().count()).max().unwrap_or(5).max(5);
+        let wc = self.choices.iter().map(|c| c.choice.chars().count()).max().unwrap_or(6).max(6);
+        let _ = writeln!(
+            s,
+            "  {:<w$}  {:<wc$}  {:>12}  loss of each option alone ({})",
+            "layer", "choice", "bytes saved", self.budget.metric
+        );
+        for c in &self.choices {
+            let alone = c
+                .measured
+                .iter()
+                .map(|(n, l)| format!("{n} {}", loss_text(*l)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                s,
+                "  {:<w$}  {:<wc$}  {:>12}  {alone}",
+                c.layer, c.choice, c.saved_bytes
+            );
+        }
+        for b in &self.backoffs {
+            let _ = writeln!(s, "  backed off after verification: {b}");
+        }
+        s
+    }
+}
+
+fn loss_text(l: f64) -> String {
+    if l == 0.0 {
+        "0".into()
+    } else if l.is_infinite() {
+        "∞".into()
+    } else {
+        format!("{l:.2e}")
+    }
+}
