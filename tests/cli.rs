@@ -1169,7 +1169,11 @@ fn lowrank_default_energy_finds_the_true_rank() {
 #[test]
 fn lowrank_energy_flag_lowers_the_rank() {
     let d = dir_with(&["lowrank.onnx"]);
-    let (_, v) = lowrank(d.path(), "out.onnx", &["--lowrank-energy", "0.5"]);
+    let (_, v) = lowrank(
+        d.path(),
+        "out.onnx",
+        &["--lowrank-energy", "0.5", "--budget", "0.5"],
+    );
     let r = ranks(&v);
     assert_eq!(r.len(), 3);
     assert!(r.iter().all(|&r| (1..4).contains(&r)), "{r:?}");
@@ -1180,8 +1184,10 @@ fn lowrank_energy_flag_lowers_the_rank() {
         factor_dims(&d.path().join("out.onnx"), "w1"),
         [64, r[0] as i64]
     );
-    // Lossy without a bound on the error: verified at the rule's own tolerance, and passes.
+    // A fixed recipe is judged by the model-level budget it is given, and passes it.
     assert_eq!(v["verification"]["passed"], true);
+    assert_eq!(v["verification"]["budget"][0]["limit"], 0.5);
+    assert!(v["search"].is_null());
     refused(
         d.path(),
         &[
@@ -1212,7 +1218,7 @@ fn lowrank_ratio_flag_keeps_that_fraction_of_parameters() {
 #[test]
 fn lowrank_rank_flag_fixes_the_rank() {
     let d = dir_with(&["lowrank.onnx"]);
-    let (_, v) = lowrank(d.path(), "out.onnx", &["--lowrank-rank", "2"]);
+    let (_, v) = lowrank(d.path(), "out.onnx", &["--lowrank-rank", "2", "--budget", "1"]);
     assert_eq!(ranks(&v), [2, 2, 2]);
     assert!(rewrites_of(&v, "L001")
         .iter()
@@ -1238,7 +1244,11 @@ fn lowrank_tolerance_flag_picks_the_smallest_rank_within_it() {
     let d = dir_with(&["lowrank.onnx"]);
     let (_, tight) = lowrank(d.path(), "tight.onnx", &["--lowrank-tolerance", "0.001"]);
     assert_eq!(ranks(&tight), [4, 4, 4]);
-    let (_, loose) = lowrank(d.path(), "loose.onnx", &["--lowrank-tolerance", "0.9"]);
+    let (_, loose) = lowrank(
+        d.path(),
+        "loose.onnx",
+        &["--lowrank-tolerance", "0.9", "--budget", "1"],
+    );
     let r = ranks(&loose);
     assert!(r.iter().all(|&r| r < 4), "{r:?}");
     for w in rewrites_of(&loose, "L001") {
