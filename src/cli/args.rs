@@ -167,6 +167,13 @@ pub enum Command {
         b: PathBuf,
         #[command(flatten)]
         inputs: VerifyInputArgs,
+        /// Judge B by a model-level budget instead of element by element, as the main command
+        /// judges a lossy run (see its --budget).
+        #[arg(long, value_name = "X", allow_negative_numbers = true)]
+        budget: Option<f64>,
+        /// The metric of --budget: cosine (the default), rel-l2, argmax or max-abs.
+        #[arg(long, value_name = "M")]
+        budget_metric: Option<String>,
         /// Write the comparison as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         report_json: Option<PathBuf>,

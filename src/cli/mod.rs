@@ -113,8 +113,15 @@ fn dispatch(cli: Cli, extra: &[&dyn Rule]) -> Result<i32> {
             a,
             b,
             inputs,
+            budget,
+            budget_metric,
             report_json,
-        }) => run::verify_command(&a, &b, &inputs, report_json.as_deref()),
+        }) => {
+            let budget = (budget.is_some() || budget_metric.is_some())
+                .then(|| crate::verify::Budget::from_flags(budget, budget_metric.as_deref()))
+                .transpose()?;
+            run::verify_command(&a, &b, &inputs, budget, report_json.as_deref())
+        }
         None => {
             if cli.run.list_rules {
                 print!("{}", run::list_rules());

@@ -547,17 +547,22 @@ pub fn verify_models(
     Ok((report, passed))
 }
 
-/// `onnx-slim verify A B`.
+/// `onnx-slim verify A B`: element by element at `--tolerance`, or by `budget` when given.
 pub fn verify_command(
     a: &Path,
     b: &Path,
     inputs: &VerifyInputArgs,
+    budget: Option<crate::verify::Budget>,
     report_json: Option<&Path>,
 ) -> Result<i32> {
     let ma = decode_file(a)?.model;
     let mb = decode_file(b)?.model;
     let tol = inputs.tolerance.unwrap_or(1e-4);
-    let (report, ok) = verify_models(&ma, &mb, a, inputs, tol)?;
+    let (mut report, _) = verify_models(&ma, &mb, a, inputs, tol)?;
+    if let Some(budget) = budget {
+        crate::verify::judge(&mut report, budget);
+    }
+    let ok = report.passed;
     println!("{report}");
     if let Some(p) = report_json {
         let (tmp, real) = prepare_small_file(p)?;

@@ -16,7 +16,8 @@
 //! that has a `NaN` or an infinity the reference does not have at the same place has an
 //! infinite loss. Outputs that are not float (integers, bools, strings) have the fraction of
 //! their elements that changed as their loss. An output with a last axis shorter than 2 has no
-//! argmax; under `argmax` it is judged by `1 − cosine` instead.
+//! argmax; under `argmax` it is judged by `1 − cosine` instead. Outputs equal value for value
+//! have no loss under any metric.
 
 use std::fmt;
 use std::str::FromStr;
@@ -69,6 +70,10 @@ impl Metric {
         };
         if !rel_l2.is_finite() {
             return f64::INFINITY;
+        }
+        if rel_l2 == 0.0 {
+            // Equal outputs: no loss, whatever the rounding of the cosine says.
+            return 0.0;
         }
         let cosine = || c.cosine.map_or(f64::INFINITY, |x| (1.0 - x).max(0.0));
         match self {

@@ -185,3 +185,27 @@ pub fn argmax_rows(t: &tract_onnx::prelude::Tensor) -> Vec<usize> {
         })
         .collect()
 }
+
+/// Accuracy of the model at `model` on the test sets of the shared model folder `dir`: the argmax
+/// of output 0's rows (run in tract) against `meta.json`'s integer labels; `(correct, total)`.
+pub fn accuracy(dir: &std::path::Path, model: &std::path::Path) -> (usize, usize) {
+    let proto = onnx_slim::onnx::decode_file(model).expect("decode").model;
+    let sets = onnx_slim::verify::load_test_data_sets(dir, &proto).expect("test sets");
+    let outs = onnx_slim::verify::run_many(&proto, &sets, "model").expect("runs in tract");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
+            .expect("meta.json is JSON");
+    let (mut ok, mut n) = (0, 0);
+    for (s, o) in sets.iter().zip(&outs) {
+        let labels = meta["labels"][&s.label].as_array().expect("labels per set");
+        let got = argmax_rows(&o[0].1);
+        assert_eq!(got.len(), labels.len(), "{}", s.label);
+        n += got.len();
+        ok += got
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| Some(**p as u64) == l.as_u64())
+            .count();
+    }
+    (ok, n)
+}

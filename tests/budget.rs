@@ -1,0 +1,405 @@
+//! The model-level budget, through the binary: a lossy run is judged by what it does to the
+//! outputs (cosine, relative L2, argmax agreement, max abs); `--budget` searches per layer for
+//! the smallest model within it, backs off when the whole model fails, refuses what it cannot
+//! hold, and is deterministic; `--target-size` is its dual. Models are built in code or come
+//! from `fixtures/`; every run works in its own temporary folder.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ndarray::ArrayD;
+use onnx_slim::ir::builder::{seeded_f32, ModelBuilder};
+use onnx_slim::onnx::encode_model;
+use onnx_slim::onnx::proto::tensor_proto::DataType;
+use onnx_slim::onnx::proto::ModelProto;
+use serde_json::Value;
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn run(dir: &Path, args: &[&str]) -> Run {
+    let o = Command::new(common::bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run onnx-slim");
+    let r = Run {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(!r.stderr.contains("panicked"), "{r:?}");
+    r
+}
+
+fn ok(dir: &Path, args: &[&str]) -> Run {
+    let r = run(dir, args);
+    assert_eq!(r.code, Some(0), "onnx-slim {args:?}: {r:?}");
+    r
+}
+
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let r = run(dir, args);
+    assert_eq!(r.code, Some(2), "onnx-slim {args:?}: {r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(r.stderr.starts_with("error: "), "{r:?}");
+    r.stderr
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn dir_with(fixtures: &[&str]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("temp dir");
+    for f in fixtures {
+        std::fs::copy(fixture(f), d.path().join(f)).expect("copy fixture");
+    }
+    d
+}
+
+fn json(path: &Path) -> Value {
+    let s = std::fs::read_to_string(path).expect("read report");
+    serde_json::from_str(&s).expect("report is JSON")
+}
+
+fn len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat").len()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The worst loss the report's verification recorded under its budget.
+fn worst_loss(v: &Value) -> f64 {
+    v["verification"]["budget"][1]["loss"]
+        .as_f64()
+        .expect("a budget-judged verification")
+}
+
+/// Every cosine of every output of every set of a report's verification.
+fn cosines(verification: &Value) -> Vec<f64> {
+    verification["sets"]
+        .as_array()
+        .expect("sets")
+        .iter()
+        .flat_map(|s| s["outputs"].as_array().expect("outputs").clone())
+        .map(|c| c["cosine"].as_f64().expect("cosine"))
+        .collect()
+}
+
+fn rewrites(v: &Value, code: &str) -> usize {
+    v["report"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter(|r| r["code"] == code)
+        .map(|r| r["rewrites"].as_array().map_or(0, |a| a.len()))
+        .sum()
+}
+
+fn write(dir: &Path, name: &str, m: &ModelProto) {
+    std::fs::write(dir.join(name), encode_model(m)).expect("write model");
+}
+
+/// `x[N,k]` → MatMul `w[k,n]` → `y[N,n]`.
+fn matmul_model(w: ArrayD<f32>) -> ModelProto {
+    let (k, n) = (w.shape()[0] as i64, w.shape()[1] as i64);
+    let mut b = ModelBuilder::new(17);
+    b.producer("onnx-slim-tests", "1")
+        .input_sym("x", DataType::Float, &["N".into(), k.into()])
+        .initializer_f32("w", w)
+        .node("MatMul", &["x", "w"], &["y"], vec![])
+        .output_sym("y", DataType::Float, &["N".into(), n.into()]);
+    b.build()
+}
+
+/// Writes `path` (an `.npz`) holding `x` of `shape`, row-major `values`.
+fn write_npz(path: &Path, shape: &[u64], values: &[f32]) {
+    use npyz::WriterBuilder;
+    let mut z = npyz::npz::NpzWriter::create(path).expect("create npz");
+    let mut w = z
+        .array::<f32>("x", Default::default())
+        .expect("array")
+        .default_dtype()
+        .shape(shape)
+        .begin_nd()
+        .expect("begin");
+    w.extend(values.iter().copied()).expect("write");
+    w.finish().expect("finish");
+}
+
+#[test]
+fn a_budget_search_shrinks_the_model_and_stays_within_the_budget() {
+    let d = dir_with(&["lowrank.onnx"]);
+    let r = ok(
+        d.path(),
+        &["lowrank.onnx", "out.onnx", "--budget", "0.01", "--report-json", "r.json"],
+    );
+    let v = json(&d.path().join("r.json"));
+    assert!(len(&d.path().join("out.onnx")) * 4 < len(&d.path().join("lowrank.onnx")), "{r:?}");
+    assert!(worst_loss(&v) <= 0.01, "{r:?}");
+    assert!(rewrites(&v, "L001") > 0 && rewrites(&v, "Q001") > 0, "{r:?}");
+    // Every layer with an option is reported with its choice and each option's own loss.
+    let choices = v["search"]["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 3, "{r:?}");
+    assert!(choices.iter().all(|c| !c["measured"].as_array().unwrap().is_empty()));
+    assert!(r.stdout.contains("budget search: budget cosine ≥ 0.99"), "{r:?}");
+    assert!(r.stdout.contains("within budget"), "{r:?}");
+    // The verifier, run on its own, sees every output at cosine ≥ 0.99 on the same inputs.
+    ok(
+        d.path(),
+        &[
+            "verify", "lowrank.onnx", "out.onnx", "--budget", "0.01", "--report-json", "v.json",
+        ],
+    );
+    let again = json(&d.path().join("v.json"));
+    assert_eq!(again["passed"], true);
+    let c = cosines(&again);
+    assert_eq!(c.len(), 2);
+    assert!(c.iter().all(|&c| c >= 0.99), "{c:?}");
+}
+
+#[test]
+fn a_zero_budget_where_every_option_moves_the_outputs_leaves_the_model_byte_for_byte() {
+    // Random full-rank weights: every quantization and factorisation changes the outputs.
+    let d = tempfile::tempdir().expect("temp dir");
+    write(d.path(), "m.onnx", &matmul_model(seeded_f32(&[96, 96], 5)));
+    let r = ok(
+        d.path(),
+        &[
+            "m.onnx", "out.onnx", "--rules", "lowrank,quantize", "--budget", "0",
+            "--report-json", "r.json",
+        ],
+    );
+    let v = json(&d.path().join("r.json"));
+    assert_eq!(
+        std::fs::read(d.path().join("out.onnx")).unwrap(),
+        std::fs::read(d.path().join("m.onnx")).unwrap(),
+        "{r:?}"
+    );
+    let choices = v["search"]["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 1, "{r:?}");
+    assert_eq!(choices[0]["choice"], "unchanged");
+    // Both rules had options, each measured with a loss above 0.
+    let measured = choices[0]["measured"].as_array().unwrap();
+    assert_eq!(measured.len(), 5, "{r:?}");
+    assert!(measured.iter().all(|m| m[1].as_f64().unwrap() > 0.0), "{r:?}");
+}
+
+#[test]
+fn weights_on_the_int8_grid_are_quantized_even_at_a_zero_budget_with_outputs_bit_equal() {
+    // Every column holds ±127/64 and otherwise multiples of 1/64 up to it: per-channel int8
+    // reproduces it exactly (scale 1/64), so quantizing it costs nothing.
+    let w = ArrayD::from_shape_fn(ndarray::IxDyn(&[64, 32]), |ix| {
+        let (i, j) = (ix[0] as i64, ix[1] as i64);
+        let k = if i == j % 64 { 127 } else { (i * 37 + j * 11) % 255 - 127 };
+        k as f32 / 64.0
+    });
+    let d = tempfile::tempdir().expect("temp dir");
+    write(d.path(), "m.onnx", &matmul_model(w));
+    let r = ok(
+        d.path(),
+        &[
+            "m.onnx", "out.onnx", "--rules", "quantize", "--budget", "0", "--report-json",
+            "r.json",
+        ],
+    );
+    let v = json(&d.path().join("r.json"));
+    assert_eq!(rewrites(&v, "Q001"), 1, "{r:?}");
+    assert_eq!(worst_loss(&v), 0.0, "{r:?}");
+    assert!(len(&d.path().join("out.onnx")) * 3 < len(&d.path().join("m.onnx")));
+    ok(
+        d.path(),
+        &["verify", "m.onnx", "out.onnx", "--tolerance", "0"],
+    );
+}
+
+#[test]
+fn a_choice_the_whole_model_check_refuses_is_backed_off_until_it_passes() {
+    // Calibration inputs use only the first 8 of 96 features, so a data-aware factorisation
+    // looks free on them; the verification inputs (seeded random, all features) disagree.
+    let d = tempfile::tempdir().expect("temp dir");
+    write(d.path(), "m.onnx", &matmul_model(seeded_f32(&[96, 96], 7)));
+    let rows = 32;
+    let vals: Vec<f32> = (0..rows * 96)
+        .map(|i| if i % 96 < 8 { ((i * 7919) % 97) as f32 / 97.0 - 0.5 } else { 0.0 })
+        .collect();
+    write_npz(&d.path().join("calib.npz"), &[rows as u64, 96], &vals);
+    let r = ok(
+        d.path(),
+        &[
+            "m.onnx", "out.onnx", "--rules", "lowrank", "--budget", "0.01", "--calibration",
+            "calib.npz", "--report-json", "r.json",
+        ],
+    );
+    let v = json(&d.path().join("r.json"));
+    let backoffs = v["search"]["backoffs"].as_array().expect("backoffs");
+    assert!(!backoffs.is_empty(), "{r:?}");
+    assert!(r.stdout.contains("backed off after verification"), "{r:?}");
+    assert!(worst_loss(&v) <= 0.01, "{r:?}");
+    assert_eq!(v["verification"]["passed"], true);
+}
+
+#[test]
+fn a_fixed_recipe_over_the_default_budget_is_refused_and_writes_nothing() {
+    let d = dir_with(&["lowrank.onnx"]);
+    let r = run(
+        d.path(),
+        &["lowrank.onnx", "out.onnx", "--rules", "lowrank", "--lowrank-rank", "1"],
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(r.stderr.contains("over the budget (cosine ≥ 0.99)"), "{r:?}");
+    assert!(r.stderr.contains("moved to cosine 0."), "{r:?}");
+    assert!(r.stdout.contains("OVER BUDGET"), "{r:?}");
+    assert!(r.stdout.contains("model-level, worst over outputs and input sets: cosine"), "{r:?}");
+    assert_eq!(files(d.path()), ["lowrank.onnx"]);
+    // The same recipe under a budget it meets is written, and the report says it is within it.
+    let r = ok(
+        d.path(),
+        &[
+            "lowrank.onnx", "out.onnx", "--rules", "lowrank", "--lowrank-rank", "1", "--budget",
+            "0.9", "--budget-metric", "rel-l2",
+        ],
+    );
+    assert!(r.stdout.contains("within budget"), "{r:?}");
+    assert!(r.stdout.contains("the budget is rel-l2 ≤ 0.9"), "{r:?}");
+}
+
+#[test]
+fn the_same_inputs_give_the_same_bytes() {
+    let d = dir_with(&["lowrank.onnx"]);
+    ok(d.path(), &["lowrank.onnx", "a.onnx", "--budget", "0.02"]);
+    ok(d.path(), &["lowrank.onnx", "b.onnx", "--budget", "0.02"]);
+    assert_eq!(
+        std::fs::read(d.path().join("a.onnx")).unwrap(),
+        std::fs::read(d.path().join("b.onnx")).unwrap()
+    );
+}
+
+#[test]
+fn target_size_reaches_the_size_or_says_it_cannot() {
+    let d = dir_with(&["lowrank.onnx"]);
+    let r = ok(
+        d.path(),
+        &["lowrank.onnx", "out.onnx", "--target-size", "0.5", "--report-json", "r.json"],
+    );
+    let input = len(&d.path().join("lowrank.onnx"));
+    let out = len(&d.path().join("out.onnx"));
+    assert!(out as f64 <= 0.5 * input as f64, "{out} of {input}: {r:?}");
+    // The least damage for the size: not everything the rules can do was needed.
+    let v = json(&d.path().join("r.json"));
+    assert!(worst_loss(&v).is_finite());
+    assert!(r.stdout.contains("target size 0.5× the input"), "{r:?}");
+    let r = run(d.path(), &["lowrank.onnx", "tiny.onnx", "--target-size", "0.001"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("--target-size 0.001 cannot be reached"), "{r:?}");
+    assert!(!d.path().join("tiny.onnx").exists());
+}
+
+#[test]
+fn objective_macs_prefers_what_saves_computation() {
+    let d = dir_with(&["lowrank.onnx"]);
+    ok(
+        d.path(),
+        &[
+            "lowrank.onnx", "out.onnx", "--budget", "0.01", "--objective", "macs",
+            "--report-json", "r.json",
+        ],
+    );
+    let v = json(&d.path().join("r.json"));
+    // Quantizing saves bytes, not MACs; factoring saves both: every layer is factored.
+    assert_eq!(rewrites(&v, "L001"), 3);
+    assert_eq!(v["search"]["objective"], "macs");
+}
+
+#[test]
+fn budget_flags_are_checked() {
+    let d = dir_with(&["lowrank.onnx"]);
+    let m = ["lowrank.onnx", "out.onnx"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--budget", "-1"], "--budget must be a finite number ≥ 0"),
+        (&["--budget", "nan"], "--budget must be a finite number ≥ 0"),
+        (&["--budget", "0.1", "--budget-metric", "l1"], "--budget-metric must be one of"),
+        (&["--budget-metric", "rel-l2"], "needs a --budget"),
+        (&["--budget", "1", "--budget-metric", "argmax"], "allows any output"),
+        (&["--target-size", "0"], "--target-size must be a number > 0"),
+        (&["--budget", "0.1", "--objective", "speed"], "--objective must be"),
+        (&["--objective", "macs"], "--objective applies to a --budget search"),
+        (&["--budget", "0.1", "--no-verify"], "cannot be combined with --no-verify"),
+        (&["--budget", "0.1", "--rules", "clean"], "has none (the lossy rules: "),
+        (&["--target-size", "0.5", "--lowrank-rank", "2"], "drop the --lowrank-*/--quantize-*"),
+        (&["--budget", "0.1", "--max-patches", "1"], "--max-patches"),
+    ];
+    for (flags, message) in cases {
+        let mut args = m.to_vec();
+        args.extend_from_slice(flags);
+        let e = refused(d.path(), &args);
+        assert!(e.contains(message), "{flags:?}: {e}");
+    }
+    assert_eq!(files(d.path()), ["lowrank.onnx"]);
+}
+
+#[test]
+fn progress_is_hidden_when_stderr_is_not_a_terminal() {
+    let d = dir_with(&["lowrank.onnx"]);
+    let r = ok(d.path(), &["lowrank.onnx", "out.onnx", "--budget", "0.01"]);
+    assert_eq!(r.stderr, "", "{r:?}");
+}
+
+#[test]
+fn digits_mlp_under_a_budget_is_smaller_than_onnxruntime_int8_and_keeps_its_accuracy() {
+    let dir = common::shared_dir().join("models/digits_mlp");
+    if !dir.exists() {
+        common::skip_loudly(&format!("SKIPPED: {} not found", dir.display()));
+        return;
+    }
+    let d = tempfile::tempdir().expect("temp dir");
+    let calib = dir.join("calibration");
+    let model = dir.join("model.onnx");
+    let out = d.path().join("out.onnx");
+    let r = ok(
+        d.path(),
+        &[
+            model.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--budget",
+            BUDGET_DIGITS,
+            "--calibration",
+            calib.to_str().unwrap(),
+        ],
+    );
+    let ratio = len(&out) as f64 / len(&model) as f64;
+    // onnxruntime's dynamic int8: 0.255 (../shared/README.md).
+    assert!(ratio < 0.2546, "{ratio}: {r:?}");
+    let accuracy = common::accuracy(&dir, &out);
+    assert_eq!(accuracy, (352, 360), "{r:?}");
+    println!("digits_mlp --budget {BUDGET_DIGITS}: size {ratio:.4}, accuracy {}/{}", accuracy.0, accuracy.1);
+}
+
+/// The budget the README's digits_mlp row uses.
+const BUDGET_DIGITS: &str = "0.001";
