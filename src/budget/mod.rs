@@ -18,9 +18,12 @@
 //!    combining both rules is estimated as the sum of their losses.
 //! 4. **Verification and back-off.** The choices are applied through the driver, one run per
 //!    variant, scoped to the chosen layers; the result is encoded, decoded and verified against
-//!    the original on the verification inputs under the budget. If it fails, the choice with
-//!    the largest estimated loss falls back to its next gentler option, and the whole is applied
-//!    and verified again — until it passes or nothing lossy is left.
+//!    the original on the verification inputs under the budget. If it fails, the estimate was
+//!    too low by the ratio of the measured loss to the estimated one: the allocation runs again
+//!    under a limit scaled down by that ratio, which drops first the choices that save least per
+//!    unit of loss. When that changes nothing (losses measured as zero on the measuring inputs),
+//!    the choice with the largest estimated loss falls back to its next gentler option. The
+//!    whole is applied and verified again each time — until it passes or nothing lossy is left.
 //!
 //! Deterministic: matches come in the driver's order, ties are broken by layer label and option
 //! order, and the measuring inputs are fixed, so the same inputs give the same bytes.
@@ -509,6 +512,7 @@ pub fn search(
         goal.budget
     };
     let mut target_tries = 0;
+    let mut alloc_limit = limit;
     let (out, rules_report, proto, verification) = loop {
         progress.message("applying the chosen options");
         let (out, rules_report) = apply(&model, &variants, &opts, &chosen)?;
@@ -537,16 +541,6 @@ pub fn search(
         if verification.passed {
             break (out, rules_report, proto, verification);
         }
-        // Back off the most sensitive choice to its next gentler option.
-        let worst = chosen
-            .iter()
-            .filter(|(_, &i)| i != 0)
-            .max_by(|a, b| {
-                let la = opts[a.0][*a.1].loss;
-                let lb = opts[b.0][*b.1].loss;
-                la.total_cmp(&lb).then_with(|| b.0.cmp(a.0))
-            })
-            .map(|(l, &i)| (l.clone(), i));
         let what = verification
             .budget
             .as_ref()
@@ -559,6 +553,54 @@ pub fn search(
                 )
             })
             .unwrap_or_default();
+        // The estimate was too low: allocate again under a limit scaled by how far off it was,
+        // which drops the choices that save least per unit of loss first.
+        let measured_loss = verification
+            .budget
+            .as_ref()
+            .map_or(f64::INFINITY, |(_, w)| additive(metric, w.loss));
+        let estimate: f64 = chosen.iter().map(|(l, &i)| opts[l][i].loss).sum();
+        if goal.target_size.is_none()
+            && measured_loss.is_finite()
+            && estimate > 0.0
+            && backoffs.len() < MAX_BACKOFF
+        {
+            let scaled = (alloc_limit * 0.9).min(limit * estimate / measured_loss * 0.95);
+            let next = allocate(&opts, scaled, None, goal.objective, &BTreeMap::new());
+            if next != chosen {
+                let dropped = chosen
+                    .iter()
+                    .filter(|(l, i)| next.get(*l) != Some(*i))
+                    .map(|(l, &i)| {
+                        format!(
+                            "`{l}` {} → {}",
+                            describe(&variants, opts[l][i].key),
+                            describe(&variants, opts[l][next[l]].key)
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                backoffs.push(format!(
+                    "{what}: the layers' own losses added up to {}, so the allocation limit goes from {} to {}: {}",
+                    loss_text(estimate),
+                    loss_text(alloc_limit.min(limit)),
+                    loss_text(scaled),
+                    dropped.join(", ")
+                ));
+                alloc_limit = scaled;
+                chosen = next;
+                continue;
+            }
+        }
+        // Back off the most sensitive choice to its next gentler option.
+        let worst = chosen
+            .iter()
+            .filter(|(_, &i)| i != 0)
+            .max_by(|a, b| {
+                let la = opts[a.0][*a.1].loss;
+                let lb = opts[b.0][*b.1].loss;
+                la.total_cmp(&lb).then_with(|| b.0.cmp(a.0))
+            })
+            .map(|(l, &i)| (l.clone(), i));
         let Some((layer, i)) = worst.filter(|_| backoffs.len() < MAX_BACKOFF) else {
             // Nothing left to back off: the lossless result.
             if chosen.values().all(|&i| i == 0) {
