@@ -18,12 +18,14 @@
 //!    combining both rules is estimated as the sum of their losses.
 //! 4. **Verification and back-off.** The choices are applied through the driver, one run per
 //!    variant, scoped to the chosen layers; the result is encoded, decoded and verified against
-//!    the original on the verification inputs under the budget. If it fails, the estimate was
-//!    too low by the ratio of the measured loss to the estimated one: the allocation runs again
-//!    under a limit scaled down by that ratio, which drops first the choices that save least per
-//!    unit of loss. When that changes nothing (losses measured as zero on the measuring inputs),
-//!    the choice with the largest estimated loss falls back to its next gentler option. The
-//!    whole is applied and verified again each time — until it passes or nothing lossy is left.
+//!    the original on the verification inputs under the budget. If it fails, the estimates
+//!    missed what the verification inputs do: each chosen option is measured alone on the input
+//!    set that failed, its loss becomes the larger of the two measurements, and the allocation
+//!    runs again. If that changes nothing, the allocation runs under a limit scaled down by how
+//!    far the estimate was off (dropping first the choices that save least per unit of loss);
+//!    if that changes nothing either, the choice with the largest estimated loss falls back to
+//!    its next gentler option. The whole is applied and verified again each time — until it
+//!    passes or nothing lossy is left.
 //!
 //! Deterministic: matches come in the driver's order, ties are broken by layer label and option
 //! order, and the measuring inputs are fixed, so the same inputs give the same bytes.
@@ -224,6 +226,35 @@ fn macs(model: &Model) -> i64 {
 
 /// Measures every variant on every layer it matches: `(variant, layer) → measurement`, plus the
 /// bytes of each layer's weights (for estimating a quantized lowrank pair).
+/// The loss of `m`'s patch applied alone to `base`, on `sets` against `reference`, with the
+/// bytes and MACs it saves.
+fn measure_one(
+    base: &Model,
+    v: &Variant,
+    m: &rewrite::Match,
+    metric: Metric,
+    sets: &[InputSet],
+    reference: &[Outputs],
+    base_macs: i64,
+) -> Result<Measured> {
+    let patch = v.rule.rewrite(base, m, &v.config)?;
+    let mut copy = base.clone();
+    patch.apply(&mut copy.graph)?;
+    let saved_bytes = -copy.graph.encoded_delta(&base.graph);
+    let saved_macs = base_macs - macs(&copy);
+    let report = verify::verify_against(reference, &copy.to_proto(), "candidate", sets, 0.0)?;
+    let loss = verify::metric::worst(&report, metric).map_or(0.0, |w| w.loss);
+    Ok(Measured {
+        loss,
+        saved_bytes,
+        saved_macs,
+    })
+}
+
+/// Every variant's matches on `base`, by `(variant, layer label)`.
+type Matches = BTreeMap<(usize, String), rewrite::Match>;
+
+/// Measures every variant on every layer it matches: `(variant, layer) → measurement`.
 fn sensitivity(
     base: &Model,
     variants: &[Variant],
@@ -231,7 +262,7 @@ fn sensitivity(
     sets: &[InputSet],
     reference: &[Outputs],
     progress: &Progress,
-) -> Result<BTreeMap<(usize, String), Measured>> {
+) -> Result<(BTreeMap<(usize, String), Measured>, Matches)> {
     let base_macs = macs(base);
     let mut jobs = Vec::new();
     for (vi, v) in variants.iter().enumerate() {
@@ -243,33 +274,20 @@ fn sensitivity(
     }
     progress.start("measuring each option alone in tract", jobs.len() as u64);
     let mut out = BTreeMap::new();
+    let mut matches = Matches::new();
     for (vi, m) in jobs {
         let v = &variants[vi];
         let layer = base.graph.node(m.anchor).label();
         progress.message(&format!("{} on `{layer}`", v.name));
-        let measured = (|| -> Result<Measured> {
-            let patch = v.rule.rewrite(base, &m, &v.config)?;
-            let mut copy = base.clone();
-            patch.apply(&mut copy.graph)?;
-            let saved_bytes = -copy.graph.encoded_delta(&base.graph);
-            let saved_macs = base_macs - macs(&copy);
-            let report =
-                verify::verify_against(reference, &copy.to_proto(), "candidate", sets, 0.0)?;
-            let loss = verify::metric::worst(&report, metric).map_or(0.0, |w| w.loss);
-            Ok(Measured {
-                loss,
-                saved_bytes,
-                saved_macs,
-            })
-        })();
         // A candidate that cannot be built or run is simply not an option.
-        if let Ok(x) = measured {
-            out.insert((vi, layer), x);
+        if let Ok(x) = measure_one(base, v, &m, metric, sets, reference, base_macs) {
+            out.insert((vi, layer.clone()), x);
+            matches.insert((vi, layer), m);
         }
         progress.inc();
     }
     progress.finish();
-    Ok(out)
+    Ok((out, matches))
 }
 
 /// Every layer's options with their estimated costs (the unchanged option first).
@@ -451,6 +469,18 @@ fn describe(variants: &[Variant], key: OptionKey) -> String {
     }
 }
 
+/// Each layer's chosen option as text, by layer.
+fn describe_all(
+    variants: &[Variant],
+    opts: &BTreeMap<String, Vec<Costed>>,
+    chosen: &BTreeMap<String, usize>,
+) -> BTreeMap<String, String> {
+    chosen
+        .iter()
+        .map(|(l, &i)| (l.clone(), describe(variants, opts[l][i].key)))
+        .collect()
+}
+
 /// Encodes and decodes `model` (the bytes that will be written) and verifies them against the
 /// original's outputs under `budget`.
 fn verify_written(
@@ -489,9 +519,13 @@ pub fn search(
     let measure_ref = verify::run_many(original, measure_sets, "original")?;
     let verify_ref = verify::run_many(original, verify_sets, "original")?;
     let variants = variants(lossy, config);
-    let measured = sensitivity(&model, &variants, metric, measure_sets, &measure_ref, progress)?;
+    let (mut measured, matches) =
+        sensitivity(&model, &variants, metric, measure_sets, &measure_ref, progress)?;
     let weight_bytes = weight_bytes(&model);
-    let opts = options(&variants, &measured, metric, &weight_bytes);
+    let mut opts = options(&variants, &measured, metric, &weight_bytes);
+    let base_macs = macs(&model);
+    // `(variant, layer, verification set)` measured after a failed verification.
+    let mut rechecked: BTreeSet<(usize, String, String)> = BTreeSet::new();
     let limit = if goal.target_size.is_some() {
         f64::INFINITY
     } else {
@@ -553,6 +587,69 @@ pub fn search(
                 )
             })
             .unwrap_or_default();
+        // The estimates missed what the verification inputs do: measure each chosen option
+        // alone on the set that failed, keep the larger loss, and allocate again.
+        if let Some((_, w)) = verification.budget.as_ref().filter(|_| backoffs.len() < MAX_BACKOFF) {
+            if let Some(si) = verify_sets.iter().position(|s| s.label == w.set) {
+                let set = std::slice::from_ref(&verify_sets[si]);
+                let reference = std::slice::from_ref(&verify_ref[si]);
+                let mut raised = Vec::new();
+                for (layer, &i) in &chosen {
+                    let k = opts[layer][i].key;
+                    for vi in [k.lowrank, k.quantize].into_iter().flatten() {
+                        let key = (vi, layer.clone());
+                        if !rechecked.insert((vi, layer.clone(), w.set.clone())) {
+                            continue;
+                        }
+                        progress.message(&format!("{} on `{layer}`, on {}", variants[vi].name, w.set));
+                        let (Some(m), Some(old)) = (matches.get(&key), measured.get(&key)) else {
+                            continue;
+                        };
+                        if let Ok(x) =
+                            measure_one(&model, &variants[vi], m, metric, set, reference, base_macs)
+                        {
+                            if x.loss > old.loss {
+                                raised.push(format!(
+                                    "`{layer}` {} {} → {}",
+                                    variants[vi].name,
+                                    loss_text(old.loss),
+                                    loss_text(x.loss)
+                                ));
+                                if let Some(e) = measured.get_mut(&key) {
+                                    e.loss = x.loss;
+                                }
+                            }
+                        }
+                    }
+                }
+                if !raised.is_empty() {
+                    let previous = describe_all(&variants, &opts, &chosen);
+                    opts = options(&variants, &measured, metric, &weight_bytes);
+                    let next = allocate(&opts, alloc_limit, to_save, goal.objective, &BTreeMap::new());
+                    let now = describe_all(&variants, &opts, &next);
+                    let changed: Vec<String> = now
+                        .iter()
+                        .filter(|(l, c)| previous.get(*l) != Some(c))
+                        .map(|(l, c)| {
+                            format!(
+                                "`{l}` {} → {c}",
+                                previous.get(l).map_or("unchanged", |s| s.as_str())
+                            )
+                        })
+                        .collect();
+                    backoffs.push(format!(
+                        "{what}: measured alone on {}, {}; allocated again: {}",
+                        w.set,
+                        raised.join(", "),
+                        if changed.is_empty() { "no change".to_string() } else { changed.join(", ") }
+                    ));
+                    if next != chosen {
+                        chosen = next;
+                        continue;
+                    }
+                }
+            }
+        }
         // The estimate was too low: allocate again under a limit scaled by how far off it was,
         // which drops the choices that save least per unit of loss first.
         let measured_loss = verification
