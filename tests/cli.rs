@@ -1478,3 +1478,48 @@ fn verification_flags_are_checked_even_when_nothing_is_verified() {
     }
     assert_eq!(listing(d.path()), set(&["mlp.onnx"]));
 }
+
+#[test]
+fn option_flags_of_rules_not_run_and_missing_calibration_are_refused() {
+    let d = dir_with(&["lowrank.onnx"]);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--rules", "clean", "--lowrank-rank", "4"],
+            "--lowrank-rank is an option of `lowrank`, which `--rules clean` does not run",
+        ),
+        (
+            &["--lowrank-energy", "0.9"],
+            "--lowrank-energy is an option of `lowrank`, which `--rules clean` does not run",
+        ),
+        (
+            &["--rules", "lowrank", "--quantize-weights", "uint8"],
+            "--quantize-weights is an option of `quantize`",
+        ),
+        (
+            &["--rules", "quantize", "--prune-zero"],
+            "--prune-zero is an option of `prune`",
+        ),
+        (
+            &["--rules", "lowrank", "--calibration", "nowhere"],
+            "calibration inputs `nowhere` do not exist",
+        ),
+        (
+            &["--rules", "clean", "--calibration", "."],
+            "--calibration is read by `lowrank`",
+        ),
+        (
+            &["--rules", "quantize", "--calibration", "."],
+            "--calibration is read by `lowrank`",
+        ),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["lowrank.onnx", "out.onnx"];
+        args.extend_from_slice(flags);
+        let e = refused(d.path(), &args);
+        assert!(e.contains(message), "{flags:?}: {e}");
+    }
+    assert_eq!(
+        listing(d.path()),
+        BTreeSet::from(["lowrank.onnx".to_string()])
+    );
+}

@@ -106,6 +106,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let mut rules: Vec<&dyn rewrite::Rule> =
         registry::select(args.rules.as_deref().unwrap_or(default_rules))?;
     rules.extend_from_slice(extra);
+    check_rule_flags(args, &rules, plan.search.is_some())?;
     if same_file(input, output) && !args.in_place {
         return Err(Error::Usage(format!(
             "refusing to overwrite the input `{}`; pass --in-place to allow it",
@@ -261,6 +262,53 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             .unwrap_or_default()
     );
     Ok(0)
+}
+
+/// Refuses option flags of rules the selection does not run, and calibration inputs that do not
+/// exist or that nothing would read: a flag that would be ignored is a mistake the user must
+/// hear about.
+fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) -> Result<()> {
+    let selected = |name: &str| rules.iter().any(|r| r.meta().name == name);
+    let selection = args.rules.as_deref().unwrap_or(if search {
+        SEARCH_SELECTION
+    } else {
+        registry::DEFAULT_SELECTION
+    });
+    let flags: [(&str, bool, &str); 10] = [
+        ("--lowrank-energy", args.lowrank_energy.is_some(), "lowrank"),
+        ("--lowrank-rank", args.lowrank_rank.is_some(), "lowrank"),
+        ("--lowrank-ratio", args.lowrank_ratio.is_some(), "lowrank"),
+        ("--lowrank-tolerance", args.lowrank_tolerance.is_some(), "lowrank"),
+        ("--lowrank-min-saving", args.lowrank_min_saving.is_some(), "lowrank"),
+        ("--quantize-weights", args.quantize_weights.is_some(), "quantize"),
+        ("--quantize-granularity", args.quantize_granularity.is_some(), "quantize"),
+        ("--quantize-exclude", !args.quantize_exclude.is_empty(), "quantize"),
+        ("--quantize-tolerance", args.quantize_tolerance.is_some(), "quantize"),
+        ("--prune-zero", args.prune_zero, "prune"),
+    ];
+    for (flag, given, rule) in flags {
+        if given && !selected(rule) {
+            return Err(Error::Usage(format!(
+                "{flag} is an option of `{rule}`, which `--rules {selection}` does not run"
+            )));
+        }
+    }
+    for p in &args.calibration {
+        if !p.exists() {
+            return Err(Error::Usage(format!(
+                "calibration inputs `{}` do not exist",
+                p.display()
+            )));
+        }
+    }
+    let reads_calibration =
+        search || selected("lowrank") || (selected("quantize") && args.quantize_tolerance.is_some());
+    if !args.calibration.is_empty() && !reads_calibration {
+        return Err(Error::Usage(format!(
+            "--calibration is read by `lowrank`, `quantize --quantize-tolerance` and --budget, and `--rules {selection}` uses none of them"
+        )));
+    }
+    Ok(())
 }
 
 /// The rules a `--budget` or `--target-size` run selects when `--rules` is not given.
