@@ -70,12 +70,12 @@ pub fn render(rows: &[Row]) -> Result<String, String> {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(64)
-                .build_cartesian_2d(0f64..x_max, (ERROR_FLOOR..y_max).log_scale())
+                .build_cartesian_2d(0f64..x_max, (ERROR_FLOOR / 2.0..y_max).log_scale())
                 .map_err(|e| e.to_string())?;
             chart
                 .configure_mesh()
                 .x_desc("size ratio (rewritten / original)")
-                .y_desc("1 − worst cosine")
+                .y_desc("1 − worst cosine (at least 1e-9)")
                 .y_label_formatter(&|v| format!("{v:.0e}"))
                 .draw()
                 .map_err(|e| e.to_string())?;

@@ -115,8 +115,11 @@ pub struct Measure {
     pub size: Pair<u64>,
     /// Parameter elements.
     pub params: Pair<u64>,
-    /// Multiply-accumulates (symbolic dimensions counted as 1).
+    /// Multiply-accumulates (symbolic dimensions counted as 1) of the nodes whose shapes are
+    /// known.
     pub macs: Pair<u64>,
+    /// Nodes whose MACs are unknown (shapes not inferred): `macs` is then a lower bound.
+    pub macs_unknown_nodes: Pair<u64>,
     /// Median latency in milliseconds, when tract ran both models.
     pub latency_ms: Option<Pair<f64>>,
     /// Worst cosine over outputs and test sets (None when no output is numeric or tract failed).
@@ -148,7 +151,7 @@ pub enum Task {
 struct Original {
     size: u64,
     params: u64,
-    macs: u64,
+    macs: (u64, u64),
     sets: Vec<InputSet>,
     /// Outputs on every test set, or why tract could not run it.
     outputs: std::result::Result<Vec<Outputs>, String>,
@@ -273,10 +276,11 @@ fn size_of(loaded: &crate::onnx::io::LoadedModel) -> u64 {
     loaded.file_len + loaded.external.bytes
 }
 
-fn counts(proto: &ModelProto) -> Result<(u64, u64)> {
+/// Parameters, and MACs with the number of nodes whose MACs are unknown.
+fn counts(proto: &ModelProto) -> Result<(u64, (u64, u64))> {
     let m = Model::from_proto(proto.clone())?;
     let i = crate::report::inspect::inspect(&m, 0);
-    Ok((i.params.elements, i.macs.total))
+    Ok((i.params.elements, (i.macs.total, i.macs.unknown_nodes)))
 }
 
 fn measure_original(d: &ModelDir) -> Result<Original> {
@@ -383,8 +387,12 @@ fn run_preset(opts: &BenchOptions, d: &ModelDir, orig: &Original, preset: &str) 
             rewritten: params,
         },
         macs: Pair {
-            original: orig.macs,
-            rewritten: macs,
+            original: orig.macs.0,
+            rewritten: macs.0,
+        },
+        macs_unknown_nodes: Pair {
+            original: orig.macs.1,
+            rewritten: macs.1,
         },
         latency_ms: None,
         worst_cosine: None,

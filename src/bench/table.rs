@@ -27,6 +27,7 @@ pub const COLUMNS: [&str; 13] = [
 pub fn render(rows: &[Row], runs: usize) -> String {
     let mut s = format!(
         "Original → rewritten, measured in the same run. Size: the .onnx file plus external data. \
+         MACs: as `onnx-slim inspect` counts them (n/a, or ≥, where it cannot infer shapes). \
          Latency: median of {runs} tract run(s) on test_data_set_0, the two models in turns, \
          compile not timed. Error: the rewritten model's outputs against the original's in tract, \
          worst over all test sets. Task metric: accuracy of the first output's argmax against \
@@ -69,8 +70,8 @@ pub fn cells(r: &Row) -> Vec<String> {
             ));
             c.push(format!(
                 "{} → {}",
-                count(m.macs.original),
-                count(m.macs.rewritten)
+                macs(m.macs.original, m.macs_unknown_nodes.original),
+                macs(m.macs.rewritten, m.macs_unknown_nodes.rewritten)
             ));
             match m.latency_ms {
                 Some(l) => {
@@ -145,9 +146,18 @@ fn count(n: u64) -> String {
     format!("{v:.digits$}{suffix}")
 }
 
-/// A cosine: `1` when exact, `1 − 2.07e-6` when within 1e-4 of 1, else six decimals.
+/// MACs: `n/a` when no node's MACs are known, `≥ n` when some are unknown.
+fn macs(total: u64, unknown_nodes: u64) -> String {
+    match (total, unknown_nodes) {
+        (_, 0) => count(total),
+        (0, _) => "n/a".into(),
+        _ => format!("≥ {}", count(total)),
+    }
+}
+
+/// A cosine: `1` when exact (within rounding), `1 − 2.07e-6` when within 1e-4 of 1, else six decimals.
 fn cosine(x: f64) -> String {
-    if x == 1.0 {
+    if x >= 1.0 - 4.0 * f64::EPSILON {
         "1".into()
     } else if x < 1.0 && 1.0 - x < 1e-4 {
         format!("1 − {:.2e}", 1.0 - x)
@@ -182,8 +192,16 @@ mod tests {
     #[test]
     fn cosines_near_one_show_their_distance() {
         assert_eq!(cosine(1.0), "1");
+        assert_eq!(cosine(1.0 - 2.2e-16), "1");
         assert_eq!(cosine(1.0 - 2.5e-7), "1 − 2.50e-7");
         assert_eq!(cosine(0.93), "0.930000");
+    }
+
+    #[test]
+    fn unknown_macs_are_said() {
+        assert_eq!(macs(300_000, 0), "300k");
+        assert_eq!(macs(0, 3), "n/a");
+        assert_eq!(macs(300_000, 3), "≥ 300k");
     }
 
     #[test]
