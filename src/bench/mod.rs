@@ -15,7 +15,8 @@
 //! - **size**: the `.onnx` file plus the bytes of its tensors stored as external data;
 //! - **parameters** and **MACs**: as `onnx-slim inspect` counts them;
 //! - **latency**: the median of `runs` timed runs of each model's compiled tract plan on
-//!   `test_data_set_0` (the compile is not timed), the two models taking turns, run after run;
+//!   `test_data_set_0` (the compile is not timed), the two models taking turns, run after run,
+//!   and going first in turn;
 //! - **output error**: the rewritten model's outputs against the original's, both run in tract on
 //!   every test set, by [`crate::verify::compare_outputs`] and
 //!   [`crate::verify::relative_l2_error`]: the worst cosine, the worst relative L2 error, and the
@@ -494,13 +495,20 @@ fn timing(runs: usize, orig: &Original, rewritten: &ModelProto) -> Result<Pair<f
     let (plan_b, _) = Plan::compile(rewritten, set, "rewritten")?;
     let mut ta = Vec::with_capacity(runs);
     let mut tb = Vec::with_capacity(runs);
-    for _ in 0..runs {
+    let time = |plan: &Plan| -> Result<f64> {
         let t = Instant::now();
-        plan_a.run(set)?;
-        ta.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        plan_b.run(set)?;
-        tb.push(t.elapsed().as_secs_f64() * 1e3);
+        plan.run(set)?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    // Turns alternate which model goes first, so neither always runs on a warmer cache.
+    for k in 0..runs {
+        if k % 2 == 0 {
+            ta.push(time(plan_a)?);
+            tb.push(time(&plan_b)?);
+        } else {
+            tb.push(time(&plan_b)?);
+            ta.push(time(plan_a)?);
+        }
     }
     Ok(Pair {
         original: median(&mut ta),
