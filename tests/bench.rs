@@ -278,3 +278,53 @@ fn bench_scores_digits_mlp_against_its_labels() {
     assert_eq!(rows[0][0], "digits_mlp");
     assert_eq!(rows[0][column("task metric")], "97.78 % → 97.78 %");
 }
+
+#[test]
+fn presets_name_the_model_folder_with_dir() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let dir = model_folder(d.path(), "m");
+    let calib = dir.join("calibration/test_data_set_0");
+    std::fs::create_dir_all(&calib).expect("mkdir");
+    std::fs::copy(
+        dir.join("test_data_set_0/input_0.pb"),
+        calib.join("input_0.pb"),
+    )
+    .expect("copy");
+    let r = slim(
+        d.path(),
+        &[
+            "bench",
+            "m",
+            "--runs",
+            "1",
+            "--preset",
+            "--rules quantize --quantize-tolerance 0.5 --calibration {dir}/calibration",
+            "--preset",
+            "--rules quantize --inputs {dir}/nowhere",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let rows = rows(&r.stdout);
+    assert_eq!(rows.len(), 2, "{r:?}");
+    // The preset is shown as given; the main job got the folder.
+    assert_eq!(
+        rows[0][1],
+        "`--rules quantize --quantize-tolerance 0.5 --calibration {dir}/calibration`"
+    );
+    assert!(rows[0][column("note")].ends_with("patches"), "{rows:?}");
+    let note = &rows[1][column("note")];
+    assert!(note.starts_with("failed (exit "), "{note}");
+    assert!(note.contains("m/nowhere"), "{note}");
+}
+
+#[test]
+fn bench_help_lists_its_flags() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let r = slim(d.path(), &["bench", "--help"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for flag in ["MODEL_DIR", "--preset", "--runs", "--out", "--svg"] {
+        assert!(r.stdout.contains(flag), "{flag} not in bench --help: {r:?}");
+    }
+    let r = slim(d.path(), &["--help"]);
+    assert!(r.stdout.contains("bench"), "{r:?}");
+}
