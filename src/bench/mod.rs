@@ -28,6 +28,7 @@
 pub mod chart;
 pub mod table;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -313,12 +314,21 @@ fn measure_original(d: &ModelDir) -> Result<Original> {
     })
 }
 
-/// The preset's arguments: split at whitespace, `{dir}` replaced by the model folder.
-pub fn preset_args(preset: &str, dir: &Path) -> Vec<String> {
-    let d = dir.display().to_string();
+/// The preset's arguments: split at whitespace, `{dir}` in any of them replaced by the model
+/// folder (kept as the OS gave it, not only when it is UTF-8).
+pub fn preset_args(preset: &str, dir: &Path) -> Vec<OsString> {
     preset
         .split_whitespace()
-        .map(|a| a.replace("{dir}", &d))
+        .map(|a| {
+            let mut arg = OsString::new();
+            for (k, part) in a.split("{dir}").enumerate() {
+                if k > 0 {
+                    arg.push(dir.as_os_str());
+                }
+                arg.push(part);
+            }
+            arg
+        })
         .collect()
 }
 
