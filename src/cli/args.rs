@@ -156,8 +156,8 @@ pub enum Command {
         /// Model folders in ONNX model-zoo layout.
         #[arg(value_name = "MODEL_DIR", required = true)]
         dirs: Vec<PathBuf>,
-        /// Main-job arguments, e.g. "--rules quantize"; `{dir}` is the model folder
-        /// (repeatable). Default: "--rules clean" and "--rules quantize".
+        /// Main-job arguments, split at whitespace, e.g. "--rules quantize"; `{dir}` is the
+        /// model folder (repeatable). Default: "--rules clean" and "--rules quantize".
         #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
         preset: Vec<String>,
         /// Timed tract runs per model and preset; the latency is their median.
