@@ -1,5 +1,6 @@
 //! onnx-slim: rewrite ONNX graphs to make models smaller and faster, and prove every rewrite in tract.
 
+pub mod bench;
 pub mod budget;
 pub mod calibrate;
 pub mod cli;

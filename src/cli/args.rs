@@ -178,6 +178,27 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         report_json: Option<PathBuf>,
     },
+    /// Run presets of the main job on model folders (model.onnx + test_data_set_*) and compare
+    /// each result with the original: size, parameters, MACs, tract latency, output error and
+    /// the task metric, as a Markdown table (and an SVG chart of size against error).
+    Bench {
+        /// Model folders in ONNX model-zoo layout.
+        #[arg(value_name = "MODEL_DIR", required = true)]
+        dirs: Vec<PathBuf>,
+        /// Main-job arguments, split at whitespace, e.g. "--rules quantize"; `{dir}` is the
+        /// model folder (repeatable). Default: "--rules clean" and "--rules quantize".
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        preset: Vec<String>,
+        /// Timed tract runs per model and preset; the latency is their median.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        runs: usize,
+        /// Write the Markdown table to FILE instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Write the chart of size ratio against output error to FILE (SVG).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
 }
 
 /// Parses `--tolerance`: a finite number, not negative.

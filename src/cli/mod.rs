@@ -2,6 +2,7 @@
 //! calls [`main`]; [`main_with_rules`] is the same command line with extra rules, for tests.
 
 pub mod args;
+mod bench;
 mod run;
 mod summary;
 
@@ -122,6 +123,13 @@ fn dispatch(cli: Cli, extra: &[&dyn Rule]) -> Result<i32> {
                 .transpose()?;
             run::verify_command(&a, &b, &inputs, budget, report_json.as_deref())
         }
+        Some(Command::Bench {
+            dirs,
+            preset,
+            runs,
+            out,
+            svg,
+        }) => bench::command(dirs, preset, runs, out.as_deref(), svg.as_deref()),
         None => {
             if cli.run.list_rules {
                 print!("{}", run::list_rules());

@@ -381,3 +381,29 @@ fn missing_types(g: &GraphProto, out: &mut Vec<String>) {
         }
     }
 }
+
+/// A model prepared and compiled by tract for one input signature (names, element types,
+/// shapes), to be run again and again: `bench` times [`Plan::run`] alone, not the compile.
+pub struct Plan {
+    compiled: Compiled,
+    label: String,
+}
+
+impl Plan {
+    /// Prepares `model` for `inputs` and compiles it (optimized, else decluttered, else plain
+    /// typed, as [`run`] does); returns the plan and the outputs of its first run on `inputs`.
+    pub fn compile(model: &ModelProto, inputs: &InputSet, label: &str) -> Result<(Plan, Outputs)> {
+        let prepared = prepare(model, inputs)?;
+        let (compiled, outputs) = compile_and_run(&prepared.model, inputs, label)?;
+        let plan = Plan {
+            compiled,
+            label: label.to_string(),
+        };
+        Ok((plan, outputs))
+    }
+
+    /// Runs the compiled plan on `inputs`, which must have the signature it was compiled for.
+    pub fn run(&self, inputs: &InputSet) -> Result<Outputs> {
+        self.compiled.run(inputs, &self.label)
+    }
+}
