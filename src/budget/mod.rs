@@ -60,6 +60,16 @@ pub enum Objective {
     Macs,
 }
 
+impl Objective {
+    /// The name `--objective` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::Size => "size",
+            Objective::Macs => "macs",
+        }
+    }
+}
+
 impl std::str::FromStr for Objective {
     type Err = Error;
     fn from_str(s: &str) -> Result<Objective> {
@@ -540,7 +550,7 @@ pub fn search(
     let budget = if goal.target_size.is_some() {
         Budget {
             metric,
-            limit: f64::MAX,
+            limit: f64::INFINITY,
         }
     } else {
         goal.budget
@@ -787,9 +797,11 @@ impl SearchReport {
         let mut s = String::new();
         let goal = match self.target_size {
             Some(r) => format!("target size {r}× the input, least {}", self.budget.metric),
-            None => format!("budget {}, objective {:?}", self.budget.describe(), self.objective)
-                .replace("Size", "size")
-                .replace("Macs", "macs"),
+            None => format!(
+                "budget {}, objective {}",
+                self.budget.describe(),
+                self.objective.name()
+            ),
         };
         let _ = writeln!(
             s,

@@ -31,11 +31,6 @@ impl Progress {
         }
     }
 
-    /// Whether anything is drawn.
-    pub fn is_hidden(&self) -> bool {
-        self.bar.is_hidden()
-    }
-
     /// Starts a bar of `len` steps titled `what`.
     pub fn start(&self, what: &str, len: u64) {
         self.bar.set_style(

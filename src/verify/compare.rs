@@ -548,13 +548,14 @@ pub fn verify_against(
 }
 
 /// Judges `report` by a model-level `budget` instead of its element-wise tolerance: an output
-/// passes when its loss under the budget's metric is at most the limit (see
+/// passes when its loss under the budget's metric is finite and at most the limit (see
 /// [`super::metric`]); the report keeps every metric for display.
 pub fn judge(report: &mut VerifyReport, budget: Budget) {
     for s in &mut report.sets {
         for c in &mut s.outputs {
             let loss = budget.metric.loss(c);
-            c.passed = loss <= budget.limit;
+            // An infinite loss (NaN, changed shape, missing output) fails even without a limit.
+            c.passed = loss <= budget.limit && loss.is_finite();
             c.loss = Some(loss);
         }
         s.passed = s.outputs.iter().all(|c| c.passed);

@@ -95,8 +95,10 @@ impl Metric {
         }
         match self {
             Metric::Cosine => format!("cosine {:.5}", 1.0 - loss),
+            Metric::RelL2 if loss != 0.0 && loss < 1e-3 => format!("rel-l2 {loss:.2e}"),
             Metric::RelL2 => format!("rel-l2 {loss:.4}"),
             Metric::Argmax => format!("argmax agreement {:.2} %", 100.0 * (1.0 - loss)),
+            Metric::MaxAbs if loss != 0.0 && loss < 1e-3 => format!("max abs {loss:.2e}"),
             Metric::MaxAbs => format!("max abs {loss:.4}"),
         }
     }
@@ -170,6 +172,9 @@ impl Budget {
 
     /// The budget as a sentence fragment: `cosine ≥ 0.99`, `rel-l2 ≤ 0.05`.
     pub fn describe(&self) -> String {
+        if self.limit.is_infinite() {
+            return format!("none ({} reported only)", self.metric);
+        }
         match self.metric {
             Metric::Cosine => format!("cosine ≥ {}", trim(1.0 - self.limit)),
             Metric::RelL2 => format!("rel-l2 ≤ {}", trim(self.limit)),
