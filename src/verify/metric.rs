@@ -43,7 +43,12 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in the order the help text lists them.
-    pub const ALL: [Metric; 4] = [Metric::Cosine, Metric::RelL2, Metric::Argmax, Metric::MaxAbs];
+    pub const ALL: [Metric; 4] = [
+        Metric::Cosine,
+        Metric::RelL2,
+        Metric::Argmax,
+        Metric::MaxAbs,
+    ];
 
     /// The name `--budget-metric` takes.
     pub fn name(self) -> &'static str {
@@ -91,7 +96,10 @@ impl Metric {
     /// 97.50 %`, `max abs 0.31`.
     pub fn describe(self, loss: f64) -> String {
         if loss.is_infinite() {
-            return format!("{} ∞ (a NaN, an infinity, a changed shape or a missing output)", self.name());
+            return format!(
+                "{} ∞ (a NaN, an infinity, a changed shape or a missing output)",
+                self.name()
+            );
         }
         match self {
             Metric::Cosine => format!("cosine {:.5}", 1.0 - loss),
@@ -228,4 +236,88 @@ pub fn summary(report: &VerifyReport) -> Vec<(Metric, Worst)> {
         .into_iter()
         .filter_map(|m| worst(report, m).map(|w| (m, w)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::compare_tensors;
+    use tract_onnx::prelude::Tensor;
+
+    fn t(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::from_shape(shape, v).unwrap()
+    }
+
+    #[test]
+    fn equal_outputs_have_no_loss_under_any_metric() {
+        let a = t(&[2, 3], &[0.1, 0.7, 0.3, 1e-7, 2.0, -3.0]);
+        let c = compare_tensors("y", &a, &a, 0.0);
+        for m in Metric::ALL {
+            assert_eq!(m.loss(&c), 0.0, "{m}");
+        }
+    }
+
+    #[test]
+    fn each_metric_measures_its_own_quantity() {
+        let a = t(&[2, 2], &[1.0, 0.0, 0.0, 1.0]);
+        let b = t(&[2, 2], &[1.0, 0.0, 1.0, 0.0]);
+        let c = compare_tensors("y", &a, &b, 0.0);
+        // cos = 1/2; ‖a−b‖ = √2, ‖a‖ = √2; one of two rows changes its argmax; max |a−b| = 1.
+        assert!((Metric::Cosine.loss(&c) - 0.5).abs() < 1e-12);
+        assert!((Metric::RelL2.loss(&c) - 1.0).abs() < 1e-12);
+        assert_eq!(Metric::Argmax.loss(&c), 0.5);
+        assert_eq!(Metric::MaxAbs.loss(&c), 1.0);
+    }
+
+    #[test]
+    fn a_nan_the_reference_does_not_have_or_a_changed_shape_is_an_infinite_loss() {
+        let a = t(&[3], &[1.0, 2.0, 3.0]);
+        let b = t(&[3], &[1.0, f32::NAN, 3.0]);
+        let c = compare_tensors("y", &a, &b, 0.0);
+        for m in Metric::ALL {
+            assert_eq!(m.loss(&c), f64::INFINITY, "{m}");
+        }
+        let c = compare_tensors("y", &a, &t(&[1, 3], &[1.0, 2.0, 3.0]), 0.0);
+        assert_eq!(Metric::Cosine.loss(&c), f64::INFINITY);
+        // The same NaN at the same place is no loss.
+        let c = compare_tensors("y", &b, &b, 0.0);
+        assert_eq!(Metric::RelL2.loss(&c), 0.0);
+    }
+
+    #[test]
+    fn integer_outputs_count_the_fraction_of_elements_that_changed() {
+        let a = Tensor::from_shape(&[4], &[1i64, 2, 3, 4]).unwrap();
+        let b = Tensor::from_shape(&[4], &[1i64, 2, 0, 4]).unwrap();
+        let c = compare_tensors("k", &a, &b, 0.0);
+        assert_eq!(Metric::Cosine.loss(&c), 0.25);
+    }
+
+    #[test]
+    fn an_output_without_an_argmax_axis_is_judged_by_cosine_under_argmax() {
+        let a = t(&[2, 1], &[1.0, 2.0]);
+        let b = t(&[2, 1], &[2.0, 1.0]);
+        let c = compare_tensors("y", &a, &b, 0.0);
+        assert_eq!(Metric::Argmax.loss(&c), Metric::Cosine.loss(&c));
+        assert!(Metric::Argmax.loss(&c) > 0.0);
+    }
+
+    #[test]
+    fn budget_flags_are_checked_and_described() {
+        assert_eq!(Budget::from_flags(None, None).unwrap(), Budget::DEFAULT);
+        assert_eq!(Budget::DEFAULT.describe(), "cosine ≥ 0.99");
+        let b = Budget::from_flags(Some(0.05), Some("rel-l2")).unwrap();
+        assert_eq!(b.describe(), "rel-l2 ≤ 0.05");
+        let b = Budget::from_flags(Some(0.02), Some("argmax")).unwrap();
+        assert_eq!(b.describe(), "argmax agreement ≥ 98 %");
+        for (l, m) in [
+            (Some(-1.0), None),
+            (Some(f64::NAN), None),
+            (None, Some("max-abs")),
+            (Some(0.1), Some("l1")),
+            (Some(1.0), Some("argmax")),
+        ] {
+            let e = Budget::from_flags(l, m).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{l:?} {m:?}");
+        }
+    }
 }

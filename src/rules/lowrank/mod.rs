@@ -219,7 +219,10 @@ impl LowrankConfig {
 
 /// The labels of the two nodes a factored layer `label` becomes.
 pub fn factor_labels(label: &str) -> [String; 2] {
-    [format!("{label}{FIRST_SUFFIX}"), format!("{label}{SECOND_SUFFIX}")]
+    [
+        format!("{label}{FIRST_SUFFIX}"),
+        format!("{label}{SECOND_SUFFIX}"),
+    ]
 }
 
 /// See the module docs.
