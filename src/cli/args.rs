@@ -75,10 +75,12 @@ pub struct RunArgs {
     /// them (lossless). The only criterion so far: `--rules prune` alone does the same.
     #[arg(long)]
     pub prune_zero: bool,
-    /// quantize: store weights as `int8` (symmetric, the default) or `uint8` (asymmetric).
+    /// quantize: store weights as `int8` (symmetric, the default), `uint8` (asymmetric) or `int4`
+    /// (symmetric, two per byte; opset 21, raised when no other op changes meaning).
     #[arg(long, value_name = "TYPE")]
     pub quantize_weights: Option<String>,
-    /// quantize: one scale per output `channel` (the default) or per `tensor`.
+    /// quantize: one scale per output `channel` (the default), per `tensor`, or per `block:N` of
+    /// N elements along the weight's input axis (`block_size`, opset 21).
     #[arg(long, value_name = "G")]
     pub quantize_granularity: Option<String>,
     /// quantize: node or weight names to keep in float (comma-separated, repeatable).

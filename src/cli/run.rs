@@ -148,6 +148,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         lowrank,
         quantize,
     };
+    if rules.iter().any(|r| r.meta().code == "Q001") {
+        if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {
+            println!("{note}");
+        }
+    }
     let report = rewrite::run(
         &mut model,
         &rules,
@@ -182,6 +187,13 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         let written = crate::onnx::decode_bytes(bytes.into(), output)?;
         let v = super::run::verify_models(&original, &written, input, &args.verify, tolerance)?;
         println!("verification in tract (tolerance {tolerance}):\n{}", v.0);
+        let equivalent = crate::verify::prepare::equivalent_graph_nodes(&written);
+        if !equivalent.is_empty() {
+            println!(
+                "tract ran an equivalent graph: {} DequantizeLinear (int4 or block_size, which tract 0.23 does not run) replaced by the float weight each computes",
+                equivalent.len()
+            );
+        }
         if !v.1 {
             return Err(Error::VerifyFailed(format!(
                 "{} beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)",

@@ -1,17 +1,17 @@
 //! Which weights to quantize and how: the readers' axes, the spelling, what stays float.
 
-use super::{QuantizeConfig, Granularity};
+use super::grid::Groups;
+use super::{Granularity, QuantizeConfig};
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::ops::{self, WeightOperand, WeightRole};
 use crate::rewrite::Findings;
 
-
-/// Where `id` reads weights to quantize: `(input slot, output-channel axis)` per weight operand,
-/// from the op table (biases excluded; they stay float). The axis may be negative (counted from
-/// the end). MatMul's table entry names both sides: the weight is the constant one, the right
+/// Where `id` reads weights to quantize: `(input slot, output-channel axis, input-channel axis)`
+/// per weight operand, from the op table (biases excluded; they stay float). Axes may be
+/// negative (counted from the end). MatMul's table entry names both sides: the weight is the constant one, the right
 /// one when neither or both are.
-pub(super) fn weight_operands(g: &Graph, id: NodeId) -> Vec<(usize, i64)> {
+pub(super) fn weight_operands(g: &Graph, id: NodeId) -> Vec<(usize, i64, Option<i64>)> {
     let Some(p) = g.node(id).op() else {
         return vec![];
     };
@@ -25,7 +25,7 @@ pub(super) fn weight_operands(g: &Graph, id: NodeId) -> Vec<(usize, i64)> {
         .any(|w| w.role == WeightRole::Kernel && is_const(w.input));
     ops.into_iter()
         .filter(|w| w.role != WeightRole::LeftKernel || (is_const(w.input) && !kernel_const))
-        .filter_map(|w| Some((w.input, w.out_axis?)))
+        .filter_map(|w| Some((w.input, w.out_axis?, w.in_axis)))
         .collect()
 }
 
@@ -67,10 +67,23 @@ pub(super) struct Candidate {
     pub(super) weight: ValueRef,
     /// `Some(axis)` for per-channel (normalised to the weight's rank), `None` for per-tensor.
     pub(super) axis: Option<usize>,
+    /// `Some(b)`: one scale per `b` consecutive elements along `axis` (`block_size`, opset 21).
+    pub(super) block: Option<usize>,
     /// How per-channel scales are written (ignored per tensor).
     pub(super) spelling: Spelling,
     /// Why per-channel was not used, or spelled differently, when it was asked for.
     pub(super) note: Option<String>,
+}
+
+impl Candidate {
+    /// How its elements share scales.
+    pub(super) fn groups(&self) -> Groups {
+        match (self.axis, self.block) {
+            (Some(axis), Some(block)) => Groups::Block { axis, block },
+            (Some(axis), None) => Groups::Channel(axis),
+            (None, _) => Groups::Tensor,
+        }
+    }
 }
 
 pub(super) fn weight_name(g: &Graph, v: ValueRef) -> &str {
@@ -110,7 +123,11 @@ pub(super) fn behind_dequantize(g: &Graph, v: ValueRef) -> bool {
 
 /// Collects every weight read by a quantizable op: the first reader and the weight, with skips
 /// for the places that stay float. Linear in the graph.
-pub(super) fn find_weights(model: &Model, cfg: &QuantizeConfig, f: &mut Findings) -> Vec<(NodeId, ValueRef)> {
+pub(super) fn find_weights(
+    model: &Model,
+    cfg: &QuantizeConfig,
+    f: &mut Findings,
+) -> Vec<(NodeId, ValueRef)> {
     let g = &model.graph;
     let opset = model.opset("").unwrap_or(1);
     let mut seen = std::collections::BTreeSet::new();
@@ -139,7 +156,7 @@ pub(super) fn find_weights(model: &Model, cfg: &QuantizeConfig, f: &mut Findings
             );
             continue;
         }
-        for (slot, _) in ops {
+        for (slot, _, _) in ops {
             let Some(v) = g.input(id, slot) else { continue };
             if g.const_tensor(v).is_none() {
                 if behind_dequantize(g, v) {
@@ -195,7 +212,13 @@ pub(super) fn plan(
         return Err(format!("weight `{name}` is not an initializer or Constant"));
     }
     let rank = t.dims.len() as i64;
+    let norm = |axis: i64| {
+        (rank > 0)
+            .then(|| if axis < 0 { axis + rank } else { axis })
+            .filter(|a| (0..rank).contains(a))
+    };
     let mut axes = Vec::new();
+    let mut in_axes = Vec::new();
     for (reader, slot) in g.consumers(weight) {
         if g.node(reader).domain().is_empty()
             && !weight_operands(g, reader).is_empty()
@@ -206,19 +229,34 @@ pub(super) fn plan(
                 g.node(reader).label()
             ));
         }
-        if let Some((_, axis)) = weight_operands(g, reader)
+        if let Some((_, axis, in_axis)) = weight_operands(g, reader)
             .into_iter()
-            .find(|(s, _)| *s == slot)
+            .find(|(s, _, _)| *s == slot)
         {
-            let axis = (rank > 0)
-                .then(|| if axis < 0 { axis + rank } else { axis })
-                .filter(|a| (0..rank).contains(a));
-            axes.push(axis);
+            axes.push(norm(axis));
+            in_axes.push(in_axis.and_then(norm));
         }
     }
     let opset = model.opset("").unwrap_or(1);
+    let mut block = None;
     let (axis, note) = match cfg.granularity {
         Granularity::Tensor => (None, None),
+        Granularity::Block(b) => match in_axes.first() {
+            Some(Some(first)) if in_axes.iter().all(|a| *a == Some(*first)) => {
+                block = Some(b);
+                (Some(*first as usize), None)
+            }
+            Some(Some(_)) => {
+                return Err(format!(
+                    "weight `{name}`: its readers disagree on the input axis to block along"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "weight `{name}`: the op table names no input axis of it to block along"
+                ))
+            }
+        },
         Granularity::Channel => match axes.first() {
             Some(Some(first)) if axes.iter().all(|a| *a == Some(*first)) => {
                 (Some(*first as usize), None)
@@ -242,8 +280,8 @@ pub(super) fn plan(
     Ok(Candidate {
         weight,
         axis,
+        block,
         spelling,
         note,
     })
 }
-

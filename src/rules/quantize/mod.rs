@@ -49,27 +49,33 @@
 //! `DequantizeLinear` by 1 and 0 gives the codes exactly, so this computes what the per-channel
 //! `DequantizeLinear` would, bit for bit; the report line says which spelling was used.
 
-
 mod find;
 mod grid;
+mod opset;
 mod tolerance;
 
 use super::util::{const_wire, make_attr_i, make_node};
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Model, ValueRef};
-use crate::onnx::proto::TensorProto;
+use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
 
 use find::{find_weights, plan, weight_name, Candidate, Spelling};
-use grid::{int_tensor, quantize};
-use tolerance::{cached_error, error_key, error_text, output_errors};
-pub use tolerance::TOLERANCE_SEED;
+#[cfg(test)]
+use grid::quantize;
+use grid::{int_tensor, quantize_groups};
+pub use opset::{opset_blockers, raise_opset};
+use opset::{opset_refusal, TRACT_NOTE};
 #[cfg(test)]
 use tolerance::MEASURED;
+pub use tolerance::TOLERANCE_SEED;
+use tolerance::{cached_error, error_key, error_text, output_errors};
 
 /// Weights with fewer elements stay float by default: the `DequantizeLinear` node, its scale and
 /// zero point cost more than the bytes saved.
 pub const DEFAULT_MIN_ELEMENTS: u64 = 256;
+/// The opset of `DequantizeLinear` with int4 inputs and `block_size`.
+pub const OPSET_INT4: i64 = 21;
 /// Default verification tolerance, a sanity bound (see [`Quantize::tolerance`]).
 pub const VERIFY_TOLERANCE: f32 = 2.0;
 
@@ -81,6 +87,20 @@ pub enum WeightType {
     Int8,
     /// Asymmetric uint8: `[min, max]` (widened to include 0) maps onto `[0, 255]`.
     Uint8,
+    /// Symmetric int4 (ONNX `INT4`, data type 22), zero point 0 (omitted), values in `[−7, 7]`,
+    /// stored two per byte, low nibble first. Needs opset 21 (see [`raise_opset`]).
+    Int4,
+}
+
+impl WeightType {
+    /// The flag value: `int8`, `uint8` or `int4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightType::Int8 => "int8",
+            WeightType::Uint8 => "uint8",
+            WeightType::Int4 => "int4",
+        }
+    }
 }
 
 /// Whether one scale serves the whole tensor or each output channel.
@@ -91,6 +111,10 @@ pub enum Granularity {
     Channel,
     /// One scale and zero point for the tensor.
     Tensor,
+    /// One scale (and zero point) per block of this many consecutive elements along the
+    /// weight's input (reduction) axis from the op table: `DequantizeLinear`'s `block_size`,
+    /// which needs opset 21 (see [`raise_opset`]). `--quantize-granularity block:N`, `N ≥ 1`.
+    Block(usize),
 }
 
 /// Options of the `quantize` rule.
@@ -141,18 +165,30 @@ impl QuantizeConfig {
         match weights {
             None | Some("int8") => {}
             Some("uint8") => cfg.weights = WeightType::Uint8,
+            Some("int4") => cfg.weights = WeightType::Int4,
             Some(other) => {
                 return Err(Error::Usage(format!(
-                    "--quantize-weights must be `int8` or `uint8`, got `{other}`"
+                    "--quantize-weights must be `int8`, `uint8` or `int4`, got `{other}`"
                 )))
             }
         }
         match granularity {
             None | Some("channel") => {}
             Some("tensor") => cfg.granularity = Granularity::Tensor,
+            Some(g) if g.starts_with("block:") => {
+                let n = &g["block:".len()..];
+                match n.parse::<usize>() {
+                    Ok(b) if b >= 1 => cfg.granularity = Granularity::Block(b),
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "--quantize-granularity `block:N` needs a positive whole block size, got `{n}`"
+                        )))
+                    }
+                }
+            }
             Some(other) => {
                 return Err(Error::Usage(format!(
-                    "--quantize-granularity must be `channel` or `tensor`, got `{other}`"
+                    "--quantize-granularity must be `channel`, `tensor` or `block:N`, got `{other}`"
                 )))
             }
         }
@@ -166,6 +202,16 @@ impl QuantizeConfig {
         Ok(cfg)
     }
 
+    /// The default-domain opset the written `DequantizeLinear`s need: 21 for int4 or blocks,
+    /// else 10 (per-channel scales below 13 are spelled with a `Mul`).
+    pub fn needs_opset(&self) -> i64 {
+        if self.weights == WeightType::Int4 || matches!(self.granularity, Granularity::Block(_)) {
+            OPSET_INT4
+        } else {
+            10
+        }
+    }
+
     /// Whether any flag differs from the defaults.
     pub fn is_default(&self) -> bool {
         *self == QuantizeConfig::default()
@@ -176,17 +222,17 @@ impl QuantizeConfig {
 pub struct Quantize;
 
 fn scheme(cfg: &QuantizeConfig, c: &Candidate) -> String {
-    let ty = match cfg.weights {
-        WeightType::Int8 => "int8",
-        WeightType::Uint8 => "uint8",
-    };
+    let ty = cfg.weights.name();
     match (c.axis, c.spelling) {
+        (Some(a), _) if c.block.is_some() => {
+            format!("{ty} per block of {} along axis {a}", c.block.unwrap_or(1))
+        }
         (Some(a), Spelling::Axis) => format!("{ty} per channel (axis {a})"),
         (Some(a), Spelling::Mul) => format!(
             "{ty} per channel (axis {a}) as {}Mul by the channel scales",
             match cfg.weights {
-                WeightType::Int8 => "DequantizeLinear then ",
                 WeightType::Uint8 => "DequantizeLinear, Sub of the zero points, then ",
+                _ => "DequantizeLinear then ",
             }
         ),
         (None, _) => format!("{ty} per tensor"),
@@ -210,7 +256,19 @@ impl Rule for Quantize {
         let g = &model.graph;
         let mut f = Findings::default();
         let mut planned = Vec::new();
+        let opset = model.opset("").unwrap_or(1);
+        let needs = config.quantize.needs_opset();
+        // Whole-graph work once per `find`, only when the opset is too low for the scheme.
+        let too_old = (opset < needs).then(|| opset_refusal(model, needs));
         for (reader, weight) in find_weights(model, &config.quantize, &mut f) {
+            if let Some(reason) = &too_old {
+                f.skip(
+                    model,
+                    reader,
+                    format!("weight `{}`: {reason}", weight_name(g, weight)),
+                );
+                continue;
+            }
             match plan(model, &config.quantize, weight) {
                 Ok(c) => planned.push((
                     Match {
@@ -274,7 +332,15 @@ impl Rule for Quantize {
         if values.iter().any(|v| !v.is_finite()) {
             return Err(fail(format!("{} holds NaN or infinity", m.what)));
         }
-        let q = quantize(&values, &dims, c.axis, cfg.weights);
+        let groups = c.groups();
+        // int4: float16 block scales (a Cast back to float follows), halving their cost.
+        let q = quantize_groups(
+            &values,
+            &dims,
+            groups,
+            cfg.weights,
+            cfg.weights == WeightType::Int4,
+        );
         let name = weight_name(g, c.weight).to_string();
         let before = tensor::payload_bytes(t);
         let channels = q.scales.len();
@@ -342,38 +408,85 @@ impl Rule for Quantize {
                 p.add_op(mul, &[Some(x), Some(sw)])[0]
             }
             (axis, _) => {
-                let param_dims = if axis.is_some() {
-                    vec![channels as i64]
+                let param_dims = groups.scale_dims(&t.dims);
+                let scale = if q.half {
+                    let raw: Vec<u8> = q
+                        .scales
+                        .iter()
+                        .flat_map(|s| crate::onnx::dtype::f32_to_f16(*s).to_le_bytes())
+                        .collect();
+                    p.add_initializer(TensorProto {
+                        name: Some(format!("{name}_scale")),
+                        dims: param_dims.clone(),
+                        data_type: Some(DataType::Float16 as i32),
+                        raw_data: Some(raw.into()),
+                        ..Default::default()
+                    })
                 } else {
-                    vec![]
+                    p.add_initializer(floats(
+                        &format!("{name}_scale"),
+                        param_dims.clone(),
+                        q.scales,
+                    )?)
                 };
-                let scale = p.add_initializer(floats(
-                    &format!("{name}_scale"),
-                    param_dims.clone(),
-                    q.scales,
-                )?);
-                let zp = p.add_initializer(int_tensor(
-                    format!("{name}_zero_point"),
-                    param_dims,
-                    q.zero_points,
-                    cfg.weights,
-                ));
+                // int4 is symmetric: its zero point (0) is omitted.
+                let zp = (cfg.weights != WeightType::Int4).then(|| {
+                    p.add_initializer(int_tensor(
+                        format!("{name}_zero_point"),
+                        param_dims,
+                        q.zero_points,
+                        cfg.weights,
+                    ))
+                });
+                let out_name = if q.half {
+                    format!("{name}_dequantized_f16")
+                } else {
+                    format!("{name}_dequantized")
+                };
                 let mut node = make_node(
                     "DequantizeLinear",
                     &format!("{name}_dequantize"),
-                    3,
-                    &[&format!("{name}_dequantized")],
+                    if zp.is_some() { 3 } else { 2 },
+                    &[&out_name],
                 );
                 if let Some(a) = axis {
                     node.attribute.push(make_attr_i("axis", a as i64));
                 }
-                p.add_op(node, &[Some(codes), Some(scale), Some(zp)])[0]
+                if let Some(b) = c.block {
+                    node.attribute.push(make_attr_i("block_size", b as i64));
+                }
+                let mut inputs = vec![Some(codes), Some(scale)];
+                inputs.extend(zp.map(Some));
+                let y = p.add_op(node, &inputs)[0];
+                if q.half {
+                    let mut cast = make_node(
+                        "Cast",
+                        &format!("{name}_to_float"),
+                        1,
+                        &[&format!("{name}_dequantized")],
+                    );
+                    cast.attribute
+                        .push(make_attr_i("to", DataType::Float as i32 as i64));
+                    p.add_op(cast, &[Some(y)])[0]
+                } else {
+                    y
+                }
             }
         };
         p.shunt(c.weight, out);
         p.keep_name(c.weight, out);
         p.remove(c.weight.node);
-        let after = tensor::numel(t).unwrap_or(0) + param_bytes(cfg, &c, channels);
+        let n = tensor::numel(t).unwrap_or(0);
+        let code_bytes = match cfg.weights {
+            WeightType::Int4 => n.div_ceil(2),
+            _ => n,
+        };
+        let after = code_bytes
+            + if q.half {
+                2 * channels as u64
+            } else {
+                param_bytes(cfg, &c, channels)
+            };
         let output_error = match cfg.tolerance {
             Some(_) => cached_error(error_key(model, config, &c))
                 .and_then(|e| e.ok())
@@ -381,13 +494,17 @@ impl Rule for Quantize {
                 .unwrap_or_default(),
             None => String::new(),
         };
+        let note = c
+            .note
+            .clone()
+            .or_else(|| (cfg.needs_opset() > 13).then(|| format!("{TRACT_NOTE}")));
         p.description = format!(
             "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{output_error}{}",
             m.what,
             shape_text(&t.dims),
-            scheme(cfg, &c),
+            scheme(cfg, &c) + if q.half { ", float16 scales" } else { "" },
             q.rel_error * 100.0,
-            c.note.map(|n| format!(" ({n})")).unwrap_or_default()
+            note.map(|n| format!(" ({n})")).unwrap_or_default()
         );
         Ok(p)
     }
@@ -413,8 +530,9 @@ impl Rule for Quantize {
 fn param_bytes(cfg: &QuantizeConfig, c: &Candidate, channels: usize) -> u64 {
     let ch = channels as u64;
     match (c.spelling, cfg.weights) {
-        (Spelling::Mul, WeightType::Int8) if c.axis.is_some() => 4 * ch,
+        (_, WeightType::Int4) => 4 * ch,
         (Spelling::Mul, WeightType::Uint8) if c.axis.is_some() => 8 * ch,
+        (Spelling::Mul, _) if c.axis.is_some() => 4 * ch,
         _ => 5 * ch,
     }
 }
