@@ -8,7 +8,7 @@
 //! (which swap `DequantizeLinear` + `MatMul` for `MatMulNBits`). Every shared model per channel
 //! and per tensor (captcha_crnn, ddddocr_det_yolox and ppocr_mobile_v2_cls in the below-opset-13
 //! spelling), and without `../shared` `fixtures/lowrank.onnx` and an opset-11 model built here,
-//! also as uint8. int4 blocks of 32 (opset 21) on the opset-11 model and every shared model whose
+//! also as uint8. int4 (blocks of 32 and per channel, opset 21) on the opset-11 model and every shared model whose
 //! opset can be raised: tract verified them through the equivalent graph (the dequantized
 //! weights materialised), onnxruntime runs the int4 file itself.
 
@@ -366,17 +366,20 @@ fn quantized_fixtures_load_in_onnxruntime_with_the_outputs_tract_verified() {
     assert_eq!(checked, 2 * selections.len());
 }
 
-/// int4 blocks of 32 (opset 21, `block_size`, float16 scales): tract runs the equivalent graph
-/// with the dequantized weights materialised, onnxruntime the file as written.
-const INT4: &[(&str, &[&str])] = &[(
-    "int4_block32",
-    &[
-        "--quantize-weights",
-        "int4",
-        "--quantize-granularity",
-        "block:32",
-    ],
-)];
+/// int4 in blocks of 32 (`block_size`) and per channel, float16 scales, opset 21: tract runs the
+/// equivalent graph with the dequantized weights materialised, onnxruntime the file as written.
+const INT4: &[(&str, &[&str])] = &[
+    (
+        "int4_block32",
+        &[
+            "--quantize-weights",
+            "int4",
+            "--quantize-granularity",
+            "block:32",
+        ],
+    ),
+    ("int4_channel", &["--quantize-weights", "int4"]),
+];
 /// The shared models whose opset can be raised to 21 (captcha_crnn's `Unsqueeze` and
 /// silero_vad's `ReduceMean` take `axes` as an attribute, which opset 21 does not have).
 const INT4_MODELS: &[&str] = &[
@@ -410,9 +413,13 @@ fn int4_block_models_load_in_onnxruntime_with_the_outputs_tract_verified() {
             checked += check_quantized(&py, &m.join("model.onnx"), &sets, INT4, &mut failures);
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
-        assert_eq!(checked, 1 + INT4_MODELS.len(), "every raisable model");
+        assert_eq!(
+            checked,
+            (1 + INT4_MODELS.len()) * INT4.len(),
+            "every raisable model in both forms"
+        );
     } else {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
-        assert_eq!(checked, 1);
+        assert_eq!(checked, INT4.len());
     }
 }

