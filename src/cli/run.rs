@@ -99,7 +99,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.quantize_granularity.as_deref(),
         &args.quantize_exclude,
         args.quantize_tolerance,
-    )?;
+    )?
+    .with_mode(args.quantize_mode.as_deref())?;
     if same_file(input, output) && !args.in_place {
         return Err(Error::Usage(format!(
             "refusing to overwrite the input `{}`; pass --in-place to allow it",

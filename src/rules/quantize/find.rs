@@ -1,7 +1,8 @@
 //! Which weights to quantize and how: the readers' axes, the spelling, what stays float.
 
+use super::dynamic::{plan_dynamic, DynamicPlan};
 use super::grid::Groups;
-use super::{Granularity, QuantizeConfig};
+use super::{Granularity, Mode, QuantizeConfig};
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::ops::{self, WeightOperand, WeightRole};
@@ -71,8 +72,11 @@ pub(super) struct Candidate {
     pub(super) block: Option<usize>,
     /// How per-channel scales are written (ignored per tensor).
     pub(super) spelling: Spelling,
-    /// Why per-channel was not used, or spelled differently, when it was asked for.
+    /// Why per-channel was not used, or spelled differently, when it was asked for; or why a
+    /// weight is quantized weight-only in dynamic mode.
     pub(super) note: Option<String>,
+    /// `--quantize-mode dynamic`: how its reader becomes `MatMulInteger`.
+    pub(super) dynamic: Option<DynamicPlan>,
 }
 
 impl Candidate {
@@ -277,11 +281,25 @@ pub(super) fn plan(
     } else {
         (Spelling::Axis, note)
     };
+    let (dynamic, note) = match cfg.mode {
+        Mode::Qdq => (None, note),
+        Mode::Dynamic => match plan_dynamic(model, weight, &t.dims) {
+            Ok(d) => (Some(d), None),
+            Err(why) => (
+                None,
+                Some(match note {
+                    Some(n) => format!("weight-only: {why}; {n}"),
+                    None => format!("weight-only: {why}"),
+                }),
+            ),
+        },
+    };
     Ok(Candidate {
         weight,
         axis,
         block,
         spelling,
         note,
+        dynamic,
     })
 }

@@ -49,6 +49,7 @@
 //! `DequantizeLinear` by 1 and 0 gives the codes exactly, so this computes what the per-channel
 //! `DequantizeLinear` would, bit for bit; the report line says which spelling was used.
 
+mod dynamic;
 mod find;
 mod grid;
 mod opset;
@@ -131,6 +132,21 @@ pub struct QuantizeConfig {
     /// `--quantize-tolerance`: keep in float any weight whose quantization alone moves the
     /// outputs by more than this relative L2 error (see the module docs).
     pub tolerance: Option<f64>,
+    /// `--quantize-mode`: weight-only `DequantizeLinear` (the default) or, for MatMul and Gemm,
+    /// `DynamicQuantizeLinear` + `MatMulInteger`.
+    pub mode: Mode,
+}
+
+/// How quantized weights are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Weight-only: `DequantizeLinear` feeds the float op.
+    #[default]
+    Qdq,
+    /// MatMul and Gemm read their weights through `MatMulInteger` on the activation quantized
+    /// at run time by `DynamicQuantizeLinear`, as onnxruntime's dynamic quantizer writes them
+    /// (see `dynamic.rs`); other weights are quantized weight-only.
+    Dynamic,
 }
 
 impl Default for QuantizeConfig {
@@ -141,6 +157,7 @@ impl Default for QuantizeConfig {
             exclude: Vec::new(),
             min_elements: DEFAULT_MIN_ELEMENTS,
             tolerance: None,
+            mode: Mode::default(),
         }
     }
 }
@@ -202,6 +219,30 @@ impl QuantizeConfig {
         Ok(cfg)
     }
 
+    /// Sets the mode from `--quantize-mode` (`qdq`, the default, or `dynamic`), refusing values
+    /// it does not know and dynamic with int4 or blocks (`MatMulInteger` takes 8-bit codes with
+    /// one scale per column or per tensor).
+    pub fn with_mode(mut self, mode: Option<&str>) -> Result<QuantizeConfig> {
+        match mode {
+            None | Some("qdq") => self.mode = Mode::Qdq,
+            Some("dynamic") => self.mode = Mode::Dynamic,
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "--quantize-mode must be `qdq` or `dynamic`, got `{other}`"
+                )))
+            }
+        }
+        if self.mode == Mode::Dynamic
+            && (self.weights == WeightType::Int4
+                || matches!(self.granularity, Granularity::Block(_)))
+        {
+            return Err(Error::Usage(
+                "--quantize-mode dynamic takes int8 or uint8 weights per channel or per tensor, not int4 or blocks".into(),
+            ));
+        }
+        Ok(self)
+    }
+
     /// The default-domain opset the written `DequantizeLinear`s need: 21 for int4 or blocks,
     /// else 10 (per-channel scales below 13 are spelled with a `Mul`).
     pub fn needs_opset(&self) -> i64 {
@@ -223,6 +264,14 @@ pub struct Quantize;
 
 fn scheme(cfg: &QuantizeConfig, c: &Candidate) -> String {
     let ty = cfg.weights.name();
+    if c.dynamic.is_some() {
+        return match c.axis {
+            Some(a) => format!(
+                "{ty} per column (axis {a}) read by MatMulInteger after DynamicQuantizeLinear"
+            ),
+            None => format!("{ty} per tensor read by MatMulInteger after DynamicQuantizeLinear"),
+        };
+    }
     match (c.axis, c.spelling) {
         (Some(a), _) if c.block.is_some() => {
             format!("{ty} per block of {} along axis {a}", c.block.unwrap_or(1))
@@ -344,6 +393,27 @@ impl Rule for Quantize {
         let name = weight_name(g, c.weight).to_string();
         let before = tensor::payload_bytes(t);
         let channels = q.scales.len();
+        let output_error = match cfg.tolerance {
+            Some(_) => cached_error(error_key(model, config, &c))
+                .and_then(|e| e.ok())
+                .map(|e| format!(", output error {}", error_text(e)))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        if let Some(d) = &c.dynamic {
+            let rel = q.rel_error;
+            let mut p = dynamic::rewrite_dynamic(model, cfg, &c, d, q, m.anchor)?;
+            let n = tensor::numel(t).unwrap_or(0);
+            let after = n + param_bytes(cfg, &c, channels);
+            p.description = format!(
+                "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{output_error}",
+                m.what,
+                shape_text(&t.dims),
+                scheme(cfg, &c),
+                rel * 100.0,
+            );
+            return Ok(p);
+        }
         let mut p = Patch::new(String::new(), Some(m.anchor));
         let codes = p.add_initializer(int_tensor(
             format!("{name}_quantized"),
@@ -487,13 +557,6 @@ impl Rule for Quantize {
             } else {
                 param_bytes(cfg, &c, channels)
             };
-        let output_error = match cfg.tolerance {
-            Some(_) => cached_error(error_key(model, config, &c))
-                .and_then(|e| e.ok())
-                .map(|e| format!(", output error {}", error_text(e)))
-                .unwrap_or_default(),
-            None => String::new(),
-        };
         let note = c
             .note
             .clone()
@@ -530,6 +593,8 @@ impl Rule for Quantize {
 fn param_bytes(cfg: &QuantizeConfig, c: &Candidate, channels: usize) -> u64 {
     let ch = channels as u64;
     match (c.spelling, cfg.weights) {
+        _ if c.dynamic.is_some() && cfg.weights == WeightType::Int8 => 4 * ch,
+        _ if c.dynamic.is_some() => 5 * ch,
         (_, WeightType::Int4) => 4 * ch,
         (Spelling::Mul, WeightType::Uint8) if c.axis.is_some() => 8 * ch,
         (Spelling::Mul, _) if c.axis.is_some() => 4 * ch,
