@@ -1,4 +1,5 @@
-//! `Q001 quantize`: stores float weights as 8-bit integers read through `DequantizeLinear`.
+//! `Q001 quantize`: stores float weights as 8- or 4-bit integers read through `DequantizeLinear`
+//! (or, in dynamic mode, `MatMulInteger`).
 //!
 //! **What:** a constant float32 weight `W` that the op table ([`crate::ops::weights`]) names as a
 //! kernel, recurrent weight or table — Conv, ConvTranspose, DeformConv, MatMul, Gemm (`B`),
@@ -48,6 +49,21 @@
 //! uint8 subtracts its per-channel zero points first, `Mul(Sub(DequantizeLinear(q, 1.0, 0), z), s)`.
 //! `DequantizeLinear` by 1 and 0 gives the codes exactly, so this computes what the per-channel
 //! `DequantizeLinear` would, bit for bit; the report line says which spelling was used.
+//!
+//! **int4 and blocks** (`--quantize-weights int4`, `--quantize-granularity block:N`): codes in
+//! `[−7, 7]` packed two per byte (ONNX `INT4`, low nibble first), zero point omitted, one scale
+//! per channel, per tensor, or per block of `N` consecutive elements along the weight's input
+//! axis from the op table (`block_size` with `axis` = that axis; the scales have the weight's
+//! shape with that axis shrunk to `ceil(D/N)`). int4 scales are float16 (a `Cast` to float
+//! follows the `DequantizeLinear`), which halves their cost: scales below float16's smallest
+//! normal are raised to it (see `grid.rs`). Both need opset 21: see `opset.rs` for when
+//! [`raise_opset`] raises it and why a model may keep every weight in float. tract 0.23 runs
+//! neither, so verification runs an equivalent graph (`crate::verify::prepare`), which the report
+//! line says. A weight on the int4 block grid (integers in `[−7, 7]` with one `±7` per block,
+//! times a power of two) comes back bit for bit.
+//!
+//! **Dynamic mode** (`--quantize-mode dynamic`): MatMul and Gemm weights as onnxruntime's dynamic
+//! quantizer writes them, see `dynamic.rs`; other weights as above.
 
 mod dynamic;
 mod find;
