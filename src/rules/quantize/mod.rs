@@ -91,6 +91,8 @@ use tolerance::{cached_error, error_key, error_text, output_errors};
 /// Weights with fewer elements stay float by default: the `DequantizeLinear` node, its scale and
 /// zero point cost more than the bytes saved.
 pub const DEFAULT_MIN_ELEMENTS: u64 = 256;
+/// `--quantize-granularity auto`: weights with fewer elements per output channel go per tensor.
+pub const AUTO_MIN_PER_CHANNEL: u64 = 32;
 /// The opset of `DequantizeLinear` with int4 inputs and `block_size`.
 pub const OPSET_INT4: i64 = 21;
 /// Default verification tolerance, a sanity bound (see [`Quantize::tolerance`]).
@@ -128,6 +130,10 @@ pub enum Granularity {
     Channel,
     /// One scale and zero point for the tensor.
     Tensor,
+    /// Per channel, except weights with fewer than [`AUTO_MIN_PER_CHANNEL`] elements per
+    /// channel (depthwise and small kernels), which go per tensor: their channel scales would
+    /// cost more than an eighth of the int8 codes. `--quantize-granularity auto`.
+    Auto,
     /// One scale (and zero point) per block of this many consecutive elements along the
     /// weight's input (reduction) axis from the op table: `DequantizeLinear`'s `block_size`,
     /// which needs opset 21 (see [`raise_opset`]). `--quantize-granularity block:N`, `N ≥ 1`.
@@ -208,6 +214,7 @@ impl QuantizeConfig {
         match granularity {
             None | Some("channel") => {}
             Some("tensor") => cfg.granularity = Granularity::Tensor,
+            Some("auto") => cfg.granularity = Granularity::Auto,
             Some(g) if g.starts_with("block:") => {
                 let n = &g["block:".len()..];
                 match n.parse::<usize>() {
@@ -221,7 +228,7 @@ impl QuantizeConfig {
             }
             Some(other) => {
                 return Err(Error::Usage(format!(
-                    "--quantize-granularity must be `channel`, `tensor` or `block:N`, got `{other}`"
+                    "--quantize-granularity must be `channel`, `tensor`, `auto` or `block:N`, got `{other}`"
                 )))
             }
         }
