@@ -67,7 +67,8 @@ fn changes(node: &NodeProto, from: i64, to: i64, rank: Option<usize>) -> Option<
     }
 }
 
-/// The default-domain nodes of `model` (every graph, subgraphs included) that read differently
+/// The default-domain nodes of `model` (every graph, subgraphs and model-local functions
+/// included) that read differently
 /// at opset `to` than at the model's own opset, as "`op` `name`: reason", deduplicated by op and
 /// reason (the first node named); empty when raising the import to `to` changes nothing.
 pub fn opset_blockers(model: &Model, to: i64) -> Vec<String> {
@@ -109,6 +110,10 @@ pub fn opset_blockers(model: &Model, to: i64) -> Vec<String> {
         for sub in subgraphs(n) {
             walk(&sub.node, from, to, &mut note);
         }
+    }
+    // Model-local functions read the model's default-domain opset too.
+    for f in &model.shell.functions {
+        walk(&f.node, from, to, &mut note);
     }
     let mut v: Vec<String> = found
         .into_iter()
