@@ -73,6 +73,9 @@ pub(super) fn plan_dynamic(
             "DynamicQuantizeLinear needs opset 11, the model has {opset}"
         ));
     }
+    if g.is_captured(weight) {
+        return Err("dynamic mode rewrites top-level readers, it is read inside a subgraph".into());
+    }
     let readers = g.consumers(weight);
     let [(reader, slot)] = readers[..] else {
         return Err("dynamic mode needs one reader, it has several".into());

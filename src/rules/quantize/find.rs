@@ -1,5 +1,6 @@
 //! Which weights to quantize and how: the readers' axes, the spelling, what stays float.
 
+use super::captured::captured_weight;
 use super::dynamic::{plan_dynamic, DynamicPlan};
 use super::grid::Groups;
 use super::{Granularity, Mode, QuantizeConfig, AUTO_MIN_PER_CHANNEL};
@@ -144,6 +145,18 @@ pub(super) fn find_weights(
         if !g.node(id).domain().is_empty() {
             continue;
         }
+        // Constant float weights its subgraphs read by name (see `captured.rs`).
+        if opset >= 10 {
+            for v in g.captures(id) {
+                let float = g
+                    .const_tensor(v)
+                    .is_some_and(|t| t.data_type == Some(DataType::Float as i32));
+                if float && !seen.contains(&v) && captured_weight(g, v).is_ok() {
+                    seen.insert(v);
+                    out.push((id, v));
+                }
+            }
+        }
         let ops = weight_operands(g, id);
         if ops.is_empty() {
             continue;
@@ -178,6 +191,14 @@ pub(super) fn find_weights(
     out
 }
 
+fn per_tensor_note(captured: bool) -> String {
+    if captured {
+        "per tensor: read inside a subgraph, where its channels may be regrouped".into()
+    } else {
+        "per tensor: its readers disagree on the channel axis".into()
+    }
+}
+
 /// Decides how `weight` is quantized, from all its readers; or why it stays float.
 /// Work is proportional to the weight's readers, not to the graph.
 pub(super) fn plan(
@@ -206,8 +227,11 @@ pub(super) fn plan(
     if g.is_graph_output(weight) {
         return Err(format!("weight `{name}` is a graph output"));
     }
-    if g.is_captured(weight) {
-        return Err(format!("weight `{name}` is read inside a subgraph"));
+    let captured = g.is_captured(weight);
+    if captured {
+        captured_weight(g, weight).map_err(|why| {
+            format!("weight `{name}` is read inside a subgraph, not only as a weight: {why}")
+        })?;
     }
     if !matches!(
         g.node(weight.node).kind,
@@ -242,25 +266,34 @@ pub(super) fn plan(
         }
     }
     let opset = model.opset("").unwrap_or(1);
+    if captured {
+        // Channels may be regrouped on the way (Slice, Concat, Reshape): one scale.
+        axes.push(None);
+        in_axes.push(None);
+    }
     let mut block = None;
     let (axis, note) = match cfg.granularity {
         Granularity::Tensor => (None, None),
-        Granularity::Block(b) => match in_axes.first() {
-            Some(Some(first)) if in_axes.iter().all(|a| *a == Some(*first)) => {
-                block = Some(b);
-                (Some(*first as usize), None)
+        Granularity::Block(b) => {
+            match in_axes.first() {
+                Some(Some(first)) if in_axes.iter().all(|a| *a == Some(*first)) => {
+                    block = Some(b);
+                    (Some(*first as usize), None)
+                }
+                Some(Some(_)) => {
+                    return Err(format!(
+                        "weight `{name}`: its readers disagree on the input axis to block along"
+                    ))
+                }
+                _ => {
+                    return Err(if captured {
+                        format!("weight `{name}` is read inside a subgraph, where its blocks may be regrouped")
+                    } else {
+                        format!("weight `{name}`: the op table names no input axis of it to block along")
+                    })
+                }
             }
-            Some(Some(_)) => {
-                return Err(format!(
-                    "weight `{name}`: its readers disagree on the input axis to block along"
-                ))
-            }
-            _ => {
-                return Err(format!(
-                    "weight `{name}`: the op table names no input axis of it to block along"
-                ))
-            }
-        },
+        }
         Granularity::Auto => match axes.first() {
             Some(Some(first)) if axes.iter().all(|a| *a == Some(*first)) => {
                 let c = t.dims[*first as usize].max(1) as u64;
@@ -276,19 +309,13 @@ pub(super) fn plan(
                     (Some(*first as usize), None)
                 }
             }
-            _ => (
-                None,
-                Some("per tensor: its readers disagree on the channel axis".into()),
-            ),
+            _ => (None, Some(per_tensor_note(captured))),
         },
         Granularity::Channel => match axes.first() {
             Some(Some(first)) if axes.iter().all(|a| *a == Some(*first)) => {
                 (Some(*first as usize), None)
             }
-            _ => (
-                None,
-                Some("per tensor: its readers disagree on the channel axis".into()),
-            ),
+            _ => (None, Some(per_tensor_note(captured))),
         },
     };
     let (spelling, note) = if axis.is_some() && opset < 13 {

@@ -24,7 +24,9 @@
 //!
 //! **Left alone, with a reason:** weights that are not float32, that are not constant (already
 //! behind a `DequantizeLinear`, or computed), excluded by `--quantize-exclude`, too small to pay
-//! for their `DequantizeLinear`, graph outputs or read inside subgraphs; QLinear*, *Integer and
+//! for their `DequantizeLinear`, graph outputs, or read inside subgraphs other than as weights
+//! (a top-level weight the subgraphs read only as weights is quantized per tensor, see
+//! `captured.rs`); QLinear*, *Integer and
 //! custom-domain quantized ops. Below opset 10 nothing is quantized. A rewrite that would not
 //! make the model smaller is refused by the driver.
 //!
@@ -39,8 +41,9 @@
 //! calls `find` after patches. The skip gives the measured error, each rewrite line the error its
 //! weight contributes. A model tract cannot run keeps every weight in float, with the reason.
 //! Example: silero_vad with `--quantize-tolerance 0.01 --calibration …/calibration` keeps
-//! `model.encoder.2.reparam_conv.weight` (its error 6.49e-2) in float and quantizes the other four
-//! (3.08e-4 to 4.45e-3), and every output stays at cosine ≥ 0.99 (the README's numbers).
+//! `model.encoder.2.reparam_conv.weight` (its error 6.49e-2) and the LSTM's `weight_ih` (2.65e-1)
+//! in float and quantizes the other five (6.79e-5 to 4.45e-3), and every output stays at
+//! cosine ≥ 0.99 (the README's numbers).
 //!
 //! **Below opset 13** per-channel `DequantizeLinear` (its `axis`) does not exist, and raising the
 //! opset would change the meaning of other ops. Per-channel scales are then spelled in ops every
@@ -65,6 +68,7 @@
 //! **Dynamic mode** (`--quantize-mode dynamic`): MatMul and Gemm weights as onnxruntime's dynamic
 //! quantizer writes them, see `dynamic.rs`; other weights as above.
 
+mod captured;
 mod dynamic;
 mod find;
 mod grid;
