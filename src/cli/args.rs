@@ -79,8 +79,9 @@ pub struct RunArgs {
     /// (symmetric, two per byte; opset 21, raised when no other op changes meaning).
     #[arg(long, value_name = "TYPE")]
     pub quantize_weights: Option<String>,
-    /// quantize: one scale per output `channel` (the default), per `tensor`, or per `block:N` of
-    /// N elements along the weight's input axis (`block_size`, opset 21).
+    /// quantize: one scale per output `channel` (the default), per `tensor`, `auto` (per tensor
+    /// below 32 elements per channel), or per `block:N` of N elements along the weight's input
+    /// axis (`block_size`, opset 21).
     #[arg(long, value_name = "G")]
     pub quantize_granularity: Option<String>,
     /// quantize: `qdq` (weight-only DequantizeLinear, the default) or `dynamic` (MatMul and Gemm
