@@ -75,12 +75,19 @@ pub struct RunArgs {
     /// them (lossless). The only criterion so far: `--rules prune` alone does the same.
     #[arg(long)]
     pub prune_zero: bool,
-    /// quantize: store weights as `int8` (symmetric, the default) or `uint8` (asymmetric).
+    /// quantize: store weights as `int8` (symmetric, the default), `uint8` (asymmetric) or `int4`
+    /// (symmetric, two per byte; opset 21, raised when no other op changes meaning).
     #[arg(long, value_name = "TYPE")]
     pub quantize_weights: Option<String>,
-    /// quantize: one scale per output `channel` (the default) or per `tensor`.
+    /// quantize: one scale per output `channel` (the default), per `tensor`, `auto` (per tensor
+    /// below 32 elements per channel), or per `block:N` of N elements along the weight's input
+    /// axis (`block_size`, opset 21).
     #[arg(long, value_name = "G")]
     pub quantize_granularity: Option<String>,
+    /// quantize: `qdq` (weight-only DequantizeLinear, the default) or `dynamic` (MatMul and Gemm
+    /// through DynamicQuantizeLinear + MatMulInteger, as onnxruntime's dynamic quantizer).
+    #[arg(long, value_name = "MODE")]
+    pub quantize_mode: Option<String>,
     /// quantize: node or weight names to keep in float (comma-separated, repeatable).
     #[arg(long, value_name = "NAME,...")]
     pub quantize_exclude: Vec<String>,

@@ -96,7 +96,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.quantize_granularity.as_deref(),
         &args.quantize_exclude,
         args.quantize_tolerance,
-    )?;
+    )?
+    .with_mode(args.quantize_mode.as_deref())?;
     let plan = Plan::from_args(args, &lowrank, &quantize)?;
     let default_rules = if plan.search.is_some() {
         SEARCH_SELECTION
@@ -155,6 +156,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         lowrank,
         quantize,
     };
+    if rules.iter().any(|r| r.meta().code == "Q001") {
+        if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {
+            println!("{note}");
+        }
+    }
     let (report, proto, verification, search) = match &plan.search {
         Some(goal) => {
             let o = run_search(
@@ -170,6 +176,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             print!("{}", summary::render(&o.report));
             print!("{}", o.search.render());
             print_verification(&o.verification);
+            print_equivalent(&o.proto);
             if !o.verification.passed {
                 return Err(Error::VerifyFailed(format!(
                     "{}; nothing was written",
@@ -291,7 +298,7 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
     } else {
         registry::DEFAULT_SELECTION
     });
-    let flags: [(&str, bool, &str); 10] = [
+    let flags: &[(&str, bool, &str)] = &[
         ("--lowrank-energy", args.lowrank_energy.is_some(), "lowrank"),
         ("--lowrank-rank", args.lowrank_rank.is_some(), "lowrank"),
         ("--lowrank-ratio", args.lowrank_ratio.is_some(), "lowrank"),
@@ -325,9 +332,10 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
             args.quantize_tolerance.is_some(),
             "quantize",
         ),
+        ("--quantize-mode", args.quantize_mode.is_some(), "quantize"),
         ("--prune-zero", args.prune_zero, "prune"),
     ];
-    for (flag, given, rule) in flags {
+    for &(flag, given, rule) in flags {
         if given && !selected(rule) {
             return Err(Error::Usage(format!(
                 "{flag} is an option of `{rule}`, which `--rules {selection}` does not run"
@@ -516,6 +524,7 @@ fn fixed_verification(
         crate::verify::judge(&mut v, budget);
     }
     print_verification(&v);
+    print_equivalent(&written);
     if !v.passed {
         let how = if lossy {
             format!(
@@ -546,6 +555,17 @@ fn print_verification(v: &crate::verify::VerifyReport) {
             .collect::<Vec<_>>()
             .join("; ");
         println!("model-level, worst over outputs and input sets: {all}");
+    }
+}
+
+/// Says so when tract ran an equivalent graph instead of `written` as it is.
+fn print_equivalent(written: &crate::onnx::proto::ModelProto) {
+    let equivalent = crate::verify::prepare::equivalent_graph_nodes(written);
+    if !equivalent.is_empty() {
+        println!(
+            "tract ran an equivalent graph: {} DequantizeLinear (int4 or block_size, which tract 0.23 does not run) replaced by the float weight each computes",
+            equivalent.len()
+        );
     }
 }
 

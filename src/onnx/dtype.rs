@@ -75,3 +75,62 @@ pub fn byte_len(data_type: i32, dims: &[i64]) -> Option<u64> {
     let b = bits(data_type)?;
     n.checked_mul(b).map(|bits| bits.div_ceil(8))
 }
+
+/// The IEEE half-precision bits nearest to `x` (round to nearest, ties to even; subnormals,
+/// infinities and NaN kept), as ONNX stores `FLOAT16`.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let mant = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if mant != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 31 {
+        return sign | 0x7c00;
+    }
+    let (m, shift) = if e <= 0 {
+        (mant | 0x80_0000, (14 - e) as u32)
+    } else {
+        (mant, 13u32)
+    };
+    if shift > 24 {
+        return sign;
+    }
+    let mut h = m >> shift;
+    let rem = m & ((1 << shift) - 1);
+    let half = 1 << (shift - 1);
+    if rem > half || (rem == half && h & 1 == 1) {
+        h += 1;
+    }
+    if e > 0 {
+        h += (e as u32) << 10;
+    }
+    sign | h as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_rounding_matches_the_known_bit_patterns() {
+        let cases: &[(f32, u16)] = &[
+            (1.0, 0x3c00),
+            (-2.0, 0xc000),
+            (65504.0, 0x7bff),
+            (65520.0, 0x7c00),
+            (6.103_515_6e-5, 0x0400),
+            (5.960_464_5e-8, 0x0001),
+            (1.0 + 1.0 / 2048.0, 0x3c00),
+            (1.0 + 3.0 / 2048.0, 0x3c02),
+            (0.1, 0x2e66),
+            (0.0, 0x0000),
+        ];
+        for (x, want) in cases {
+            assert_eq!(f32_to_f16(*x), *want, "{x}");
+        }
+        assert_eq!(cases.len(), 10);
+    }
+}

@@ -8,6 +8,9 @@
 //! - graph inputs get the exact element types and shapes of the given tensors;
 //! - declared shapes of the graph outputs are cleared;
 //! - `value_info` is dropped everywhere (tract re-infers every intermediate shape);
+//! - every top-level `DequantizeLinear` tract 0.23 cannot run (int4/uint4 codes or
+//!   `block_size`, opset 21) is replaced by the float initializer it computes
+//!   ([`Prepared::materialised`], see `dequantize.rs`);
 //! - every top-level `If` whose condition can be computed from the given inputs is replaced by the
 //!   nodes of the branch it takes (repeatedly, so `If`s inside a taken branch are decided too).
 //!
@@ -20,6 +23,7 @@
 
 mod const_eval;
 mod decide;
+mod dequantize;
 mod names;
 
 use std::collections::HashSet;
@@ -58,6 +62,20 @@ pub struct Prepared {
     pub decided_ifs: Vec<IfDecision>,
     /// Names of the top-level `If` nodes left in place because their condition stayed unknown.
     pub undecided_ifs: Vec<String>,
+    /// One line per `DequantizeLinear` tract cannot run that was replaced by the float weight it
+    /// computes (int4/uint4 codes or `block_size`): the graph tract ran is this equivalent one.
+    pub materialised: Vec<String>,
+}
+
+/// The `DequantizeLinear` nodes of `model` that [`prepare`] replaces by the float weight they
+/// compute because tract 0.23 runs neither int4/uint4 codes nor `block_size` (their labels;
+/// empty when tract runs the model as written). Cheap: nothing is computed.
+pub fn equivalent_graph_nodes(model: &ModelProto) -> Vec<String> {
+    model
+        .graph
+        .as_ref()
+        .map(dequantize::pending)
+        .unwrap_or_default()
 }
 
 /// Prepares a copy of `model` for running in tract on `inputs`; see the module documentation.
@@ -74,6 +92,7 @@ pub fn prepare(model: &ModelProto, inputs: &InputSet) -> Result<Prepared> {
         clear_shape(out);
     }
     drop_value_info(graph);
+    let materialised = dequantize::materialise_dequantize(graph)?;
     let mut decided = Vec::new();
     decide_ifs(&mut model, inputs, &mut decided)?;
     let undecided = model
@@ -85,6 +104,7 @@ pub fn prepare(model: &ModelProto, inputs: &InputSet) -> Result<Prepared> {
         model,
         decided_ifs: decided,
         undecided_ifs: undecided,
+        materialised,
     })
 }
 

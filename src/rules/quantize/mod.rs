@@ -1,4 +1,5 @@
-//! `Q001 quantize`: stores float weights as 8-bit integers read through `DequantizeLinear`.
+//! `Q001 quantize`: stores float weights as 8- or 4-bit integers read through `DequantizeLinear`
+//! (or, in dynamic mode, `MatMulInteger`).
 //!
 //! **What:** a constant float32 weight `W` that the op table ([`crate::ops::weights`]) names as a
 //! kernel, recurrent weight or table — Conv, ConvTranspose, DeformConv, MatMul, Gemm (`B`),
@@ -23,7 +24,9 @@
 //!
 //! **Left alone, with a reason:** weights that are not float32, that are not constant (already
 //! behind a `DequantizeLinear`, or computed), excluded by `--quantize-exclude`, too small to pay
-//! for their `DequantizeLinear`, graph outputs or read inside subgraphs; QLinear*, *Integer and
+//! for their `DequantizeLinear`, graph outputs, or read inside subgraphs other than as weights
+//! (a top-level weight the subgraphs read only as weights is quantized per tensor, see
+//! `captured.rs`); QLinear*, *Integer and
 //! custom-domain quantized ops. Below opset 10 nothing is quantized. A rewrite that would not
 //! make the model smaller is refused by the driver.
 //!
@@ -38,8 +41,9 @@
 //! calls `find` after patches. The skip gives the measured error, each rewrite line the error its
 //! weight contributes. A model tract cannot run keeps every weight in float, with the reason.
 //! Example: silero_vad with `--quantize-tolerance 0.01 --calibration …/calibration` keeps
-//! `model.encoder.2.reparam_conv.weight` (its error 6.49e-2) in float and quantizes the other four
-//! (3.08e-4 to 4.45e-3), and every output stays at cosine ≥ 0.99 (the README's numbers).
+//! `model.encoder.2.reparam_conv.weight` (its error 6.49e-2) and the LSTM's `weight_ih` (2.65e-1)
+//! in float and quantizes the other five (6.79e-5 to 4.45e-3), and every output stays at
+//! cosine ≥ 0.99 (the README's numbers).
 //!
 //! **Below opset 13** per-channel `DequantizeLinear` (its `axis`) does not exist, and raising the
 //! opset would change the meaning of other ops. Per-channel scales are then spelled in ops every
@@ -48,23 +52,53 @@
 //! uint8 subtracts its per-channel zero points first, `Mul(Sub(DequantizeLinear(q, 1.0, 0), z), s)`.
 //! `DequantizeLinear` by 1 and 0 gives the codes exactly, so this computes what the per-channel
 //! `DequantizeLinear` would, bit for bit; the report line says which spelling was used.
+//!
+//! **int4 and blocks** (`--quantize-weights int4`, `--quantize-granularity block:N`): codes in
+//! `[−7, 7]` packed two per byte (ONNX `INT4`, low nibble first), zero point omitted, one scale
+//! per channel, per tensor, or per block of `N` consecutive elements along the weight's input
+//! axis from the op table (`block_size` with `axis` = that axis; the scales have the weight's
+//! shape with that axis shrunk to `ceil(D/N)`). int4 scales are float16 (a `Cast` to float
+//! follows the `DequantizeLinear`), which halves their cost: scales below float16's smallest
+//! normal are raised to it (see `grid.rs`). Both need opset 21: see `opset.rs` for when
+//! [`raise_opset`] raises it and why a model may keep every weight in float. tract 0.23 runs
+//! neither, so verification runs an equivalent graph (`crate::verify::prepare`), which the report
+//! line says. A weight on the int4 block grid (integers in `[−7, 7]` with one `±7` per block,
+//! times a power of two) comes back bit for bit.
+//!
+//! **Dynamic mode** (`--quantize-mode dynamic`): MatMul and Gemm weights as onnxruntime's dynamic
+//! quantizer writes them, see `dynamic.rs`; other weights as above.
 
-use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
-
-use bytes::Bytes;
+mod captured;
+mod dynamic;
+mod find;
+mod grid;
+mod opset;
+mod tolerance;
 
 use super::util::{const_wire, make_attr_i, make_node};
 use crate::error::{Error, Result};
-use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
+use crate::ir::{tensor, Model, ValueRef};
 use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
-use crate::ops::{self, WeightOperand, WeightRole};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
+
+use find::{find_weights, plan, weight_name, Candidate, Spelling};
+#[cfg(test)]
+use grid::quantize;
+use grid::{int_tensor, quantize_groups};
+pub use opset::{opset_blockers, raise_opset};
+use opset::{opset_refusal, TRACT_NOTE};
+#[cfg(test)]
+use tolerance::MEASURED;
+pub use tolerance::TOLERANCE_SEED;
+use tolerance::{cached_error, error_key, error_text, output_errors};
 
 /// Weights with fewer elements stay float by default: the `DequantizeLinear` node, its scale and
 /// zero point cost more than the bytes saved.
 pub const DEFAULT_MIN_ELEMENTS: u64 = 256;
+/// `--quantize-granularity auto`: weights with fewer elements per output channel go per tensor.
+pub const AUTO_MIN_PER_CHANNEL: u64 = 32;
+/// The opset of `DequantizeLinear` with int4 inputs and `block_size`.
+pub const OPSET_INT4: i64 = 21;
 /// Default verification tolerance, a sanity bound (see [`Quantize::tolerance`]).
 pub const VERIFY_TOLERANCE: f32 = 2.0;
 
@@ -76,6 +110,20 @@ pub enum WeightType {
     Int8,
     /// Asymmetric uint8: `[min, max]` (widened to include 0) maps onto `[0, 255]`.
     Uint8,
+    /// Symmetric int4 (ONNX `INT4`, data type 22), zero point 0 (omitted), values in `[−7, 7]`,
+    /// stored two per byte, low nibble first. Needs opset 21 (see [`raise_opset`]).
+    Int4,
+}
+
+impl WeightType {
+    /// The flag value: `int8`, `uint8` or `int4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightType::Int8 => "int8",
+            WeightType::Uint8 => "uint8",
+            WeightType::Int4 => "int4",
+        }
+    }
 }
 
 /// Whether one scale serves the whole tensor or each output channel.
@@ -86,6 +134,14 @@ pub enum Granularity {
     Channel,
     /// One scale and zero point for the tensor.
     Tensor,
+    /// Per channel, except weights with fewer than [`AUTO_MIN_PER_CHANNEL`] elements per
+    /// channel (depthwise and small kernels), which go per tensor: their channel scales would
+    /// cost more than an eighth of the int8 codes. `--quantize-granularity auto`.
+    Auto,
+    /// One scale (and zero point) per block of this many consecutive elements along the
+    /// weight's input (reduction) axis from the op table: `DequantizeLinear`'s `block_size`,
+    /// which needs opset 21 (see [`raise_opset`]). `--quantize-granularity block:N`, `N ≥ 1`.
+    Block(usize),
 }
 
 /// Options of the `quantize` rule.
@@ -102,6 +158,21 @@ pub struct QuantizeConfig {
     /// `--quantize-tolerance`: keep in float any weight whose quantization alone moves the
     /// outputs by more than this relative L2 error (see the module docs).
     pub tolerance: Option<f64>,
+    /// `--quantize-mode`: weight-only `DequantizeLinear` (the default) or, for MatMul and Gemm,
+    /// `DynamicQuantizeLinear` + `MatMulInteger`.
+    pub mode: Mode,
+}
+
+/// How quantized weights are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Weight-only: `DequantizeLinear` feeds the float op.
+    #[default]
+    Qdq,
+    /// MatMul and Gemm read their weights through `MatMulInteger` on the activation quantized
+    /// at run time by `DynamicQuantizeLinear`, as onnxruntime's dynamic quantizer writes them
+    /// (see `dynamic.rs`); other weights are quantized weight-only.
+    Dynamic,
 }
 
 impl Default for QuantizeConfig {
@@ -112,6 +183,7 @@ impl Default for QuantizeConfig {
             exclude: Vec::new(),
             min_elements: DEFAULT_MIN_ELEMENTS,
             tolerance: None,
+            mode: Mode::default(),
         }
     }
 }
@@ -136,18 +208,31 @@ impl QuantizeConfig {
         match weights {
             None | Some("int8") => {}
             Some("uint8") => cfg.weights = WeightType::Uint8,
+            Some("int4") => cfg.weights = WeightType::Int4,
             Some(other) => {
                 return Err(Error::Usage(format!(
-                    "--quantize-weights must be `int8` or `uint8`, got `{other}`"
+                    "--quantize-weights must be `int8`, `uint8` or `int4`, got `{other}`"
                 )))
             }
         }
         match granularity {
             None | Some("channel") => {}
             Some("tensor") => cfg.granularity = Granularity::Tensor,
+            Some("auto") => cfg.granularity = Granularity::Auto,
+            Some(g) if g.starts_with("block:") => {
+                let n = &g["block:".len()..];
+                match n.parse::<usize>() {
+                    Ok(b) if b >= 1 => cfg.granularity = Granularity::Block(b),
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "--quantize-granularity `block:N` needs a positive whole block size, got `{n}`"
+                        )))
+                    }
+                }
+            }
             Some(other) => {
                 return Err(Error::Usage(format!(
-                    "--quantize-granularity must be `channel` or `tensor`, got `{other}`"
+                    "--quantize-granularity must be `channel`, `tensor`, `auto` or `block:N`, got `{other}`"
                 )))
             }
         }
@@ -161,6 +246,40 @@ impl QuantizeConfig {
         Ok(cfg)
     }
 
+    /// Sets the mode from `--quantize-mode` (`qdq`, the default, or `dynamic`), refusing values
+    /// it does not know and dynamic with int4 or blocks (`MatMulInteger` takes 8-bit codes with
+    /// one scale per column or per tensor).
+    pub fn with_mode(mut self, mode: Option<&str>) -> Result<QuantizeConfig> {
+        match mode {
+            None | Some("qdq") => self.mode = Mode::Qdq,
+            Some("dynamic") => self.mode = Mode::Dynamic,
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "--quantize-mode must be `qdq` or `dynamic`, got `{other}`"
+                )))
+            }
+        }
+        if self.mode == Mode::Dynamic
+            && (self.weights == WeightType::Int4
+                || matches!(self.granularity, Granularity::Block(_)))
+        {
+            return Err(Error::Usage(
+                "--quantize-mode dynamic takes int8 or uint8 weights per channel or per tensor, not int4 or blocks".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The default-domain opset the written `DequantizeLinear`s need: 21 for int4 or blocks,
+    /// else 10 (per-channel scales below 13 are spelled with a `Mul`).
+    pub fn needs_opset(&self) -> i64 {
+        if self.weights == WeightType::Int4 || matches!(self.granularity, Granularity::Block(_)) {
+            OPSET_INT4
+        } else {
+            10
+        }
+    }
+
     /// Whether any flag differs from the defaults.
     pub fn is_default(&self) -> bool {
         *self == QuantizeConfig::default()
@@ -170,349 +289,26 @@ impl QuantizeConfig {
 /// See the module docs.
 pub struct Quantize;
 
-/// Where `id` reads weights to quantize: `(input slot, output-channel axis)` per weight operand,
-/// from the op table (biases excluded; they stay float). The axis may be negative (counted from
-/// the end). MatMul's table entry names both sides: the weight is the constant one, the right
-/// one when neither or both are.
-fn weight_operands(g: &Graph, id: NodeId) -> Vec<(usize, i64)> {
-    let Some(p) = g.node(id).op() else {
-        return vec![];
-    };
-    let is_const = |slot: usize| g.input(id, slot).and_then(|v| g.const_tensor(v)).is_some();
-    let ops: Vec<WeightOperand> = ops::weights(p)
-        .into_iter()
-        .filter(|w| w.role != WeightRole::Bias && w.out_axis.is_some())
-        .collect();
-    let kernel_const = ops
-        .iter()
-        .any(|w| w.role == WeightRole::Kernel && is_const(w.input));
-    ops.into_iter()
-        .filter(|w| w.role != WeightRole::LeftKernel || (is_const(w.input) && !kernel_const))
-        .filter_map(|w| Some((w.input, w.out_axis?)))
-        .collect()
-}
-
-/// Whether `id` reads its weight operand `slot` as an indexed table (Gather's data): a table
-/// computed at run time is not a weight, so no skip is reported for it.
-fn reads_table(g: &Graph, id: NodeId, slot: usize) -> bool {
-    g.node(id).op().is_some_and(|p| {
-        ops::weights(p)
-            .iter()
-            .any(|w| w.input == slot && w.role == WeightRole::Table)
-    })
-}
-
-fn is_quantized_op(g: &Graph, id: NodeId) -> bool {
-    let n = g.node(id);
-    let op = n.op_type();
-    op.starts_with("QLinear")
-        || op.ends_with("Integer")
-        || op == "DynamicQuantizeLinear"
-        || (!n.domain().is_empty()
-            && (op.starts_with('Q') || op.contains("Quant") || op.contains("NBits")))
-}
-
-/// How per-channel scales are spelled in the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Spelling {
-    /// `DequantizeLinear(q, s[C], z[C], axis)`: opset 13 and above.
-    Axis,
-    /// `Mul(DequantizeLinear(q, 1, 0), s)` (uint8: `Mul(Sub(DequantizeLinear(q, 1, 0), z), s)`)
-    /// with `s` and `z` shaped `[C, 1, …]` to broadcast along the channel axis: ops every opset
-    /// from 10 has. Per-channel `DequantizeLinear` needs opset 13, and raising the opset would
-    /// change the meaning of other ops.
-    Mul,
-}
-
-/// One weight to quantize: the value and the axis its readers agree on.
-#[derive(Debug, Clone)]
-struct Candidate {
-    weight: ValueRef,
-    /// `Some(axis)` for per-channel (normalised to the weight's rank), `None` for per-tensor.
-    axis: Option<usize>,
-    /// How per-channel scales are written (ignored per tensor).
-    spelling: Spelling,
-    /// Why per-channel was not used, or spelled differently, when it was asked for.
-    note: Option<String>,
-}
-
-fn weight_name(g: &Graph, v: ValueRef) -> &str {
-    g.value_name(v)
-}
-
-/// Whether `id` is a default-domain op this rule quantizes weights of, not excluded by name.
-fn quantizable_reader(g: &Graph, cfg: &QuantizeConfig, id: NodeId) -> bool {
-    g.node(id).domain().is_empty()
-        && !weight_operands(g, id).is_empty()
-        && !cfg.exclude.iter().any(|e| *e == g.node(id).label())
-}
-
-/// Whether `v` is computed from integer codes by `DequantizeLinear`, directly or through the
-/// `Sub`/`Mul` by constants of the per-channel spelling below opset 13 ([`Spelling::Mul`]).
-fn behind_dequantize(g: &Graph, v: ValueRef) -> bool {
-    let mut v = v;
-    for _ in 0..3 {
-        let id = v.node;
-        match g.node(id).op_type() {
-            "DequantizeLinear" => return true,
-            "Mul" | "Sub" => {
-                let from = [0, 1].into_iter().find(|s| {
-                    g.input(id, 1 - s).and_then(|c| g.const_tensor(c)).is_some()
-                        && g.input(id, *s).is_some_and(|x| g.const_tensor(x).is_none())
-                });
-                match from.and_then(|s| g.input(id, s)) {
-                    Some(x) => v = x,
-                    None => return false,
-                }
-            }
-            _ => return false,
-        }
-    }
-    false
-}
-
-/// Collects every weight read by a quantizable op: the first reader and the weight, with skips
-/// for the places that stay float. Linear in the graph.
-fn find_weights(model: &Model, cfg: &QuantizeConfig, f: &mut Findings) -> Vec<(NodeId, ValueRef)> {
-    let g = &model.graph;
-    let opset = model.opset("").unwrap_or(1);
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    for id in g.ops() {
-        if is_quantized_op(g, id) {
-            f.skip(model, id, "already a quantized op");
-            continue;
-        }
-        if !g.node(id).domain().is_empty() {
-            continue;
-        }
-        let ops = weight_operands(g, id);
-        if ops.is_empty() {
-            continue;
-        }
-        if cfg.exclude.iter().any(|e| *e == g.node(id).label()) {
-            f.skip(model, id, "excluded by --quantize-exclude");
-            continue;
-        }
-        if opset < 10 {
-            f.skip(
-                model,
-                id,
-                format!("DequantizeLinear needs opset 10, the model has {opset}"),
-            );
-            continue;
-        }
-        for (slot, _) in ops {
-            let Some(v) = g.input(id, slot) else { continue };
-            if g.const_tensor(v).is_none() {
-                if behind_dequantize(g, v) {
-                    f.skip(model, id, format!("input {slot} is already quantized"));
-                } else if !reads_table(g, id, slot) {
-                    f.skip(model, id, format!("input {slot} is not a constant weight"));
-                }
-                continue;
-            }
-            if seen.insert(v) {
-                out.push((id, v));
-            }
-        }
-    }
-    out
-}
-
-/// Decides how `weight` is quantized, from all its readers; or why it stays float.
-/// Work is proportional to the weight's readers, not to the graph.
-fn plan(
-    model: &Model,
-    cfg: &QuantizeConfig,
-    weight: ValueRef,
-) -> std::result::Result<Candidate, String> {
-    let g = &model.graph;
-    let name = weight_name(g, weight);
-    let t = g
-        .const_tensor(weight)
-        .ok_or_else(|| format!("weight `{name}` is not constant"))?;
-    if cfg.exclude.iter().any(|e| e == name) {
-        return Err(format!("weight `{name}` excluded by --quantize-exclude"));
-    }
-    if t.data_type != Some(DataType::Float as i32) {
-        return Err(format!("weight `{name}` is not float32"));
-    }
-    let n = tensor::numel(t).unwrap_or(0);
-    if n < cfg.min_elements {
-        return Err(format!(
-            "weight `{name}` has {n} elements, too few to pay for a DequantizeLinear (minimum {})",
-            cfg.min_elements
-        ));
-    }
-    if g.is_graph_output(weight) {
-        return Err(format!("weight `{name}` is a graph output"));
-    }
-    if g.is_captured(weight) {
-        return Err(format!("weight `{name}` is read inside a subgraph"));
-    }
-    if !matches!(
-        g.node(weight.node).kind,
-        NodeKind::Initializer(_) | NodeKind::Op(_)
-    ) {
-        return Err(format!("weight `{name}` is not an initializer or Constant"));
-    }
-    let rank = t.dims.len() as i64;
-    let mut axes = Vec::new();
-    for (reader, slot) in g.consumers(weight) {
-        if g.node(reader).domain().is_empty()
-            && !weight_operands(g, reader).is_empty()
-            && !quantizable_reader(g, cfg, reader)
-        {
-            return Err(format!(
-                "weight `{name}` is also read by `{}`, excluded by --quantize-exclude",
-                g.node(reader).label()
-            ));
-        }
-        if let Some((_, axis)) = weight_operands(g, reader)
-            .into_iter()
-            .find(|(s, _)| *s == slot)
-        {
-            let axis = (rank > 0)
-                .then(|| if axis < 0 { axis + rank } else { axis })
-                .filter(|a| (0..rank).contains(a));
-            axes.push(axis);
-        }
-    }
-    let opset = model.opset("").unwrap_or(1);
-    let (axis, note) = match cfg.granularity {
-        Granularity::Tensor => (None, None),
-        Granularity::Channel => match axes.first() {
-            Some(Some(first)) if axes.iter().all(|a| *a == Some(*first)) => {
-                (Some(*first as usize), None)
-            }
-            _ => (
-                None,
-                Some("per tensor: its readers disagree on the channel axis".into()),
-            ),
-        },
-    };
-    let (spelling, note) = if axis.is_some() && opset < 13 {
-        (
-            Spelling::Mul,
-            Some(format!(
-                "per-channel DequantizeLinear needs opset 13, the model has {opset}"
-            )),
-        )
-    } else {
-        (Spelling::Axis, note)
-    };
-    Ok(Candidate {
-        weight,
-        axis,
-        spelling,
-        note,
-    })
-}
-
-/// The quantized weight: integer codes, scales and zero points, and the weight they give back.
-struct Quantized {
-    codes: Vec<u8>,
-    scales: Vec<f32>,
-    zero_points: Vec<u8>,
-    rel_error: f64,
-}
-
-/// Quantizes `w` (row-major, `dims`) along `axis` (or as one tensor).
-fn quantize(w: &[f32], dims: &[usize], axis: Option<usize>, ty: WeightType) -> Quantized {
-    let (channels, inner) = match axis {
-        Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>().max(1)),
-        None => (1, w.len().max(1)),
-    };
-    let channel_of = |i: usize| match axis {
-        Some(_) => (i / inner) % channels,
-        None => 0,
-    };
-    let mut lo = vec![0f32; channels];
-    let mut hi = vec![0f32; channels];
-    for (i, &v) in w.iter().enumerate() {
-        let c = channel_of(i);
-        if v.is_finite() {
-            lo[c] = lo[c].min(v);
-            hi[c] = hi[c].max(v);
-        }
-    }
-    let (scales, zero_points): (Vec<f32>, Vec<u8>) = (0..channels)
-        .map(|c| match ty {
-            WeightType::Int8 => {
-                let m = lo[c].abs().max(hi[c].abs());
-                (if m > 0.0 { m / 127.0 } else { 1.0 }, 0u8)
-            }
-            WeightType::Uint8 => {
-                let span = hi[c] - lo[c];
-                if span > 0.0 {
-                    let s = span / 255.0;
-                    let z = (-lo[c] / s).round().clamp(0.0, 255.0);
-                    (s, z as u8)
-                } else {
-                    (1.0, 0u8)
-                }
-            }
-        })
-        .unzip();
-    let mut codes = Vec::with_capacity(w.len());
-    let (mut err2, mut norm2) = (0f64, 0f64);
-    for (i, &v) in w.iter().enumerate() {
-        let c = channel_of(i);
-        let s = scales[c];
-        let (q, back) = match ty {
-            WeightType::Int8 => {
-                let q = (v / s).round().clamp(-127.0, 127.0);
-                ((q as i8) as u8, q * s)
-            }
-            WeightType::Uint8 => {
-                let z = zero_points[c] as f32;
-                let q = ((v / s).round() + z).clamp(0.0, 255.0);
-                (q as u8, (q - z) * s)
-            }
-        };
-        codes.push(q);
-        err2 += ((v - back) as f64).powi(2);
-        norm2 += (v as f64).powi(2);
-    }
-    let rel_error = if norm2 > 0.0 {
-        (err2 / norm2).sqrt()
-    } else {
-        err2.sqrt()
-    };
-    Quantized {
-        codes,
-        scales,
-        zero_points,
-        rel_error,
-    }
-}
-
-fn int_tensor(name: String, dims: Vec<i64>, data: Vec<u8>, ty: WeightType) -> TensorProto {
-    TensorProto {
-        name: Some(name),
-        dims,
-        data_type: Some(match ty {
-            WeightType::Int8 => DataType::Int8 as i32,
-            WeightType::Uint8 => DataType::Uint8 as i32,
-        }),
-        raw_data: Some(Bytes::from(data)),
-        ..Default::default()
-    }
-}
-
 fn scheme(cfg: &QuantizeConfig, c: &Candidate) -> String {
-    let ty = match cfg.weights {
-        WeightType::Int8 => "int8",
-        WeightType::Uint8 => "uint8",
-    };
+    let ty = cfg.weights.name();
+    if c.dynamic.is_some() {
+        return match c.axis {
+            Some(a) => format!(
+                "{ty} per column (axis {a}) read by MatMulInteger after DynamicQuantizeLinear"
+            ),
+            None => format!("{ty} per tensor read by MatMulInteger after DynamicQuantizeLinear"),
+        };
+    }
     match (c.axis, c.spelling) {
+        (Some(a), _) if c.block.is_some() => {
+            format!("{ty} per block of {} along axis {a}", c.block.unwrap_or(1))
+        }
         (Some(a), Spelling::Axis) => format!("{ty} per channel (axis {a})"),
         (Some(a), Spelling::Mul) => format!(
             "{ty} per channel (axis {a}) as {}Mul by the channel scales",
             match cfg.weights {
-                WeightType::Int8 => "DequantizeLinear then ",
                 WeightType::Uint8 => "DequantizeLinear, Sub of the zero points, then ",
+                _ => "DequantizeLinear then ",
             }
         ),
         (None, _) => format!("{ty} per tensor"),
@@ -536,7 +332,19 @@ impl Rule for Quantize {
         let g = &model.graph;
         let mut f = Findings::default();
         let mut planned = Vec::new();
+        let opset = model.opset("").unwrap_or(1);
+        let needs = config.quantize.needs_opset();
+        // Whole-graph work once per `find`, only when the opset is too low for the scheme.
+        let too_old = (opset < needs).then(|| opset_refusal(model, needs));
         for (reader, weight) in find_weights(model, &config.quantize, &mut f) {
+            if let Some(reason) = &too_old {
+                f.skip(
+                    model,
+                    reader,
+                    format!("weight `{}`: {reason}", weight_name(g, weight)),
+                );
+                continue;
+            }
             match plan(model, &config.quantize, weight) {
                 Ok(c) => planned.push((
                     Match {
@@ -600,10 +408,39 @@ impl Rule for Quantize {
         if values.iter().any(|v| !v.is_finite()) {
             return Err(fail(format!("{} holds NaN or infinity", m.what)));
         }
-        let q = quantize(&values, &dims, c.axis, cfg.weights);
+        let groups = c.groups();
+        // int4: float16 block scales (a Cast back to float follows), halving their cost.
+        let q = quantize_groups(
+            &values,
+            &dims,
+            groups,
+            cfg.weights,
+            cfg.weights == WeightType::Int4,
+        );
         let name = weight_name(g, c.weight).to_string();
         let before = tensor::payload_bytes(t);
         let channels = q.scales.len();
+        let output_error = match cfg.tolerance {
+            Some(_) => cached_error(error_key(model, config, &c))
+                .and_then(|e| e.ok())
+                .map(|e| format!(", output error {}", error_text(e)))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        if let Some(d) = &c.dynamic {
+            let rel = q.rel_error;
+            let mut p = dynamic::rewrite_dynamic(model, cfg, &c, d, q, m.anchor)?;
+            let n = tensor::numel(t).unwrap_or(0);
+            let after = n + param_bytes(cfg, &c, channels);
+            p.description = format!(
+                "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{output_error}",
+                m.what,
+                shape_text(&t.dims),
+                scheme(cfg, &c),
+                rel * 100.0,
+            );
+            return Ok(p);
+        }
         let mut p = Patch::new(String::new(), Some(m.anchor));
         let codes = p.add_initializer(int_tensor(
             format!("{name}_quantized"),
@@ -668,52 +505,96 @@ impl Rule for Quantize {
                 p.add_op(mul, &[Some(x), Some(sw)])[0]
             }
             (axis, _) => {
-                let param_dims = if axis.is_some() {
-                    vec![channels as i64]
+                let param_dims = groups.scale_dims(&t.dims);
+                let scale = if q.half {
+                    let raw: Vec<u8> = q
+                        .scales
+                        .iter()
+                        .flat_map(|s| crate::onnx::dtype::f32_to_f16(*s).to_le_bytes())
+                        .collect();
+                    p.add_initializer(TensorProto {
+                        name: Some(format!("{name}_scale")),
+                        dims: param_dims.clone(),
+                        data_type: Some(DataType::Float16 as i32),
+                        raw_data: Some(raw.into()),
+                        ..Default::default()
+                    })
                 } else {
-                    vec![]
+                    p.add_initializer(floats(
+                        &format!("{name}_scale"),
+                        param_dims.clone(),
+                        q.scales,
+                    )?)
                 };
-                let scale = p.add_initializer(floats(
-                    &format!("{name}_scale"),
-                    param_dims.clone(),
-                    q.scales,
-                )?);
-                let zp = p.add_initializer(int_tensor(
-                    format!("{name}_zero_point"),
-                    param_dims,
-                    q.zero_points,
-                    cfg.weights,
-                ));
+                // int4 is symmetric: its zero point (0) is omitted.
+                let zp = (cfg.weights != WeightType::Int4).then(|| {
+                    p.add_initializer(int_tensor(
+                        format!("{name}_zero_point"),
+                        param_dims,
+                        q.zero_points,
+                        cfg.weights,
+                    ))
+                });
+                let out_name = if q.half {
+                    format!("{name}_dequantized_f16")
+                } else {
+                    format!("{name}_dequantized")
+                };
                 let mut node = make_node(
                     "DequantizeLinear",
                     &format!("{name}_dequantize"),
-                    3,
-                    &[&format!("{name}_dequantized")],
+                    if zp.is_some() { 3 } else { 2 },
+                    &[&out_name],
                 );
                 if let Some(a) = axis {
                     node.attribute.push(make_attr_i("axis", a as i64));
                 }
-                p.add_op(node, &[Some(codes), Some(scale), Some(zp)])[0]
+                if let Some(b) = c.block {
+                    node.attribute.push(make_attr_i("block_size", b as i64));
+                }
+                let mut inputs = vec![Some(codes), Some(scale)];
+                inputs.extend(zp.map(Some));
+                let y = p.add_op(node, &inputs)[0];
+                if q.half {
+                    let mut cast = make_node(
+                        "Cast",
+                        &format!("{name}_to_float"),
+                        1,
+                        &[&format!("{name}_dequantized")],
+                    );
+                    cast.attribute
+                        .push(make_attr_i("to", DataType::Float as i32 as i64));
+                    p.add_op(cast, &[Some(y)])[0]
+                } else {
+                    y
+                }
             }
         };
         p.shunt(c.weight, out);
         p.keep_name(c.weight, out);
         p.remove(c.weight.node);
-        let after = tensor::numel(t).unwrap_or(0) + param_bytes(cfg, &c, channels);
-        let output_error = match cfg.tolerance {
-            Some(_) => cached_error(error_key(model, config, &c))
-                .and_then(|e| e.ok())
-                .map(|e| format!(", output error {}", error_text(e)))
-                .unwrap_or_default(),
-            None => String::new(),
+        let n = tensor::numel(t).unwrap_or(0);
+        let code_bytes = match cfg.weights {
+            WeightType::Int4 => n.div_ceil(2),
+            _ => n,
         };
+        let after = code_bytes
+            + if q.half {
+                2 * channels as u64
+            } else {
+                param_bytes(cfg, &c, channels)
+            };
+        let note = c
+            .note
+            .clone()
+            .or_else(|| (cfg.needs_opset() > 13).then(|| format!("{TRACT_NOTE}")));
         p.description = format!(
             "{}: {} {}, {before} → {after} bytes, weight error {:.3} %{output_error}{}",
             m.what,
             shape_text(&t.dims),
-            scheme(cfg, &c),
+            scheme(cfg, &c) + if q.half { ", float16 scales" } else { "" },
             q.rel_error * 100.0,
-            c.note.map(|n| format!(" ({n})")).unwrap_or_default()
+            note.map(|n| format!(" ({n})")).unwrap_or_default()
         );
         Ok(p)
     }
@@ -734,153 +615,16 @@ impl Rule for Quantize {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// --quantize-tolerance: each weight's own output error, measured once and cached
-
-/// Seed of the random input set used when no `--calibration` is given.
-pub const TOLERANCE_SEED: u64 = 0;
-
-/// A measured output error, or why it could not be measured.
-type Measured = std::result::Result<f64, String>;
-
-/// Output errors by [`error_key`]: `find` runs again after every round of patches, and a weight
-/// kept in float must not be measured again.
-static ERRORS: Mutex<BTreeMap<u64, Measured>> = Mutex::new(BTreeMap::new());
-
-/// Every key measured, in order (to test that nothing is measured twice).
-#[cfg(test)]
-static MEASURED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-
-fn error_text(e: f64) -> String {
-    if e == 0.0 {
-        "0".into()
-    } else if e.is_infinite() {
-        "∞ (a NaN, an infinity or a changed shape)".into()
-    } else {
-        format!("{e:.2e}")
-    }
-}
-
-fn hash_bytes(h: &mut impl Hasher, t: &TensorProto) {
-    t.data_type.hash(h);
-    t.dims.hash(h);
-    match &t.raw_data {
-        Some(r) if !r.is_empty() => r.as_ref().hash(h),
-        _ => t.float_data.iter().for_each(|f| f.to_bits().hash(h)),
-    }
-}
-
-/// What a measured error depends on: the weight (contents and name), how it is quantized, where
-/// it is read, the inputs measured on, and the model's opset and interface. Stable across the
-/// patches of one run, so that a weight is measured once.
-fn error_key(model: &Model, config: &Config, c: &Candidate) -> u64 {
-    let g = &model.graph;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    if let Some(t) = g.const_tensor(c.weight) {
-        hash_bytes(&mut h, t);
-    }
-    weight_name(g, c.weight).hash(&mut h);
-    scheme(&config.quantize, c).hash(&mut h);
-    for (reader, slot) in g.consumers(c.weight) {
-        (g.node(reader).label(), g.node(reader).op_type(), slot).hash(&mut h);
-    }
-    config.calibration.hash(&mut h);
-    TOLERANCE_SEED.hash(&mut h);
-    model.opset("").hash(&mut h);
-    for id in g.inputs() {
-        g.node(id).label().hash(&mut h);
-    }
-    for (_, vi) in g.outputs() {
-        vi.name.hash(&mut h);
-    }
-    h.finish()
-}
-
-fn cached_error(key: u64) -> Option<Measured> {
-    ERRORS.lock().ok()?.get(&key).cloned()
-}
-
-/// The output error of each planned weight quantized alone, from the cache or measured: the
-/// model as it is runs once in tract on the input sets, then, per weight not cached yet, a copy
-/// with that weight's own patch (built by [`Quantize::rewrite`]) runs on the same sets, through
-/// the verifier's runner; the error is [`crate::verify::relative_l2_error`] against the first
-/// run, the largest over the sets.
-fn output_errors(
-    rule: &Quantize,
-    model: &Model,
-    config: &Config,
-    planned: &[(Match, Candidate)],
-) -> Vec<Measured> {
-    let keys: Vec<u64> = planned
-        .iter()
-        .map(|(_, c)| error_key(model, config, c))
-        .collect();
-    let missing: Vec<usize> = (0..planned.len())
-        .filter(|i| cached_error(keys[*i]).is_none())
-        .collect();
-    if !missing.is_empty() {
-        #[cfg(test)]
-        if let Ok(mut m) = MEASURED.lock() {
-            m.extend(missing.iter().map(|i| keys[*i]));
-        }
-        let measured = measure(rule, model, config, planned, &missing);
-        if let Ok(mut cache) = ERRORS.lock() {
-            for (i, e) in missing.iter().zip(measured) {
-                cache.insert(keys[*i], e);
-            }
-        }
-    }
-    keys.iter()
-        .map(|k| cached_error(*k).unwrap_or_else(|| Err("the error cache is unavailable".into())))
-        .collect()
-}
-
-fn measure(
-    rule: &Quantize,
-    model: &Model,
-    config: &Config,
-    planned: &[(Match, Candidate)],
-    which: &[usize],
-) -> Vec<Measured> {
-    let proto = model.to_proto();
-    let sets = if config.calibration.is_empty() {
-        crate::verify::random_inputs(&proto, &[], TOLERANCE_SEED).map(|s| vec![s])
-    } else {
-        crate::calibrate::load_sets(&config.calibration, &proto)
-    };
-    let base = sets.and_then(|sets| {
-        let out = crate::verify::run_many(&proto, &sets, "original")?;
-        Ok((sets, out))
-    });
-    let (sets, base) = match base {
-        Ok(v) => v,
-        Err(e) => return which.iter().map(|_| Err(e.to_string())).collect(),
-    };
-    which
-        .iter()
-        .map(|&i| {
-            let m = &planned[i].0;
-            let patch = rule.rewrite(model, m, config).map_err(|e| e.to_string())?;
-            let mut copy = model.clone();
-            patch.apply(&mut copy.graph).map_err(|e| e.to_string())?;
-            let outs = crate::verify::run_many(&copy.to_proto(), &sets, "quantized")
-                .map_err(|e| e.to_string())?;
-            Ok(base
-                .iter()
-                .zip(&outs)
-                .map(|(a, b)| crate::verify::relative_l2_error(a, b))
-                .fold(0.0, f64::max))
-        })
-        .collect()
-}
-
 /// Payload bytes of the scales and zero points `c` is written with (the unit scale and zero point
 /// of [`Spelling::Mul`] are shared by all weights and not counted).
 fn param_bytes(cfg: &QuantizeConfig, c: &Candidate, channels: usize) -> u64 {
     let ch = channels as u64;
     match (c.spelling, cfg.weights) {
-        (Spelling::Mul, WeightType::Int8) if c.axis.is_some() => 4 * ch,
+        _ if c.dynamic.is_some() && cfg.weights == WeightType::Int8 => 4 * ch,
+        _ if c.dynamic.is_some() => 5 * ch,
+        (_, WeightType::Int4) => 4 * ch,
         (Spelling::Mul, WeightType::Uint8) if c.axis.is_some() => 8 * ch,
+        (Spelling::Mul, _) if c.axis.is_some() => 4 * ch,
         _ => 5 * ch,
     }
 }
