@@ -9,7 +9,7 @@ use onnx_slim::ir::builder::{attr_f, attr_i, attr_ints, seeded_f32, ModelBuilder
 use onnx_slim::ir::{tensor, Model};
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{self, registry, Config, DriverOptions, RunReport};
-use onnx_slim::rules::prune::PruneConfig;
+use onnx_slim::rules::prune::{Importance, PruneConfig, LOSSY_TOLERANCE};
 use onnx_slim::verify::{self, InputSet};
 
 const F32: DataType = DataType::Float;
@@ -1024,4 +1024,257 @@ fn rules_prune_alone_acts_as_prune_zero_and_verifies() {
     assert_eq!(dims(&m, "wa"), [4, 4, 1, 1]);
     assert_eq!(dims(&m, "wb"), [4, 4, 1, 1]);
     assert_eq!(dims(&m, "wc"), [3, 4, 1, 1]);
+}
+
+#[test]
+fn bad_prune_flags_are_one_line_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--prune-ratio", "1.5"],
+            "--prune-ratio must be in (0, 1), got `1.5`",
+        ),
+        (
+            &["--prune-ratio", "0"],
+            "--prune-ratio must be in (0, 1), got `0`",
+        ),
+        (
+            &["--prune-ratio", "-0.2"],
+            "--prune-ratio must be in (0, 1), got `-0.2`",
+        ),
+        (
+            &["--prune-ratio", "NaN"],
+            "--prune-ratio must be in (0, 1), got `NaN`",
+        ),
+        (
+            &["--prune-ratio", "0.3", "--prune-importance", "l3"],
+            "--prune-importance must be `l1`, `l2` or `bn`, got `l3`",
+        ),
+        (&["--prune-importance", "bn"], "give --prune-ratio too"),
+    ];
+    for (args, want) in cases {
+        let d = tempfile::tempdir().expect("temp dir");
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prune.onnx");
+        let out = d.path().join("out.onnx");
+        let o = std::process::Command::new(common::bin())
+            .arg(&input)
+            .arg(&out)
+            .args(["--rules", "prune"])
+            .args(*args)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(want),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?}: nothing is written");
+    }
+    assert_eq!(cases.len(), 6);
+}
+
+#[test]
+fn prune_ratio_on_the_command_line_writes_a_smaller_verified_model() {
+    // 5 of the 6 channels of the group go (2 are zero); the fixture is so small that fewer would
+    // not pay for the ratio mark on the kernels.
+    let (code, stdout, bytes) = cli(&["--rules", "prune", "--prune-ratio", "0.9"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("of least importance"), "{stdout}");
+    assert!(stdout.contains("passed at tolerance 50"), "{stdout}");
+    let (_, _, zero_only) = cli(&["--rules", "prune"]);
+    assert!(
+        bytes.len() < zero_only.len(),
+        "the ratio removes more than the zero channels"
+    );
+}
+
+fn ratio(r: f64, importance: Importance, exclude: &[&str]) -> PruneConfig {
+    PruneConfig {
+        ratio: Some(r),
+        importance,
+        exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// `x[2,8]` → MatMul `w1[8,12]` → Add `b1` → Sigmoid → MatMul `w2[12,4]` → Add `b2` → `y`.
+fn mlp_sigmoid(w1: ArrayD<f32>) -> ModelProto {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[2, 8])
+        .initializer_f32("w1", w1)
+        .initializer_f32("b1", seeded(&[12], 2))
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .initializer_f32("b2", seeded(&[4], 4))
+        .node_named("fc1", "MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Add", &["h", "b1"], &["hb"], vec![])
+        .node("Sigmoid", &["hb"], &["s"], vec![])
+        .node("MatMul", &["s", "w2"], &["z"], vec![])
+        .node("Add", &["z", "b2"], &["y"], vec![])
+        .output("y", F32, &[2, 4]);
+    b.build()
+}
+
+/// The `n` columns of `w` of lowest norm (`l1` or L2), ascending.
+fn lowest_columns(w: &ArrayD<f32>, n: usize, l1: bool) -> Vec<usize> {
+    let norm = |c: usize| -> f64 {
+        let col = w.index_axis(Axis(1), c);
+        if l1 {
+            col.iter().map(|x| f64::from(x.abs())).sum()
+        } else {
+            col.iter()
+                .map(|x| f64::from(*x).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        }
+    };
+    let mut order: Vec<usize> = (0..w.shape()[1]).collect();
+    order.sort_by(|a, b| norm(*a).total_cmp(&norm(*b)));
+    let mut low = order[..n].to_vec();
+    low.sort();
+    low
+}
+
+#[test]
+fn prune_ratio_removes_the_lowest_norm_neurons_as_if_their_weights_were_0() {
+    // Oracle: removing neurons by ratio gives exactly the model whose removed columns of `w1`
+    // are 0 (their constant Sigmoid(b1) is folded into `b2`), for both norms.
+    let w1 = seeded(&[8, 12], 1);
+    let mut compared = 0;
+    for (importance, l1) in [(Importance::L1, true), (Importance::L2, false)] {
+        let gone = lowest_columns(&w1, 3, l1);
+        let original = mlp_sigmoid(w1.clone());
+        let (pruned, report) = prune_with(&original, ratio(0.25, importance, &[]));
+        assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+        assert_eq!(dims(&pruned, "w1"), [8, 9]);
+        assert_eq!(dims(&pruned, "w2"), [9, 4]);
+        let kept: Vec<usize> = (0..12).filter(|c| !gone.contains(c)).collect();
+        let got = tensor::to_f32(
+            pruned
+                .graph
+                .as_ref()
+                .unwrap()
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some("w1"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(got, w1.select(Axis(1), &kept), "{importance:?}");
+        same_outputs(&mlp_sigmoid(zeroed(w1.clone(), 1, &gone)), &pruned, 1e-6);
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+    // The rule verifies lossy with the sanity bound, exact without a ratio.
+    let rule = registry::select("prune").expect("registered")[0];
+    let config = |prune| Config {
+        prune,
+        ..Default::default()
+    };
+    assert_eq!(
+        rule.tolerance(&config(ratio(0.3, Importance::L1, &[]))),
+        LOSSY_TOLERANCE
+    );
+    assert_eq!(rule.tolerance(&config(PruneConfig::default())), 1e-6);
+}
+
+#[test]
+fn prune_ratio_acts_once_per_group_and_a_second_run_finds_nothing() {
+    let original = mlp_sigmoid(seeded(&[8, 12], 1));
+    let (pruned, report) = prune_with(&original, ratio(0.5, Importance::L1, &[]));
+    assert_eq!(
+        report.patches(),
+        1,
+        "once, although the driver calls find again"
+    );
+    assert_eq!(dims(&pruned, "w1"), [8, 6]);
+    let (again, report) = prune_with(&pruned, ratio(0.5, Importance::L1, &[]));
+    assert_eq!(report.patches(), 0);
+    assert_eq!(again, pruned);
+}
+
+#[test]
+fn prune_ratio_never_empties_a_layer() {
+    let original = mlp_sigmoid(seeded(&[8, 12], 1));
+    let (pruned, report) = prune_with(&original, ratio(0.99, Importance::L1, &[]));
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 1]);
+}
+
+#[test]
+fn prune_exclude_protects_a_group_by_node_or_weight_name() {
+    let original = mlp_sigmoid(seeded(&[8, 12], 1));
+    let mut compared = 0;
+    for name in ["fc1", "w2"] {
+        let (pruned, report) = prune_with(&original, ratio(0.5, Importance::L1, &[name]));
+        assert_eq!(report.patches(), 0, "{name}");
+        assert_eq!(pruned, original);
+        let s = skips(&report);
+        let want = format!("excluded by --prune-exclude `{name}`");
+        assert!(s.iter().any(|s| s.contains(&want)), "{s:?}");
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+}
+
+#[test]
+fn prune_importance_bn_removes_the_smallest_gammas_and_needs_a_batchnorm() {
+    // Conv → BN (gamma with known order) → Relu → Conv: the 3 smallest |gamma| go.
+    let gamma = ArrayD::from_shape_vec(IxDyn(&[6]), vec![0.9, -0.1, 0.5, 0.05, -2.0, 0.2]).unwrap();
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[1, 3, 8, 8])
+        .initializer_f32("wa", seeded(&[6, 3, 3, 3], 4))
+        .initializer_f32("scale", gamma.clone())
+        .initializer_f32("beta", seeded(&[6], 8))
+        .initializer_f32("mean", seeded(&[6], 9))
+        .initializer_f32("var", seeded(&[6], 10).mapv(|v| v.abs() + 0.5))
+        .initializer_f32("wc", seeded(&[5, 6, 1, 1], 6))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["pre"],
+            vec![attr_ints("kernel_shape", &[3, 3])],
+        )
+        .node(
+            "BatchNormalization",
+            &["pre", "scale", "beta", "mean", "var"],
+            &["bn"],
+            vec![],
+        )
+        .node("Relu", &["bn"], &["r"], vec![])
+        .node(
+            "Conv",
+            &["r", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 5, 6, 6]);
+    let original = b.build();
+    let (pruned, report) = prune_with(&original, ratio(0.5, Importance::Bn, &[]));
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    let kept = tensor::to_f32(
+        pruned
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("scale"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kept, gamma.select(Axis(0), &[0, 2, 4]));
+    // Removed channels are valued at their BN's expected output, Relu(beta), in `y`'s new bias.
+    assert!(input_of(&pruned, "y", 2).is_some());
+    // The MLP has no BatchNormalization to rank by.
+    let (_, report) = prune_with(
+        &mlp_sigmoid(seeded(&[8, 12], 1)),
+        ratio(0.5, Importance::Bn, &[]),
+    );
+    assert_eq!(report.patches(), 0);
+    let s = skips(&report);
+    assert!(
+        s.iter().any(|s| s.contains("has no BatchNormalization")),
+        "{s:?}"
+    );
 }

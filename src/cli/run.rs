@@ -94,6 +94,12 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.lowrank_tolerance,
         args.lowrank_min_saving,
     )?;
+    let prune = crate::rules::prune::PruneConfig::from_flags(
+        args.prune_zero,
+        args.prune_ratio,
+        args.prune_importance.as_deref(),
+        &args.prune_exclude,
+    )?;
     let quantize = crate::rules::quantize::QuantizeConfig::from_flags(
         args.quantize_weights.as_deref(),
         args.quantize_granularity.as_deref(),
@@ -142,10 +148,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let mut model = Model::from_proto(loaded.model)?;
     let config = Config {
         calibration: args.calibration.clone(),
-        prune: crate::rules::prune::PruneConfig {
-            zero: args.prune_zero,
-            ..Default::default()
-        },
+        prune,
         lowrank,
         quantize,
     };

@@ -70,14 +70,16 @@ use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, 
 use group::{closure, layer, Group, Role};
 use value::{matmul_bias, removed_values, slice_all, Mode};
 
-/// The verification tolerance with `--prune-ratio`: a sanity bound, as for quantize (outputs
-/// are compared element-wise, `|a − b| ≤ tol·max(1, |a|)`): it catches a broken rewrite, not
-/// accuracy loss, which the verification table's cosine and argmax agreement tell.
-pub const LOSSY_TOLERANCE: f32 = 2.0;
+/// The verification tolerance with `--prune-ratio`: a sanity bound, as lowrank's (outputs are
+/// compared element-wise, `|a − b| ≤ tol·max(1, |a|)`, and digits_mlp at 30 % keeps 99 % of its
+/// argmax with logits moved by twice their size): it catches a broken rewrite (NaN, infinities,
+/// wrong shapes, garbage), not accuracy loss, which the verification table's cosine and argmax
+/// agreement tell.
+pub const LOSSY_TOLERANCE: f32 = 50.0;
 
 /// Set as `doc_string` on the kernels of the producers of a group pruned by `--prune-ratio`:
 /// such a group is not pruned by ratio again (the rule reaches a fixed point).
-pub const RATIO_MARK: &str = "onnx-slim prune: channels removed by --prune-ratio";
+pub const RATIO_MARK: &str = "onnx-slim prune --prune-ratio";
 
 /// How `--prune-ratio` ranks the channels of a group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
