@@ -28,7 +28,9 @@
 //! the group's producers, or `|gamma|` summed over its BatchNormalizations) until `⌊R·C⌋` are
 //! gone; at least one stays. A removed channel is valued as if its producers' kernel slices were
 //! 0, a BatchNormalization giving its expected output `beta`, and that constant is folded into
-//! the consumers where they can take it (padding ignored); elsewhere it is dropped. The producers'
+//! the consumers where they can take it (padding ignored); elsewhere it is dropped. With
+//! `--calibration DIR`, MatMul and Gemm consumers are instead re-fitted by least squares on the
+//! kept channels (see `refit.rs`). The producers'
 //! kernels are marked ([`RATIO_MARK`]) so that the group is not cut again. `--prune-exclude NAME`
 //! leaves alone every group with a member or a weight of that name.
 //!
@@ -56,6 +58,7 @@
 //! constant float32 or that are also read outside the group.
 
 mod group;
+mod refit;
 mod select;
 mod value;
 
@@ -315,6 +318,7 @@ impl Rule for Prune {
         }
         let facts = g.facts();
         let mut done: HashSet<NodeId> = HashSet::new();
+        let mut lossy: Vec<Group> = Vec::new();
         for id in starts {
             if done.contains(&id) {
                 continue;
@@ -332,11 +336,16 @@ impl Rule for Prune {
             done.extend(producers.iter().copied());
             match barrier {
                 None => match plan(g, &group, cfg) {
-                    Ok(Ok(p)) => f.matches.push(Match {
-                        anchor: id,
-                        nodes: group.members.iter().map(|(n, _)| *n).collect(),
-                        what: describe(g, &group, &p, &producers),
-                    }),
+                    Ok(Ok(p)) => {
+                        f.matches.push(Match {
+                            anchor: id,
+                            nodes: group.members.iter().map(|(n, _)| *n).collect(),
+                            what: describe(g, &group, &p, &producers),
+                        });
+                        if p.lossy {
+                            lossy.push(group);
+                        }
+                    }
                     Ok(Err(Some(reason))) => f.skip(model, id, reason),
                     Ok(Err(None)) => {}
                     Err(e) => f.skip(model, id, e.to_string()),
@@ -350,6 +359,8 @@ impl Rule for Prune {
                 }
             }
         }
+        // With --calibration, the re-fit's inputs: one tract run for every group.
+        refit::capture(model, &lossy.iter().collect::<Vec<_>>(), config);
         f
     }
 
@@ -405,9 +416,44 @@ impl Rule for Prune {
         } else {
             HashSet::new()
         };
-        // Constants removed channels leave in the consumers' biases.
+        // With --calibration, consumers re-fitted by least squares on the kept channels; the
+        // others take the constants removed channels leave in their biases.
+        let refits = if plan.lossy {
+            refit::refits(g, &group, &keep, config)?
+        } else {
+            HashMap::new()
+        };
+        if !refits.is_empty() {
+            let mut names: Vec<String> = refits
+                .keys()
+                .map(|id| format!("`{}`", g.node(*id).label()))
+                .collect();
+            names.sort();
+            p.description.push_str(&format!(
+                ", {} re-fitted on the calibration data",
+                names.join(", ")
+            ));
+        }
+        let mut refit_kernels: HashMap<ValueRef, &ArrayD<f32>> = HashMap::new();
         for (id, vals) in &plan.folds {
-            fold(g, &mut p, *id, &plan.remove, vals, &by_value)?;
+            match refits.get(id) {
+                Some(r) => {
+                    let l = layer(g, *id).ok_or_else(|| rule_err("a consumer is gone"))?;
+                    let kv = g
+                        .input(*id, l.kernel)
+                        .ok_or_else(|| rule_err("a consumer lost its kernel"))?;
+                    refit_kernels.insert(kv, &r.kernel);
+                    let old = refit::current_bias(g, *id, r.bias.len())?;
+                    let delta: Vec<f64> = r
+                        .bias
+                        .iter()
+                        .zip(&old)
+                        .map(|(n, o)| f64::from(*n) - o)
+                        .collect();
+                    add_to_bias(g, &mut p, *id, &delta, &by_value)?;
+                }
+                None => fold(g, &mut p, *id, &plan.remove, vals, &by_value)?,
+            }
         }
         let depthwise: Vec<NodeId> = group
             .members
@@ -431,6 +477,17 @@ impl Rule for Prune {
             let mut a = tensor::to_f32(t)?;
             for ax in axes {
                 a = a.select(Axis(ax), &keep);
+            }
+            if let Some(r) = refit_kernels.get(&v) {
+                if r.shape() != a.shape() {
+                    return Err(rule_err(format!(
+                        "the re-fit of `{}` has dims {:?}, not {:?}",
+                        g.value_name(v),
+                        r.shape(),
+                        a.shape()
+                    )));
+                }
+                a = (*r).clone();
             }
             let name = g.value_name(v).to_string();
             let mut nt = tensor::from_f32(&name, &a);
@@ -530,14 +587,27 @@ fn fold(
         }
     }
     let node = g.node(id);
+    if node.op_type() == "Gemm" {
+        let alpha = f64::from(node.attr("alpha").and_then(|a| a.f).unwrap_or(1.0));
+        let beta = f64::from(node.attr("beta").and_then(|a| a.f).unwrap_or(1.0));
+        delta.iter_mut().for_each(|d| *d *= alpha / beta);
+    }
+    add_to_bias(g, p, id, &delta, cuts)
+}
+
+/// Adds `delta` (one value per output) to consumer `id`'s bias: Conv's `B`, Gemm's `C` (created
+/// when absent), the constant of the `Add` after a MatMul.
+fn add_to_bias(
+    g: &Graph,
+    p: &mut Patch,
+    id: NodeId,
+    delta: &[f64],
+    cuts: &[(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)],
+) -> Result<()> {
+    let node = g.node(id);
+    let m = delta.len();
     let (target, slot) = match node.op_type() {
-        "Conv" => (id, 2),
-        "Gemm" => {
-            let alpha = f64::from(node.attr("alpha").and_then(|a| a.f).unwrap_or(1.0));
-            let beta = f64::from(node.attr("beta").and_then(|a| a.f).unwrap_or(1.0));
-            delta.iter_mut().for_each(|d| *d *= alpha / beta);
-            (id, 2)
-        }
+        "Conv" | "Gemm" => (id, 2),
         "MatMul" => {
             matmul_bias(g, id).ok_or_else(|| rule_err("a MatMul consumer lost its bias"))?
         }
@@ -576,7 +646,7 @@ fn fold(
         .ok_or_else(|| rule_err("the bias does not broadcast"))?
         .to_owned();
     for mut lane in new.lanes_mut(Axis(shape.len() - 1)) {
-        for (x, d) in lane.iter_mut().zip(&delta) {
+        for (x, d) in lane.iter_mut().zip(delta) {
             *x = (f64::from(*x) + d) as f32;
         }
     }
