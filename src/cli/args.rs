@@ -71,10 +71,22 @@ pub struct RunArgs {
     /// lowrank: factor only when it saves more than this fraction of parameters (default 0.1).
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub lowrank_min_saving: Option<f64>,
-    /// prune: remove the channels and neurons that are exactly zero, with every tensor coupled to
-    /// them (lossless). The only criterion so far: `--rules prune` alone does the same.
+    /// prune: remove the channels and neurons the next layers read as a constant (0, or a
+    /// constant they take in their bias), with every tensor coupled to them (lossless).
+    /// `--rules prune` alone does the same.
     #[arg(long)]
     pub prune_zero: bool,
+    /// prune: also remove the lowest-importance fraction R of each coupled group, in (0, 1)
+    /// (lossy; at least one channel stays).
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    pub prune_ratio: Option<f64>,
+    /// prune: how --prune-ratio ranks channels: `l1` (the default) or `l2` norm of the
+    /// producers' filters, or `bn` (|gamma| of the BatchNormalizations).
+    #[arg(long, value_name = "l1|l2|bn")]
+    pub prune_importance: Option<String>,
+    /// prune: node or weight names whose groups are left alone (comma-separated, repeatable).
+    #[arg(long, value_name = "NAME,...")]
+    pub prune_exclude: Vec<String>,
     /// quantize: store weights as `int8` (symmetric, the default), `uint8` (asymmetric) or `int4`
     /// (symmetric, two per byte; opset 21, raised when no other op changes meaning).
     #[arg(long, value_name = "TYPE")]

@@ -91,6 +91,12 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.lowrank_tolerance,
         args.lowrank_min_saving,
     )?;
+    let prune = crate::rules::prune::PruneConfig::from_flags(
+        args.prune_zero,
+        args.prune_ratio,
+        args.prune_importance.as_deref(),
+        &args.prune_exclude,
+    )?;
     let quantize = crate::rules::quantize::QuantizeConfig::from_flags(
         args.quantize_weights.as_deref(),
         args.quantize_granularity.as_deref(),
@@ -98,7 +104,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.quantize_tolerance,
     )?
     .with_mode(args.quantize_mode.as_deref())?;
-    let plan = Plan::from_args(args, &lowrank, &quantize)?;
+    let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
     let default_rules = if plan.search.is_some() {
         SEARCH_SELECTION
     } else {
@@ -150,9 +156,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let mut model = Model::from_proto(loaded.model)?;
     let config = Config {
         calibration: args.calibration.clone(),
-        prune: crate::rules::prune::PruneConfig {
-            zero: args.prune_zero,
-        },
+        prune,
         lowrank,
         quantize,
     };
@@ -334,6 +338,9 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
         ),
         ("--quantize-mode", args.quantize_mode.is_some(), "quantize"),
         ("--prune-zero", args.prune_zero, "prune"),
+        ("--prune-ratio", args.prune_ratio.is_some(), "prune"),
+        ("--prune-importance", args.prune_importance.is_some(), "prune"),
+        ("--prune-exclude", !args.prune_exclude.is_empty(), "prune"),
     ];
     for &(flag, given, rule) in flags {
         if given && !selected(rule) {
@@ -352,10 +359,11 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
     }
     let reads_calibration = search
         || selected("lowrank")
-        || (selected("quantize") && args.quantize_tolerance.is_some());
+        || (selected("quantize") && args.quantize_tolerance.is_some())
+        || (selected("prune") && args.prune_ratio.is_some());
     if !args.calibration.is_empty() && !reads_calibration {
         return Err(Error::Usage(format!(
-            "--calibration is read by `lowrank`, `quantize --quantize-tolerance` and --budget, and `--rules {selection}` uses none of them"
+            "--calibration is read by `lowrank`, `quantize --quantize-tolerance`, `prune --prune-ratio` and --budget, and `--rules {selection}` uses none of them"
         )));
     }
     Ok(())
@@ -376,6 +384,7 @@ impl Plan {
         args: &RunArgs,
         lowrank: &crate::rules::lowrank::LowrankConfig,
         quantize: &crate::rules::quantize::QuantizeConfig,
+        prune: &crate::rules::prune::PruneConfig,
     ) -> Result<Plan> {
         let budget = crate::verify::Budget::from_flags(args.budget, args.budget_metric.as_deref())?;
         if let Some(r) = args.target_size {
@@ -385,10 +394,11 @@ impl Plan {
                 )));
             }
         }
-        let pinned = *lowrank != Default::default() || !quantize.is_default();
+        let pinned =
+            *lowrank != Default::default() || !quantize.is_default() || prune.ratio.is_some();
         if args.target_size.is_some() && pinned {
             return Err(Error::Usage(
-                "--target-size chooses per layer how to apply the lossy rules; drop the --lowrank-*/--quantize-* option flags"
+                "--target-size chooses per layer how to apply the lossy rules; drop the --lowrank-*/--quantize-*/--prune-ratio option flags"
                     .into(),
             ));
         }

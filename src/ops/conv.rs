@@ -1,7 +1,9 @@
 //! Convolutions and pooling: `Conv`, `ConvTranspose`, `MaxPool`, `AveragePool`, `LpPool` and the
 //! global pools.
 
-use super::infer::{attr_i, fact, known_u64, output_times, spatial_out, InferCx, MacCount, MacCx};
+use super::infer::{
+    attr_i, attr_ints, fact, known_u64, output_times, spatial_out, InferCx, MacCount, MacCx,
+};
 use super::{arity, Flow, OpDef, WeightOperand, WeightRole};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::{tensor_proto::DataType, NodeProto};
@@ -234,6 +236,19 @@ fn global_pool(cx: &mut InferCx) -> Vec<Fact> {
 
 const PASS: Flow = Flow::Pass { per_channel: &[] };
 
+/// A constant channel through pooling stays that constant, except where average or Lp pooling
+/// counts padding (or, for Lp, the window size): there only 0 stays 0.
+fn pool_point(node: &NodeProto, x: f32, _: &[Option<f32>]) -> Option<f32> {
+    let padded = attr_ints(node, "pads").is_some_and(|p| p.iter().any(|v| *v != 0))
+        || super::infer::attr_s(node, "auto_pad").is_some_and(|a| a.starts_with("SAME"));
+    let exact = match node.op_type.as_deref()? {
+        "MaxPool" | "GlobalMaxPool" | "GlobalAveragePool" => true,
+        "AveragePool" => !padded || attr_i(node, "count_include_pad").unwrap_or(0) == 0,
+        _ => false,
+    };
+    (exact || x == 0.0).then_some(x)
+}
+
 pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "auto_pad dilations group kernel_shape pads strides",
@@ -260,6 +275,7 @@ pub(super) const OPS: &[OpDef] = &[
         attrs: "auto_pad kernel_shape pads strides ceil_mode>=10 dilations>=10 storage_order>=8",
         infer: pool,
         flow: PASS,
+        point: Some(pool_point),
         ..OpDef::new("MaxPool", 1, arity(1, 1), arity(1, 2))
     },
     OpDef {
@@ -267,12 +283,14 @@ pub(super) const OPS: &[OpDef] = &[
                 dilations>=19",
         infer: pool,
         flow: PASS,
+        point: Some(pool_point),
         ..OpDef::new("AveragePool", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {
         attrs: "auto_pad kernel_shape pads strides p ceil_mode>=18 dilations>=18",
         infer: pool,
         flow: PASS,
+        point: Some(pool_point),
         ..OpDef::new("LpPool", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {
@@ -284,17 +302,20 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         infer: global_pool,
         flow: PASS,
+        point: Some(pool_point),
         ..OpDef::new("GlobalAveragePool", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {
         infer: global_pool,
         flow: PASS,
+        point: Some(pool_point),
         ..OpDef::new("GlobalMaxPool", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {
         attrs: "p",
         infer: global_pool,
         flow: PASS,
+        point: Some(pool_point),
         ..OpDef::new("GlobalLpPool", 2, arity(1, 1), arity(1, 1))
     },
 ];

@@ -1,10 +1,11 @@
 //! Elementwise ops: unary math and activations, casts, broadcasting arithmetic, comparisons and
 //! logic, variadic `Sum`/`Max`/..., `Where`.
 
-use super::infer::{fact, is_int, InferCx, NoopCx};
+use super::infer::{attr_f, attr_i, attr_s, fact, is_int, InferCx, NoopCx};
 use super::{arity, Flow, OpDef, Purity, VARIADIC};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::NodeProto;
 
 const BOOL: i32 = DataType::Bool as i32;
 
@@ -144,12 +145,137 @@ fn arith_value(
 
 const PASS: Flow = Flow::Pass { per_channel: &[] };
 
+/// [`OpDef::point`] of the unary ops, the activations with parameters (`Clip`, `PRelu`) and
+/// `Identity`, `Cast` to float32: the ONNX formula on one f32 (attribute defaults of the spec).
+/// `Erf` and exact `Gelu` only at 0 (no exact f32 evaluation elsewhere); ops on other types
+/// (`Not`, `IsNaN`, ...) and the mixing ones (`Softmax`, ...) give `None`.
+pub(super) fn point(node: &NodeProto, x: f32, operands: &[Option<f32>]) -> Option<f32> {
+    let f = |name: &str, default: f32| attr_f(node, name).unwrap_or(default);
+    let operand = |i: usize| operands.get(i).copied().flatten();
+    let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let softplus = |v: f32| if v > 20.0 { v } else { v.exp().ln_1p() };
+    Some(match node.op_type.as_deref()? {
+        "Identity" => x,
+        "Cast" => {
+            if attr_i(node, "to") != Some(DataType::Float as i64) {
+                return None;
+            }
+            x
+        }
+        "Abs" => x.abs(),
+        "Neg" => -x,
+        "Relu" => x.max(0.0),
+        "LeakyRelu" => {
+            if x < 0.0 {
+                f("alpha", 0.01) * x
+            } else {
+                x
+            }
+        }
+        "PRelu" => {
+            if x < 0.0 {
+                operand(1)? * x
+            } else {
+                x
+            }
+        }
+        "Elu" => {
+            if x < 0.0 {
+                f("alpha", 1.0) * x.exp_m1()
+            } else {
+                x
+            }
+        }
+        "Celu" => {
+            let a = f("alpha", 1.0);
+            x.max(0.0) + (a * (x / a).exp_m1()).min(0.0)
+        }
+        "Selu" => {
+            let (a, g) = (f("alpha", 1.673_263_2), f("gamma", 1.050_701));
+            if x <= 0.0 {
+                g * a * x.exp_m1()
+            } else {
+                g * x
+            }
+        }
+        "ThresholdedRelu" => {
+            if x > f("alpha", 1.0) {
+                x
+            } else {
+                0.0
+            }
+        }
+        "Shrink" => {
+            let (b, l) = (f("bias", 0.0), f("lambd", 0.5));
+            if x < -l {
+                x + b
+            } else if x > l {
+                x - b
+            } else {
+                0.0
+            }
+        }
+        "HardSigmoid" => (f("alpha", 0.2) * x + f("beta", 0.5)).clamp(0.0, 1.0),
+        "HardSwish" => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        "Sigmoid" => sigmoid(x),
+        "Swish" => x * sigmoid(f("alpha", 1.0) * x),
+        "Softplus" => softplus(x),
+        "Softsign" => x / (1.0 + x.abs()),
+        "Mish" => x * softplus(x).tanh(),
+        "Tanh" => x.tanh(),
+        "Exp" => x.exp(),
+        "Log" => x.ln(),
+        "Sqrt" => x.sqrt(),
+        "Reciprocal" => x.recip(),
+        "Sign" => {
+            if x == 0.0 {
+                0.0
+            } else {
+                x.signum()
+            }
+        }
+        "Floor" => x.floor(),
+        "Ceil" => x.ceil(),
+        "Round" => x.round_ties_even(),
+        "Sin" => x.sin(),
+        "Cos" => x.cos(),
+        "Tan" => x.tan(),
+        "Sinh" => x.sinh(),
+        "Cosh" => x.cosh(),
+        "Asin" => x.asin(),
+        "Acos" => x.acos(),
+        "Atan" => x.atan(),
+        "Asinh" => x.asinh(),
+        "Acosh" => x.acosh(),
+        "Atanh" => x.atanh(),
+        "Erf" | "Gelu" if x == 0.0 => 0.0,
+        "Gelu" if attr_s(node, "approximate").as_deref() == Some("tanh") => {
+            let c = (2.0 / std::f32::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044_715 * x * x * x)).tanh())
+        }
+        "Clip" => {
+            // Bounds: attributes before opset 11, inputs 1 and 2 after (absent: unbounded).
+            let bound = |slot: usize, name: &str, default: f32| -> Option<f32> {
+                match attr_f(node, name) {
+                    Some(v) => Some(v),
+                    None if node.input.get(slot).is_some_and(|s| !s.is_empty()) => operand(slot),
+                    None => Some(default),
+                }
+            };
+            let (lo, hi) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
+            x.max(lo).min(hi)
+        }
+        _ => return None,
+    })
+}
+
 /// A one-input, one-output op keeping shape and dtype; channels pass.
 const fn unary(op: &'static str, since: i64, attrs: &'static str) -> OpDef {
     OpDef {
         attrs,
         infer: same,
         flow: PASS,
+        point: Some(point),
         ..OpDef::new(op, since, arity(1, 1), arity(1, 1))
     }
 }
@@ -194,6 +320,7 @@ const fn variadic(op: &'static str, since: i64) -> OpDef {
 const fn mixes(d: OpDef) -> OpDef {
     OpDef {
         flow: Flow::Barrier,
+        point: None,
         ..d
     }
 }
@@ -315,6 +442,7 @@ pub(super) const OPS: &[OpDef] = &[
     binary("BitwiseXor", 18, ""),
     OpDef {
         flow: Flow::Pass { per_channel: &[1] },
+        point: Some(point),
         ..binary("PRelu", 1, "consumed_inputs<6")
     },
     ev(compare("And", 1, "broadcast<7 axis<7")),

@@ -87,6 +87,11 @@ pub fn attr_i(node: &NodeProto, name: &str) -> Option<i64> {
     attr(node, name).and_then(|a| a.i)
 }
 
+/// Float attribute `name` of `node`.
+pub fn attr_f(node: &NodeProto, name: &str) -> Option<f32> {
+    attr(node, name).and_then(|a| a.f)
+}
+
 /// Integer-list attribute `name` of `node`.
 pub fn attr_ints<'n>(node: &'n NodeProto, name: &str) -> Option<&'n [i64]> {
     attr(node, name).map(|a| a.ints.as_slice())

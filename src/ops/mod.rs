@@ -42,6 +42,10 @@ pub type WeightFn = fn(&NodeProto) -> Vec<WeightOperand>;
 /// `Ok(())` when the node provably returns its input 0 unchanged, else why not (a reason
 /// containing "not known" means it may be a no-op, but the facts cannot tell).
 pub type NoopFn = fn(&NoopCx) -> Result<(), String>;
+/// The value of output 0 where input 0 is the constant `x` all over a channel (see
+/// [`OpDef::point`]): `operands[i]` is input `i`'s value at that channel (a per-channel
+/// parameter's entry, or a scalar constant), `None` when absent or not constant.
+pub type PointFn = fn(&NodeProto, f32, &[Option<f32>]) -> Option<f32>;
 
 /// How many inputs or outputs a node takes: `min..=max` (`max` = [`usize::MAX`] for variadic).
 /// Optional operands in the middle count as present when named, absent when `""`.
@@ -178,6 +182,13 @@ pub struct OpDef {
     pub eval: bool,
     /// When it returns its input 0 unchanged.
     pub noop: Option<NoopFn>,
+    /// For `Pass` ops: what a channel that is the constant `x` everywhere becomes (the op acts
+    /// on each element of the channel alone, or, for pooling and normalisation, on the channel
+    /// as a whole). `None` (the function's, or no function) when the result is not that one
+    /// constant everywhere or not known exactly: random ops, bounds that are not constant,
+    /// average pooling over padding, functions without an exact f32 evaluation away from 0
+    /// (`Erf`, exact `Gelu`). Evaluated in f32 with the formula of the ONNX spec.
+    pub point: Option<PointFn>,
 }
 
 impl OpDef {
@@ -198,6 +209,7 @@ impl OpDef {
             purity: Purity::Pure,
             eval: false,
             noop: None,
+            point: None,
         }
     }
 
@@ -338,6 +350,15 @@ pub fn weights(node: &NodeProto) -> Vec<WeightOperand> {
         .and_then(|d| d.weights)
         .map(|f| f(node))
         .unwrap_or_default()
+}
+
+/// What `node` makes of a channel that is the constant `x` everywhere, with its other inputs'
+/// values at that channel (see [`OpDef::point`]); `None` when not one known constant.
+pub fn point(node: &NodeProto, x: f32, operands: &[Option<f32>]) -> Option<f32> {
+    lookup_node(node, None)
+        .and_then(|d| d.point)
+        .and_then(|f| f(node, x, operands))
+        .filter(|y| y.is_finite())
 }
 
 /// The channel flow of `node` ([`Flow::Barrier`] for ops the table does not know).

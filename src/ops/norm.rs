@@ -3,10 +3,11 @@
 //! mean-variance) are channel-flow barriers: removing a channel changes the others.
 
 use super::elementwise::same;
-use super::infer::{fact, norm_axis, InferCx};
+use super::infer::{attr_f, attr_i, fact, norm_axis, InferCx};
 use super::{arity, Flow, OpDef};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::NodeProto;
 
 fn dropout(cx: &mut InferCx) -> Vec<Fact> {
     let i0 = cx.x(0).clone();
@@ -42,6 +43,32 @@ fn layer_norm(cx: &mut InferCx) -> Vec<Fact> {
     ]
 }
 
+/// A constant channel `x` through BatchNormalization in inference mode:
+/// `(x − mean)/√(var + ε)·scale + B` (training mode: `None`).
+fn batch_norm_point(node: &NodeProto, x: f32, operands: &[Option<f32>]) -> Option<f32> {
+    if attr_i(node, "training_mode").unwrap_or(0) != 0 {
+        return None;
+    }
+    let at = |i: usize| operands.get(i).copied().flatten();
+    let eps = attr_f(node, "epsilon").unwrap_or(1e-5);
+    Some((x - at(3)?) / (at(4)? + eps).sqrt() * at(1)? + at(2)?)
+}
+
+/// A constant channel through InstanceNormalization: its mean is itself and its variance 0, so
+/// it becomes the bias `B`.
+fn instance_norm_point(_: &NodeProto, x: f32, operands: &[Option<f32>]) -> Option<f32> {
+    x.is_finite().then_some(())?;
+    operands.get(2).copied().flatten()
+}
+
+/// Dropout in inference mode (no `training_mode` input, or a constant 0) is the identity.
+fn dropout_point(node: &NodeProto, x: f32, operands: &[Option<f32>]) -> Option<f32> {
+    match node.input.get(2).filter(|s| !s.is_empty()) {
+        None => Some(x),
+        Some(_) => (operands.get(2).copied().flatten() == Some(0.0)).then_some(x),
+    }
+}
+
 pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "epsilon momentum consumed_inputs<6 is_test<7 spatial<9 training_mode>=14",
@@ -49,6 +76,7 @@ pub(super) const OPS: &[OpDef] = &[
         flow: Flow::Pass {
             per_channel: &[1, 2, 3, 4],
         },
+        point: Some(batch_norm_point),
         ..OpDef::new("BatchNormalization", 1, arity(5, 5), arity(1, 5))
     },
     OpDef {
@@ -57,6 +85,7 @@ pub(super) const OPS: &[OpDef] = &[
         flow: Flow::Pass {
             per_channel: &[1, 2],
         },
+        point: Some(instance_norm_point),
         ..OpDef::new("InstanceNormalization", 1, arity(3, 3), arity(1, 1))
     },
     OpDef {
@@ -93,6 +122,7 @@ pub(super) const OPS: &[OpDef] = &[
         attrs: "ratio<12 consumed_inputs<6 is_test<7 seed>=12",
         infer: dropout,
         flow: Flow::Pass { per_channel: &[] },
+        point: Some(dropout_point),
         ..OpDef::new("Dropout", 1, arity(1, 3), arity(1, 2))
     },
 ];

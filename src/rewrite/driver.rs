@@ -220,7 +220,13 @@ pub fn run(
             RuleReport {
                 code: m.code,
                 name: m.name,
-                exactness: m.exactness,
+                exactness: if r.lossy(config) {
+                    Exactness::Lossy {
+                        tolerance: r.tolerance(config),
+                    }
+                } else {
+                    m.exactness
+                },
                 rewrites: vec![],
                 skips: vec![],
                 before,

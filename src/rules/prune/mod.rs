@@ -1,5 +1,6 @@
-//! `P001 prune`: removes output channels (Conv) and hidden neurons (Gemm/MatMul) that are exactly
-//! zero, together with every tensor coupled to them.
+//! `P001 prune`: removes output channels (Conv) and hidden neurons (Gemm/MatMul) that the next
+//! layers provably read as a constant (`--prune-zero`, exact) or that matter least
+//! (`--prune-ratio`, lossy), together with every tensor coupled to them.
 //!
 //! **What:** a *coupled group* starts at a layer's output channels (Conv, ConvTranspose, Gemm,
 //! MatMul with a constant kernel: the kernel's `out_axis` in the op table, [`crate::ops::weights`])
@@ -8,28 +9,46 @@
 //! depthwise Conv (`group` = channels, one filter per channel: `group` shrinks with them) and the
 //! elementwise `Add`, `Sub` and `Mul` (every other input with that channel dim joins the group: a
 //! residual Add couples its two producers; a constant operand shrinks along that axis), up to the
-//! consuming layers' input axis (`in_axis`). With `--prune-zero` (the only criterion so far, and
-//! what `--rules prune` does without flags) channel `c` of a group is removed when what every
-//! consuming layer reads is provably 0 at `c`. Zero channels follow the group in dependency order:
-//! a producer's are those whose kernel slice and bias are 0; a `Pass` op keeps those it maps from
-//! 0 to 0 (Relu yes; BatchNormalization only where `beta = 0` and `mean·scale = 0`; Sigmoid
-//! never), a depthwise Conv those where its bias is 0, `Add`/`Sub` those 0 in every input, `Mul`
-//! those 0 in some input (a squeeze-excitation gate shrinks with the branch it gates). One patch
-//! per group slices the producers' kernels and biases, the per-channel parameters, the constant
-//! operands, the consumers' kernels and the depthwise `group`; the old constants are removed and
-//! the new ones keep their names. At least one channel stays in every group.
+//! consuming layers' input axis (`in_axis`).
 //!
-//! **Why:** training frameworks leave pruned channels in exported models as zeros; removing them
-//! makes the model really smaller and faster, through residual connections, without going back
-//! to the training framework.
+//! **`--prune-zero`** (what `--rules prune` does without flags): channel `c` is removed when
+//! every consuming layer provably reads one constant `k` all over it, and can take `k` in its bias
+//! (see `value.rs`). The constant follows the group in dependency order: a producer whose kernel
+//! slice is 0 gives its bias; a `Pass` op maps it by the op table's evaluation on a constant
+//! channel ([`crate::ops::point`]: Relu(0) = 0, BatchNormalization(0) = `beta − mean·scale/√(var+ε)`,
+//! HardSwish of that, Sigmoid(0) = ½, ...); a depthwise Conv gives `bias + k·Σw` (only 0 stays 0
+//! when it pads its input); `Add`/`Sub` combine constants, `Mul` by 0 is 0 (a squeeze-excitation
+//! gate shrinks with the branch it gates). A consumer reading `k ≠ 0` takes `k·Σ W[:, c, ...]` in
+//! its bias: Conv `B` (only without padding: at the border a padded Conv reads 0 instead of `k`),
+//! Gemm `C` (times `alpha/beta`; created when absent), the constant of the `Add` after a MatMul;
+//! other consumers keep the channel, with the reason.
+//!
+//! **`--prune-ratio R`** (with `--prune-importance l1|l2|bn`): in each group, also remove the
+//! channels of lowest importance (the L1 or L2 norm of each producer's kernel slice, summed over
+//! the group's producers, or `|gamma|` summed over its BatchNormalizations) until `⌊R·C⌋` are
+//! gone; at least one stays. A removed channel is valued as if its producers' kernel slices were
+//! 0, a BatchNormalization giving its expected output `beta`, and that constant is folded into
+//! the consumers where they can take it (padding ignored); elsewhere it is dropped. With
+//! `--calibration DIR`, MatMul, Gemm and 1×1 Conv consumers are instead re-fitted by least
+//! squares on the kept channels (see `refit.rs`). The producers'
+//! kernels are marked ([`RATIO_MARK`]) so that the group is not cut again. `--prune-exclude NAME`
+//! leaves alone every group with a member or a weight of that name.
+//!
+//! One patch per group slices the producers' kernels and biases, the per-channel parameters, the
+//! constant operands, the consumers' kernels and the depthwise `group`, and folds the constants;
+//! the old constants are removed and the new ones keep their names.
+//!
+//! **Why:** training frameworks leave pruned channels in exported models as zeros (and BN keeps
+//! them a constant); removing them makes the model really smaller and faster, through residual
+//! connections, without going back to the training framework.
 //!
 //! **Example:** `h = Relu(x·W1 + b1)` with `W1[64,512]` whose columns 0..170 and `b1[0..170]` are
 //! 0, `y = h·W2[512,10]` → `W1[64,342]`, `b1[342]`, `W2[342,10]`.
 //!
-//! **Exact:** yes: ops inside a group act channel by channel, so channel `c` of any of its tensors
-//! reaches the outside only through what the consuming layers read at `c`, which is 0 (for finite
-//! inputs: `0·x = 0`); removed kernel slices are finite, so they contributed exactly 0. Only the
-//! order of additions of the remaining terms may change (tolerance 1e-6).
+//! **Exact** with `--prune-zero`: ops inside a group act channel by channel, so channel `c` of any
+//! of its tensors reaches the outside only through what the consuming layers read at `c`, the
+//! constant `k` they now add in their bias (for finite weights); only the order of additions may
+//! change (tolerance 1e-6). **Lossy** with `--prune-ratio`: verified against [`LOSSY_TOLERANCE`].
 //!
 //! Declared shapes (`value_info`) of the group's values get the new channel count.
 //!
@@ -39,25 +58,105 @@
 //! constant float32 or that are also read outside the group.
 
 mod group;
-mod zero;
+mod refit;
+mod select;
+mod value;
 
 use std::collections::{HashMap, HashSet};
 
-use ndarray::{ArrayD, Axis};
+use ndarray::{ArrayD, Axis, IxDyn};
 
 use super::util::make_attr_i;
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, NodeId, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 use group::{closure, layer, Group, Role};
-use zero::{slice_all, zero_channels};
+use value::{matmul_bias, removed_values, slice_all, Mode};
+
+/// The verification tolerance with `--prune-ratio`: a sanity bound, as lowrank's (outputs are
+/// compared element-wise, `|a − b| ≤ tol·max(1, |a|)`, and digits_mlp at 30 % keeps 99 % of its
+/// argmax with logits moved by twice their size): it catches a broken rewrite (NaN, infinities,
+/// wrong shapes, garbage), not accuracy loss, which the verification table's cosine and argmax
+/// agreement tell.
+pub const LOSSY_TOLERANCE: f32 = 50.0;
+
+/// Set as `doc_string` on the kernels of the producers of a group pruned by `--prune-ratio`:
+/// such a group is not pruned by ratio again (the rule reaches a fixed point).
+pub const RATIO_MARK: &str = "onnx-slim prune --prune-ratio";
+
+/// How `--prune-ratio` ranks the channels of a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Importance {
+    /// Sum over the group's producers of the L1 norm of the channel's kernel slice.
+    #[default]
+    L1,
+    /// Sum over the group's producers of the L2 norm of the channel's kernel slice.
+    L2,
+    /// Sum over the group's BatchNormalizations of `|gamma|` of the channel.
+    Bn,
+}
 
 /// Options of the `prune` rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PruneConfig {
-    /// `--prune-zero`: remove channels that are exactly zero. The only criterion so far, so the
-    /// rule acts as if it were set when it is not.
+    /// `--prune-zero`: remove channels that consumers provably read as a constant (0, or a
+    /// constant they take in their bias). What the rule does without `--prune-ratio`, so it acts
+    /// as if it were set when it is not.
     pub zero: bool,
+    /// `--prune-ratio R`, in (0, 1): also remove the lowest-importance fraction `R` of each
+    /// group's channels (lossy); at least one channel stays.
+    pub ratio: Option<f64>,
+    /// `--prune-importance`: how `ratio` ranks channels.
+    pub importance: Importance,
+    /// `--prune-exclude`: node or weight names whose groups are left alone.
+    pub exclude: Vec<String>,
+}
+
+impl PruneConfig {
+    /// Builds the options from the command-line flags, refusing values it does not know.
+    pub fn from_flags(
+        zero: bool,
+        ratio: Option<f64>,
+        importance: Option<&str>,
+        exclude: &[String],
+    ) -> Result<PruneConfig> {
+        let mut cfg = PruneConfig {
+            zero,
+            ..Default::default()
+        };
+        if let Some(r) = ratio {
+            if !(r.is_finite() && r > 0.0 && r < 1.0) {
+                return Err(Error::Usage(format!(
+                    "--prune-ratio must be in (0, 1), got `{r}`"
+                )));
+            }
+            cfg.ratio = Some(r);
+        }
+        cfg.importance = match importance {
+            None | Some("l1") => Importance::L1,
+            Some("l2") => Importance::L2,
+            Some("bn") => Importance::Bn,
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "--prune-importance must be `l1`, `l2` or `bn`, got `{other}`"
+                )))
+            }
+        };
+        if importance.is_some() && ratio.is_none() {
+            return Err(Error::Usage(
+                "--prune-importance ranks channels for --prune-ratio; give --prune-ratio too"
+                    .into(),
+            ));
+        }
+        cfg.exclude = exclude
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        Ok(cfg)
+    }
 }
 
 /// See the module docs.
@@ -81,18 +180,117 @@ fn rule_err(reason: impl Into<String>) -> Error {
     }
 }
 
-/// The channels to remove from `group` (at least one stays), or why none.
-fn plan(g: &Graph, group: &Group) -> Result<std::result::Result<Vec<usize>, Option<String>>> {
-    let (zero, reason) = zero_channels(g, group)?;
-    let mut remove: Vec<usize> = (0..group.channels).filter(|c| zero[*c]).collect();
-    if remove.len() == group.channels {
-        remove.remove(0);
-    }
-    Ok(if remove.is_empty() {
-        Err(reason)
-    } else {
-        Ok(remove)
+/// What to remove from a group, and what its consumers read there.
+struct Plan {
+    /// Channels to remove, ascending.
+    remove: Vec<usize>,
+    /// How many of them go exactly.
+    exact: usize,
+    /// Per consumer: per removed channel (in `remove`'s order), the constant it reads there.
+    folds: Vec<(NodeId, Vec<Option<f32>>)>,
+    /// Whether `--prune-ratio` chose channels (the producers' kernels are then marked).
+    lossy: bool,
+}
+
+/// Whether a producer of `group` carries [`RATIO_MARK`].
+fn marked(g: &Graph, group: &Group) -> bool {
+    group.members.iter().any(|&(id, role)| {
+        role == Role::Producer
+            && layer(g, id)
+                .and_then(|l| g.input(id, l.kernel))
+                .and_then(|v| g.const_tensor(v))
+                .is_some_and(|t| t.doc_string.as_deref() == Some(RATIO_MARK))
     })
+}
+
+/// The channels to remove from `group` (at least one stays), or why none.
+fn plan(
+    g: &Graph,
+    group: &Group,
+    cfg: &PruneConfig,
+) -> Result<std::result::Result<Plan, Option<String>>> {
+    let c = group.channels;
+    if let Some(name) = select::excluded(g, group, &cfg.exclude) {
+        return Ok(Err(Some(format!("excluded by --prune-exclude `{name}`"))));
+    }
+    let exact = removed_values(g, group, Mode::Exact)?;
+    let mut remove: Vec<usize> = (0..c).filter(|ch| exact.exact[*ch]).collect();
+    let n_exact = remove.len();
+    let mut lossy = None;
+    let mut score = None;
+    if let Some(r) = cfg.ratio.filter(|_| !marked(g, group)) {
+        let target = ((r * c as f64).floor() as usize).min(c - 1);
+        if target > n_exact {
+            let s = match select::importance(g, group, cfg.importance)? {
+                Ok(s) => s,
+                Err(why) => return Ok(Err(Some(why))),
+            };
+            let more = select::lowest(&s, |ch| !exact.exact[ch], target - n_exact);
+            remove.extend(more);
+            remove.sort_unstable();
+            lossy = Some(removed_values(g, group, Mode::Lossy)?);
+            score = Some(s);
+        }
+    }
+    if remove.len() == c {
+        // Keep one: the most important, or the first.
+        let keep = match &score {
+            Some(s) => select::lowest(s, |_| true, c).last().copied().unwrap_or(0),
+            None => 0,
+        };
+        remove.retain(|ch| *ch != keep);
+    }
+    if remove.is_empty() {
+        return Ok(Err(exact.reason));
+    }
+    let n_exact = remove.iter().filter(|ch| exact.exact[**ch]).count();
+    let folds = exact
+        .consumers
+        .iter()
+        .map(|(id, reads)| {
+            let other = lossy
+                .as_ref()
+                .and_then(|l| l.consumers.iter().find(|(n, _)| n == id))
+                .map(|(_, r)| r);
+            let vals = remove
+                .iter()
+                .map(|&ch| {
+                    if exact.exact[ch] {
+                        reads[ch]
+                    } else {
+                        other.and_then(|o| o[ch])
+                    }
+                })
+                .collect();
+            (*id, vals)
+        })
+        .collect();
+    Ok(Ok(Plan {
+        exact: n_exact,
+        lossy: remove.len() > n_exact,
+        remove,
+        folds,
+    }))
+}
+
+/// One line on what `plan` removes from the group after `producers`.
+fn describe(g: &Graph, group: &Group, plan: &Plan, producers: &[NodeId]) -> String {
+    let who = producers
+        .iter()
+        .map(|p| format!("`{}`", g.node(*p).label()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let n = plan.remove.len();
+    let c = group.channels;
+    if plan.lossy {
+        format!(
+            "remove {n} of {c} channels after {who} ({} of least importance, {} constant)",
+            n - plan.exact,
+            plan.exact
+        )
+    } else {
+        format!("remove {n} of {c} constant channels after {who}")
+    }
 }
 
 impl Rule for Prune {
@@ -101,13 +299,14 @@ impl Rule for Prune {
             code: "P001",
             name: "prune",
             group: "prune",
-            summary: "remove channels and neurons that are exactly zero, with every tensor coupled to them (--prune-zero)",
+            summary: "remove channels and neurons that are constant (--prune-zero) or matter least (--prune-ratio), with every tensor coupled to them",
             exactness: Exactness::Exact { tolerance: 1e-6 },
         }
     }
 
-    fn find(&self, model: &Model, _config: &Config) -> Findings {
+    fn find(&self, model: &Model, config: &Config) -> Findings {
         let g = &model.graph;
+        let cfg = &config.prune;
         let mut f = Findings::default();
         let starts: Vec<NodeId> = g
             .ops()
@@ -119,6 +318,7 @@ impl Rule for Prune {
         }
         let facts = g.facts();
         let mut done: HashSet<NodeId> = HashSet::new();
+        let mut lossy: Vec<Group> = Vec::new();
         for id in starts {
             if done.contains(&id) {
                 continue;
@@ -135,37 +335,36 @@ impl Rule for Prune {
                 .collect();
             done.extend(producers.iter().copied());
             match barrier {
-                None => match plan(g, &group) {
-                    Ok(Ok(remove)) => f.matches.push(Match {
-                        anchor: id,
-                        nodes: group.members.iter().map(|(n, _)| *n).collect(),
-                        what: format!(
-                            "remove {} of {} zero channels after {}",
-                            remove.len(),
-                            group.channels,
-                            producers
-                                .iter()
-                                .map(|p| format!("`{}`", g.node(*p).label()))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    }),
+                None => match plan(g, &group, cfg) {
+                    Ok(Ok(p)) => {
+                        f.matches.push(Match {
+                            anchor: id,
+                            nodes: group.members.iter().map(|(n, _)| *n).collect(),
+                            what: describe(g, &group, &p, &producers),
+                        });
+                        if p.lossy {
+                            lossy.push(group);
+                        }
+                    }
                     Ok(Err(Some(reason))) => f.skip(model, id, reason),
                     Ok(Err(None)) => {}
                     Err(e) => f.skip(model, id, e.to_string()),
                 },
                 Some((_, reason)) => {
-                    // Reported only when the start has zero channels to lose.
-                    if start_has_zero_channel(g, id) {
+                    // Reported when the ratio would act, or the start has zero channels to lose.
+                    if (cfg.ratio.is_some() && !marked(g, &group)) || start_has_zero_channel(g, id)
+                    {
                         f.skip(model, id, format!("its channels reach a barrier: {reason}"));
                     }
                 }
             }
         }
+        // With --calibration, the re-fit's inputs: one tract run for every group.
+        refit::capture(model, &lossy.iter().collect::<Vec<_>>(), config);
         f
     }
 
-    fn rewrite(&self, model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
+    fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch> {
         let g = &model.graph;
         let facts = g.facts();
         let group = match closure(g, &facts, m.anchor) {
@@ -173,19 +372,25 @@ impl Rule for Prune {
             Some((_, Some((_, reason)))) => return Err(rule_err(reason)),
             None => return Err(rule_err("the anchor is no longer a layer")),
         };
-        let remove = match plan(g, &group)? {
-            Ok(r) => r,
+        let plan = match plan(g, &group, &config.prune)? {
+            Ok(p) => p,
             Err(reason) => {
                 return Err(rule_err(
-                    reason.unwrap_or_else(|| "no channel is zero any more".into()),
+                    reason.unwrap_or_else(|| "no channel is removable any more".into()),
                 ))
             }
         };
-        let removed: HashSet<usize> = remove.iter().copied().collect();
+        let producers: Vec<NodeId> = group
+            .members
+            .iter()
+            .filter(|(_, r)| *r == Role::Producer)
+            .map(|(n, _)| *n)
+            .collect();
+        let removed: HashSet<usize> = plan.remove.iter().copied().collect();
         let keep: Vec<usize> = (0..group.channels)
             .filter(|c| !removed.contains(c))
             .collect();
-        let mut p = Patch::new(m.what.clone(), Some(m.anchor));
+        let mut p = Patch::new(describe(g, &group, &plan, &producers), Some(m.anchor));
         // Every cut constant, with the axes it is cut along and the (node, slot) pairs reading it.
         let mut by_value: Vec<(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)> = Vec::new();
         for k in &group.cuts {
@@ -200,6 +405,54 @@ impl Rule for Prune {
                     readers.push((k.node, k.slot));
                 }
                 None => by_value.push((v, vec![k.axis], vec![(k.node, k.slot)])),
+            }
+        }
+        // Producer kernels get the ratio mark.
+        let marked_kernels: HashSet<ValueRef> = if plan.lossy {
+            producers
+                .iter()
+                .filter_map(|&id| layer(g, id).and_then(|l| g.input(id, l.kernel)))
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        // With --calibration, consumers re-fitted by least squares on the kept channels; the
+        // others take the constants removed channels leave in their biases.
+        let refits = if plan.lossy {
+            refit::refits(g, &group, &keep, config)?
+        } else {
+            HashMap::new()
+        };
+        if !refits.is_empty() {
+            let mut names: Vec<String> = refits
+                .keys()
+                .map(|id| format!("`{}`", g.node(*id).label()))
+                .collect();
+            names.sort();
+            p.description.push_str(&format!(
+                ", {} re-fitted on the calibration data",
+                names.join(", ")
+            ));
+        }
+        let mut refit_kernels: HashMap<ValueRef, &ArrayD<f32>> = HashMap::new();
+        for (id, vals) in &plan.folds {
+            match refits.get(id) {
+                Some(r) => {
+                    let l = layer(g, *id).ok_or_else(|| rule_err("a consumer is gone"))?;
+                    let kv = g
+                        .input(*id, l.kernel)
+                        .ok_or_else(|| rule_err("a consumer lost its kernel"))?;
+                    refit_kernels.insert(kv, &r.kernel);
+                    let old = refit::current_bias(g, *id, r.bias.len())?;
+                    let delta: Vec<f64> = r
+                        .bias
+                        .iter()
+                        .zip(&old)
+                        .map(|(n, o)| f64::from(*n) - o)
+                        .collect();
+                    add_to_bias(g, &mut p, *id, &delta, &by_value)?;
+                }
+                None => fold(g, &mut p, *id, &plan.remove, vals, &by_value)?,
             }
         }
         let depthwise: Vec<NodeId> = group
@@ -225,8 +478,25 @@ impl Rule for Prune {
             for ax in axes {
                 a = a.select(Axis(ax), &keep);
             }
+            if let Some(r) = refit_kernels.get(&v) {
+                if r.shape() != a.shape() {
+                    return Err(rule_err(format!(
+                        "the re-fit of `{}` has dims {:?}, not {:?}",
+                        g.value_name(v),
+                        r.shape(),
+                        a.shape()
+                    )));
+                }
+                a = (*r).clone();
+            }
             let name = g.value_name(v).to_string();
-            let w = p.add_initializer(tensor::from_f32(&name, &a));
+            let mut nt = tensor::from_f32(&name, &a);
+            nt.doc_string = if marked_kernels.contains(&v) {
+                Some(RATIO_MARK.to_string())
+            } else {
+                t.doc_string.clone()
+            };
+            let w = p.add_initializer(nt);
             for (n, s) in readers {
                 new_of.insert((n, s), w);
                 if !depthwise.contains(&n) {
@@ -262,11 +532,147 @@ impl Rule for Prune {
     }
 
     fn independent_matches(&self) -> bool {
-        // Each rewrite rebuilds its group from the anchor on the current graph, and groups share
-        // no member whose identity a rewrite changes (only depthwise Convs are replaced, and a
-        // depthwise Conv belongs to one group).
+        // Each rewrite rebuilds its group and its plan from the anchor on the current graph, and
+        // groups share no member whose identity a rewrite changes (only depthwise Convs are
+        // replaced, and a depthwise Conv belongs to one group; a bias a fold changes keeps its
+        // name and shape).
         true
     }
+
+    /// With `--prune-ratio` the removed channels were not constant: the outputs move, and the
+    /// run is judged by the model-level budget.
+    fn lossy(&self, config: &Config) -> bool {
+        config.prune.ratio.is_some()
+    }
+
+    fn tolerance(&self, config: &Config) -> f32 {
+        if config.prune.ratio.is_some() {
+            LOSSY_TOLERANCE
+        } else {
+            self.meta().exactness.tolerance()
+        }
+    }
+}
+
+/// Adds to consumer `id`'s bias what the removed channels `remove` contributed as the constants
+/// `vals` (`None` or 0: nothing): `Σ_c k_c · Σ W[:, c, ...]` over the kernel's other axes (Gemm:
+/// times `alpha/beta`), in Conv's `B`, Gemm's `C` (created when absent) or the constant of the
+/// `Add` after a MatMul.
+fn fold(
+    g: &Graph,
+    p: &mut Patch,
+    id: NodeId,
+    remove: &[usize],
+    vals: &[Option<f32>],
+    cuts: &[(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)],
+) -> Result<()> {
+    if vals.iter().all(|v| v.is_none_or(|k| k == 0.0)) {
+        return Ok(());
+    }
+    let l = layer(g, id).ok_or_else(|| rule_err("a consumer is no longer a layer"))?;
+    let w = const_f32(g, id, l.kernel)?;
+    let out_axis = if l.out_axis > l.in_axis {
+        l.out_axis - 1
+    } else {
+        l.out_axis
+    };
+    let m = w.shape()[l.out_axis];
+    let mut delta = vec![0.0f64; m];
+    for (&ch, k) in remove.iter().zip(vals) {
+        let Some(k) = k.filter(|k| *k != 0.0) else {
+            continue;
+        };
+        let slice = w.index_axis(Axis(l.in_axis), ch);
+        for (o, d) in delta.iter_mut().enumerate() {
+            let s: f64 = slice
+                .index_axis(Axis(out_axis), o)
+                .iter()
+                .map(|x| f64::from(*x))
+                .sum();
+            *d += f64::from(k) * s;
+        }
+    }
+    let node = g.node(id);
+    if node.op_type() == "Gemm" {
+        let alpha = f64::from(node.attr("alpha").and_then(|a| a.f).unwrap_or(1.0));
+        let beta = f64::from(node.attr("beta").and_then(|a| a.f).unwrap_or(1.0));
+        delta.iter_mut().for_each(|d| *d *= alpha / beta);
+    }
+    add_to_bias(g, p, id, &delta, cuts)
+}
+
+/// Adds `delta` (one value per output) to consumer `id`'s bias: Conv's `B`, Gemm's `C` (created
+/// when absent), the constant of the `Add` after a MatMul.
+fn add_to_bias(
+    g: &Graph,
+    p: &mut Patch,
+    id: NodeId,
+    delta: &[f64],
+    cuts: &[(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)],
+) -> Result<()> {
+    let node = g.node(id);
+    let m = delta.len();
+    let (target, slot) = match node.op_type() {
+        "Conv" | "Gemm" => (id, 2),
+        "MatMul" => {
+            matmul_bias(g, id).ok_or_else(|| rule_err("a MatMul consumer lost its bias"))?
+        }
+        other => return Err(rule_err(format!("cannot fold a constant into {other}"))),
+    };
+    let old = g.input(target, slot);
+    if let Some(v) = old {
+        if cuts.iter().any(|(u, _, _)| *u == v) {
+            return Err(rule_err(format!(
+                "`{}` would take a constant and lose channels at once",
+                g.value_name(v)
+            )));
+        }
+    }
+    let base: ArrayD<f32> =
+        match old {
+            Some(v) => tensor::to_f32(g.const_tensor(v).ok_or_else(|| {
+                rule_err(format!("the bias `{}` is not constant", g.value_name(v)))
+            })?)?,
+            None => ArrayD::zeros(IxDyn(&[m])),
+        };
+    // The bias broadcast to a last dim of `m`, plus `delta` along it.
+    let mut shape = base.shape().to_vec();
+    match shape.last_mut() {
+        None => shape = vec![m],
+        Some(d) if *d == m || *d == 1 => *d = m,
+        Some(d) => {
+            return Err(rule_err(format!(
+                "the bias of {} has {d} values, not {m}",
+                node.label()
+            )))
+        }
+    }
+    let mut new = base
+        .broadcast(IxDyn(&shape))
+        .ok_or_else(|| rule_err("the bias does not broadcast"))?
+        .to_owned();
+    for mut lane in new.lanes_mut(Axis(shape.len() - 1)) {
+        for (x, d) in lane.iter_mut().zip(delta) {
+            *x = (f64::from(*x) + d) as f32;
+        }
+    }
+    match old {
+        Some(v) => {
+            let name = g.value_name(v).to_string();
+            let wire = p.add_initializer(tensor::from_f32(&name, &new));
+            p.rewire(target, slot, Some(wire));
+            if g.consumers(v).len() == 1 && !g.is_graph_output(v) && !g.is_captured(v) {
+                p.remove(v.node);
+                p.keep_name(v, wire);
+            }
+        }
+        None => {
+            let name = format!("{}.bias", node.label());
+            let wire = p.add_initializer(tensor::from_f32(&name, &new));
+            p.rewire(target, slot, Some(wire));
+        }
+    }
+    Ok(())
 }
 
 /// Whether some output channel of the start layer `id` has a zero kernel slice (and bias): the
@@ -276,12 +682,5 @@ fn start_has_zero_channel(g: &Graph, id: NodeId) -> bool {
     let Ok(w) = const_f32(g, id, l.kernel) else {
         return false;
     };
-    let bias = l.bias.and_then(|b| const_f32(g, id, b).ok());
-    (0..w.shape()[l.out_axis]).any(|c| {
-        slice_all(&w, l.out_axis, c, |x| x == 0.0)
-            && bias.as_ref().is_none_or(|b| {
-                b.len() == 1 && b.iter().all(|x| *x == 0.0)
-                    || b.iter().nth(c).is_some_and(|x| *x == 0.0)
-            })
-    })
+    (0..w.shape()[l.out_axis]).any(|c| slice_all(&w, l.out_axis, c, |x| x == 0.0))
 }
