@@ -283,11 +283,24 @@ fn sensitivity(
         }
     }
     progress.start("measuring each option alone in tract", jobs.len() as u64);
+    // A layer is its anchor's label, unless several matches of one variant share that anchor
+    // (weights an `If` reads): then each is its own layer, named by its description.
+    let mut per_anchor: BTreeMap<(usize, String), usize> = BTreeMap::new();
+    for (vi, m) in &jobs {
+        *per_anchor
+            .entry((*vi, base.graph.node(m.anchor).label()))
+            .or_default() += 1;
+    }
     let mut out = BTreeMap::new();
     let mut matches = Matches::new();
     for (vi, m) in jobs {
         let v = &variants[vi];
-        let layer = base.graph.node(m.anchor).label();
+        let label = base.graph.node(m.anchor).label();
+        let layer = if per_anchor[&(vi, label.clone())] > 1 {
+            m.what.clone()
+        } else {
+            label
+        };
         progress.message(&format!("{} on `{layer}`", v.name));
         // A candidate that cannot be built or run is simply not an option.
         if let Ok(x) = measure_one(base, v, &m, metric, sets, reference, base_macs) {

@@ -16,8 +16,9 @@ use crate::onnx::visit::nested_subgraphs;
 pub struct DriverOptions {
     /// Stop after this many patches in total (to bisect a numerics problem).
     pub max_patches: Option<usize>,
-    /// Apply only matches whose anchor node has one of these labels, and report only the skips
-    /// of those nodes (the budget search applies each layer's chosen option this way).
+    /// Apply only matches whose anchor node has one of these labels, or whose description
+    /// (`Match::what`) is one of them, and report only the skips of those nodes (the budget
+    /// search applies each layer's chosen option this way).
     pub scope: Option<BTreeSet<String>>,
 }
 
@@ -257,7 +258,9 @@ pub fn run(
                 skips[ri].extend(findings.skips.into_iter().filter(|s| in_scope(&s.node)));
                 let mut progressed = false;
                 for m in findings.matches {
-                    if failed.contains(&m.what) || !in_scope(&model.graph.node(m.anchor).label()) {
+                    if failed.contains(&m.what)
+                        || !(in_scope(&model.graph.node(m.anchor).label()) || in_scope(&m.what))
+                    {
                         continue;
                     }
                     if progressed && opts.max_patches.is_some_and(|mp| total >= mp) {

@@ -103,10 +103,12 @@ impl Metric {
         }
         match self {
             Metric::Cosine => format!("cosine {:.5}", 1.0 - loss),
-            Metric::RelL2 if loss != 0.0 && loss < 1e-3 => format!("rel-l2 {loss:.2e}"),
+            Metric::RelL2 if loss == 0.0 => "rel-l2 0".into(),
+            Metric::MaxAbs if loss == 0.0 => "max abs 0".into(),
+            Metric::RelL2 if loss < 1e-3 => format!("rel-l2 {loss:.2e}"),
             Metric::RelL2 => format!("rel-l2 {loss:.4}"),
             Metric::Argmax => format!("argmax agreement {:.2} %", 100.0 * (1.0 - loss)),
-            Metric::MaxAbs if loss != 0.0 && loss < 1e-3 => format!("max abs {loss:.2e}"),
+            Metric::MaxAbs if loss < 1e-3 => format!("max abs {loss:.2e}"),
             Metric::MaxAbs => format!("max abs {loss:.4}"),
         }
     }
