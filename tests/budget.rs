@@ -436,6 +436,22 @@ fn objective_macs_prefers_what_saves_computation() {
 }
 
 #[test]
+fn objective_latency_measures_each_option_in_tract_and_holds_the_budget() {
+    let d = dir_with(&["lowrank.onnx"]);
+    let r = ok(
+        d.path(),
+        &[
+            "lowrank.onnx", "out.onnx", "--budget", "0.01", "--objective", "latency",
+            "--report-json", "r.json",
+        ],
+    );
+    let v = json(&d.path().join("r.json"));
+    assert_eq!(v["search"]["objective"], "latency");
+    assert!(r.stdout.contains("objective latency"), "{r:?}");
+    assert!(worst_loss(&v) <= 0.01, "{r:?}");
+}
+
+#[test]
 fn budget_flags_are_checked() {
     let d = dir_with(&["lowrank.onnx"]);
     let m = ["lowrank.onnx", "out.onnx"];
@@ -457,7 +473,7 @@ fn budget_flags_are_checked() {
         ),
         (
             &["--budget", "0.1", "--objective", "speed"],
-            "--objective must be",
+            "--objective must be `size`, `macs` or `latency`",
         ),
         (
             &["--objective", "macs"],

@@ -47,6 +47,8 @@ pub use progress::Progress;
 
 /// The fractions of each weight's parameters `lowrank` keeps in the search's ladder.
 pub const LOWRANK_LADDER: [f64; 4] = [0.5, 0.3, 0.2, 0.1];
+/// tract runs timed per option under `--objective latency` (the median counts).
+pub const LATENCY_RUNS: usize = 5;
 /// Most back-off steps before the search gives up every lossy change.
 pub const MAX_BACKOFF: usize = 24;
 
@@ -58,6 +60,9 @@ pub enum Objective {
     Size,
     /// Multiply-accumulates of Conv, MatMul and Gemm.
     Macs,
+    /// tract latency, measured per option (median of [`LATENCY_RUNS`] runs on the first
+    /// measuring input set): noisy, so unlike the others not deterministic.
+    Latency,
 }
 
 impl Objective {
@@ -66,6 +71,7 @@ impl Objective {
         match self {
             Objective::Size => "size",
             Objective::Macs => "macs",
+            Objective::Latency => "latency",
         }
     }
 }
@@ -76,8 +82,9 @@ impl std::str::FromStr for Objective {
         match s {
             "size" => Ok(Objective::Size),
             "macs" => Ok(Objective::Macs),
+            "latency" => Ok(Objective::Latency),
             _ => Err(Error::Usage(format!(
-                "--objective must be `size` or `macs`, got `{s}`"
+                "--objective must be `size`, `macs` or `latency`, got `{s}`"
             ))),
         }
     }
@@ -118,6 +125,7 @@ struct Costed {
     loss: f64,
     saved_bytes: f64,
     saved_macs: f64,
+    saved_us: f64,
 }
 
 /// One variant applied alone to one layer, measured.
@@ -126,6 +134,8 @@ struct Measured {
     loss: f64,
     saved_bytes: i64,
     saved_macs: i64,
+    /// Microseconds of tract latency saved (only measured for `--objective latency`).
+    saved_us: f64,
 }
 
 /// The choice made for one layer, for the report.
@@ -234,8 +244,6 @@ fn macs(model: &Model) -> i64 {
     crate::report::inspect::inspect(model, 0).macs.total as i64
 }
 
-/// Measures every variant on every layer it matches: `(variant, layer) → measurement`, plus the
-/// bytes of each layer's weights (for estimating a quantized lowrank pair).
 /// The loss of `m`'s patch applied alone to `base`, on `sets` against `reference`, with the
 /// bytes and MACs it saves.
 fn measure_one(
@@ -246,19 +254,40 @@ fn measure_one(
     sets: &[InputSet],
     reference: &[Outputs],
     base_macs: i64,
+    timing: Option<(&InputSet, f64)>,
 ) -> Result<Measured> {
     let patch = v.rule.rewrite(base, m, &v.config)?;
     let mut copy = base.clone();
     patch.apply(&mut copy.graph)?;
     let saved_bytes = -copy.graph.encoded_delta(&base.graph);
     let saved_macs = base_macs - macs(&copy);
-    let report = verify::verify_against(reference, &copy.to_proto(), "candidate", sets, 0.0)?;
+    let proto = copy.to_proto();
+    let report = verify::verify_against(reference, &proto, "candidate", sets, 0.0)?;
     let loss = verify::metric::worst(&report, metric).map_or(0.0, |w| w.loss);
+    let saved_us = match timing {
+        Some((set, base_us)) => base_us - latency_us(&proto, set)?,
+        None => 0.0,
+    };
     Ok(Measured {
         loss,
         saved_bytes,
         saved_macs,
+        saved_us,
     })
+}
+
+/// Median of [`LATENCY_RUNS`] tract runs of `model`'s compiled plan on `set`, in µs (the
+/// compile is not timed).
+fn latency_us(model: &ModelProto, set: &InputSet) -> Result<f64> {
+    let (plan, _) = crate::verify::runner::Plan::compile(model, set, "candidate")?;
+    let mut times = Vec::with_capacity(LATENCY_RUNS);
+    for _ in 0..LATENCY_RUNS {
+        let t = std::time::Instant::now();
+        plan.run(set)?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// Every variant's matches on `base`, by `(variant, layer label)`.
@@ -271,9 +300,17 @@ fn sensitivity(
     metric: Metric,
     sets: &[InputSet],
     reference: &[Outputs],
+    objective: Objective,
     progress: &Progress,
 ) -> Result<(BTreeMap<(usize, String), Measured>, Matches)> {
     let base_macs = macs(base);
+    let base_us = match (objective, sets.first()) {
+        (Objective::Latency, Some(set)) => {
+            progress.message("timing the model in tract");
+            Some((set, latency_us(&base.to_proto(), set)?))
+        }
+        _ => None,
+    };
     let mut jobs = Vec::new();
     for (vi, v) in variants.iter().enumerate() {
         progress.message(&format!("finding where {} applies", v.name));
@@ -303,7 +340,7 @@ fn sensitivity(
         };
         progress.message(&format!("{} on `{layer}`", v.name));
         // A candidate that cannot be built or run is simply not an option.
-        if let Ok(x) = measure_one(base, v, &m, metric, sets, reference, base_macs) {
+        if let Ok(x) = measure_one(base, v, &m, metric, sets, reference, base_macs, base_us) {
             out.insert((vi, layer.clone()), x);
             matches.insert((vi, layer), m);
         }
@@ -332,6 +369,7 @@ fn options(
                 loss: 0.0,
                 saved_bytes: 0.0,
                 saved_macs: 0.0,
+                saved_us: 0.0,
             }]
         });
         let key = if variants[*vi].lowrank {
@@ -350,6 +388,7 @@ fn options(
             loss: additive(metric, m.loss),
             saved_bytes: m.saved_bytes as f64,
             saved_macs: m.saved_macs as f64,
+            saved_us: m.saved_us,
         });
     }
     // Lowrank then quantize of the factors: losses add; quantize saves on what the factors keep.
@@ -379,6 +418,7 @@ fn options(
                     loss: l.loss + q.loss,
                     saved_bytes: l.saved_bytes + q.saved_bytes * kept,
                     saved_macs: l.saved_macs,
+                    saved_us: l.saved_us + q.saved_us,
                 });
             }
         }
@@ -390,6 +430,7 @@ fn saving(c: &Costed, objective: Objective) -> f64 {
     match objective {
         Objective::Size => c.saved_bytes,
         Objective::Macs => c.saved_macs + c.saved_bytes * 1e-9,
+        Objective::Latency => c.saved_us + c.saved_bytes * 1e-9,
     }
 }
 
@@ -555,6 +596,7 @@ pub fn search(
         metric,
         measure_sets,
         &measure_ref,
+        goal.objective,
         progress,
     )?;
     let weight_bytes = weight_bytes(&model);
@@ -646,9 +688,16 @@ pub fn search(
                         let (Some(m), Some(old)) = (matches.get(&key), measured.get(&key)) else {
                             continue;
                         };
-                        if let Ok(x) =
-                            measure_one(&model, &variants[vi], m, metric, set, reference, base_macs)
-                        {
+                        if let Ok(x) = measure_one(
+                            &model,
+                            &variants[vi],
+                            m,
+                            metric,
+                            set,
+                            reference,
+                            base_macs,
+                            None,
+                        ) {
                             if x.loss > old.loss {
                                 raised.push(format!(
                                     "`{layer}` {} {} → {}",

@@ -123,7 +123,8 @@ pub struct RunArgs {
     /// --budget), e.g. 0.2.
     #[arg(long, value_name = "R", allow_negative_numbers = true)]
     pub target_size: Option<f64>,
-    /// What the --budget search minimises: `size` (the default) or `macs`.
+    /// What the --budget search minimises: `size` (the default), `macs`, or `latency` (tract's,
+    /// measured per option; not deterministic).
     #[arg(long, value_name = "O")]
     pub objective: Option<String>,
     /// No progress display on stderr (it is also hidden when stderr is not a terminal).
