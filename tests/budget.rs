@@ -231,6 +231,7 @@ fn a_zero_budget_where_every_option_moves_the_outputs_leaves_the_model_byte_for_
         std::fs::read(d.path().join("m.onnx")).unwrap(),
         "{r:?}"
     );
+    assert!(r.stderr.contains("no option fits the budget"), "{r:?}");
     let choices = v["search"]["choices"].as_array().expect("choices");
     assert_eq!(choices.len(), 1, "{r:?}");
     assert_eq!(choices[0]["choice"], "unchanged");

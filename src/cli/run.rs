@@ -217,6 +217,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     };
     let notice = if args.no_verify {
         Some("verification skipped (--no-verify)")
+    } else if report.patches() == 0 && search.is_some() {
+        Some("no option fits the budget: the output is the input")
     } else if report.patches() == 0 {
         Some(
             if args.external_data.is_none() && loaded.external.tensors == 0 {
