@@ -360,6 +360,18 @@ impl Patch {
     }
 }
 
+/// Whether anything reads `v`, as [`Graph::is_used`], but stopping at the first reader: a
+/// constant shared by every node of a graph is a candidate of every patch that removes one.
+fn has_reader(graph: &Graph, v: ValueRef) -> bool {
+    graph
+        .g
+        .edges_directed(v.node.0, Direction::Outgoing)
+        .any(|e| match *e.weight() {
+            Edge::Data { out, .. } | Edge::Capture { out } => out == v.slot,
+        })
+        || graph.is_graph_output(v)
+}
+
 /// Removes, transitively, the nodes in `candidates` that nothing reads any more: initializers
 /// and pure default-domain operators. Graph inputs, custom-domain operators and nodes with
 /// subgraphs stay, as [`crate::rules::remove_dead`] would leave them.
@@ -377,7 +389,7 @@ fn collect_orphans(graph: &mut Graph, log: &mut Undo, mut candidates: Vec<NodeId
         if !removable {
             continue;
         }
-        let used = (0..node.num_outputs()).any(|slot| graph.is_used(ValueRef { node: c, slot }));
+        let used = (0..node.num_outputs()).any(|slot| has_reader(graph, ValueRef { node: c, slot }));
         if used {
             continue;
         }
