@@ -39,7 +39,11 @@ fn chain(op: &str, n: usize, shared: bool) -> ModelProto {
     for i in 0..n {
         let a = format!("v{i}");
         let out = format!("v{}", i + 1);
-        let c = if shared { "c".to_string() } else { format!("c{i}") };
+        let c = if shared {
+            "c".to_string()
+        } else {
+            format!("c{i}")
+        };
         if !shared {
             constant(&mut b, &c);
         }
@@ -100,7 +104,11 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         model.graph.check().expect("the result checks");
         let rss = peak_rss_kib().map_or("?".to_string(), |k| {
-            format!("{:.0}{}", k as f64 / 1024.0, if reset { "" } else { " (cumulative)" })
+            format!(
+                "{:.0}{}",
+                k as f64 / 1024.0,
+                if reset { "" } else { " (cumulative)" }
+            )
         });
         println!(
             "| {name} | {n} | {} | {} | {secs:.2} | {:.1} | {rss} |",

@@ -87,7 +87,13 @@ fn a_chain_of_200k_identities_goes_in_one_driver_call() {
     const N: usize = 200_000;
     let mut m = Model::from_proto(identities_after_relu(N)).expect("builds");
     let rules = registry::select("clean").expect("clean");
-    let report = run(&mut m, &rules, &Config::default(), &DriverOptions::default()).expect("runs");
+    let report = run(
+        &mut m,
+        &rules,
+        &Config::default(),
+        &DriverOptions::default(),
+    )
+    .expect("runs");
     assert_eq!(report.patches(), N);
     let identity = report
         .rules
@@ -287,7 +293,13 @@ fn growth_is_refused_patch_by_patch_inside_a_batch() {
     let mut b = ModelBuilder::new(17);
     b.input("x", DataType::Float, &[1, 4]);
     for i in 0..8 {
-        b.node_named(&format!("r{i}"), "Relu", &["x"], &[&format!("o{i}")], vec![]);
+        b.node_named(
+            &format!("r{i}"),
+            "Relu",
+            &["x"],
+            &[&format!("o{i}")],
+            vec![],
+        );
     }
     for i in 0..8 {
         b.output(&format!("o{i}"), DataType::Float, &[1, 4]);
@@ -307,7 +319,12 @@ fn growth_is_refused_patch_by_patch_inside_a_batch() {
     let refused: Vec<(&str, bool)> = r
         .skips
         .iter()
-        .map(|s| (s.node.as_str(), s.reason.contains("would grow the model by")))
+        .map(|s| {
+            (
+                s.node.as_str(),
+                s.reason.contains("would grow the model by"),
+            )
+        })
         .collect();
     assert_eq!(
         refused,

@@ -224,23 +224,26 @@ struct Batch {
     failed: Vec<(Skip, String)>,
 }
 
-fn skip_of(graph: &Graph, m: &Match, e: &Error) -> Skip {
+/// The skip of `m`'s anchor in `graph`, for `reason`.
+fn skip_of(graph: &Graph, m: &Match, reason: String) -> Skip {
     let n = graph.node(m.anchor);
     Skip {
         node: n.label(),
         op: n.op_type().to_string(),
-        reason: e.to_string(),
+        reason,
     }
 }
 
 /// Applies `matches` in order, at most `budget` of them, to one working copy of the graph:
-/// each patch is built against the graph as the batch found it, applied, measured over the
-/// nodes it touched, and taken back if it fails or grows the model (a skip, as in
-/// [`apply_one`]). A match whose nodes (or the producers of their inputs), or whose patch's
-/// nodes, an earlier patch of the batch changed is deferred to the next `find`: so every applied
-/// patch was built on ground that is still as its rule saw it. The graph is checked once at the
-/// end; if that fails, the batch is redone one patch at a time, each checked, as [`apply_one`]
-/// does, so that correctness never depends on the batching.
+/// each patch is built, applied, measured over the nodes it touched, and taken back if it fails
+/// or grows the model (a skip, as in [`apply_one`]). For a rule whose matches are independent,
+/// each patch is built against the working copy (the earlier patches applied), as before
+/// batching. For the others it is built against the graph as the batch found it, and a match
+/// whose nodes (or the producers of their inputs), or whose patch's nodes, an earlier patch of
+/// the batch changed is deferred to the next `find`: so every applied patch was built on ground
+/// that is still as its rule saw it. The graph is checked once at the end; if that fails, the
+/// batch is redone one patch at a time, each checked, as [`apply_one`] does, so that
+/// correctness never depends on the batching.
 fn apply_batch(
     rule: &dyn Rule,
     model: &mut Model,
@@ -257,36 +260,52 @@ fn apply_batch(
     // The matches tried (applied or failed), for the one-by-one fallback.
     let mut tried: Vec<&Match> = Vec::new();
     let mut sound = true;
+    let independent = rule.independent_matches();
     for m in matches {
         if out.applied.len() >= budget {
             break;
         }
         let graph = &model.graph;
         let own = || std::iter::once(m.anchor).chain(m.nodes.iter().copied());
-        if own().any(|n| written.contains(&n))
-            || own()
-                .filter(|n| graph.contains(*n))
-                .flat_map(|n| {
-                    graph
-                        .node_inputs(n)
-                        .into_iter()
-                        .flatten()
-                        .chain(graph.captures(n))
-                })
-                .any(|v| rewritten.contains(&v.node))
-        {
+        let stale = || {
+            own().any(|n| written.contains(&n))
+                || own()
+                    .filter(|n| graph.contains(*n))
+                    .flat_map(|n| {
+                        graph
+                            .node_inputs(n)
+                            .into_iter()
+                            .flatten()
+                            .chain(graph.captures(n))
+                    })
+                    .any(|v| rewritten.contains(&v.node))
+        };
+        if !independent && stale() {
             continue;
         }
-        let patch = match rule.rewrite(model, m, config) {
+        // A rule with independent matches sees the patches before this one, as it always has
+        // (one may reuse what an earlier one added); the others see the graph as it was found.
+        let patch = if independent {
+            std::mem::swap(&mut model.graph, &mut work);
+            let p = rule.rewrite(model, m, config);
+            std::mem::swap(&mut model.graph, &mut work);
+            p
+        } else {
+            rule.rewrite(model, m, config)
+        };
+        let patch = match patch {
             Ok(p) => p,
             Err(e) => {
-                out.failed.push((skip_of(&model.graph, m, &e), m.what.clone()));
+                out.failed
+                    .push((skip_of(&model.graph, m, e.to_string()), m.what.clone()));
                 tried.push(m);
                 continue;
             }
         };
         let (changes, reads) = patch.footprint();
-        if changes.iter().any(|n| written.contains(n)) || reads.iter().any(|n| rewritten.contains(n))
+        if !independent
+            && (changes.iter().any(|n| written.contains(n))
+                || reads.iter().any(|n| rewritten.contains(n)))
         {
             continue;
         }
@@ -308,7 +327,8 @@ fn apply_batch(
                 out.applied.push(description);
             }
             Err(e) => {
-                out.failed.push((skip_of(&model.graph, m, &e), m.what.clone()));
+                out.failed
+                    .push((skip_of(&model.graph, m, e.to_string()), m.what.clone()));
                 if log.rollback(&mut work).is_err() {
                     sound = false;
                     break;
@@ -324,9 +344,10 @@ fn apply_batch(
     }
     drop(work);
     // The batch as a whole does not hold: one patch at a time, each on a copy and checked.
+    // Skips name the anchors as the batch found them (a patch of the fallback may remove one).
     let labels: Vec<Skip> = tried
         .iter()
-        .map(|m| skip_of(&model.graph, m, &Error::Usage(String::new())))
+        .map(|m| skip_of(&model.graph, m, String::new()))
         .collect();
     let mut out = Batch::default();
     for (m, label) in tried.into_iter().zip(labels) {
@@ -399,7 +420,9 @@ fn run_rule(
         if candidates.is_empty() {
             return Ok((applied, false));
         }
-        let budget = opts.max_patches.map_or(usize::MAX, |mp| mp.saturating_sub(*total));
+        let budget = opts
+            .max_patches
+            .map_or(usize::MAX, |mp| mp.saturating_sub(*total));
         if budget == 0 {
             return Ok((applied, true));
         }

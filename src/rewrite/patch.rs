@@ -389,7 +389,8 @@ fn collect_orphans(graph: &mut Graph, log: &mut Undo, mut candidates: Vec<NodeId
         if !removable {
             continue;
         }
-        let used = (0..node.num_outputs()).any(|slot| has_reader(graph, ValueRef { node: c, slot }));
+        let used =
+            (0..node.num_outputs()).any(|slot| has_reader(graph, ValueRef { node: c, slot }));
         if used {
             continue;
         }
@@ -527,7 +528,8 @@ impl Undo {
     }
 
     fn set_output(&mut self, graph: &mut Graph, index: usize, v: ValueRef) {
-        self.changes.push(Change::Output(index, graph.outputs[index].0));
+        self.changes
+            .push(Change::Output(index, graph.outputs[index].0));
         graph.set_output(index, v);
     }
 
@@ -618,9 +620,7 @@ impl Undo {
     /// only gained or lost readers.
     pub(crate) fn rewritten(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.changes.iter().filter_map(|c| match c {
-            Change::Added(id) | Change::Weight { id, .. } | Change::Removed { id, .. } => {
-                Some(*id)
-            }
+            Change::Added(id) | Change::Weight { id, .. } | Change::Removed { id, .. } => Some(*id),
             _ => None,
         })
     }
