@@ -10,7 +10,7 @@
 //! patch by patch inside a batch, and `--max-patches` says it stopped early only when it did.
 
 use onnx_slim::error::{Error, Result};
-use onnx_slim::ir::builder::ModelBuilder;
+use onnx_slim::ir::builder::{attr_g, ModelBuilder};
 use onnx_slim::ir::{text, Model, ValueRef};
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto, NodeProto};
 use onnx_slim::onnx::{decode_bytes, encode_model};
@@ -349,4 +349,85 @@ fn growth_is_refused_patch_by_patch_inside_a_batch() {
         assert!(text.contains(&format!("o{i} = Relu(x)")), "{text}");
     }
     assert!(out.encoded_len() <= proto.encoded_len());
+}
+
+/// `If`s nested `depth` deep in their `then` branches: each branch returns `x` (read from the
+/// outermost scope) through an `Identity`.
+fn nested_ifs(depth: usize) -> ModelProto {
+    let leaf = |name: &str, out: &str| {
+        let mut b = ModelBuilder::subgraph(name);
+        b.node("Identity", &["x"], &[out], vec![])
+            .output(out, DataType::Float, &[1, 4]);
+        b.build_graph()
+    };
+    let mut inner = leaf("leaf", "o0");
+    for k in 1..depth {
+        let out = format!("o{k}");
+        let mut b = ModelBuilder::subgraph(&format!("then{k}"));
+        b.node(
+            "If",
+            &["c"],
+            &[&out],
+            vec![
+                attr_g("then_branch", inner),
+                attr_g("else_branch", leaf(&format!("else{k}"), &format!("e{k}"))),
+            ],
+        )
+        .output(&out, DataType::Float, &[1, 4]);
+        inner = b.build_graph();
+    }
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DataType::Float, &[1, 4])
+        .input("c", DataType::Bool, &[])
+        .node(
+            "If",
+            &["c"],
+            &["y"],
+            vec![
+                attr_g("then_branch", inner),
+                attr_g("else_branch", leaf("else0", "e0")),
+            ],
+        )
+        .output("y", DataType::Float, &[1, 4]);
+    b.build()
+}
+
+#[test]
+fn ifs_nested_as_deep_as_the_decoder_allows_go_through_clean() {
+    // The deepest nesting the decoder accepts (it refuses deeper messages rather than recurse
+    // without bound), found by doubling then bisecting.
+    let decodes = |depth: usize| {
+        let bytes = encode_model(&nested_ifs(depth));
+        decode_bytes(bytes.into(), std::path::Path::new("ifs.onnx")).is_ok()
+    };
+    let (mut lo, mut hi) = (1, 2);
+    while decodes(hi) && hi < 4096 {
+        lo = hi;
+        hi *= 2;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if decodes(mid) {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    assert!(lo >= 10, "only {lo} nested Ifs decode");
+    let bytes = encode_model(&nested_ifs(lo));
+    let proto = decode_bytes(bytes.into(), std::path::Path::new("ifs.onnx")).expect("decodes");
+    let mut m = Model::from_proto(proto).expect("builds");
+    let rules = registry::select("clean").expect("clean");
+    run(
+        &mut m,
+        &rules,
+        &Config::default(),
+        &DriverOptions::default(),
+    )
+    .expect("runs");
+    m.graph.check().expect("the result checks");
+    let _ = text::to_text(&m);
+    let back = encode_model(&m.to_proto());
+    decode_bytes(back.into(), std::path::Path::new("ifs.onnx")).expect("decodes again");
+    eprintln!("{lo} nested Ifs");
 }
