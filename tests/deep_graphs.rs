@@ -261,7 +261,7 @@ impl Rule for Rename {
             rule: "test-rename".into(),
             reason: format!("unexpected name `{label}`"),
         })?;
-        let name = if i % 2 == 0 {
+        let name = if i.is_multiple_of(2) {
             format!("s{i}")
         } else {
             format!("renamed-to-something-longer-{i}")

@@ -280,7 +280,7 @@ fn apply_batch(
                     })
                     .any(|v| rewritten.contains(&v.node))
         };
-        if !independent && stale() {
+        if !independent && stale() || independent && !own().all(|n| work.contains(n)) {
             continue;
         }
         // A rule with independent matches sees the patches before this one, as it always has
@@ -354,6 +354,13 @@ fn apply_batch(
         if out.applied.len() >= budget {
             break;
         }
+        // A match whose nodes an earlier patch removed waits for the next `find`.
+        if !std::iter::once(&m.anchor)
+            .chain(&m.nodes)
+            .all(|n| model.graph.contains(*n))
+        {
+            continue;
+        }
         match apply_one(rule, model, m, config) {
             Ok((g, description)) => {
                 model.graph = g;
@@ -395,7 +402,6 @@ fn pick(rule: &dyn Rule, candidates: Vec<Match>) -> Vec<Match> {
 /// Runs one rule to its fixed point within a round: find, apply the non-overlapping matches as
 /// one batch, find again, until a `find` offers nothing new. Returns the patches applied, and
 /// whether `--max-patches` stopped the run with matches still on offer.
-#[allow(clippy::too_many_arguments)]
 fn run_rule(
     rule: &dyn Rule,
     model: &mut Model,
