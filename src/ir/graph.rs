@@ -621,13 +621,6 @@ impl Graph {
             .map(|e| e.id())
     }
 
-    /// Points every data consumer of `old` at `new`. Captures and graph outputs are left alone.
-    pub(crate) fn redirect_consumers(&mut self, old: ValueRef, new: ValueRef) {
-        for (node, inp) in self.consumers(old) {
-            self.connect(new, node, inp);
-        }
-    }
-
     pub(crate) fn set_output(&mut self, index: usize, v: ValueRef) {
         self.touch();
         self.outputs[index].0 = v;
@@ -665,9 +658,11 @@ impl Graph {
         Ok(())
     }
 
-    pub(crate) fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+    /// Removes `id` with its edges and names; returns its weight (shared with other copies of
+    /// the graph, so that keeping it to undo the removal costs no copy).
+    pub(crate) fn remove_node(&mut self, id: NodeId) -> Option<Arc<Node>> {
         self.touch();
-        let node = Arc::unwrap_or_clone(self.g.remove_node(id.0)?);
+        let node = self.g.remove_node(id.0)?;
         for slot in 0..node.num_outputs() {
             if let Some(name) = node.output_name(slot) {
                 if self.names.get(name).map(|v| v.node) == Some(id) {

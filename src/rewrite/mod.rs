@@ -1,6 +1,8 @@
 //! The rule engine: rules find matches without mutating, turn each into a [`Patch`], and the
-//! [`driver`] applies patches one at a time, checks the graph after each, and loops to a fixed
-//! point. `--max-patches N` stops after N patches, to bisect which one broke numerics.
+//! [`driver`] applies the non-overlapping patches of one `find` as a batch (each measured for
+//! growth, undone if it fails; one graph check per batch, a one-by-one fallback when it fails),
+//! and loops to a fixed point. `--max-patches N` stops after N patches, to bisect which one broke
+//! numerics.
 
 pub mod config;
 pub mod driver;

@@ -2,11 +2,19 @@
 //! read-only graph; only [`Patch::apply`] mutates, and it checks the graph afterwards.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use prost::Message;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::{Error, Result};
+use crate::ir::facts::Facts;
 use crate::ir::graph::{free_names, has_subgraphs, OrderKey};
-use crate::ir::{Graph, NodeId, NodeKind, ValueRef};
-use crate::onnx::proto::{NodeProto, TensorProto};
+use crate::ir::{Edge, Graph, Node, NodeId, NodeKind, ValueRef};
+use crate::onnx::proto::{NodeProto, TensorProto, ValueInfoProto};
 use crate::onnx::visit::subgraphs;
 
 /// A value in a patch: one already in the graph, or output `slot` of the patch's new node `node`.
@@ -134,12 +142,45 @@ impl Patch {
     }
 
     /// Applies the patch to `graph` and checks the result. On error the graph may be half
-    /// changed: the driver applies patches to a copy.
+    /// changed: the driver applies patches to a copy, or takes them back with an [`Undo`].
     pub fn apply(self, graph: &mut Graph) -> Result<()> {
+        let mut log = Undo::new(graph);
+        self.apply_logged(graph, &mut log)?;
+        graph.check()
+    }
+
+    /// Existing nodes this patch changes (removes, rewires, moves the readers of, takes a name
+    /// from; its anchor too), and existing nodes it only wires to. The driver defers a patch
+    /// whose nodes an earlier patch of the same batch changed.
+    pub(crate) fn footprint(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let mut changes: Vec<NodeId> = self.removals.clone();
+        changes.extend(self.anchor);
+        changes.extend(self.rewires.iter().map(|(n, _, _)| *n));
+        changes.extend(self.shunts.iter().map(|(old, _)| old.node));
+        changes.extend(self.renames.iter().map(|(old, _)| old.node));
+        let reads = self
+            .added
+            .iter()
+            .flat_map(|n| n.inputs.iter().flatten())
+            .chain(self.rewires.iter().filter_map(|(_, _, w)| w.as_ref()))
+            .chain(self.shunts.iter().map(|(_, w)| w))
+            .chain(self.renames.iter().map(|(_, w)| w))
+            .filter_map(|w| match w {
+                Wire::Value(v) => Some(v.node),
+                Wire::New { .. } => None,
+            })
+            .collect();
+        (changes, reads)
+    }
+
+    /// Applies the patch to `graph` without the final structural check, recording every change
+    /// in `log` so that [`Undo::rollback`] can take it back (also after an error half way) and
+    /// [`Undo::growth`] can measure it.
+    pub(crate) fn apply_logged(self, graph: &mut Graph, log: &mut Undo) -> Result<()> {
         let bad = |reason: String| Error::Graph { reason };
         let base = match self.anchor {
             Some(a) if graph.contains(a) => graph.node(a).key,
-            _ => graph.next_key(),
+            _ => log.next_key(graph),
         };
         let mut new_ids: Vec<NodeId> = Vec::with_capacity(self.added.len());
         for (i, nn) in self.added.iter().enumerate() {
@@ -159,7 +200,7 @@ impl Patch {
                 _ => return Err(bad("patches may only add operators and initializers".into())),
             }
             let key = OrderKey(base.0, base.1.saturating_add(1 + i as u32));
-            new_ids.push(graph.add_node(kind, key)?);
+            new_ids.push(log.add_node(graph, kind, key)?);
         }
         let resolve = |w: Wire| -> Result<ValueRef> {
             match w {
@@ -173,9 +214,9 @@ impl Patch {
         for (i, nn) in self.added.iter().enumerate() {
             for (slot, w) in nn.inputs.iter().enumerate() {
                 match w {
-                    Some(w) => graph.connect(resolve(*w)?, new_ids[i], slot),
+                    Some(w) => log.connect(graph, resolve(*w)?, new_ids[i], slot),
                     None => {
-                        if let NodeKind::Op(p) = &mut graph.node_mut(new_ids[i]).kind {
+                        if let NodeKind::Op(p) = &mut log.node_mut(graph, new_ids[i]).kind {
                             if p.input.len() <= slot {
                                 p.input.resize(slot + 1, String::new());
                             }
@@ -195,7 +236,7 @@ impl Patch {
                                 "a new subgraph reads `{name}`, which nothing produces"
                             ))
                         })?;
-                        graph.add_capture(v, new_ids[i]);
+                        log.add_capture(graph, v, new_ids[i]);
                     }
                 }
             }
@@ -208,8 +249,8 @@ impl Patch {
                 orphans.push(v.node);
             }
             match w {
-                Some(w) => graph.connect(resolve(*w)?, *node, *slot),
-                None => graph.disconnect(*node, *slot),
+                Some(w) => log.connect(graph, resolve(*w)?, *node, *slot),
+                None => log.disconnect(graph, *node, *slot),
             }
         }
         // Shunts: data consumers move now; name-bound readers (graph outputs, subgraph
@@ -217,7 +258,7 @@ impl Patch {
         let mut name_bound = Vec::new();
         for (old, new) in &self.shunts {
             let new = resolve(*new)?;
-            graph.redirect_consumers(*old, new);
+            log.redirect_consumers(graph, *old, new);
             orphans.push(old.node);
             let outputs: Vec<usize> = graph
                 .outputs()
@@ -264,7 +305,7 @@ impl Patch {
         for &r in &self.removals {
             orphans.extend(graph.node_inputs(r).into_iter().flatten().map(|v| v.node));
             orphans.extend(graph.captures(r).into_iter().map(|v| v.node));
-            graph.remove_node(r);
+            log.remove_node(graph, r);
         }
         for (name, old, new, outputs, captured_by) in name_bound {
             if graph.contains(old.node) {
@@ -285,19 +326,22 @@ impl Patch {
                 };
                 id.input = vec![String::new()];
                 let key = graph.node(new.node).key;
-                let nid =
-                    graph.add_node(NodeKind::Op(id), OrderKey(key.0, key.1.saturating_add(1)))?;
-                graph.connect(new, nid, 0);
+                let nid = log.add_node(
+                    graph,
+                    NodeKind::Op(id),
+                    OrderKey(key.0, key.1.saturating_add(1)),
+                )?;
+                log.connect(graph, new, nid, 0);
                 ValueRef { node: nid, slot: 0 }
             } else {
-                graph.rename_value(new, &name)?;
+                log.rename_value(graph, new, &name)?;
                 new
             };
             for i in outputs {
-                graph.set_output(i, target);
+                log.set_output(graph, i, target);
             }
             for c in captured_by {
-                graph.add_capture(target, c);
+                log.add_capture(graph, target, c);
             }
         }
         for (name, old, new) in renames {
@@ -307,19 +351,31 @@ impl Patch {
                 )));
             }
             if !name.is_empty() && graph.value_name(new) != name {
-                graph.rename_value(new, &name)?;
+                log.rename_value(graph, new, &name)?;
             }
         }
-        collect_orphans(graph, orphans);
-        graph.set_declared_dims(&self.declared_dims);
-        graph.check()
+        collect_orphans(graph, log, orphans);
+        log.set_declared_dims(graph, &self.declared_dims);
+        Ok(())
     }
+}
+
+/// Whether anything reads `v`, as [`Graph::is_used`], but stopping at the first reader: a
+/// constant shared by every node of a graph is a candidate of every patch that removes one.
+fn has_reader(graph: &Graph, v: ValueRef) -> bool {
+    graph
+        .g
+        .edges_directed(v.node.0, Direction::Outgoing)
+        .any(|e| match *e.weight() {
+            Edge::Data { out, .. } | Edge::Capture { out } => out == v.slot,
+        })
+        || graph.is_graph_output(v)
 }
 
 /// Removes, transitively, the nodes in `candidates` that nothing reads any more: initializers
 /// and pure default-domain operators. Graph inputs, custom-domain operators and nodes with
 /// subgraphs stay, as [`crate::rules::remove_dead`] would leave them.
-fn collect_orphans(graph: &mut Graph, mut candidates: Vec<NodeId>) {
+fn collect_orphans(graph: &mut Graph, log: &mut Undo, mut candidates: Vec<NodeId>) {
     while let Some(c) = candidates.pop() {
         if !graph.contains(c) {
             continue;
@@ -333,11 +389,414 @@ fn collect_orphans(graph: &mut Graph, mut candidates: Vec<NodeId>) {
         if !removable {
             continue;
         }
-        let used = (0..node.num_outputs()).any(|slot| graph.is_used(ValueRef { node: c, slot }));
+        let used =
+            (0..node.num_outputs()).any(|slot| has_reader(graph, ValueRef { node: c, slot }));
         if used {
             continue;
         }
         candidates.extend(graph.node_inputs(c).into_iter().flatten().map(|v| v.node));
-        graph.remove_node(c);
+        log.remove_node(graph, c);
+    }
+}
+
+/// One change [`Patch::apply_logged`] made, with what taking it back needs.
+#[derive(Debug)]
+enum Change {
+    Added(NodeId),
+    Removed {
+        id: NodeId,
+        node: Arc<Node>,
+        edges: Vec<(NodeIndex, NodeIndex, Edge)>,
+    },
+    Weight {
+        id: NodeId,
+        old: Arc<Node>,
+    },
+    EdgeAdded(NodeIndex, NodeIndex, Edge),
+    EdgeRemoved(NodeIndex, NodeIndex, Edge),
+    Output(usize, ValueRef),
+    Name(String, Option<ValueRef>),
+    ValueInfo(usize, ValueInfoProto),
+    NextMajor(u64),
+}
+
+/// What one patch changed in a graph, recorded as it was applied: enough to measure its growth
+/// from the nodes it touched alone ([`Undo::growth`]) and to take it back ([`Undo::rollback`]),
+/// each in time proportional to the patch, not to the graph.
+#[derive(Debug)]
+pub(crate) struct Undo {
+    changes: Vec<Change>,
+    /// Each node whose weight, incoming edges or inputs' names the patch changed: its weight
+    /// before the first such change (`None` if the patch added it) and its encoded bytes then.
+    before: FxHashMap<NodeId, (Option<Arc<Node>>, u64)>,
+    /// Nodes whose weight is already saved in `changes` (once per patch is enough).
+    saved: FxHashSet<NodeId>,
+    value_info_edits: i64,
+    dirty: bool,
+    facts: OnceLock<Arc<Facts>>,
+}
+
+impl Undo {
+    /// An empty record for a patch about to be applied to `graph`.
+    pub(crate) fn new(graph: &Graph) -> Undo {
+        Undo {
+            changes: Vec::new(),
+            before: FxHashMap::default(),
+            saved: FxHashSet::default(),
+            value_info_edits: graph.value_info_edits,
+            dirty: graph.dirty,
+            facts: graph.facts.clone(),
+        }
+    }
+
+    /// Remembers `id` as it is now, before its first change by this patch.
+    fn snap(&mut self, graph: &Graph, id: NodeId) {
+        if !self.before.contains_key(&id) && graph.contains(id) {
+            let bytes = graph.node_bytes(id);
+            self.before.insert(id, (Some(graph.g[id.0].clone()), bytes));
+        }
+    }
+
+    /// Saves `id`'s weight before it is mutated in place.
+    fn save_weight(&mut self, graph: &Graph, id: NodeId) {
+        self.snap(graph, id);
+        if graph.contains(id) && self.saved.insert(id) {
+            self.changes.push(Change::Weight {
+                id,
+                old: graph.g[id.0].clone(),
+            });
+        }
+    }
+
+    fn next_key(&mut self, graph: &mut Graph) -> OrderKey {
+        self.changes.push(Change::NextMajor(graph.next_major));
+        graph.next_key()
+    }
+
+    fn add_node(&mut self, graph: &mut Graph, kind: NodeKind, key: OrderKey) -> Result<NodeId> {
+        let id = graph.add_node(kind, key)?;
+        self.before.entry(id).or_insert((None, 0));
+        self.changes.push(Change::Added(id));
+        Ok(id)
+    }
+
+    fn data_edge_into(graph: &Graph, to: NodeId, inp: usize) -> Option<(NodeIndex, Edge)> {
+        graph
+            .g
+            .edges_directed(to.0, Direction::Incoming)
+            .find(|e| matches!(*e.weight(), Edge::Data { inp: i, .. } if i == inp))
+            .map(|e| (e.source(), *e.weight()))
+    }
+
+    fn connect(&mut self, graph: &mut Graph, from: ValueRef, to: NodeId, inp: usize) {
+        self.save_weight(graph, to);
+        if let Some((src, e)) = Self::data_edge_into(graph, to, inp) {
+            self.changes.push(Change::EdgeRemoved(src, to.0, e));
+        }
+        graph.connect(from, to, inp);
+        self.changes.push(Change::EdgeAdded(
+            from.node.0,
+            to.0,
+            Edge::Data {
+                out: from.slot,
+                inp,
+            },
+        ));
+    }
+
+    fn disconnect(&mut self, graph: &mut Graph, to: NodeId, inp: usize) {
+        self.snap(graph, to);
+        if let Some((src, e)) = Self::data_edge_into(graph, to, inp) {
+            self.changes.push(Change::EdgeRemoved(src, to.0, e));
+        }
+        graph.disconnect(to, inp);
+    }
+
+    fn add_capture(&mut self, graph: &mut Graph, from: ValueRef, to: NodeId) {
+        graph.add_capture(from, to);
+        self.changes.push(Change::EdgeAdded(
+            from.node.0,
+            to.0,
+            Edge::Capture { out: from.slot },
+        ));
+    }
+
+    fn redirect_consumers(&mut self, graph: &mut Graph, old: ValueRef, new: ValueRef) {
+        for (node, inp) in graph.consumers(old) {
+            self.connect(graph, new, node, inp);
+        }
+    }
+
+    fn set_output(&mut self, graph: &mut Graph, index: usize, v: ValueRef) {
+        self.changes
+            .push(Change::Output(index, graph.outputs[index].0));
+        graph.set_output(index, v);
+    }
+
+    fn rename_value(&mut self, graph: &mut Graph, v: ValueRef, new: &str) -> Result<()> {
+        // The readers of `v` write its name among their inputs.
+        for (c, _) in graph.consumers(v) {
+            self.snap(graph, c);
+        }
+        self.save_weight(graph, v.node);
+        let old = graph.value_name(v).to_string();
+        self.changes
+            .push(Change::Name(old.clone(), graph.names.get(&old).copied()));
+        self.changes
+            .push(Change::Name(new.to_string(), graph.names.get(new).copied()));
+        graph.rename_value(v, new)
+    }
+
+    fn node_mut<'g>(&mut self, graph: &'g mut Graph, id: NodeId) -> &'g mut Node {
+        self.save_weight(graph, id);
+        graph.node_mut(id)
+    }
+
+    fn remove_node(&mut self, graph: &mut Graph, id: NodeId) {
+        if !graph.contains(id) {
+            return;
+        }
+        self.snap(graph, id);
+        let mut edges = Vec::new();
+        for e in graph.g.edges_directed(id.0, Direction::Incoming) {
+            edges.push((e.source(), e.target(), *e.weight()));
+        }
+        for e in graph.g.edges_directed(id.0, Direction::Outgoing) {
+            edges.push((e.source(), e.target(), *e.weight()));
+        }
+        // Readers losing an input write a different name for it.
+        for &(_, t, e) in &edges {
+            if t != id.0 && matches!(e, Edge::Data { .. }) {
+                self.snap(graph, NodeId(t));
+            }
+        }
+        let node = &graph.g[id.0];
+        let names: Vec<(String, Option<ValueRef>)> = (0..node.num_outputs())
+            .filter_map(|slot| node.output_name(slot))
+            .filter(|name| graph.names.get(*name).map(|v| v.node) == Some(id))
+            .map(|name| (name.to_string(), graph.names.get(name).copied()))
+            .collect();
+        self.changes
+            .extend(names.into_iter().map(|(n, v)| Change::Name(n, v)));
+        if let Some(node) = graph.remove_node(id) {
+            self.changes.push(Change::Removed { id, node, edges });
+        }
+    }
+
+    fn set_declared_dims(&mut self, graph: &mut Graph, edits: &[(String, usize, i64)]) {
+        if edits.is_empty() {
+            return;
+        }
+        let names: HashSet<&str> = edits.iter().map(|(n, _, _)| n.as_str()).collect();
+        for (i, vi) in graph.value_info.iter().enumerate() {
+            if vi.name.as_deref().is_some_and(|n| names.contains(n)) {
+                self.changes.push(Change::ValueInfo(i, vi.clone()));
+            }
+        }
+        graph.set_declared_dims(edits);
+    }
+
+    /// Nodes the patch added, removed, changed, or whose edges it changed.
+    pub(crate) fn written(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.changes.iter().flat_map(|c| {
+            let (a, b) = match c {
+                Change::Added(id) | Change::Weight { id, .. } => (Some(*id), None),
+                Change::Removed { id, edges, .. } => {
+                    return Box::new(
+                        std::iter::once(*id)
+                            .chain(edges.iter().flat_map(|(s, t, _)| [NodeId(*s), NodeId(*t)])),
+                    ) as Box<dyn Iterator<Item = NodeId>>
+                }
+                Change::EdgeAdded(s, t, _) | Change::EdgeRemoved(s, t, _) => {
+                    (Some(NodeId(*s)), Some(NodeId(*t)))
+                }
+                _ => (None, None),
+            };
+            Box::new(a.into_iter().chain(b))
+        })
+    }
+
+    /// Nodes the patch added, removed or changed in place (renamed, rewired), but not those that
+    /// only gained or lost readers.
+    pub(crate) fn rewritten(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.changes.iter().filter_map(|c| match c {
+            Change::Added(id) | Change::Weight { id, .. } | Change::Removed { id, .. } => Some(*id),
+            _ => None,
+        })
+    }
+
+    /// How many bytes the patch added to the encoded graph (negative: removed), counted as
+    /// [`Graph::encoded_delta`] counts them but over the nodes the patch touched only: nodes
+    /// whose weight changed count with their bytes after minus before, and the `value_info` of
+    /// values that no longer exist is dropped. `value_info` maps a name to its entries.
+    pub(crate) fn growth(&self, graph: &Graph, value_info: &FxHashMap<String, Vec<usize>>) -> i64 {
+        let mut delta = graph.value_info_edits - self.value_info_edits;
+        let mut gone: FxHashSet<&str> = FxHashSet::default();
+        for (id, (old, bytes)) in &self.before {
+            let now = graph.g.node_weight(id.0);
+            if let (Some(o), Some(n)) = (old, now) {
+                if Arc::ptr_eq(o, n) {
+                    continue;
+                }
+            }
+            if now.is_some() {
+                delta += graph.node_bytes(*id) as i64;
+            }
+            if let Some(o) = old {
+                delta -= *bytes as i64;
+                gone.extend(
+                    (0..o.num_outputs())
+                        .filter_map(|slot| o.output_name(slot))
+                        .filter(|n| graph.producer(n).is_none()),
+                );
+            }
+        }
+        for name in gone {
+            if graph.orphan_value_info.contains(name) {
+                continue;
+            }
+            for &i in value_info.get(name).into_iter().flatten() {
+                let n = graph.value_info[i].encoded_len();
+                delta -= (1 + prost::length_delimiter_len(n) + n) as i64;
+            }
+        }
+        delta
+    }
+
+    /// Takes the patch back: `graph` is as it was before [`Patch::apply_logged`] (node ids
+    /// included; edge order within a node may differ). An error means a removed node could not
+    /// get its id back, and `graph` must be discarded.
+    pub(crate) fn rollback(self, graph: &mut Graph) -> Result<()> {
+        for c in self.changes.into_iter().rev() {
+            match c {
+                Change::Added(id) => {
+                    if let Some(node) = graph.g.remove_node(id.0) {
+                        for slot in 0..node.num_outputs() {
+                            if let Some(name) = node.output_name(slot) {
+                                if graph.names.get(name).map(|v| v.node) == Some(id) {
+                                    graph.names.remove(name);
+                                }
+                            }
+                        }
+                    }
+                }
+                Change::Removed { id, node, edges } => {
+                    // The free list of a `StableGraph` is last in, first out: undoing in
+                    // reverse order gives the node its slot back.
+                    let ix = graph.g.add_node(node);
+                    if ix != id.0 {
+                        return Err(Error::Graph {
+                            reason: "a patch could not be taken back: a node changed its id".into(),
+                        });
+                    }
+                    for (s, t, e) in edges {
+                        graph.g.add_edge(s, t, e);
+                    }
+                }
+                Change::Weight { id, old } => graph.g[id.0] = old,
+                Change::EdgeAdded(s, t, w) => {
+                    let e = graph
+                        .g
+                        .edges_directed(t, Direction::Incoming)
+                        .find(|e| e.source() == s && *e.weight() == w)
+                        .map(|e| e.id());
+                    if let Some(e) = e {
+                        graph.g.remove_edge(e);
+                    }
+                }
+                Change::EdgeRemoved(s, t, w) => {
+                    graph.g.add_edge(s, t, w);
+                }
+                Change::Output(i, v) => graph.outputs[i].0 = v,
+                Change::Name(name, old) => match old {
+                    Some(v) => {
+                        graph.names.insert(name, v);
+                    }
+                    None => {
+                        graph.names.remove(&name);
+                    }
+                },
+                Change::ValueInfo(i, vi) => graph.value_info[i] = vi,
+                Change::NextMajor(m) => graph.next_major = m,
+            }
+        }
+        graph.value_info_edits = self.value_info_edits;
+        graph.dirty = self.dirty;
+        graph.facts = self.facts;
+        Ok(())
+    }
+}
+
+/// `graph`'s `value_info` entries by name, for [`Undo::growth`].
+pub(crate) fn value_info_index(graph: &Graph) -> FxHashMap<String, Vec<usize>> {
+    let mut m: FxHashMap<String, Vec<usize>> = FxHashMap::default();
+    for (i, vi) in graph.value_info.iter().enumerate() {
+        m.entry(vi.name.clone().unwrap_or_default())
+            .or_default()
+            .push(i);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use prost::Message;
+
+    use super::{value_info_index, Undo};
+    use crate::ir::Model;
+    use crate::onnx::decode_file;
+    use crate::rewrite::{registry, Config};
+
+    /// For up to five patches of every rule on every fixture: the growth measured over the
+    /// touched nodes equals [`crate::ir::Graph::encoded_delta`] over the whole graph, and taking
+    /// the patch back gives the very graph it was applied to (same nodes, same bytes).
+    #[test]
+    fn local_growth_matches_the_whole_graph_delta_and_rollback_restores_the_graph() {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"));
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("fixtures")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        paths.sort();
+        let config = Config::default();
+        let mut measured = 0;
+        for path in &paths {
+            let model =
+                Model::from_proto(decode_file(path).expect("decodes").model).expect("builds");
+            let bytes = model.graph.to_proto().encode_to_vec();
+            for rule in registry::all() {
+                for m in rule.find(&model, &config).matches.into_iter().take(5) {
+                    let Ok(patch) = rule.rewrite(&model, &m, &config) else {
+                        continue;
+                    };
+                    let label = format!("{} on {}: {}", rule.meta().name, path.display(), m.what);
+                    let mut g = model.graph.clone();
+                    let mut log = Undo::new(&g);
+                    if patch.apply_logged(&mut g, &mut log).is_ok() {
+                        let local = log.growth(&g, &value_info_index(&g));
+                        assert_eq!(local, g.encoded_delta(&model.graph), "{label}");
+                        measured += 1;
+                    }
+                    log.rollback(&mut g).expect("rolls back");
+                    assert_eq!(g.encoded_delta(&model.graph), 0, "{label}");
+                    assert_eq!(g.node_count(), model.graph.node_count(), "{label}");
+                    for ix in model.graph.g.node_indices() {
+                        let same =
+                            g.g.node_weight(ix)
+                                .is_some_and(|n| std::sync::Arc::ptr_eq(n, &model.graph.g[ix]));
+                        assert!(same, "{label}: node {ix:?} not restored");
+                    }
+                    g.check().expect("checks after rollback");
+                    assert!(
+                        g.to_proto().encode_to_vec() == bytes,
+                        "{label}: bytes differ"
+                    );
+                }
+            }
+        }
+        assert!(measured >= 20, "only {measured} patches measured");
     }
 }

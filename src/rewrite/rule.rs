@@ -100,7 +100,8 @@ pub trait Rule: Sync {
     fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch>;
     /// Whether the matches of one `find` never interact: each rewrite touches only its own
     /// match's nodes and leaves every other match of the same `find` valid. The driver then
-    /// applies them all (each as its own checked patch) before calling `find` again.
+    /// applies them all in one batch, building each patch against the working copy with the
+    /// earlier ones applied, before calling `find` again.
     fn independent_matches(&self) -> bool {
         false
     }
