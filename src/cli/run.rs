@@ -408,7 +408,7 @@ impl Plan {
         let objective = match &args.objective {
             Some(_) if !search => {
                 return Err(Error::Usage(
-                    "--objective applies to a --budget search (without --lowrank-*/--quantize-* option flags)"
+                    "--objective applies to a --budget search (without --lowrank-*/--quantize-*/--prune-ratio flags)"
                         .into(),
                 ))
             }
@@ -540,7 +540,7 @@ fn fixed_verification(
     if !v.passed {
         let how = if lossy {
             format!(
-                "{}; nothing was written (a larger --budget accepts it; --budget without --lowrank-*/--quantize-* option flags lets onnx-slim choose per layer what to change; --no-verify writes anyway)",
+                "{}; nothing was written (a larger --budget accepts it; --budget without --lowrank-*/--quantize-*/--prune-ratio flags lets onnx-slim choose per layer what to change; --no-verify writes anyway)",
                 over_budget(&v)
             )
         } else {
