@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use onnx_slim::bench::{self, BenchOptions, Outcome, Task};
 use onnx_slim::ir::builder::{seeded_f32, tensor_f32};
@@ -14,34 +13,7 @@ use onnx_slim::onnx::decode_file;
 use onnx_slim::verify::{load_test_data_set, run};
 use prost::Message;
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn slim(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(common::bin())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run onnx-slim");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use common::run::run as slim;
 
 /// A model folder `root/name`: `fixtures/mlp.onnx` as `model.onnx`, two test sets of 4 rows
 /// (`x[4,16]`), and a `meta.json` whose labels are the original's argmax except the last row of

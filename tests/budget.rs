@@ -6,79 +6,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ndarray::ArrayD;
 use onnx_slim::ir::builder::{seeded_f32, ModelBuilder};
 use onnx_slim::onnx::encode_model;
 use onnx_slim::onnx::proto::tensor_proto::DataType;
 use onnx_slim::onnx::proto::ModelProto;
+use common::run::{dir_with, json, ok, refused, run};
 use serde_json::Value;
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn run(dir: &Path, args: &[&str]) -> Run {
-    let o = Command::new(common::bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run onnx-slim");
-    let r = Run {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
-    assert!(!r.stderr.contains("panicked"), "{r:?}");
-    r
-}
-
-fn ok(dir: &Path, args: &[&str]) -> Run {
-    let r = run(dir, args);
-    assert_eq!(r.code, Some(0), "onnx-slim {args:?}: {r:?}");
-    r
-}
-
-fn refused(dir: &Path, args: &[&str]) -> String {
-    let r = run(dir, args);
-    assert_eq!(r.code, Some(2), "onnx-slim {args:?}: {r:?}");
-    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
-    assert!(r.stderr.starts_with("error: "), "{r:?}");
-    r.stderr
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
-
-fn dir_with(fixtures: &[&str]) -> tempfile::TempDir {
-    let d = tempfile::tempdir().expect("temp dir");
-    for f in fixtures {
-        std::fs::copy(fixture(f), d.path().join(f)).expect("copy fixture");
-    }
-    d
-}
-
-fn json(path: &Path) -> Value {
-    let s = std::fs::read_to_string(path).expect("read report");
-    serde_json::from_str(&s).expect("report is JSON")
-}
 
 fn len(path: &Path) -> u64 {
     std::fs::metadata(path).expect("stat").len()

@@ -20,73 +20,10 @@ use onnx_slim::rewrite::{
     registry, Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire,
 };
 use prost::Message;
+use common::run::{dir_with, fixture, json, ok, refused, run, Run};
 use serde_json::Value;
 
-// ---- running the binary ----
-
-/// What one run printed and returned.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs the binary in `dir` with `args`.
-fn run(dir: &Path, args: &[&str]) -> Run {
-    let o = Command::new(common::bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run onnx-slim");
-    let r = Run {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
-    assert!(!r.stderr.contains("panicked"), "{r:?}");
-    r
-}
-
-/// Runs and asserts exit 0.
-fn ok(dir: &Path, args: &[&str]) -> Run {
-    let r = run(dir, args);
-    assert_eq!(r.code, Some(0), "onnx-slim {args:?}: {r:?}");
-    r
-}
-
-/// Runs and asserts exit 2 with one `error:` line on stderr and nothing on stdout; returns it.
-fn refused(dir: &Path, args: &[&str]) -> String {
-    let r = run(dir, args);
-    assert_eq!(r.code, Some(2), "onnx-slim {args:?}: {r:?}");
-    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
-    assert!(r.stderr.starts_with("error: "), "{r:?}");
-    r.stderr
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
-
-/// A temporary folder holding copies of `fixtures` under their own names.
-fn dir_with(fixtures: &[&str]) -> tempfile::TempDir {
-    let d = tempfile::tempdir().expect("temp dir");
-    for f in fixtures {
-        std::fs::copy(fixture(f), d.path().join(f)).expect("copy fixture");
-    }
-    d
-}
+// ---- running the binary: `common::run` ----
 
 fn write_model(dir: &Path, name: &str, m: &ModelProto) {
     std::fs::write(dir.join(name), encode_model(m)).expect("write model");
@@ -103,10 +40,6 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-fn json(path: &Path) -> Value {
-    let s = std::fs::read_to_string(path).expect("read report");
-    serde_json::from_str(&s).expect("report is JSON")
-}
 
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).expect("stat").len()

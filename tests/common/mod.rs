@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 pub mod compare;
 pub mod proto;
+pub mod run;
 
 /// `../shared` relative to the crate root, or `$ONNX_SLIM_SHARED` when set (set it to a missing
 /// folder to run the suite as a user's clone without `../shared` does).
