@@ -8,12 +8,12 @@ mod common;
 
 use std::path::Path;
 
+use common::run::{dir_with, json, ok, refused, run};
 use ndarray::ArrayD;
 use onnx_slim::ir::builder::{seeded_f32, ModelBuilder};
 use onnx_slim::onnx::encode_model;
 use onnx_slim::onnx::proto::tensor_proto::DataType;
 use onnx_slim::onnx::proto::ModelProto;
-use common::run::{dir_with, json, ok, refused, run};
 use serde_json::Value;
 
 fn len(path: &Path) -> u64 {
@@ -378,8 +378,14 @@ fn objective_latency_measures_each_option_in_tract_and_holds_the_budget() {
     let r = ok(
         d.path(),
         &[
-            "lowrank.onnx", "out.onnx", "--budget", "0.01", "--objective", "latency",
-            "--report-json", "r.json",
+            "lowrank.onnx",
+            "out.onnx",
+            "--budget",
+            "0.01",
+            "--objective",
+            "latency",
+            "--report-json",
+            "r.json",
         ],
     );
     let v = json(&d.path().join("r.json"));

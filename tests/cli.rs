@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::run::{dir_with, fixture, json, ok, refused, run, Run};
 use onnx_slim::error::{Error, Result};
 use onnx_slim::ir::builder::{seeded_f32, tensor_f32, ModelBuilder};
 use onnx_slim::ir::{Model, ValueRef};
@@ -20,7 +21,6 @@ use onnx_slim::rewrite::{
     registry, Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire,
 };
 use prost::Message;
-use common::run::{dir_with, fixture, json, ok, refused, run, Run};
 use serde_json::Value;
 
 // ---- running the binary: `common::run` ----
@@ -39,7 +39,6 @@ fn listing(dir: &Path) -> BTreeSet<String> {
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
-
 
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).expect("stat").len()

@@ -341,7 +341,11 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
         ("--quantize-mode", args.quantize_mode.is_some(), "quantize"),
         ("--prune-zero", args.prune_zero, "prune"),
         ("--prune-ratio", args.prune_ratio.is_some(), "prune"),
-        ("--prune-importance", args.prune_importance.is_some(), "prune"),
+        (
+            "--prune-importance",
+            args.prune_importance.is_some(),
+            "prune",
+        ),
         ("--prune-exclude", !args.prune_exclude.is_empty(), "prune"),
     ];
     for &(flag, given, rule) in flags {
