@@ -253,14 +253,15 @@ fn measure_one(
     metric: Metric,
     sets: &[InputSet],
     reference: &[Outputs],
-    base_macs: i64,
+    base_macs: Option<i64>,
     timing: Option<(&InputSet, f64)>,
 ) -> Result<Measured> {
     let patch = v.rule.rewrite(base, m, &v.config)?;
     let mut copy = base.clone();
     patch.apply(&mut copy.graph)?;
     let saved_bytes = -copy.graph.encoded_delta(&base.graph);
-    let saved_macs = base_macs - macs(&copy);
+    // MACs need shape inference over the whole graph: only counted when they are the objective.
+    let saved_macs = base_macs.map_or(0, |b| b - macs(&copy));
     let proto = copy.to_proto();
     let report = verify::verify_against(reference, &proto, "candidate", sets, 0.0)?;
     let loss = verify::metric::worst(&report, metric).map_or(0.0, |w| w.loss);
@@ -303,7 +304,7 @@ fn sensitivity(
     objective: Objective,
     progress: &Progress,
 ) -> Result<(BTreeMap<(usize, String), Measured>, Matches)> {
-    let base_macs = macs(base);
+    let base_macs = (objective == Objective::Macs).then(|| macs(base));
     let base_us = match (objective, sets.first()) {
         (Objective::Latency, Some(set)) => {
             progress.message("timing the model in tract");
@@ -601,7 +602,6 @@ pub fn search(
     )?;
     let weight_bytes = weight_bytes(&model);
     let mut opts = options(&variants, &measured, metric, &weight_bytes);
-    let base_macs = macs(&model);
     // `(variant, layer, verification set)` measured after a failed verification.
     let mut rechecked: BTreeSet<(usize, String, String)> = BTreeSet::new();
     let limit = if goal.target_size.is_some() {
@@ -695,7 +695,7 @@ pub fn search(
                             metric,
                             set,
                             reference,
-                            base_macs,
+                            None,
                             None,
                         ) {
                             if x.loss > old.loss {
