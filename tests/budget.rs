@@ -114,7 +114,22 @@ fn a_budget_search_shrinks_the_model_and_stays_within_the_budget() {
     );
     // Every layer with an option is reported with its choice and each option's own loss.
     let choices = v["search"]["choices"].as_array().expect("choices");
-    assert_eq!(choices.len(), 3, "{r:?}");
+    let layers: Vec<&str> = choices
+        .iter()
+        .map(|c| c["layer"].as_str().expect("layer"))
+        .collect();
+    assert_eq!(layers, ["Conv_3", "Gemm_2", "MatMul_0"], "{r:?}");
+    // Pruning the first layer's channels was chosen first, then both searches were verified
+    // and the smaller kept: the one without it.
+    let notes = v["search"]["structure"]
+        .as_array()
+        .expect("structure notes");
+    assert!(
+        notes
+            .iter()
+            .any(|b| b.as_str().unwrap().contains("kept the search without them")),
+        "{r:?}"
+    );
     assert!(choices
         .iter()
         .all(|c| !c["measured"].as_array().unwrap().is_empty()));
@@ -258,6 +273,81 @@ fn a_choice_the_whole_model_check_refuses_is_backed_off_until_it_passes() {
     assert_eq!(v["verification"]["passed"], true);
 }
 
+/// The initializer `name` of the model file at `path`, as `f32`.
+fn weight(path: &Path, name: &str) -> ArrayD<f32> {
+    let m = onnx_slim::onnx::decode_bytes(std::fs::read(path).expect("read model").into(), path)
+        .expect("decode");
+    let t = m
+        .graph
+        .as_ref()
+        .and_then(|g| {
+            g.initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(name))
+        })
+        .unwrap_or_else(|| panic!("no initializer `{name}`"));
+    onnx_slim::ir::tensor::to_f32(t).expect("f32 weight")
+}
+
+#[test]
+fn a_search_prunes_exactly_the_channels_that_matter_least() {
+    // h = Relu(x·w1), y = h·w2 with 32 hidden neurons; neurons 0..8 (a quarter) have input
+    // weights 1e-4 of the others': removing them is nearly free, removing half is not.
+    let mut w1 = seeded_f32(&[16, 32], 11);
+    for j in 0..8 {
+        w1.index_axis_mut(ndarray::Axis(1), j)
+            .mapv_inplace(|v| v * 1e-4);
+    }
+    let w2 = seeded_f32(&[32, 8], 12);
+    let mut b = ModelBuilder::new(17);
+    b.producer("onnx-slim-tests", "1")
+        .input_sym("x", DataType::Float, &["N".into(), 16.into()])
+        .initializer_f32("w1", w1.clone())
+        .initializer_f32("w2", w2.clone())
+        .node("MatMul", &["x", "w1"], &["a"], vec![])
+        .node("Relu", &["a"], &["h"], vec![])
+        .node("MatMul", &["h", "w2"], &["y"], vec![])
+        .output_sym("y", DataType::Float, &["N".into(), 8.into()]);
+    let d = tempfile::tempdir().expect("temp dir");
+    write(d.path(), "m.onnx", &b.build());
+    let r = ok(
+        d.path(),
+        &[
+            "m.onnx",
+            "out.onnx",
+            "--rules",
+            "prune",
+            "--budget",
+            "0.0001",
+            "--report-json",
+            "r.json",
+        ],
+    );
+    let v = json(&d.path().join("r.json"));
+    let choices = v["search"]["choices"].as_array().expect("choices");
+    let chosen: Vec<&str> = choices
+        .iter()
+        .map(|c| c["choice"].as_str().expect("choice"))
+        .collect();
+    assert_eq!(chosen, ["prune ratio 0.25"], "{r:?}");
+    // Each ratio was measured alone; half the neurons is over the budget.
+    let measured = choices[0]["measured"].as_array().expect("measured");
+    assert_eq!(measured.len(), 2, "{r:?}");
+    assert!(measured[1][1].as_f64().unwrap() > 0.0001, "{r:?}");
+    // Exactly the eight small neurons went: the kept weights are the original's, bit for bit.
+    let out = d.path().join("out.onnx");
+    assert_eq!(
+        weight(&out, "w1"),
+        w1.slice(ndarray::s![.., 8..]).to_owned().into_dyn()
+    );
+    assert_eq!(
+        weight(&out, "w2"),
+        w2.slice(ndarray::s![8.., ..]).to_owned().into_dyn()
+    );
+    assert!(worst_loss(&v) <= 0.0001, "{r:?}");
+    assert!(r.stdout.contains("P001 prune (lossy)"), "{r:?}");
+}
+
 #[test]
 fn a_fixed_recipe_over_the_default_budget_is_refused_and_writes_nothing() {
     let d = dir_with(&["lowrank.onnx"]);
@@ -362,6 +452,8 @@ fn objective_macs_prefers_what_saves_computation() {
             "0.01",
             "--objective",
             "macs",
+            "--rules",
+            "lowrank,quantize",
             "--report-json",
             "r.json",
         ],

@@ -3,11 +3,14 @@
 //!
 //! It drives the existing lossy rules and the verifier; it is not a second pipeline:
 //!
-//! 1. **Options.** Each lossy rule in the selection offers variants of its configuration: the
-//!    user's own when a rule flag was given (`--lowrank-rank 128` pins that one), else a ladder
-//!    (`lowrank` at 50, 30, 20 and 10 % of each weight's parameters; `quantize` as configured,
-//!    int8 per channel by default). A layer's options are: unchanged, one variant of one rule,
-//!    or a `lowrank` variant followed by `quantize` of its two factors.
+//! 1. **Options.** Each rule in the selection offers variants of its configuration
+//!    ([`Rule::search_variants`]): the user's own when a rule flag was given (`--lowrank-rank
+//!    128` pins that one), else a ladder (`prune` removing 25 or 50 % of each coupled group's
+//!    channels; `lowrank` at 50, 30, 20 and 10 % of each weight's parameters; `quantize` as
+//!    configured, int8 per channel by default). A coupled group's options are: unchanged or one
+//!    `Structure` variant (prune). A layer's options are: unchanged, one variant of one rule, or
+//!    a `Factor` variant (lowrank) followed by a `Store` variant (quantize) of its two factors.
+//!    Structure variants are applied first, so the others act on the smaller layers.
 //! 2. **Sensitivity.** One `find` per variant on the model; then, per match, the rule's own
 //!    patch is applied alone to a copy and the copy runs in tract on the measuring inputs
 //!    (`--calibration`, else the verification inputs); its loss against the original's outputs
@@ -16,6 +19,10 @@
 //!    multiple-choice knapsack), with losses added as independent errors add: `1 − cosine`
 //!    and squared relative L2 add, max abs and argmax disagreement add linearly. A layer
 //!    combining both rules is estimated as the sum of their losses.
+//! 3b. **Structure first.** When the allocation picks `Structure` options, they are applied
+//!    alone, the pruned model's own loss is measured, the other variants are measured again on
+//!    it (each counted for what it adds) and allocated within what is left of the budget. If
+//!    that pass cannot be verified, the search runs again without structure options.
 //! 4. **Verification and back-off.** The choices are applied through the driver, one run per
 //!    variant, scoped to the chosen layers; the result is encoded, decoded and verified against
 //!    the original on the verification inputs under the budget. If it fails, the estimates
@@ -39,16 +46,16 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Model};
 use crate::onnx::proto::ModelProto;
-use crate::rewrite::{self, Config, DriverOptions, Rule, RunReport};
-use crate::rules::lowrank::{LowrankConfig, RankMode};
+use crate::rewrite::{self, Config, DriverOptions, Rule, RunReport, Stage};
 use crate::verify::{self, Budget, InputSet, Metric, Outputs, VerifyReport};
 
 pub use progress::Progress;
 
-/// The fractions of each weight's parameters `lowrank` keeps in the search's ladder.
-pub const LOWRANK_LADDER: [f64; 4] = [0.5, 0.3, 0.2, 0.1];
 /// tract runs timed per option under `--objective latency` (the median counts).
 pub const LATENCY_RUNS: usize = 5;
+/// The part of the budget the structure options (prune) may spend together, measured; the rest
+/// is left to the per-layer options measured on the pruned model.
+pub const STRUCTURE_SHARE: f64 = 0.5;
 /// Most back-off steps before the search gives up every lossy change.
 pub const MAX_BACKOFF: usize = 24;
 
@@ -106,16 +113,36 @@ struct Variant<'a> {
     rule: &'a dyn Rule,
     config: Config,
     name: String,
-    /// Whether this is a `lowrank` variant (its factors may be quantized after it).
-    lowrank: bool,
+    stage: Stage,
 }
 
-/// One way to change one layer: a lowrank variant, quantize, or both.
+/// One way to change one layer (by variant index): a `Structure` variant alone (its layers are
+/// the coupled groups, keyed apart from the layers the other stages change), or a `Factor`
+/// variant, a `Store` variant, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct OptionKey {
-    lowrank: Option<usize>,
-    quantize: Option<usize>,
+    structure: Option<usize>,
+    factor: Option<usize>,
+    store: Option<usize>,
 }
+
+impl OptionKey {
+    const NONE: OptionKey = OptionKey {
+        structure: None,
+        factor: None,
+        store: None,
+    };
+
+    fn parts(self) -> impl Iterator<Item = usize> {
+        [self.structure, self.factor, self.store]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// The suffix of a `Structure` variant's layer key: its matches change groups of layers, so
+/// their options are kept apart from the per-layer options of the other stages.
+const GROUP_SUFFIX: &str = " (channels)";
 
 /// An option with its estimated cost and saving.
 #[derive(Debug, Clone)]
@@ -168,6 +195,9 @@ pub struct SearchReport {
     pub choices: Vec<Choice>,
     /// Back-off steps taken, each with the verification result that caused it.
     pub backoffs: Vec<String>,
+    /// What became of the structure options (prune): how many were kept together, and whether
+    /// the search with them or without them won.
+    pub structure: Vec<String>,
 }
 
 /// The outcome: the rewritten model, what the rules did, the search, and the verification of
@@ -193,51 +223,28 @@ fn additive(metric: Metric, loss: f64) -> f64 {
     }
 }
 
-/// The variants the selection offers.
-fn variants<'a>(lossy: &[&'a dyn Rule], config: &Config) -> Vec<Variant<'a>> {
-    let mut out = Vec::new();
-    // Lowrank first: quantize may then reach the factors it makes.
-    let mut lossy = lossy.to_vec();
-    lossy.sort_by_key(|r| r.meta().name != "lowrank");
-    for rule in lossy {
-        match rule.meta().name {
-            "lowrank" if config.lowrank == LowrankConfig::default() => {
-                for p in LOWRANK_LADDER {
-                    let mut c = config.clone();
-                    c.lowrank.mode = Some(RankMode::Ratio(p));
-                    out.push(Variant {
-                        rule,
-                        config: c,
-                        name: format!("lowrank ratio {p}"),
-                        lowrank: true,
-                    });
-                }
-            }
-            name => {
-                let mut c = config.clone();
-                c.quantize.tolerance = None;
-                let lowrank = name == "lowrank";
-                let label = if lowrank {
-                    format!("lowrank {}", c.lowrank.describe(!c.calibration.is_empty()))
-                } else if name == "quantize" {
-                    format!(
-                        "quantize {}",
-                        format!("{:?} per {:?}", c.quantize.weights, c.quantize.granularity)
-                            .to_lowercase()
-                    )
-                } else {
-                    name.to_string()
-                };
-                out.push(Variant {
+/// The variants the selection offers, in the order they are applied: by stage, then selection.
+fn variants<'a>(rules: &[&'a dyn Rule], config: &Config) -> Vec<Variant<'a>> {
+    let mut out: Vec<Variant> = rules
+        .iter()
+        .flat_map(|&rule| {
+            rule.search_variants(config)
+                .into_iter()
+                .map(move |v| Variant {
                     rule,
-                    config: c,
-                    name: label,
-                    lowrank,
-                });
-            }
-        }
-    }
+                    config: v.config,
+                    name: v.name,
+                    stage: v.stage,
+                })
+        })
+        .collect();
+    out.sort_by_key(|v| v.stage);
     out
+}
+
+/// The driver scope of a layer key (the anchor's label, or the match's description).
+fn scope_of(key: &str) -> &str {
+    key.strip_suffix(GROUP_SUFFIX).unwrap_or(key)
 }
 
 fn macs(model: &Model) -> i64 {
@@ -294,10 +301,12 @@ fn latency_us(model: &ModelProto, set: &InputSet) -> Result<f64> {
 /// Every variant's matches on `base`, by `(variant, layer label)`.
 type Matches = BTreeMap<(usize, String), rewrite::Match>;
 
-/// Measures every variant on every layer it matches: `(variant, layer) → measurement`.
+/// Measures the variants `which` on every layer they match: `(variant, layer) → measurement`.
+#[allow(clippy::too_many_arguments)]
 fn sensitivity(
     base: &Model,
     variants: &[Variant],
+    which: &[usize],
     metric: Metric,
     sets: &[InputSet],
     reference: &[Outputs],
@@ -313,7 +322,8 @@ fn sensitivity(
         _ => None,
     };
     let mut jobs = Vec::new();
-    for (vi, v) in variants.iter().enumerate() {
+    for &vi in which {
+        let v = &variants[vi];
         progress.message(&format!("finding where {} applies", v.name));
         let findings = v.rule.find(base, &v.config);
         for m in findings.matches {
@@ -334,11 +344,14 @@ fn sensitivity(
     for (vi, m) in jobs {
         let v = &variants[vi];
         let label = base.graph.node(m.anchor).label();
-        let layer = if per_anchor[&(vi, label.clone())] > 1 {
+        let mut layer = if per_anchor[&(vi, label.clone())] > 1 {
             m.what.clone()
         } else {
             label
         };
+        if v.stage == Stage::Structure {
+            layer.push_str(GROUP_SUFFIX);
+        }
         progress.message(&format!("{} on `{layer}`", v.name));
         // A candidate that cannot be built or run is simply not an option.
         if let Ok(x) = measure_one(base, v, &m, metric, sets, reference, base_macs, base_us) {
@@ -359,10 +372,7 @@ fn options(
     weight_bytes: &BTreeMap<String, f64>,
 ) -> BTreeMap<String, Vec<Costed>> {
     let mut by_layer: BTreeMap<String, Vec<Costed>> = BTreeMap::new();
-    let none = OptionKey {
-        lowrank: None,
-        quantize: None,
-    };
+    let none = OptionKey::NONE;
     for ((vi, layer), m) in measured {
         let list = by_layer.entry(layer.clone()).or_insert_with(|| {
             vec![Costed {
@@ -373,17 +383,12 @@ fn options(
                 saved_us: 0.0,
             }]
         });
-        let key = if variants[*vi].lowrank {
-            OptionKey {
-                lowrank: Some(*vi),
-                quantize: None,
-            }
-        } else {
-            OptionKey {
-                lowrank: None,
-                quantize: Some(*vi),
-            }
-        };
+        let mut key = OptionKey::NONE;
+        match variants[*vi].stage {
+            Stage::Structure => key.structure = Some(*vi),
+            Stage::Factor => key.factor = Some(*vi),
+            Stage::Store => key.store = Some(*vi),
+        }
         list.push(Costed {
             key,
             loss: additive(metric, m.loss),
@@ -392,17 +397,18 @@ fn options(
             saved_us: m.saved_us,
         });
     }
-    // Lowrank then quantize of the factors: losses add; quantize saves on what the factors keep.
+    // A factor variant then a store variant on its factors: losses add; the store variant saves
+    // on what the factors keep.
     for (layer, list) in by_layer.iter_mut() {
         let w = weight_bytes.get(layer).copied().unwrap_or(0.0);
         let lows: Vec<Costed> = list
             .iter()
-            .filter(|c| c.key.lowrank.is_some())
+            .filter(|c| c.key.factor.is_some())
             .cloned()
             .collect();
         let quants: Vec<Costed> = list
             .iter()
-            .filter(|c| c.key.quantize.is_some())
+            .filter(|c| c.key.store.is_some())
             .cloned()
             .collect();
         for l in &lows {
@@ -413,8 +419,9 @@ fn options(
                 let kept = (1.0 - l.saved_bytes / w).clamp(0.0, 1.0);
                 list.push(Costed {
                     key: OptionKey {
-                        lowrank: l.key.lowrank,
-                        quantize: q.key.quantize,
+                        factor: l.key.factor,
+                        store: q.key.store,
+                        ..OptionKey::NONE
                     },
                     loss: l.loss + q.loss,
                     saved_bytes: l.saved_bytes + q.saved_bytes * kept,
@@ -487,9 +494,9 @@ fn allocate(
     cur
 }
 
-/// Applies the chosen options to a copy of `base` through the driver: one run per variant,
-/// scoped to the layers that chose it; quantize variants also reach the factors of a layer
-/// factored before them.
+/// Applies the chosen options to a copy of `base` through the driver: one run per variant, in
+/// stage order, scoped to the layers that chose it; a store variant also reaches the factors of
+/// a layer factored before it.
 fn apply(
     base: &Model,
     variants: &[Variant],
@@ -502,14 +509,11 @@ fn apply(
         let mut scope = BTreeSet::new();
         for (layer, &i) in chosen {
             let k = opts[layer][i].key;
-            if k.lowrank == Some(vi) {
-                scope.insert(layer.clone());
+            if k.parts().any(|p| p == vi) {
+                scope.insert(scope_of(layer).to_string());
             }
-            if k.quantize == Some(vi) {
-                scope.insert(layer.clone());
-                if k.lowrank.is_some() {
-                    scope.extend(crate::rules::lowrank::factor_labels(layer));
-                }
+            if k.store == Some(vi) && k.factor.is_some() {
+                scope.extend(crate::rules::lowrank::factor_labels(scope_of(layer)));
             }
         }
         if scope.is_empty() {
@@ -533,11 +537,11 @@ fn apply(
 }
 
 fn describe(variants: &[Variant], key: OptionKey) -> String {
-    match (key.lowrank, key.quantize) {
-        (None, None) => "unchanged".into(),
-        (Some(l), None) => variants[l].name.clone(),
-        (None, Some(q)) => variants[q].name.clone(),
-        (Some(l), Some(q)) => format!("{} + {}", variants[l].name, variants[q].name),
+    let parts: Vec<&str> = key.parts().map(|v| variants[v].name.as_str()).collect();
+    if parts.is_empty() {
+        "unchanged".into()
+    } else {
+        parts.join(" + ")
     }
 }
 
@@ -568,10 +572,283 @@ fn verify_written(
     Ok((proto, report))
 }
 
+/// The mutable state of one allocation-and-verification pass over a base model.
+struct Pass {
+    /// `(variant, layer) → measurement`; over a pruned base, losses are what each option adds.
+    measured: BTreeMap<(usize, String), Measured>,
+    matches: Matches,
+    opts: BTreeMap<String, Vec<Costed>>,
+    chosen: BTreeMap<String, usize>,
+    /// `(variant, layer, verification set)` measured after a failed verification.
+    rechecked: BTreeSet<(usize, String, String)>,
+    backoffs: Vec<String>,
+    to_save: Option<f64>,
+    alloc_limit: f64,
+    target_tries: usize,
+    /// The base's own loss on the measuring inputs (0 unless structure options were applied).
+    base_loss: f64,
+}
+
+/// The loss `total` adds to a base whose own loss is `base`, in the metric's own units
+/// (relative L2 errors add as squares).
+fn added(metric: Metric, total: f64, base: f64) -> f64 {
+    match metric {
+        Metric::RelL2 => (total * total - base * base).max(0.0).sqrt(),
+        Metric::Cosine | Metric::Argmax | Metric::MaxAbs => (total - base).max(0.0),
+    }
+}
+
+/// Everything a pass reads and does not change.
+struct Ctx<'a, 'v> {
+    variants: &'a [Variant<'v>],
+    goal: &'a Goal,
+    metric: Metric,
+    /// The additive loss limit of the pass.
+    limit: f64,
+    budget: Budget,
+    weight_bytes: &'a BTreeMap<String, f64>,
+    verify_ref: &'a [Outputs],
+    verify_sets: &'a [InputSet],
+    input_bytes: u64,
+    progress: &'a Progress,
+}
+
+/// Applies `st`'s choices to `base`, verifies the bytes, and backs off until the budget holds
+/// (see the module docs): the result, what the rules did, its proto and its verification.
+fn settle(
+    base: &Model,
+    cx: &Ctx,
+    st: &mut Pass,
+) -> Result<(Model, Option<RunReport>, ModelProto, VerifyReport)> {
+    let Ctx {
+        variants,
+        goal,
+        metric,
+        limit,
+        budget,
+        weight_bytes,
+        verify_ref,
+        verify_sets,
+        input_bytes,
+        progress,
+    } = *cx;
+    loop {
+        progress.message("applying the chosen options");
+        let (out, rules_report) = apply(base, variants, &st.opts, &st.chosen)?;
+        if let (Some(r), Some(save)) = (goal.target_size, st.to_save) {
+            let target = r * input_bytes as f64;
+            let got = crate::onnx::encode_model(&out.to_proto()).len() as f64;
+            if got > target && st.target_tries < 4 {
+                st.target_tries += 1;
+                let more = save + (got - target);
+                let next = allocate(&st.opts, limit, Some(more), goal.objective, &st.chosen);
+                if next != st.chosen {
+                    st.to_save = Some(more);
+                    st.chosen = next;
+                    continue;
+                }
+            }
+            if got > target {
+                return Err(Error::VerifyFailed(format!(
+                    "--target-size {r} cannot be reached with the rules given: the smallest model found is {:.3}× the input",
+                    got / input_bytes as f64
+                )));
+            }
+        }
+        progress.message("verifying the whole model");
+        let (proto, verification) = verify_written(&out, verify_ref, verify_sets, budget)?;
+        if verification.passed {
+            return Ok((out, rules_report, proto, verification));
+        }
+        let what = verification
+            .budget
+            .as_ref()
+            .map(|(b, w)| {
+                format!(
+                    "`{}` on {} at {}",
+                    w.output,
+                    w.set,
+                    b.metric.describe(w.loss)
+                )
+            })
+            .unwrap_or_default();
+        // The estimates missed what the verification inputs do: measure each chosen option
+        // alone on the set that failed, keep the larger loss, and allocate again.
+        if let Some((_, w)) = verification
+            .budget
+            .as_ref()
+            .filter(|_| st.backoffs.len() < MAX_BACKOFF)
+        {
+            if let Some(si) = verify_sets.iter().position(|s| s.label == w.set) {
+                let set = std::slice::from_ref(&verify_sets[si]);
+                let reference = std::slice::from_ref(&verify_ref[si]);
+                // Over a pruned base, an option's loss is what it adds to the base's own.
+                let floor = if st.base_loss > 0.0 {
+                    let r = verify::verify_against(reference, &base.to_proto(), "base", set, 0.0)?;
+                    verify::metric::worst(&r, metric).map_or(0.0, |w| w.loss)
+                } else {
+                    0.0
+                };
+                let mut raised = Vec::new();
+                for (layer, &i) in &st.chosen {
+                    let k = st.opts[layer][i].key;
+                    for vi in k.parts() {
+                        let key = (vi, layer.clone());
+                        if !st.rechecked.insert((vi, layer.clone(), w.set.clone())) {
+                            continue;
+                        }
+                        progress
+                            .message(&format!("{} on `{layer}`, on {}", variants[vi].name, w.set));
+                        let (Some(m), Some(old)) = (st.matches.get(&key), st.measured.get(&key))
+                        else {
+                            continue;
+                        };
+                        if let Ok(x) =
+                            measure_one(base, &variants[vi], m, metric, set, reference, None, None)
+                        {
+                            let x = Measured {
+                                loss: added(metric, x.loss, floor),
+                                ..x
+                            };
+                            if x.loss > old.loss {
+                                raised.push(format!(
+                                    "`{layer}` {} {} → {}",
+                                    variants[vi].name,
+                                    loss_text(old.loss),
+                                    loss_text(x.loss)
+                                ));
+                                if let Some(e) = st.measured.get_mut(&key) {
+                                    e.loss = x.loss;
+                                }
+                            }
+                        }
+                    }
+                }
+                if !raised.is_empty() {
+                    let previous = describe_all(variants, &st.opts, &st.chosen);
+                    st.opts = options(variants, &st.measured, metric, weight_bytes);
+                    let next = allocate(
+                        &st.opts,
+                        st.alloc_limit,
+                        st.to_save,
+                        goal.objective,
+                        &BTreeMap::new(),
+                    );
+                    let now = describe_all(variants, &st.opts, &next);
+                    let changed: Vec<String> = now
+                        .iter()
+                        .filter(|(l, c)| previous.get(*l) != Some(c))
+                        .map(|(l, c)| {
+                            format!(
+                                "`{l}` {} → {c}",
+                                previous.get(l).map_or("unchanged", |s| s.as_str())
+                            )
+                        })
+                        .collect();
+                    st.backoffs.push(format!(
+                        "{what}: measured alone on {}, {}; allocated again: {}",
+                        w.set,
+                        raised.join(", "),
+                        if changed.is_empty() {
+                            "no change".to_string()
+                        } else {
+                            changed.join(", ")
+                        }
+                    ));
+                    if next != st.chosen {
+                        st.chosen = next;
+                        continue;
+                    }
+                }
+            }
+        }
+        // The estimate was too low: allocate again under a limit scaled by how far off it was,
+        // which drops the choices that save least per unit of loss first.
+        let measured_loss = verification
+            .budget
+            .as_ref()
+            .map_or(f64::INFINITY, |(_, w)| additive(metric, w.loss));
+        let estimate: f64 = st.chosen.iter().map(|(l, &i)| st.opts[l][i].loss).sum();
+        if goal.target_size.is_none()
+            && measured_loss.is_finite()
+            && estimate > 0.0
+            && st.backoffs.len() < MAX_BACKOFF
+        {
+            let scaled = (st.alloc_limit * 0.9).min(limit * estimate / measured_loss * 0.95);
+            let next = allocate(&st.opts, scaled, None, goal.objective, &BTreeMap::new());
+            if next != st.chosen {
+                let dropped = st
+                    .chosen
+                    .iter()
+                    .filter(|(l, i)| next.get(*l) != Some(*i))
+                    .map(|(l, &i)| {
+                        format!(
+                            "`{l}` {} → {}",
+                            describe(variants, st.opts[l][i].key),
+                            describe(variants, st.opts[l][next[l]].key)
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                st.backoffs.push(format!(
+                    "{what}: the layers' own losses added up to {}, so the allocation limit goes from {} to {}: {}",
+                    loss_text(estimate),
+                    loss_text(st.alloc_limit.min(limit)),
+                    loss_text(scaled),
+                    dropped.join(", ")
+                ));
+                st.alloc_limit = scaled;
+                st.chosen = next;
+                continue;
+            }
+        }
+        // Back off the most sensitive choice to its next gentler option.
+        let worst = st
+            .chosen
+            .iter()
+            .filter(|(_, &i)| i != 0)
+            .max_by(|a, b| {
+                let la = st.opts[a.0][*a.1].loss;
+                let lb = st.opts[b.0][*b.1].loss;
+                la.total_cmp(&lb).then_with(|| b.0.cmp(a.0))
+            })
+            .map(|(l, &i)| (l.clone(), i));
+        let Some((layer, i)) = worst.filter(|_| st.backoffs.len() < MAX_BACKOFF) else {
+            // Nothing left to back off: the lossless result.
+            if st.chosen.values().all(|&i| i == 0) {
+                return Ok((out, rules_report, proto, verification));
+            }
+            st.backoffs
+                .push(format!("{what}: every lossy choice dropped"));
+            st.chosen.values_mut().for_each(|i| *i = 0);
+            continue;
+        };
+        let list = &st.opts[&layer];
+        let gentler = (0..list.len())
+            .filter(|&j| list[j].loss < list[i].loss)
+            .max_by(|&a, &b| {
+                saving(&list[a], goal.objective)
+                    .total_cmp(&saving(&list[b], goal.objective))
+                    .then(b.cmp(&a))
+            })
+            .unwrap_or(0);
+        st.backoffs.push(format!(
+            "{what}: `{layer}` {} → {}",
+            describe(variants, list[i].key),
+            describe(variants, list[gentler].key)
+        ));
+        st.chosen.insert(layer, gentler);
+    }
+}
+
 /// Runs the search on `model` (already through the lossless rules, whose report is `lossless`):
-/// `lossy` are the lossy rules selected, `original` the input model, `measure_sets` the inputs
-/// losses are measured on, `verify_sets` the inputs the result is verified on, `input_bytes` the
-/// input file's size (for `--target-size`).
+/// `lossy` are the selected rules that offer search variants, `original` the input model,
+/// `measure_sets` the inputs losses are measured on, `verify_sets` the inputs the result is
+/// verified on, `input_bytes` the input file's size (for `--target-size`).
+///
+/// When the allocation over every option picks structure options (prune), they are applied
+/// first and the other stages are measured again on the pruned model, since an option measured
+/// on the full layer says little about the same option on the smaller one; if that pass cannot
+/// hold the budget, the search runs again without structure options.
 #[allow(clippy::too_many_arguments)]
 pub fn search(
     model: Model,
@@ -591,30 +868,23 @@ pub fn search(
     let measure_ref = verify::run_many(original, measure_sets, "original")?;
     let verify_ref = verify::run_many(original, verify_sets, "original")?;
     let variants = variants(lossy, config);
-    let (mut measured, matches) = sensitivity(
+    let all: Vec<usize> = (0..variants.len()).collect();
+    let (measured, matches) = sensitivity(
         &model,
         &variants,
+        &all,
         metric,
         measure_sets,
         &measure_ref,
         goal.objective,
         progress,
     )?;
-    let weight_bytes = weight_bytes(&model);
-    let mut opts = options(&variants, &measured, metric, &weight_bytes);
-    // `(variant, layer, verification set)` measured after a failed verification.
-    let mut rechecked: BTreeSet<(usize, String, String)> = BTreeSet::new();
+    let weight_bytes = weight_bytes_of(&model);
     let limit = if goal.target_size.is_some() {
         f64::INFINITY
     } else {
         additive(metric, goal.budget.limit)
     };
-    let current_bytes = crate::onnx::encode_model(&model.to_proto()).len() as f64;
-    let mut to_save = goal
-        .target_size
-        .map(|r| (current_bytes - r * input_bytes as f64).max(0.0));
-    let mut chosen = allocate(&opts, limit, to_save, goal.objective, &BTreeMap::new());
-    let mut backoffs = Vec::new();
     let budget = if goal.target_size.is_some() {
         Budget {
             metric,
@@ -623,246 +893,335 @@ pub fn search(
     } else {
         goal.budget
     };
-    let mut target_tries = 0;
-    let mut alloc_limit = limit;
-    let (out, rules_report, proto, verification) = loop {
-        progress.message("applying the chosen options");
-        let (out, rules_report) = apply(&model, &variants, &opts, &chosen)?;
-        if let (Some(r), Some(save)) = (goal.target_size, to_save) {
-            let target = r * input_bytes as f64;
-            let got = crate::onnx::encode_model(&out.to_proto()).len() as f64;
-            if got > target && target_tries < 4 {
-                target_tries += 1;
-                let more = save + (got - target);
-                let next = allocate(&opts, limit, Some(more), goal.objective, &chosen);
-                if next != chosen {
-                    to_save = Some(more);
-                    chosen = next;
-                    continue;
-                }
-            }
-            if got > target {
-                return Err(Error::VerifyFailed(format!(
-                    "--target-size {r} cannot be reached with the rules given: the smallest model found is {:.3}× the input",
-                    got / input_bytes as f64
-                )));
-            }
-        }
-        progress.message("verifying the whole model");
-        let (proto, verification) = verify_written(&out, &verify_ref, verify_sets, budget)?;
-        if verification.passed {
-            break (out, rules_report, proto, verification);
-        }
-        let what = verification
-            .budget
-            .as_ref()
-            .map(|(b, w)| {
-                format!(
-                    "`{}` on {} at {}",
-                    w.output,
-                    w.set,
-                    b.metric.describe(w.loss)
-                )
-            })
-            .unwrap_or_default();
-        // The estimates missed what the verification inputs do: measure each chosen option
-        // alone on the set that failed, keep the larger loss, and allocate again.
-        if let Some((_, w)) = verification
-            .budget
-            .as_ref()
-            .filter(|_| backoffs.len() < MAX_BACKOFF)
-        {
-            if let Some(si) = verify_sets.iter().position(|s| s.label == w.set) {
-                let set = std::slice::from_ref(&verify_sets[si]);
-                let reference = std::slice::from_ref(&verify_ref[si]);
-                let mut raised = Vec::new();
-                for (layer, &i) in &chosen {
-                    let k = opts[layer][i].key;
-                    for vi in [k.lowrank, k.quantize].into_iter().flatten() {
-                        let key = (vi, layer.clone());
-                        if !rechecked.insert((vi, layer.clone(), w.set.clone())) {
-                            continue;
-                        }
-                        progress
-                            .message(&format!("{} on `{layer}`, on {}", variants[vi].name, w.set));
-                        let (Some(m), Some(old)) = (matches.get(&key), measured.get(&key)) else {
-                            continue;
-                        };
-                        if let Ok(x) = measure_one(
-                            &model,
-                            &variants[vi],
-                            m,
-                            metric,
-                            set,
-                            reference,
-                            None,
-                            None,
-                        ) {
-                            if x.loss > old.loss {
-                                raised.push(format!(
-                                    "`{layer}` {} {} → {}",
-                                    variants[vi].name,
-                                    loss_text(old.loss),
-                                    loss_text(x.loss)
-                                ));
-                                if let Some(e) = measured.get_mut(&key) {
-                                    e.loss = x.loss;
-                                }
-                            }
-                        }
-                    }
-                }
-                if !raised.is_empty() {
-                    let previous = describe_all(&variants, &opts, &chosen);
-                    opts = options(&variants, &measured, metric, &weight_bytes);
-                    let next = allocate(
-                        &opts,
-                        alloc_limit,
-                        to_save,
-                        goal.objective,
-                        &BTreeMap::new(),
-                    );
-                    let now = describe_all(&variants, &opts, &next);
-                    let changed: Vec<String> = now
-                        .iter()
-                        .filter(|(l, c)| previous.get(*l) != Some(c))
-                        .map(|(l, c)| {
-                            format!(
-                                "`{l}` {} → {c}",
-                                previous.get(l).map_or("unchanged", |s| s.as_str())
-                            )
-                        })
-                        .collect();
-                    backoffs.push(format!(
-                        "{what}: measured alone on {}, {}; allocated again: {}",
-                        w.set,
-                        raised.join(", "),
-                        if changed.is_empty() {
-                            "no change".to_string()
-                        } else {
-                            changed.join(", ")
-                        }
-                    ));
-                    if next != chosen {
-                        chosen = next;
-                        continue;
-                    }
-                }
-            }
-        }
-        // The estimate was too low: allocate again under a limit scaled by how far off it was,
-        // which drops the choices that save least per unit of loss first.
-        let measured_loss = verification
-            .budget
-            .as_ref()
-            .map_or(f64::INFINITY, |(_, w)| additive(metric, w.loss));
-        let estimate: f64 = chosen.iter().map(|(l, &i)| opts[l][i].loss).sum();
-        if goal.target_size.is_none()
-            && measured_loss.is_finite()
-            && estimate > 0.0
-            && backoffs.len() < MAX_BACKOFF
-        {
-            let scaled = (alloc_limit * 0.9).min(limit * estimate / measured_loss * 0.95);
-            let next = allocate(&opts, scaled, None, goal.objective, &BTreeMap::new());
-            if next != chosen {
-                let dropped = chosen
-                    .iter()
-                    .filter(|(l, i)| next.get(*l) != Some(*i))
-                    .map(|(l, &i)| {
-                        format!(
-                            "`{l}` {} → {}",
-                            describe(&variants, opts[l][i].key),
-                            describe(&variants, opts[l][next[l]].key)
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                backoffs.push(format!(
-                    "{what}: the layers' own losses added up to {}, so the allocation limit goes from {} to {}: {}",
-                    loss_text(estimate),
-                    loss_text(alloc_limit.min(limit)),
-                    loss_text(scaled),
-                    dropped.join(", ")
-                ));
-                alloc_limit = scaled;
-                chosen = next;
-                continue;
-            }
-        }
-        // Back off the most sensitive choice to its next gentler option.
-        let worst = chosen
-            .iter()
-            .filter(|(_, &i)| i != 0)
-            .max_by(|a, b| {
-                let la = opts[a.0][*a.1].loss;
-                let lb = opts[b.0][*b.1].loss;
-                la.total_cmp(&lb).then_with(|| b.0.cmp(a.0))
-            })
-            .map(|(l, &i)| (l.clone(), i));
-        let Some((layer, i)) = worst.filter(|_| backoffs.len() < MAX_BACKOFF) else {
-            // Nothing left to back off: the lossless result.
-            if chosen.values().all(|&i| i == 0) {
-                break (out, rules_report, proto, verification);
-            }
-            backoffs.push(format!("{what}: every lossy choice dropped"));
-            chosen.values_mut().for_each(|i| *i = 0);
-            continue;
-        };
-        let list = &opts[&layer];
-        let gentler = (0..list.len())
-            .filter(|&j| list[j].loss < list[i].loss)
-            .max_by(|&a, &b| {
-                saving(&list[a], goal.objective)
-                    .total_cmp(&saving(&list[b], goal.objective))
-                    .then(b.cmp(&a))
-            })
-            .unwrap_or(0);
-        backoffs.push(format!(
-            "{what}: `{layer}` {} → {}",
-            describe(&variants, list[i].key),
-            describe(&variants, list[gentler].key)
-        ));
-        chosen.insert(layer, gentler);
+    let to_save = |m: &Model| {
+        let current = crate::onnx::encode_model(&m.to_proto()).len() as f64;
+        goal.target_size
+            .map(|r| (current - r * input_bytes as f64).max(0.0))
     };
+    let opts = options(&variants, &measured, metric, &weight_bytes);
+    let joint = allocate(
+        &opts,
+        limit,
+        to_save(&model),
+        goal.objective,
+        &BTreeMap::new(),
+    );
+    let structure: BTreeMap<String, usize> = joint
+        .iter()
+        .filter(|(l, &i)| i != 0 && opts[*l][i].key.structure.is_some())
+        .map(|(l, &i)| (l.clone(), i))
+        .collect();
+    let cx = Ctx {
+        variants: &variants,
+        goal,
+        metric,
+        limit,
+        budget,
+        weight_bytes: &weight_bytes,
+        verify_ref: &verify_ref,
+        verify_sets,
+        input_bytes,
+        progress,
+    };
+    let mut notes = Vec::new();
+    let mut structured = None;
+    if !structure.is_empty() {
+        // Pruned groups compound through depth far more than their losses alone add up to:
+        // measure them together, and keep the longest prefix, by saving per unit of loss, that
+        // stays within STRUCTURE_SHARE of the budget (found by bisection).
+        let mut order: Vec<(String, usize)> = structure.into_iter().collect();
+        let rate = |(l, i): &(String, usize)| {
+            let c = &opts[l][*i];
+            saving(c, goal.objective) / c.loss.max(1e-12)
+        };
+        order.sort_by(|a, b| rate(b).total_cmp(&rate(a)).then_with(|| a.0.cmp(&b.0)));
+        let probe = |k: usize| -> Result<(Model, Option<RunReport>, f64)> {
+            progress.message(&format!("applying {k} structure option(s) together"));
+            let some: BTreeMap<String, usize> = order[..k].iter().cloned().collect();
+            let (pruned, report) = apply(&model, &variants, &opts, &some)?;
+            let r = verify::verify_against(
+                &measure_ref,
+                &pruned.to_proto(),
+                "pruned",
+                measure_sets,
+                0.0,
+            )?;
+            let loss = verify::metric::worst(&r, metric).map_or(f64::INFINITY, |w| w.loss);
+            Ok((pruned, report, loss))
+        };
+        let share = limit * STRUCTURE_SHARE;
+        let fits = |loss: f64| additive(metric, loss) <= share;
+        let all_of_them = probe(order.len())?;
+        let (mut lo, mut hi) = (0, order.len());
+        let mut kept = None;
+        if fits(all_of_them.2) {
+            lo = order.len();
+            kept = Some(all_of_them);
+        } else {
+            let together = all_of_them.2;
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                let p = probe(mid)?;
+                if fits(p.2) {
+                    lo = mid;
+                    kept = Some(p);
+                } else {
+                    hi = mid;
+                }
+            }
+            notes.push(format!(
+                "the {} chosen structure options together moved the outputs to {} on the measuring inputs; kept the {lo} that save most per unit of loss{}",
+                order.len(),
+                metric.describe(together),
+                kept.as_ref()
+                    .map(|k| format!(" ({})", metric.describe(k.2)))
+                    .unwrap_or_default()
+            ));
+        }
+        let structure: BTreeMap<String, usize> = order[..lo].iter().cloned().collect();
+        if let Some((pruned, pruned_report, base_loss)) = kept {
+            let rest: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|&v| variants[v].stage != Stage::Structure)
+                .collect();
+            let pass_limit = limit - additive(metric, base_loss);
+            if pass_limit >= 0.0 {
+                let (mut again, matches2) = sensitivity(
+                    &pruned,
+                    &variants,
+                    &rest,
+                    metric,
+                    measure_sets,
+                    &measure_ref,
+                    goal.objective,
+                    progress,
+                )?;
+                for m in again.values_mut() {
+                    m.loss = added(metric, m.loss, base_loss);
+                }
+                let pruned_bytes = weight_bytes_of(&pruned);
+                let opts2 = options(&variants, &again, metric, &pruned_bytes);
+                let save = to_save(&pruned);
+                let mut st = Pass {
+                    chosen: allocate(&opts2, pass_limit, save, goal.objective, &BTreeMap::new()),
+                    opts: opts2,
+                    measured: again,
+                    matches: matches2,
+                    rechecked: BTreeSet::new(),
+                    backoffs: Vec::new(),
+                    to_save: save,
+                    alloc_limit: pass_limit,
+                    target_tries: 0,
+                    base_loss,
+                };
+                let cx2 = Ctx {
+                    limit: pass_limit,
+                    weight_bytes: &pruned_bytes,
+                    ..cx
+                };
+                match settle(&pruned, &cx2, &mut st) {
+                Ok((out, r, proto, verification)) if verification.passed => {
+                    let mut report = lossless.clone();
+                    if let Some(p) = pruned_report {
+                        report.absorb(p);
+                    }
+                    if let Some(r) = r {
+                        report.absorb(r);
+                    }
+                    // The structure choices, then the other stages' on the pruned model.
+                    let mut chosen = structure;
+                    chosen.extend(st.chosen);
+
+                    let mut all_opts = opts.clone();
+                    all_opts.retain(|l, _| l.ends_with(GROUP_SUFFIX));
+                    all_opts.extend(st.opts);
+                    let mut all_measured = measured.clone();
+                    all_measured.retain(|(v, _), _| variants[*v].stage == Stage::Structure);
+                    all_measured.extend(st.measured);
+                    structured = Some(outcome(
+                        &variants,
+                        OutcomeParts {
+                            model: out,
+                            proto,
+                            report,
+                            verification,
+                            opts: &all_opts,
+                            chosen: &chosen,
+                            measured: &all_measured,
+                            backoffs: st.backoffs,
+                            structure: notes.clone(),
+                        },
+                        goal,
+                        measured_on,
+                    ));
+                }
+                Ok((_, _, _, verification)) => notes.push(format!(
+                    "the chosen structure options ({}) failed verification even with every other option dropped ({}); searched again without them",
+                    describe_list(&variants, &opts, &structure),
+                    verification
+                        .budget
+                        .as_ref()
+                        .map(|(b, w)| format!("`{}` on {} at {}", w.output, w.set, b.metric.describe(w.loss)))
+                        .unwrap_or_default()
+                )),
+                Err(e) => notes.push(format!(
+                    "the chosen structure options ({}) left no solution ({e}); searched again without them",
+                    describe_list(&variants, &opts, &structure)
+                )),
+            }
+            } else {
+                notes.push(format!(
+                "the chosen structure options ({}) alone moved the outputs to {} on the measuring inputs; searched again without them",
+                describe_list(&variants, &opts, &structure),
+                metric.describe(base_loss)
+            ));
+            }
+        }
+    }
+    // Without structure options: every other option, as measured on the model itself.
+    let mut measured = measured;
+    let mut matches = matches;
+    measured.retain(|(v, _), _| variants[*v].stage != Stage::Structure);
+    matches.retain(|(v, _), _| variants[*v].stage != Stage::Structure);
+    let opts = options(&variants, &measured, metric, &weight_bytes);
+    let save = to_save(&model);
+    let mut st = Pass {
+        chosen: allocate(&opts, limit, save, goal.objective, &BTreeMap::new()),
+        opts,
+        measured,
+        matches,
+        rechecked: BTreeSet::new(),
+        backoffs: Vec::new(),
+        to_save: save,
+        alloc_limit: limit,
+        target_tries: 0,
+        base_loss: 0.0,
+    };
+    let plain = settle(&model, &cx, &mut st);
+    let plain = match (plain, structured) {
+        (Ok(p), s) => (p, s),
+        // `--target-size` out of reach without structure options, reached with them.
+        (Err(_), Some(s)) => return Ok(s),
+        (Err(e), None) => return Err(e),
+    };
+    let ((out, rules_report, proto, verification), structured) = plain;
+    if let Some(s) = structured {
+        // Both passes were verified: keep the one better at the objective (ties: no pruning).
+        let cost = |m: &Model, p: &ModelProto| -> Result<f64> {
+            Ok(match goal.objective {
+                Objective::Size => crate::onnx::encode_model(p).len() as f64,
+                Objective::Macs => macs(m) as f64,
+                Objective::Latency => match measure_sets.first() {
+                    Some(set) => latency_us(p, set)?,
+                    None => 0.0,
+                },
+            })
+        };
+        let with = cost(&s.model, &s.proto)?;
+        let without = cost(&out, &proto)?;
+        if with < without {
+            let mut s = s;
+            s.search.structure.push(format!(
+                "with the structure options {} {with:.0}, without them {without:.0}: kept them",
+                goal.objective.name(),
+            ));
+            return Ok(s);
+        }
+        notes.push(format!(
+            "with the structure options {} {with:.0}, without them {without:.0}: kept the search without them",
+            goal.objective.name(),
+        ));
+    }
     let mut report = lossless;
     if let Some(r) = rules_report {
         report.absorb(r);
     }
-    let choices = opts
+    Ok(outcome(
+        &variants,
+        OutcomeParts {
+            model: out,
+            proto,
+            report,
+            verification,
+            opts: &st.opts,
+            chosen: &st.chosen,
+            measured: &st.measured,
+            backoffs: st.backoffs,
+            structure: notes,
+        },
+        goal,
+        measured_on,
+    ))
+}
+
+/// What a settled pass gives, for [`outcome`].
+struct OutcomeParts<'a> {
+    model: Model,
+    proto: ModelProto,
+    report: RunReport,
+    verification: VerifyReport,
+    opts: &'a BTreeMap<String, Vec<Costed>>,
+    chosen: &'a BTreeMap<String, usize>,
+    measured: &'a BTreeMap<(usize, String), Measured>,
+    backoffs: Vec<String>,
+    structure: Vec<String>,
+}
+
+/// The outcome and its report: every layer with options, its choice and each option's loss.
+fn outcome(variants: &[Variant], p: OutcomeParts, goal: &Goal, measured_on: &str) -> Outcome {
+    let choices = p
+        .opts
         .iter()
         .map(|(layer, list)| {
-            let i = chosen.get(layer).copied().unwrap_or(0);
-            let measured_alone = measured
+            let i = p.chosen.get(layer).copied().unwrap_or(0);
+            let measured_alone = p
+                .measured
                 .iter()
                 .filter(|((_, l), _)| l == layer)
                 .map(|((vi, _), m)| (variants[*vi].name.clone(), m.loss))
                 .collect();
             Choice {
                 layer: layer.clone(),
-                choice: describe(&variants, list[i].key),
+                choice: describe(variants, list[i].key),
                 measured: measured_alone,
                 saved_bytes: list[i].saved_bytes.round() as i64,
             }
         })
         .collect();
-    Ok(Outcome {
-        model: out,
-        proto,
-        report,
+    Outcome {
+        model: p.model,
+        proto: p.proto,
+        report: p.report,
         search: SearchReport {
             budget: goal.budget,
             target_size: goal.target_size,
             objective: goal.objective,
             measured_on: measured_on.to_string(),
-            candidates: measured.len(),
+            candidates: p.measured.len(),
             choices,
-            backoffs,
+            backoffs: p.backoffs,
+            structure: p.structure,
         },
-        verification,
-    })
+        verification: p.verification,
+    }
+}
+
+/// The chosen options of `chosen`, as text.
+fn describe_list(
+    variants: &[Variant],
+    opts: &BTreeMap<String, Vec<Costed>>,
+    chosen: &BTreeMap<String, usize>,
+) -> String {
+    describe_all(variants, opts, chosen)
+        .iter()
+        .map(|(l, c)| format!("`{}` {c}", scope_of(l)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Bytes of the constant weights each node reads, by node label.
-fn weight_bytes(model: &Model) -> BTreeMap<String, f64> {
+fn weight_bytes_of(model: &Model) -> BTreeMap<String, f64> {
     let g = &model.graph;
     let mut out = BTreeMap::new();
     for id in g.ops() {
@@ -929,6 +1288,9 @@ impl SearchReport {
                 "  {:<w$}  {:<wc$}  {:>12}  {alone}",
                 c.layer, c.choice, c.saved_bytes
             );
+        }
+        for n in &self.structure {
+            let _ = writeln!(s, "  structure options: {n}");
         }
         for b in &self.backoffs {
             let _ = writeln!(s, "  backed off after verification: {b}");

@@ -110,7 +110,7 @@ pub struct RunArgs {
     pub quantize_tolerance: Option<f64>,
     /// How far the outputs may move, as a loss under --budget-metric (cosine: 1 − cosine, so
     /// 0.01 means cosine ≥ 0.99). Without a --lowrank-*/--quantize-*/--prune-ratio flag, onnx-slim
-    /// chooses per layer how to apply the lossy rules (default: clean,lowrank,quantize) to make
+    /// chooses per layer how to apply the lossy rules (default: clean,prune,lowrank,quantize) to make
     /// the model as small as possible within it; with one, it is the limit that fixed recipe is
     /// held to. Default for a lossy run: 0.01 on cosine.
     #[arg(long, value_name = "X", allow_negative_numbers = true)]

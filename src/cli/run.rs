@@ -376,7 +376,7 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
 }
 
 /// The rules a `--budget` or `--target-size` run selects when `--rules` is not given.
-pub const SEARCH_SELECTION: &str = "clean,lowrank,quantize";
+pub const SEARCH_SELECTION: &str = "clean,prune,lowrank,quantize";
 
 /// How the run is judged: a search (`--budget`/`--target-size` without an option flag of a lossy
 /// rule), and the budget any lossy result is held to.
@@ -455,15 +455,22 @@ fn run_search(
     args: &RunArgs,
     input_bytes: u64,
 ) -> Result<crate::budget::Outcome> {
-    let (lossy, exact): (Vec<&dyn rewrite::Rule>, Vec<&dyn rewrite::Rule>) =
-        rules.iter().partition(|r| r.lossy(config));
+    // A rule may be both: prune without `--prune-ratio` runs its exact criterion first and
+    // offers ratios to the search.
+    let exact: Vec<&dyn rewrite::Rule> =
+        rules.iter().copied().filter(|r| !r.lossy(config)).collect();
+    let lossy: Vec<&dyn rewrite::Rule> = rules
+        .iter()
+        .copied()
+        .filter(|r| !r.search_variants(config).is_empty())
+        .collect();
     if lossy.is_empty() {
         return Err(Error::Usage(format!(
             "--budget and --target-size choose how to apply lossy rules, and `--rules {}` has none (the lossy rules: {})",
             args.rules.as_deref().unwrap_or(registry::DEFAULT_SELECTION),
             registry::all()
                 .iter()
-                .filter(|r| r.lossy(config))
+                .filter(|r| !r.search_variants(config).is_empty())
                 .map(|r| r.meta().name)
                 .collect::<Vec<_>>()
                 .join(", ")

@@ -148,6 +148,11 @@ impl RunReport {
                         params: delta(o.after.params, o.before.params, r.after.params),
                         bytes: delta(o.after.bytes, o.before.bytes, r.after.bytes),
                     };
+                    // A rule run again with a lossy configuration (a search's prune ratio
+                    // after its exact criterion) is lossy as a whole.
+                    if !o.rewrites.is_empty() && matches!(o.exactness, Exactness::Lossy { .. }) {
+                        r.exactness = o.exactness;
+                    }
                     r.rewrites.extend(o.rewrites);
                     for s in o.skips {
                         if !r.skips.contains(&s) {

@@ -13,4 +13,4 @@ pub mod rule;
 pub use config::Config;
 pub use driver::{run, DriverOptions, RuleReport, RunReport};
 pub use patch::{Patch, Wire};
-pub use rule::{Exactness, Findings, Match, Rule, RuleMeta, Skip};
+pub use rule::{Exactness, Findings, Match, Rule, RuleMeta, SearchVariant, Skip, Stage};

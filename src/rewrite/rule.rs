@@ -89,6 +89,32 @@ impl Findings {
     }
 }
 
+/// What a variant of a lossy rule does to a layer, which fixes the order a `--budget` search
+/// applies the chosen variants in and how they combine on one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Changes the shapes of a group of layers (prune): its own option per match, applied first,
+    /// so that the other stages see the smaller layers.
+    Structure,
+    /// Replaces a layer by others (lowrank's two factors), which a `Store` variant may then reach.
+    Factor,
+    /// Changes how a layer's weights are stored (quantize): applied last, alone or after a
+    /// `Factor` variant on the same layer.
+    Store,
+}
+
+/// One configuration of a lossy rule a `--budget` search may choose per match.
+#[derive(Debug, Clone)]
+pub struct SearchVariant {
+    /// How the report names it: `lowrank ratio 0.3`, `quantize int8 per channel`.
+    pub name: String,
+    /// The configuration that applies it.
+    pub config: Config,
+    /// Its stage.
+    pub stage: Stage,
+}
+
 /// A rewrite rule. `find` must not mutate and must not return a match the rule already rewrote,
 /// so that the driver reaches a fixed point; `rewrite` builds the patch for one match.
 pub trait Rule: Sync {
@@ -110,6 +136,21 @@ pub trait Rule: Sync {
     /// model-level budget.
     fn lossy(&self, _config: &Config) -> bool {
         matches!(self.meta().exactness, Exactness::Lossy { .. })
+    }
+    /// The variants a `--budget` search may choose from, per match, under the user's
+    /// `config`: by default this configuration alone when it is lossy (as a `Store` variant),
+    /// else none. Rules with a natural ladder (lowrank's ranks, prune's ratios) offer it when the
+    /// user did not pin one.
+    fn search_variants(&self, config: &Config) -> Vec<SearchVariant> {
+        if self.lossy(config) {
+            vec![SearchVariant {
+                name: self.meta().name.to_string(),
+                config: config.clone(),
+                stage: Stage::Store,
+            }]
+        } else {
+            Vec::new()
+        }
     }
     /// Tolerance for verification with this configuration (defaults to the metadata's).
     fn tolerance(&self, _config: &Config) -> f32 {

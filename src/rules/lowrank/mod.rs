@@ -58,7 +58,9 @@ use crate::onnx::proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto,
 };
 use crate::ops::{self, WeightOperand, WeightRole};
-use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
+use crate::rewrite::{
+    Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, SearchVariant, Stage, Wire,
+};
 
 /// The kept-energy fraction used when no rank flag is given (plain SVD, weight space).
 pub const DEFAULT_ENERGY: f64 = 0.95;
@@ -225,6 +227,10 @@ pub fn factor_labels(label: &str) -> [String; 2] {
     ]
 }
 
+/// The fractions of each weight's parameters a `--budget` search offers to keep, when no
+/// `--lowrank-*` flag pins one configuration.
+pub const SEARCH_LADDER: [f64; 4] = [0.5, 0.3, 0.2, 0.1];
+
 /// See the module docs.
 pub struct Lowrank;
 
@@ -272,6 +278,32 @@ impl Rule for Lowrank {
             }
         }
         f
+    }
+
+    /// [`SEARCH_LADDER`] when no flag pins the configuration, else the user's.
+    fn search_variants(&self, config: &Config) -> Vec<SearchVariant> {
+        if config.lowrank != LowrankConfig::default() {
+            return vec![SearchVariant {
+                name: format!(
+                    "lowrank {}",
+                    config.lowrank.describe(!config.calibration.is_empty())
+                ),
+                config: config.clone(),
+                stage: Stage::Factor,
+            }];
+        }
+        SEARCH_LADDER
+            .iter()
+            .map(|&p| {
+                let mut c = config.clone();
+                c.lowrank.mode = Some(RankMode::Ratio(p));
+                SearchVariant {
+                    name: format!("lowrank ratio {p}"),
+                    config: c,
+                    stage: Stage::Factor,
+                }
+            })
+            .collect()
     }
 
     fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch> {

@@ -69,7 +69,9 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use super::util::make_attr_i;
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, NodeId, ValueRef};
-use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
+use crate::rewrite::{
+    Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, SearchVariant, Stage, Wire,
+};
 use group::{closure, layer, Group, Role};
 use value::{matmul_bias, removed_values, slice_all, Mode};
 
@@ -79,6 +81,10 @@ use value::{matmul_bias, removed_values, slice_all, Mode};
 /// wrong shapes, garbage), not accuracy loss, which the verification table's cosine and argmax
 /// agreement tell.
 pub const LOSSY_TOLERANCE: f32 = 50.0;
+
+/// The fractions of each coupled group's channels a `--budget` search offers to remove, when
+/// `--prune-ratio` does not pin one.
+pub const SEARCH_RATIOS: [f64; 2] = [0.25, 0.5];
 
 /// Set as `doc_string` on the kernels of the producers of a group pruned by `--prune-ratio`:
 /// such a group is not pruned by ratio again (the rule reaches a fixed point).
@@ -543,6 +549,26 @@ impl Rule for Prune {
     /// run is judged by the model-level budget.
     fn lossy(&self, config: &Config) -> bool {
         config.prune.ratio.is_some()
+    }
+
+    /// `--prune-ratio` as given, else [`SEARCH_RATIOS`]: one option per coupled group.
+    fn search_variants(&self, config: &Config) -> Vec<SearchVariant> {
+        let ratios = match config.prune.ratio {
+            Some(r) => vec![r],
+            None => SEARCH_RATIOS.to_vec(),
+        };
+        ratios
+            .into_iter()
+            .map(|r| {
+                let mut c = config.clone();
+                c.prune.ratio = Some(r);
+                SearchVariant {
+                    name: format!("prune ratio {r}"),
+                    config: c,
+                    stage: Stage::Structure,
+                }
+            })
+            .collect()
     }
 
     fn tolerance(&self, config: &Config) -> f32 {

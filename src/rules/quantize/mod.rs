@@ -79,7 +79,9 @@ use super::util::{const_wire, make_attr_i, make_node};
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Model, ValueRef};
 use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
-use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta};
+use crate::rewrite::{
+    Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, SearchVariant, Stage,
+};
 
 use find::{find_weights, plan, weight_name, Candidate, Spelling};
 #[cfg(test)]
@@ -385,6 +387,21 @@ impl Rule for Quantize {
             }
         }
         f
+    }
+
+    /// The user's configuration, without `--quantize-tolerance` (the search measures every
+    /// layer's loss itself).
+    fn search_variants(&self, config: &Config) -> Vec<SearchVariant> {
+        let mut c = config.clone();
+        c.quantize.tolerance = None;
+        vec![SearchVariant {
+            name: format!(
+                "quantize {}",
+                format!("{:?} per {:?}", c.quantize.weights, c.quantize.granularity).to_lowercase()
+            ),
+            config: c,
+            stage: Stage::Store,
+        }]
     }
 
     fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch> {
