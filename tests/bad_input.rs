@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::proto::{f32_tensor, mlp_graph, model};
+use common::proto::{f32_tensor, make_external, mlp_graph, model};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,28 +21,6 @@ use prost::Message;
 /// x[1,16] → MatMul(W1[16,32]) → Add(b1) → Relu → MatMul(W2[32,8]) → y[1,8].
 fn mlp() -> ModelProto {
     model(mlp_graph(1, "y"), "bad_input test", 13)
-}
-
-/// Moves initializer `name`'s payload to `location` at `offset` (the caller writes the file).
-fn make_external(m: &mut ModelProto, name: &str, location: &str, offset: u64) -> Vec<u8> {
-    let g = m.graph.as_mut().unwrap();
-    let t = g
-        .initializer
-        .iter_mut()
-        .find(|t| t.name.as_deref() == Some(name))
-        .unwrap();
-    let raw = t.raw_data.take().unwrap();
-    let entry = |k: &str, v: String| StringStringEntryProto {
-        key: Some(k.into()),
-        value: Some(v),
-    };
-    t.external_data = vec![
-        entry("location", location.into()),
-        entry("offset", offset.to_string()),
-        entry("length", raw.len().to_string()),
-    ];
-    t.data_location = Some(DataLocation::External as i32);
-    raw.to_vec()
 }
 
 // ---- running the binary ----

@@ -1233,6 +1233,137 @@ fn small_corruptions_through_the_binary_exit_0_or_2() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Mutants meet a hostile file system: every OUT that is not a regular file (a folder, a FIFO,
+/// a dangling symlink, a symlink to `/dev/null`) is refused with exit 2 and one line and stays as
+/// it was, whatever the model; a model whose external data is a symlink leading out of its
+/// folder is refused, and its mutants exit 0 or 2 with one line, never reading the outside file.
+#[cfg(unix)]
+#[test]
+fn mutants_with_hostile_paths_through_the_binary_exit_2_and_touch_nothing() {
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    let d = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let kinds = ["folder", "fifo", "dangling", "devnull"];
+    for k in kinds {
+        let p = d.path().join(format!("out-{k}.onnx"));
+        match k {
+            "folder" => std::fs::create_dir(&p).unwrap(),
+            "fifo" => {
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            }
+            "dangling" => symlink(d.path().join("nowhere.onnx"), &p).unwrap(),
+            _ => symlink("/dev/null", &p).unwrap(),
+        }
+    }
+    let subject = || {
+        Subject::new(
+            "builtin/mlp/paths".into(),
+            Bytes::from(mlp().encode_to_vec()),
+        )
+    };
+    let (raw_donors, msg_donors) = donors(&[(subject(), 0)]);
+    let subject = subject();
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    let inp = d.path().join("in.onnx");
+    let one_line = |o: &std::process::Output| {
+        let e = String::from_utf8_lossy(&o.stderr).to_string();
+        (e.trim().lines().count() == 1 && !e.contains("panicked"), e)
+    };
+    for (desc, bytes) in mutants(&subject, 12, &raw_donors, &msg_donors) {
+        std::fs::write(&inp, &bytes).unwrap();
+        for k in kinds {
+            let out = format!("out-{k}.onnx");
+            let o = Command::new(common::bin())
+                .args(["in.onnx", out.as_str(), "--rules", "none"])
+                .current_dir(d.path())
+                .output()
+                .unwrap();
+            runs += 1;
+            let (ok, e) = one_line(&o);
+            let meta = std::fs::symlink_metadata(d.path().join(&out)).unwrap();
+            let same = match k {
+                "folder" => {
+                    meta.is_dir()
+                        && std::fs::read_dir(d.path().join(&out))
+                            .unwrap()
+                            .next()
+                            .is_none()
+                }
+                "fifo" => meta.file_type().is_fifo(),
+                _ => meta.file_type().is_symlink(),
+            };
+            if o.status.code() != Some(2) || !ok || !same {
+                failures.push(format!(
+                    "{desc} → {k}: exit {:?}, unchanged {same}: {e}",
+                    o.status.code()
+                ));
+            }
+        }
+    }
+    // External data behind a symlink out of the folder; the outside file is a FIFO, so a run
+    // that opened it would hang (the binary checks the resolved path before opening).
+    let mut m = mlp();
+    let raw = common::proto::make_external(&mut m, "W1", "link.bin", 0);
+    let fifo = outside.path().join("secret.bin");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(!raw.is_empty());
+    symlink(&fifo, d.path().join("link.bin")).unwrap();
+    let ext = Subject::new(
+        "builtin/mlp/external".into(),
+        Bytes::from(m.encode_to_vec()),
+    );
+    let mut refused_whole = false;
+    let cases = std::iter::once(("unmutated".to_string(), ext.bytes.to_vec())).chain(mutants(
+        &ext,
+        24,
+        &raw_donors,
+        &msg_donors,
+    ));
+    for (desc, bytes) in cases {
+        std::fs::write(&inp, &bytes).unwrap();
+        let _ = std::fs::remove_file(d.path().join("out.onnx"));
+        let mut child = Command::new(common::bin())
+            .args(["in.onnx", "out.onnx", "--rules", "none"])
+            .current_dir(d.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() && start.elapsed().as_secs() < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            failures.push(format!(
+                "external {desc}: hung (opened the FIFO outside the folder?)"
+            ));
+            continue;
+        }
+        let o = child.wait_with_output().unwrap();
+        runs += 1;
+        let (ok, e) = one_line(&o);
+        if desc == "unmutated" {
+            refused_whole = o.status.code() == Some(2) && e.contains("outside the model's folder");
+        }
+        if !matches!(o.status.code(), Some(0) | Some(2)) || (o.status.code() == Some(2) && !ok) {
+            failures.push(format!("external {desc}: exit {:?}: {e}", o.status.code()));
+        }
+    }
+    eprintln!("hostile paths: {runs} runs of the binary");
+    assert!(
+        refused_whole,
+        "the unmutated model with outside external data was not refused"
+    );
+    assert_eq!(runs, 12 * kinds.len() + 25);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// A node with hundreds of thousands of inputs (a 1 MB file) must be decoded in linear time: a
 /// small file must not keep the tool busy for minutes.
 #[test]

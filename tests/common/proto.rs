@@ -3,11 +3,11 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use onnx_slim::onnx::proto::tensor_proto::DataType;
+use onnx_slim::onnx::proto::tensor_proto::{DataLocation, DataType};
 use onnx_slim::onnx::proto::tensor_shape_proto::{dimension, Dimension};
 use onnx_slim::onnx::proto::{
-    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 /// A float32 tensor of `dims` with deterministic values in [-0.5, 0.5).
@@ -99,4 +99,26 @@ pub fn model(graph: GraphProto, producer: &str, opset: i64) -> ModelProto {
         graph: Some(graph),
         ..Default::default()
     }
+}
+
+/// Moves initializer `name`'s payload to `location` at `offset` (the caller writes the file).
+pub fn make_external(m: &mut ModelProto, name: &str, location: &str, offset: u64) -> Vec<u8> {
+    let g = m.graph.as_mut().unwrap();
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(name))
+        .unwrap();
+    let raw = t.raw_data.take().unwrap();
+    let entry = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    t.external_data = vec![
+        entry("location", location.into()),
+        entry("offset", offset.to_string()),
+        entry("length", raw.len().to_string()),
+    ];
+    t.data_location = Some(DataLocation::External as i32);
+    raw.to_vec()
 }
