@@ -58,6 +58,7 @@
 //! constant float32 or that are also read outside the group.
 
 mod group;
+mod moves;
 mod refit;
 mod select;
 mod value;
@@ -70,7 +71,7 @@ use super::util::make_attr_i;
 use crate::error::{Error, Result};
 use crate::ir::{tensor, Graph, Model, NodeId, ValueRef};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
-use group::{closure, layer, Group, Role};
+use group::{closure, layer, Group, Map, Role};
 use value::{matmul_bias, removed_values, slice_all, Mode};
 
 /// The verification tolerance with `--prune-ratio`: a sanity bound, as lowrank's (outputs are
@@ -203,7 +204,7 @@ fn marked(g: &Graph, group: &Group) -> bool {
     })
 }
 
-/// The channels to remove from `group` (at least one stays), or why none.
+/// The channels to remove from `group` (at least one stays in each of its values), or why none.
 fn plan(
     g: &Graph,
     group: &Group,
@@ -232,13 +233,18 @@ fn plan(
             score = Some(s);
         }
     }
-    if remove.len() == c {
-        // Keep one: the most important, or the first.
-        let keep = match &score {
-            Some(s) => select::lowest(s, |_| true, c).last().copied().unwrap_or(0),
-            None => 0,
-        };
-        remove.retain(|ch| *ch != keep);
+    // Never empty a value (a layer's output, a Split's or Slice's output): each keeps the most
+    // important of its channels, or the first.
+    let order: Vec<usize> = match &score {
+        Some(s) => select::lowest(s, |_| true, c).into_iter().rev().collect(),
+        None => (0..c).collect(),
+    };
+    for (_, m) in &group.values {
+        if m.kept(&remove).is_empty() {
+            if let Some(k) = order.iter().find(|ch| m.positions(**ch).is_some()) {
+                remove.retain(|ch| ch != k);
+            }
+        }
     }
     if remove.is_empty() {
         return Ok(Err(exact.reason));
@@ -317,13 +323,14 @@ impl Rule for Prune {
             return f;
         }
         let facts = g.facts();
+        let opset = model.opset("").unwrap_or(1);
         let mut done: HashSet<NodeId> = HashSet::new();
         let mut lossy: Vec<Group> = Vec::new();
         for id in starts {
             if done.contains(&id) {
                 continue;
             }
-            let Some(group) = closure(g, &facts, id) else {
+            let Some(group) = closure(g, &facts, opset, id) else {
                 continue;
             };
             let (group, barrier) = group;
@@ -367,7 +374,8 @@ impl Rule for Prune {
     fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch> {
         let g = &model.graph;
         let facts = g.facts();
-        let group = match closure(g, &facts, m.anchor) {
+        let opset = model.opset("").unwrap_or(1);
+        let group = match closure(g, &facts, opset, m.anchor) {
             Some((group, None)) => group,
             Some((_, Some((_, reason)))) => return Err(rule_err(reason)),
             None => return Err(rule_err("the anchor is no longer a layer")),
@@ -386,25 +394,27 @@ impl Rule for Prune {
             .filter(|(_, r)| *r == Role::Producer)
             .map(|(n, _)| *n)
             .collect();
-        let removed: HashSet<usize> = plan.remove.iter().copied().collect();
-        let keep: Vec<usize> = (0..group.channels)
-            .filter(|c| !removed.contains(c))
-            .collect();
         let mut p = Patch::new(describe(g, &group, &plan, &producers), Some(m.anchor));
-        // Every cut constant, with the axes it is cut along and the (node, slot) pairs reading it.
-        let mut by_value: Vec<(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)> = Vec::new();
+        // Every cut constant, with where it is cut and the (node, slot) pairs reading it.
+        let mut by_value: Vec<(ValueRef, Vec<Map>, Vec<(NodeId, usize)>)> = Vec::new();
         for k in &group.cuts {
             let v = g
                 .input(k.node, k.slot)
                 .ok_or_else(|| rule_err("a cut operand is missing"))?;
             match by_value.iter_mut().find(|(u, _, _)| *u == v) {
-                Some((_, axes, readers)) => {
-                    if !axes.contains(&k.axis) {
-                        axes.push(k.axis);
+                Some((_, maps, readers)) => {
+                    if maps.iter().any(|m| m.axis == k.map.axis && *m != k.map) {
+                        return Err(rule_err(format!(
+                            "`{}` is cut at two different places",
+                            g.value_name(v)
+                        )));
+                    }
+                    if !maps.contains(&k.map) {
+                        maps.push(k.map);
                     }
                     readers.push((k.node, k.slot));
                 }
-                None => by_value.push((v, vec![k.axis], vec![(k.node, k.slot)])),
+                None => by_value.push((v, vec![k.map], vec![(k.node, k.slot)])),
             }
         }
         // Producer kernels get the ratio mark.
@@ -419,7 +429,7 @@ impl Rule for Prune {
         // With --calibration, consumers re-fitted by least squares on the kept channels; the
         // others take the constants removed channels leave in their biases.
         let refits = if plan.lossy {
-            refit::refits(g, &group, &keep, config)?
+            refit::refits(g, &group, &plan.remove, config)?
         } else {
             HashMap::new()
         };
@@ -452,7 +462,13 @@ impl Rule for Prune {
                         .collect();
                     add_to_bias(g, &mut p, *id, &delta, &by_value)?;
                 }
-                None => fold(g, &mut p, *id, &plan.remove, vals, &by_value)?,
+                None => {
+                    let map = layer(g, *id)
+                        .and_then(|l| g.input(*id, l.act))
+                        .and_then(|x| group.map_of(x))
+                        .ok_or_else(|| rule_err("a consumer reads a value outside the group"))?;
+                    fold(g, &mut p, *id, map, &plan.remove, vals, &by_value)?
+                }
             }
         }
         let depthwise: Vec<NodeId> = group
@@ -462,7 +478,7 @@ impl Rule for Prune {
             .map(|(n, _)| *n)
             .collect();
         let mut new_of: HashMap<(NodeId, usize), Wire> = HashMap::new();
-        for (v, axes, mut readers) in by_value {
+        for (v, maps, mut readers) in by_value {
             readers.sort();
             readers.dedup();
             let mut all = g.consumers(v);
@@ -475,8 +491,8 @@ impl Rule for Prune {
             }
             let t = g.const_tensor(v).ok_or_else(|| rule_err("not constant"))?;
             let mut a = tensor::to_f32(t)?;
-            for ax in axes {
-                a = a.select(Axis(ax), &keep);
+            for m in maps {
+                a = a.select(Axis(m.axis), &m.kept(&plan.remove));
             }
             if let Some(r) = refit_kernels.get(&v) {
                 if r.shape() != a.shape() {
@@ -506,11 +522,18 @@ impl Rule for Prune {
             p.remove(v.node);
             p.keep_name(v, w);
         }
+        let kept = |v: Option<ValueRef>| -> Result<usize> {
+            let m = v
+                .and_then(|v| group.map_of(v))
+                .ok_or_else(|| rule_err("a member reads a value outside the group"))?;
+            Ok(m.dim - m.removed(&plan.remove).len())
+        };
         for id in depthwise {
             let mut node = g.node(id).op().expect("an op").clone();
             node.attribute
                 .retain(|a| a.name.as_deref() != Some("group"));
-            node.attribute.push(make_attr_i("group", keep.len() as i64));
+            node.attribute
+                .push(make_attr_i("group", kept(g.input(id, 0))? as i64));
             let inputs: Vec<Option<Wire>> = g
                 .node_inputs(id)
                 .into_iter()
@@ -524,9 +547,11 @@ impl Rule for Prune {
             p.keep_name(old, new[0]);
             p.remove(id);
         }
+        moves::rewrite(g, &mut p, &group, &plan.remove, opset, &facts)?;
         // Declared shapes (`value_info`) of the group's values follow their channel dim.
-        for (v, axis) in &group.values {
-            p.set_declared_dim(g.value_name(*v), *axis, keep.len() as i64);
+        for (v, m) in &group.values {
+            let n = m.dim - m.removed(&plan.remove).len();
+            p.set_declared_dim(g.value_name(*v), m.axis, n as i64);
         }
         Ok(p)
     }
@@ -562,9 +587,10 @@ fn fold(
     g: &Graph,
     p: &mut Patch,
     id: NodeId,
+    map: Map,
     remove: &[usize],
     vals: &[Option<f32>],
-    cuts: &[(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)],
+    cuts: &[(ValueRef, Vec<Map>, Vec<(NodeId, usize)>)],
 ) -> Result<()> {
     if vals.iter().all(|v| v.is_none_or(|k| k == 0.0)) {
         return Ok(());
@@ -582,14 +608,16 @@ fn fold(
         let Some(k) = k.filter(|k| *k != 0.0) else {
             continue;
         };
-        let slice = w.index_axis(Axis(l.in_axis), ch);
-        for (o, d) in delta.iter_mut().enumerate() {
-            let s: f64 = slice
-                .index_axis(Axis(out_axis), o)
-                .iter()
-                .map(|x| f64::from(*x))
-                .sum();
-            *d += f64::from(k) * s;
+        for pos in map.positions(ch).into_iter().flatten() {
+            let slice = w.index_axis(Axis(l.in_axis), pos);
+            for (o, d) in delta.iter_mut().enumerate() {
+                let s: f64 = slice
+                    .index_axis(Axis(out_axis), o)
+                    .iter()
+                    .map(|x| f64::from(*x))
+                    .sum();
+                *d += f64::from(k) * s;
+            }
         }
     }
     let node = g.node(id);
@@ -608,7 +636,7 @@ fn add_to_bias(
     p: &mut Patch,
     id: NodeId,
     delta: &[f64],
-    cuts: &[(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)],
+    cuts: &[(ValueRef, Vec<Map>, Vec<(NodeId, usize)>)],
 ) -> Result<()> {
     let node = g.node(id);
     let m = delta.len();
