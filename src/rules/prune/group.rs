@@ -414,9 +414,15 @@ impl Walk<'_> {
             }
             return Ok(());
         }
+        let moved = |role: Role| self.roles.contains(&(id, role as u8));
         match ops::flow(p) {
             Flow::Pass { .. } => self.pass(id, map),
             Flow::Broadcast => self.broadcast(id, map),
+            // Reached forward already: this output's placement came from the input's.
+            Flow::Concat if moved(Role::Concat) => Ok(()),
+            Flow::Split if moved(Role::Split) => Ok(()),
+            Flow::Slice if moved(Role::Slice) => Ok(()),
+            Flow::Reshape if moved(Role::Reshape) => Ok(()),
             Flow::Concat => self.concat_back(id, map),
             Flow::Split => self.split_back(id, v.slot, map),
             Flow::Slice => self.slice_back(id, map),
