@@ -204,6 +204,21 @@ fn marked(g: &Graph, group: &Group) -> bool {
     })
 }
 
+/// The name suffixes `lowrank` gives the two factors of a pair it made (`lowrank`'s
+/// `FIRST_SUFFIX` and `SECOND_SUFFIX`): the first factor's output channels are the pair's rank,
+/// which lowrank chose; the second's are the factored layer's, which prune had its turn at.
+const LOWRANK_FACTORS: [&str; 2] = ["/lowrank1", "/lowrank2"];
+
+/// The first producer of `group` that is a factor of a low-rank pair `lowrank` made.
+fn lowrank_factor(g: &Graph, group: &Group) -> Option<String> {
+    group
+        .members
+        .iter()
+        .filter(|(_, r)| *r == Role::Producer)
+        .map(|(id, _)| g.node(*id).label())
+        .find(|l| LOWRANK_FACTORS.iter().any(|s| l.ends_with(s)))
+}
+
 /// The channels to remove from `group` (at least one stays in each of its values), or why none.
 fn plan(
     g: &Graph,
@@ -219,7 +234,11 @@ fn plan(
     let n_exact = remove.len();
     let mut lossy = None;
     let mut score = None;
-    if let Some(r) = cfg.ratio.filter(|_| !marked(g, group)) {
+    // `--prune-ratio` leaves the factors of a low-rank pair alone: in `--rules lowrank,prune` the
+    // groups are pruned first, then what is left is factored, and the driver's next round must
+    // not cut the pair's rank (lowrank's choice) nor the factored layer's channels a second time.
+    let factor = lowrank_factor(g, group);
+    if let Some(r) = cfg.ratio.filter(|_| !marked(g, group) && factor.is_none()) {
         let target = ((r * c as f64).floor() as usize).min(c - 1);
         if target > n_exact {
             let s = match select::importance(g, group, cfg.importance)? {
@@ -247,6 +266,11 @@ fn plan(
         }
     }
     if remove.is_empty() {
+        if let Some(f) = factor.filter(|_| cfg.ratio.is_some()) {
+            return Ok(Err(Some(format!(
+                "`{f}` is a factor of a low-rank pair made by lowrank after prune's turn: its rank is lowrank's choice, and prune had its turn at its channels before"
+            ))));
+        }
         return Ok(Err(exact.reason));
     }
     let n_exact = remove.iter().filter(|ch| exact.exact[**ch]).count();
