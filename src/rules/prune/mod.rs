@@ -8,8 +8,17 @@
 //! (activations, pooling, BatchNormalization — whose per-channel inputs shrink too — PRelu, ...),
 //! depthwise Conv (`group` = channels, one filter per channel: `group` shrinks with them) and the
 //! elementwise `Add`, `Sub` and `Mul` (every other input with that channel dim joins the group: a
-//! residual Add couples its two producers; a constant operand shrinks along that axis), up to the
-//! consuming layers' input axis (`in_axis`).
+//! residual Add couples its two producers; a constant operand shrinks along that axis), and the
+//! ops that move channels (each group value carries where the group's channels sit in it, see
+//! `group.rs`): `Concat` on the channel axis (input `i`'s channel `c` is `offset_i + c` of the
+//! output; each producer stays its own group, cutting only its block of the shared tensors
+//! downstream; a constant input's block stays), `Split` on it (channel `c` is `c − offset_j` of
+//! output `j`; the sizes shrink, as attribute or input by opset; an output whose channels would
+//! all go keeps one), `Slice` on it with constant bounds and step 1 (channels outside are dead
+//! for that reader; the bounds move), and `Flatten` (axis 1) or `Reshape` to `[N, C·H·W]` (channel
+//! `c` becomes the block `[c·H·W, (c+1)·H·W)`, `H·W` from the facts; an explicit `C·H·W` in the
+//! target shrinks); up to the consuming layers' input axis (`in_axis`), where a channel is one
+//! index or one block. `moves.rs` rewrites Split, Slice and Reshape.
 //!
 //! **`--prune-zero`** (what `--rules prune` does without flags): channel `c` is removed when
 //! every consuming layer provably reads one constant `k` all over it, and can take `k` in its bias
@@ -43,7 +52,9 @@
 //! connections, without going back to the training framework.
 //!
 //! **Example:** `h = Relu(x·W1 + b1)` with `W1[64,512]` whose columns 0..170 and `b1[0..170]` are
-//! 0, `y = h·W2[512,10]` → `W1[64,342]`, `b1[342]`, `W2[342,10]`.
+//! 0, `y = h·W2[512,10]` → `W1[64,342]`, `b1[342]`, `W2[342,10]`. Through a Flatten:
+//! `Gemm(Flatten(Relu(Conv(x, W[4,3,3,3]))), G[16,5])` on `2×2` maps with filters 1 and 3 at 0
+//! → `W[2,3,3,3]`, `G[8,5]` (rows 4..8 and 12..16 go).
 //!
 //! **Exact** with `--prune-zero`: ops inside a group act channel by channel, so channel `c` of any
 //! of its tensors reaches the outside only through what the consuming layers read at `c`, the
@@ -53,9 +64,14 @@
 //! Declared shapes (`value_info`) of the group's values get the new channel count.
 //!
 //! **Barriers, skipped with a reason naming the node:** graph outputs, values read by subgraphs,
-//! Concat, Split, Slice, Reshape/Flatten, Transpose, Resize, Pad, grouped (non-depthwise) Conv, unknown ops and every
-//! op the table calls a barrier, channel dims the facts do not know, weights that are not
-//! constant float32 or that are also read outside the group.
+//! a Concat joining two of the group's values or another axis, a Split or Slice cutting through
+//! a channel's block, a Slice with a step other than 1 or bounds that are not constant int64,
+//! other Reshapes, Squeeze/Unsqueeze, a Flatten or Reshape reached from its output, Transpose,
+//! Resize, Pad, grouped (non-depthwise) Conv, unknown ops and every op the table calls a
+//! barrier, channel dims the facts do not know, weights that are not constant float32 or that
+//! are also read outside the group. With `--prune-ratio`, a group with a producer that is a
+//! factor of a low-rank pair `lowrank` made is left alone: `--rules lowrank,prune` prunes first
+//! (the registry's order), then factors; the next round must not cut the pair's rank.
 
 mod group;
 mod moves;
