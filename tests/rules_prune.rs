@@ -2369,3 +2369,58 @@ fn lowrank_and_prune_compose_on_every_shared_model() {
         ]
     );
 }
+
+#[test]
+fn a_slice_through_a_channels_block_and_a_flatten_reached_backwards_are_barriers() {
+    // Conv `p` (4 channels of 2×2) → Relu → Flatten → `f[1,16]`, then either a Slice of `f`'s
+    // first 6 inputs (channel 1's block is 4..8: cut through), or `f + Gemm(x2)` (the Gemm's
+    // group reaches the Flatten from its output).
+    let mut compared = 0;
+    for (case, want) in [
+        ("slice", "`cut` (Slice) cuts through a channel's block"),
+        (
+            "add",
+            "`flat` (Flatten) regroups the channels and is reached from its output",
+        ),
+    ] {
+        let mut b = ModelBuilder::new(13);
+        b.input("x", F32, &[1, 3, 4, 4])
+            .input("x2", F32, &[1, 8])
+            .initializer_f32("p_w", seeded(&[4, 3, 3, 3], 120))
+            .initializer_f32("wq", seeded(&[8, 16], 121))
+            .node_named("p", "Conv", &["x", "p_w"], &["pp"], vec![])
+            .node("Relu", &["pp"], &["a"], vec![])
+            .node_named("flat", "Flatten", &["a"], &["f"], vec![attr_i("axis", 1)]);
+        if case == "slice" {
+            b.initializer_i64("starts", i64s(&[0]))
+                .initializer_i64("ends", i64s(&[6]))
+                .initializer_i64("axes", i64s(&[1]))
+                .initializer_f32("wg", seeded(&[6, 5], 122))
+                .node_named(
+                    "cut",
+                    "Slice",
+                    &["f", "starts", "ends", "axes"],
+                    &["s"],
+                    vec![],
+                )
+                .node_named("g", "Gemm", &["s", "wg"], &["y"], vec![]);
+        } else {
+            b.initializer_f32("wg", seeded(&[16, 5], 122))
+                .node_named("q", "Gemm", &["x2", "wq"], &["qq"], vec![])
+                .node("Add", &["f", "qq"], &["sum"], vec![])
+                .node_named("g", "Gemm", &["sum", "wg"], &["y"], vec![]);
+        }
+        b.output("y", F32, &[1, 5]);
+        let original = b.build();
+        let (pruned, report) = prune_with(&original, ratio(0.5, Importance::L1, &[]));
+        assert_eq!(report.patches(), 0, "{case}: {:?}", skips(&report));
+        assert_eq!(pruned, original);
+        let s = skips(&report);
+        assert!(
+            s.iter().any(|s| s.contains(want)),
+            "{case}: want `{want}` in {s:?}"
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+}
