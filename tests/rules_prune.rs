@@ -2424,3 +2424,93 @@ fn a_slice_through_a_channels_block_and_a_flatten_reached_backwards_are_barriers
     }
     assert_eq!(compared, 2);
 }
+
+/// The pinned Python with onnx + onnxruntime (as `tests/interop_ort.rs` finds it); `None` with a
+/// loud skip when absent, a panic when `ONNX_SLIM_REQUIRE_ORT` is set.
+fn ort_python() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("ONNX_SLIM_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/venv/bin/python"
+            ))
+        });
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("ONNX_SLIM_REQUIRE_ORT").is_none(),
+        "ONNX_SLIM_REQUIRE_ORT is set but `{}` does not exist (run .ci/run)",
+        p.display()
+    );
+    common::skip_loudly(&format!(
+        "SKIPPED: no onnxruntime virtualenv at `{}` (made by .ci/run)",
+        p.display()
+    ));
+    None
+}
+
+#[test]
+fn models_pruned_through_concat_split_slice_and_flatten_pass_the_checker_and_match_in_onnxruntime()
+{
+    // Every opset spelling the rewrite writes (Split sizes as attribute, input, in place of
+    // num_outputs; Slice bounds as attributes and inputs; Reshape targets) is checked by
+    // onnx.checker and run in onnxruntime against the original.
+    let Some(py) = ort_python() else { return };
+    let zero = PruneConfig {
+        zero: true,
+        ..Default::default()
+    };
+    let cases: Vec<(String, ModelProto, PruneConfig)> = vec![
+        (
+            "concat".into(),
+            concat_model(&[1], &[0, 3], true),
+            zero.clone(),
+        ),
+        ("split 11".into(), split_model(11, &[1, 5]), zero.clone()),
+        ("split 13".into(), split_model(13, &[1, 5]), zero.clone()),
+        ("split 18".into(), split_model(18, &[1, 5]), zero.clone()),
+        ("slice 9".into(), slice_model(9, 1, &[4]), zero.clone()),
+        ("slice 13".into(), slice_model(13, 1, &[4]), zero.clone()),
+        (
+            "flatten".into(),
+            flatten_model("Flatten", &[], "Sigmoid", &[1, 3]),
+            zero.clone(),
+        ),
+        (
+            "reshape".into(),
+            flatten_model("Reshape", &[1, 16], "Relu", &[1, 3]),
+            zero.clone(),
+        ),
+        (
+            "reshape -1".into(),
+            flatten_model("Reshape", &[-1, 16], "Sigmoid", &[1, 3]),
+            zero.clone(),
+        ),
+    ];
+    let d = tempfile::tempdir().expect("temp dir");
+    let mut checked = 0;
+    for (i, (what, original, cfg)) in cases.into_iter().enumerate() {
+        let (pruned, report) = prune_with(&original, cfg);
+        assert!(report.patches() >= 1, "{what}: {:?}", skips(&report));
+        let a = d.path().join(format!("{i}.onnx"));
+        let b = d.path().join(format!("{i}.pruned.onnx"));
+        std::fs::write(&a, prost::Message::encode_to_vec(&original)).unwrap();
+        std::fs::write(&b, prost::Message::encode_to_vec(&pruned)).unwrap();
+        let o = std::process::Command::new(&py)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
+            .args([&a, &b])
+            .arg("1e-5")
+            .output()
+            .expect("python runs");
+        assert!(
+            o.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 9);
+}
