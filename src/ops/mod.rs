@@ -18,6 +18,7 @@ mod image;
 pub mod infer;
 mod loss;
 mod matmul;
+pub mod moves;
 mod norm;
 mod quant;
 mod reduce;

@@ -8,8 +8,17 @@
 //! (activations, pooling, BatchNormalization — whose per-channel inputs shrink too — PRelu, ...),
 //! depthwise Conv (`group` = channels, one filter per channel: `group` shrinks with them) and the
 //! elementwise `Add`, `Sub` and `Mul` (every other input with that channel dim joins the group: a
-//! residual Add couples its two producers; a constant operand shrinks along that axis), up to the
-//! consuming layers' input axis (`in_axis`).
+//! residual Add couples its two producers; a constant operand shrinks along that axis), and the
+//! ops that move channels (each group value carries where the group's channels sit in it, see
+//! `group.rs`): `Concat` on the channel axis (input `i`'s channel `c` is `offset_i + c` of the
+//! output; each producer stays its own group, cutting only its block of the shared tensors
+//! downstream; a constant input's block stays), `Split` on it (channel `c` is `c − offset_j` of
+//! output `j`; the sizes shrink, as attribute or input by opset; an output whose channels would
+//! all go keeps one), `Slice` on it with constant bounds and step 1 (channels outside are dead
+//! for that reader; the bounds move), and `Flatten` (axis 1) or `Reshape` to `[N, C·H·W]` (channel
+//! `c` becomes the block `[c·H·W, (c+1)·H·W)`, `H·W` from the facts; an explicit `C·H·W` in the
+//! target shrinks); up to the consuming layers' input axis (`in_axis`), where a channel is one
+//! index or one block. `moves.rs` rewrites Split, Slice and Reshape.
 //!
 //! **`--prune-zero`** (what `--rules prune` does without flags): channel `c` is removed when
 //! every consuming layer provably reads one constant `k` all over it, and can take `k` in its bias
@@ -43,7 +52,9 @@
 //! connections, without going back to the training framework.
 //!
 //! **Example:** `h = Relu(x·W1 + b1)` with `W1[64,512]` whose columns 0..170 and `b1[0..170]` are
-//! 0, `y = h·W2[512,10]` → `W1[64,342]`, `b1[342]`, `W2[342,10]`.
+//! 0, `y = h·W2[512,10]` → `W1[64,342]`, `b1[342]`, `W2[342,10]`. Through a Flatten:
+//! `Gemm(Flatten(Relu(Conv(x, W[4,3,3,3]))), G[16,5])` on `2×2` maps with filters 1 and 3 at 0
+//! → `W[2,3,3,3]`, `G[8,5]` (rows 4..8 and 12..16 go).
 //!
 //! **Exact** with `--prune-zero`: ops inside a group act channel by channel, so channel `c` of any
 //! of its tensors reaches the outside only through what the consuming layers read at `c`, the
@@ -53,11 +64,17 @@
 //! Declared shapes (`value_info`) of the group's values get the new channel count.
 //!
 //! **Barriers, skipped with a reason naming the node:** graph outputs, values read by subgraphs,
-//! Concat, Split, Slice, Reshape/Flatten, Transpose, Resize, Pad, grouped (non-depthwise) Conv, unknown ops and every
-//! op the table calls a barrier, channel dims the facts do not know, weights that are not
-//! constant float32 or that are also read outside the group.
+//! a Concat joining two of the group's values or another axis, a Split or Slice cutting through
+//! a channel's block, a Slice with a step other than 1 or bounds that are not constant int64,
+//! other Reshapes, Squeeze/Unsqueeze, a Flatten or Reshape reached from its output, Transpose,
+//! Resize, Pad, grouped (non-depthwise) Conv, unknown ops and every op the table calls a
+//! barrier, channel dims the facts do not know, weights that are not constant float32 or that
+//! are also read outside the group. With `--prune-ratio`, a group with a producer that is a
+//! factor of a low-rank pair `lowrank` made is left alone: `--rules lowrank,prune` prunes first
+//! (the registry's order), then factors; the next round must not cut the pair's rank.
 
 mod group;
+mod moves;
 mod refit;
 mod select;
 mod value;
@@ -72,7 +89,7 @@ use crate::ir::{tensor, Graph, Model, NodeId, ValueRef};
 use crate::rewrite::{
     Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, SearchVariant, Stage, Wire,
 };
-use group::{closure, layer, Group, Role};
+use group::{closure, layer, Group, Map, Role};
 use value::{matmul_bias, removed_values, slice_all, Mode};
 
 /// The verification tolerance with `--prune-ratio`: a sanity bound, as lowrank's (outputs are
@@ -209,7 +226,22 @@ fn marked(g: &Graph, group: &Group) -> bool {
     })
 }
 
-/// The channels to remove from `group` (at least one stays), or why none.
+/// The name suffixes `lowrank` gives the two factors of a pair it made (`lowrank`'s
+/// `FIRST_SUFFIX` and `SECOND_SUFFIX`): the first factor's output channels are the pair's rank,
+/// which lowrank chose; the second's are the factored layer's, which prune had its turn at.
+const LOWRANK_FACTORS: [&str; 2] = ["/lowrank1", "/lowrank2"];
+
+/// The first producer of `group` that is a factor of a low-rank pair `lowrank` made.
+fn lowrank_factor(g: &Graph, group: &Group) -> Option<String> {
+    group
+        .members
+        .iter()
+        .filter(|(_, r)| *r == Role::Producer)
+        .map(|(id, _)| g.node(*id).label())
+        .find(|l| LOWRANK_FACTORS.iter().any(|s| l.ends_with(s)))
+}
+
+/// The channels to remove from `group` (at least one stays in each of its values), or why none.
 fn plan(
     g: &Graph,
     group: &Group,
@@ -224,7 +256,11 @@ fn plan(
     let n_exact = remove.len();
     let mut lossy = None;
     let mut score = None;
-    if let Some(r) = cfg.ratio.filter(|_| !marked(g, group)) {
+    // `--prune-ratio` leaves the factors of a low-rank pair alone: in `--rules lowrank,prune` the
+    // groups are pruned first, then what is left is factored, and the driver's next round must
+    // not cut the pair's rank (lowrank's choice) nor the factored layer's channels a second time.
+    let factor = lowrank_factor(g, group);
+    if let Some(r) = cfg.ratio.filter(|_| !marked(g, group) && factor.is_none()) {
         let target = ((r * c as f64).floor() as usize).min(c - 1);
         if target > n_exact {
             let s = match select::importance(g, group, cfg.importance)? {
@@ -238,15 +274,25 @@ fn plan(
             score = Some(s);
         }
     }
-    if remove.len() == c {
-        // Keep one: the most important, or the first.
-        let keep = match &score {
-            Some(s) => select::lowest(s, |_| true, c).last().copied().unwrap_or(0),
-            None => 0,
-        };
-        remove.retain(|ch| *ch != keep);
+    // Never empty a value (a layer's output, a Split's or Slice's output): each keeps the most
+    // important of its channels, or the first.
+    let order: Vec<usize> = match &score {
+        Some(s) => select::lowest(s, |_| true, c).into_iter().rev().collect(),
+        None => (0..c).collect(),
+    };
+    for (_, m) in &group.values {
+        if m.kept(&remove).is_empty() {
+            if let Some(k) = order.iter().find(|ch| m.positions(**ch).is_some()) {
+                remove.retain(|ch| ch != k);
+            }
+        }
     }
     if remove.is_empty() {
+        if let Some(f) = factor.filter(|_| cfg.ratio.is_some()) {
+            return Ok(Err(Some(format!(
+                "`{f}` is a factor of a low-rank pair made by lowrank after prune's turn: its rank is lowrank's choice, and prune had its turn at its channels before"
+            ))));
+        }
         return Ok(Err(exact.reason));
     }
     let n_exact = remove.iter().filter(|ch| exact.exact[**ch]).count();
@@ -323,13 +369,14 @@ impl Rule for Prune {
             return f;
         }
         let facts = g.facts();
+        let opset = model.opset("").unwrap_or(1);
         let mut done: HashSet<NodeId> = HashSet::new();
         let mut lossy: Vec<Group> = Vec::new();
         for id in starts {
             if done.contains(&id) {
                 continue;
             }
-            let Some(group) = closure(g, &facts, id) else {
+            let Some(group) = closure(g, &facts, opset, id) else {
                 continue;
             };
             let (group, barrier) = group;
@@ -373,7 +420,8 @@ impl Rule for Prune {
     fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch> {
         let g = &model.graph;
         let facts = g.facts();
-        let group = match closure(g, &facts, m.anchor) {
+        let opset = model.opset("").unwrap_or(1);
+        let group = match closure(g, &facts, opset, m.anchor) {
             Some((group, None)) => group,
             Some((_, Some((_, reason)))) => return Err(rule_err(reason)),
             None => return Err(rule_err("the anchor is no longer a layer")),
@@ -392,25 +440,27 @@ impl Rule for Prune {
             .filter(|(_, r)| *r == Role::Producer)
             .map(|(n, _)| *n)
             .collect();
-        let removed: HashSet<usize> = plan.remove.iter().copied().collect();
-        let keep: Vec<usize> = (0..group.channels)
-            .filter(|c| !removed.contains(c))
-            .collect();
         let mut p = Patch::new(describe(g, &group, &plan, &producers), Some(m.anchor));
-        // Every cut constant, with the axes it is cut along and the (node, slot) pairs reading it.
-        let mut by_value: Vec<(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)> = Vec::new();
+        // Every cut constant, with where it is cut and the (node, slot) pairs reading it.
+        let mut by_value: Vec<(ValueRef, Vec<Map>, Vec<(NodeId, usize)>)> = Vec::new();
         for k in &group.cuts {
             let v = g
                 .input(k.node, k.slot)
                 .ok_or_else(|| rule_err("a cut operand is missing"))?;
             match by_value.iter_mut().find(|(u, _, _)| *u == v) {
-                Some((_, axes, readers)) => {
-                    if !axes.contains(&k.axis) {
-                        axes.push(k.axis);
+                Some((_, maps, readers)) => {
+                    if maps.iter().any(|m| m.axis == k.map.axis && *m != k.map) {
+                        return Err(rule_err(format!(
+                            "`{}` is cut at two different places",
+                            g.value_name(v)
+                        )));
+                    }
+                    if !maps.contains(&k.map) {
+                        maps.push(k.map);
                     }
                     readers.push((k.node, k.slot));
                 }
-                None => by_value.push((v, vec![k.axis], vec![(k.node, k.slot)])),
+                None => by_value.push((v, vec![k.map], vec![(k.node, k.slot)])),
             }
         }
         // Producer kernels get the ratio mark.
@@ -425,7 +475,7 @@ impl Rule for Prune {
         // With --calibration, consumers re-fitted by least squares on the kept channels; the
         // others take the constants removed channels leave in their biases.
         let refits = if plan.lossy {
-            refit::refits(g, &group, &keep, config)?
+            refit::refits(g, &group, &plan.remove, config)?
         } else {
             HashMap::new()
         };
@@ -458,7 +508,13 @@ impl Rule for Prune {
                         .collect();
                     add_to_bias(g, &mut p, *id, &delta, &by_value)?;
                 }
-                None => fold(g, &mut p, *id, &plan.remove, vals, &by_value)?,
+                None => {
+                    let map = layer(g, *id)
+                        .and_then(|l| g.input(*id, l.act))
+                        .and_then(|x| group.map_of(x))
+                        .ok_or_else(|| rule_err("a consumer reads a value outside the group"))?;
+                    fold(g, &mut p, *id, map, &plan.remove, vals, &by_value)?
+                }
             }
         }
         let depthwise: Vec<NodeId> = group
@@ -468,7 +524,7 @@ impl Rule for Prune {
             .map(|(n, _)| *n)
             .collect();
         let mut new_of: HashMap<(NodeId, usize), Wire> = HashMap::new();
-        for (v, axes, mut readers) in by_value {
+        for (v, maps, mut readers) in by_value {
             readers.sort();
             readers.dedup();
             let mut all = g.consumers(v);
@@ -481,8 +537,8 @@ impl Rule for Prune {
             }
             let t = g.const_tensor(v).ok_or_else(|| rule_err("not constant"))?;
             let mut a = tensor::to_f32(t)?;
-            for ax in axes {
-                a = a.select(Axis(ax), &keep);
+            for m in maps {
+                a = a.select(Axis(m.axis), &m.kept(&plan.remove));
             }
             if let Some(r) = refit_kernels.get(&v) {
                 if r.shape() != a.shape() {
@@ -512,11 +568,18 @@ impl Rule for Prune {
             p.remove(v.node);
             p.keep_name(v, w);
         }
+        let kept = |v: Option<ValueRef>| -> Result<usize> {
+            let m = v
+                .and_then(|v| group.map_of(v))
+                .ok_or_else(|| rule_err("a member reads a value outside the group"))?;
+            Ok(m.dim - m.removed(&plan.remove).len())
+        };
         for id in depthwise {
             let mut node = g.node(id).op().expect("an op").clone();
             node.attribute
                 .retain(|a| a.name.as_deref() != Some("group"));
-            node.attribute.push(make_attr_i("group", keep.len() as i64));
+            node.attribute
+                .push(make_attr_i("group", kept(g.input(id, 0))? as i64));
             let inputs: Vec<Option<Wire>> = g
                 .node_inputs(id)
                 .into_iter()
@@ -530,9 +593,11 @@ impl Rule for Prune {
             p.keep_name(old, new[0]);
             p.remove(id);
         }
+        moves::rewrite(g, &mut p, &group, &plan.remove, opset, &facts)?;
         // Declared shapes (`value_info`) of the group's values follow their channel dim.
-        for (v, axis) in &group.values {
-            p.set_declared_dim(g.value_name(*v), *axis, keep.len() as i64);
+        for (v, m) in &group.values {
+            let n = m.dim - m.removed(&plan.remove).len();
+            p.set_declared_dim(g.value_name(*v), m.axis, n as i64);
         }
         Ok(p)
     }
@@ -588,9 +653,10 @@ fn fold(
     g: &Graph,
     p: &mut Patch,
     id: NodeId,
+    map: Map,
     remove: &[usize],
     vals: &[Option<f32>],
-    cuts: &[(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)],
+    cuts: &[(ValueRef, Vec<Map>, Vec<(NodeId, usize)>)],
 ) -> Result<()> {
     if vals.iter().all(|v| v.is_none_or(|k| k == 0.0)) {
         return Ok(());
@@ -608,14 +674,16 @@ fn fold(
         let Some(k) = k.filter(|k| *k != 0.0) else {
             continue;
         };
-        let slice = w.index_axis(Axis(l.in_axis), ch);
-        for (o, d) in delta.iter_mut().enumerate() {
-            let s: f64 = slice
-                .index_axis(Axis(out_axis), o)
-                .iter()
-                .map(|x| f64::from(*x))
-                .sum();
-            *d += f64::from(k) * s;
+        for pos in map.positions(ch).into_iter().flatten() {
+            let slice = w.index_axis(Axis(l.in_axis), pos);
+            for (o, d) in delta.iter_mut().enumerate() {
+                let s: f64 = slice
+                    .index_axis(Axis(out_axis), o)
+                    .iter()
+                    .map(|x| f64::from(*x))
+                    .sum();
+                *d += f64::from(k) * s;
+            }
         }
     }
     let node = g.node(id);
@@ -634,7 +702,7 @@ fn add_to_bias(
     p: &mut Patch,
     id: NodeId,
     delta: &[f64],
-    cuts: &[(ValueRef, Vec<usize>, Vec<(NodeId, usize)>)],
+    cuts: &[(ValueRef, Vec<Map>, Vec<(NodeId, usize)>)],
 ) -> Result<()> {
     let node = g.node(id);
     let m = delta.len();

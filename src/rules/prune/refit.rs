@@ -31,7 +31,7 @@ static CAPTURED: Mutex<BTreeMap<u64, Arc<std::result::Result<Array2<f32>, String
     Mutex::new(BTreeMap::new());
 
 /// What a captured input depends on: the calibration paths, the consumer, the value it reads
-/// and its channel count (a group already cut is captured anew).
+/// and its channel count (a value already cut is captured anew).
 fn key(g: &Graph, id: NodeId, channels: usize, config: &Config) -> Option<u64> {
     let l = layer(g, id)?;
     let x = g.input(id, l.act)?;
@@ -96,10 +96,10 @@ pub(super) fn capture(model: &Model, groups: &[&Group], config: &Config) {
                 if role != Role::Consumer || !refittable(g, id) {
                     continue;
                 }
-                let (Some(k), Some(x)) = (
-                    key(g, id, group.channels, config),
-                    layer(g, id).and_then(|l| g.input(id, l.act)),
-                ) else {
+                let Some(x) = layer(g, id).and_then(|l| g.input(id, l.act)) else {
+                    continue;
+                };
+                let Some(k) = group.map_of(x).and_then(|m| key(g, id, m.dim, config)) else {
                     continue;
                 };
                 if !cache.contains_key(&k) && !wanted.iter().any(|(w, _, _)| *w == k) {
@@ -173,18 +173,27 @@ pub(super) struct Refit {
     pub(super) bias: ArrayD<f32>,
 }
 
-/// The re-fit of consumer `id` of `group` keeping `keep`, when its input was captured.
+/// The re-fit of consumer `id` of `group` when the group's channels `remove` go, when its
+/// input was captured.
 pub(super) fn refit(
     g: &Graph,
     group: &Group,
     id: NodeId,
-    keep: &[usize],
+    remove: &[usize],
     config: &Config,
 ) -> Result<Option<Refit>> {
     if config.calibration.is_empty() || !refittable(g, id) {
         return Ok(None);
     }
-    let Some(k) = key(g, id, group.channels, config) else {
+    let Some(map) = layer(g, id)
+        .and_then(|l| g.input(id, l.act))
+        .and_then(|x| group.map_of(x))
+    else {
+        return Ok(None);
+    };
+    // The positions of the consumer's input that stay.
+    let keep = &map.kept(remove)[..];
+    let Some(k) = key(g, id, map.dim, config) else {
         return Ok(None);
     };
     let x = match CAPTURED.lock().ok().and_then(|c| c.get(&k).cloned()) {
@@ -294,17 +303,17 @@ pub(super) fn current_bias(g: &Graph, id: NodeId, n_out: usize) -> Result<Vec<f6
     }
 }
 
-/// The re-fits of `group`'s consumers keeping `keep`, by consumer.
+/// The re-fits of `group`'s consumers when its channels `remove` go, by consumer.
 pub(super) fn refits(
     g: &Graph,
     group: &Group,
-    keep: &[usize],
+    remove: &[usize],
     config: &Config,
 ) -> Result<HashMap<NodeId, Refit>> {
     let mut out = HashMap::new();
     for &(id, role) in &group.members {
         if role == Role::Consumer {
-            if let Some(r) = refit(g, group, id, keep, config)? {
+            if let Some(r) = refit(g, group, id, remove, config)? {
                 out.insert(id, r);
             }
         }

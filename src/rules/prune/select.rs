@@ -39,11 +39,19 @@ pub(super) fn importance(
             }
             (Importance::Bn, Role::Pass) if g.node(id).op_type() == "BatchNormalization" => {
                 let scale = const_f32(g, id, 1)?;
+                let map = group
+                    .cuts
+                    .iter()
+                    .find(|k| k.node == id && k.slot == 1)
+                    .map(|k| k.map);
                 for (ch, s) in score.iter_mut().enumerate() {
-                    let gamma = if scale.len() == 1 {
-                        scale.iter().next().copied()
-                    } else {
-                        scale.iter().nth(ch).copied()
+                    let gamma = match map {
+                        None => scale.iter().next().copied(),
+                        Some(m) => match m.positions(ch) {
+                            Some(ps) => scale.iter().nth(ps.start).copied(),
+                            // Not through this BatchNormalization: it says nothing.
+                            None => Some(0.0),
+                        },
                     };
                     *s += f64::from(gamma.unwrap_or(f32::NAN).abs());
                 }

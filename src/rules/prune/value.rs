@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use ndarray::{ArrayD, Axis};
 
-use super::group::{label, layer, Group, Role};
+use super::group::{label, layer, Group, Map, Role};
 use super::{const_f32, rule_err};
 use crate::error::Result;
 use crate::ir::{tensor, Graph, NodeId, ValueRef};
@@ -51,11 +51,16 @@ pub(super) fn slice_all(a: &ArrayD<f32>, axis: usize, c: usize, f: impl Fn(f32) 
     a.index_axis(Axis(axis), c).iter().all(|x| f(*x))
 }
 
-/// The one value of the slice at `c` of `axis`, when all its elements are equal.
-fn uniform(a: &ArrayD<f32>, axis: usize, c: usize) -> Option<f32> {
-    let s = a.index_axis(Axis(axis), c);
-    let first = *s.iter().next()?;
-    s.iter().all(|x| *x == first).then_some(first)
+/// The one value of the slices at `ps` of `axis`, when all their elements are equal.
+fn uniform(a: &ArrayD<f32>, axis: usize, ps: std::ops::Range<usize>) -> Option<f32> {
+    let mut all = ps.flat_map(|p| {
+        a.index_axis(Axis(axis), p)
+            .into_iter()
+            .copied()
+            .collect::<Vec<_>>()
+    });
+    let first = all.next()?;
+    all.all(|x| x == first).then_some(first)
 }
 
 /// The one value of `a`, when all its elements are equal.
@@ -149,7 +154,7 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
     let mut spoiler: Option<String> = None;
     let cut_of =
         |id: NodeId, slot: usize| group.cuts.iter().find(|k| k.node == id && k.slot == slot);
-    let in_group = |u: ValueRef| group.values.binary_search_by(|(v, _)| v.cmp(&u)).is_ok();
+    let in_group = |u: ValueRef| group.map_of(u).is_some();
     let mut maker: HashMap<NodeId, Role> = HashMap::new();
     for &(id, role) in &group.members {
         if role != Role::Consumer {
@@ -166,7 +171,13 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
         };
         let a = tensor::to_f32(t)?;
         Ok(match cut_of(id, slot) {
-            Some(k) => (0..c).map(|ch| uniform(&a, k.axis, ch)).collect(),
+            Some(k) => (0..c)
+                .map(|ch| {
+                    k.map
+                        .positions(ch)
+                        .and_then(|ps| uniform(&a, k.map.axis, ps))
+                })
+                .collect(),
             None => vec![all_equal(&a); c],
         })
     };
@@ -198,8 +209,10 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
                  old: &[Option<f32>],
                  new: &[Option<f32>],
                  id: NodeId,
+                 map: Map,
                  why: &str| {
-        let lost = old.iter().zip(new).any(|(o, n)| o.is_some() && n.is_none());
+        let lost =
+            (0..c).any(|ch| old[ch].is_some() && new[ch].is_none() && map.positions(ch).is_some());
         if spoiler.is_none() && lost {
             *spoiler = Some(format!("{} {why}", label(g, id)));
         }
@@ -214,6 +227,9 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
             let role = *maker
                 .get(&v.node)
                 .ok_or_else(|| rule_err("a group value has no maker"))?;
+            let map = group
+                .map_of(v)
+                .ok_or_else(|| rule_err("a group value has no map"))?;
             let inputs: Vec<Option<ValueRef>> = if role == Role::Producer {
                 vec![]
             } else {
@@ -239,6 +255,11 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
             };
             let out = match role {
                 Role::Consumer => unreachable!("consumers make no group value"),
+                Role::Concat | Role::Split | Role::Slice | Role::Reshape => inputs
+                    .iter()
+                    .flatten()
+                    .find_map(|u| vals.get(u).cloned())
+                    .ok_or_else(|| rule_err("a moved value's input is not in the group"))?,
                 Role::Producer => owns[&id].clone(),
                 Role::Pass => {
                     let x = first(&vals)?;
@@ -267,6 +288,7 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
                         &x,
                         &y,
                         id,
+                        map,
                         "has no known constant for a constant channel",
                     );
                     y
@@ -283,7 +305,7 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
                     let y: Vec<Option<f32>> = (0..c)
                         .map(|ch| {
                             let k = x[ch]?;
-                            let s = w.index_axis(Axis(0), ch);
+                            let s = w.index_axis(Axis(0), map.positions(ch)?.start);
                             if !s.iter().all(|v| v.is_finite()) {
                                 return None;
                             }
@@ -302,6 +324,7 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
                         &x,
                         &y,
                         id,
+                        map,
                         "pads its input, so a nonzero constant channel is not constant at the border",
                     );
                     y
@@ -334,14 +357,14 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
                     let known: Vec<Option<f32>> = (0..c)
                         .map(|ch| per_input.iter().find_map(|p| p[ch]))
                         .collect();
+                    let here = |ch: usize| map.positions(ch).is_some();
                     if spoiler.is_none()
-                        && known
-                            .iter()
-                            .zip(&y)
-                            .any(|(k, y)| k.is_some() && y.is_none())
+                        && (0..c).any(|ch| here(ch) && known[ch].is_some() && y[ch].is_none())
                     {
                         let culprit = inputs.iter().enumerate().find(|(s, _)| {
-                            (0..c).any(|ch| known[ch].is_some() && per_input[*s][ch].is_none())
+                            (0..c).any(|ch| {
+                                here(ch) && known[ch].is_some() && per_input[*s][ch].is_none()
+                            })
                         });
                         let what = culprit
                             .and_then(|(_, u)| *u)
@@ -366,15 +389,27 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
             continue;
         }
         let l = layer(g, id).ok_or_else(|| rule_err("a consumer is no longer a layer"))?;
-        let mut read = g
+        let x = g
             .input(id, l.act)
-            .and_then(|u| vals.get(&u))
+            .ok_or_else(|| rule_err("a consumer lost its input"))?;
+        let mut read = vals
+            .get(&x)
             .cloned()
+            .ok_or_else(|| rule_err("a consumer reads a value outside the group"))?;
+        let map = group
+            .map_of(x)
             .ok_or_else(|| rule_err("a consumer reads a value outside the group"))?;
         let w = const_f32(g, id, l.kernel)?;
         let takes = takes_constant(g, id, mode);
         for (ch, r) in read.iter_mut().enumerate() {
-            let finite = slice_all(&w, l.in_axis, ch, f32::is_finite);
+            let Some(ps) = map.positions(ch) else {
+                // Not in what this consumer reads (sliced or split away): it reads nothing.
+                *r = Some(0.0);
+                continue;
+            };
+            let finite = ps
+                .into_iter()
+                .all(|p| slice_all(&w, l.in_axis, p, f32::is_finite));
             let ok = match *r {
                 Some(k) => finite && (k == 0.0 || takes.is_ok()),
                 None => false,
