@@ -1143,11 +1143,15 @@ fn seeded_corruptions_never_panic_nor_allocate_without_bound() {
                 tally.graph_refused,
                 tally.accepted
             );
-            tally
+            (tally, subjects.len())
         })
         .unwrap();
-    let tally = t.join().expect("the mutation thread itself must not die");
+    let (tally, models) = t.join().expect("the mutation thread itself must not die");
     assert!(tally.cases >= 1000, "only {} mutants", tally.cases);
+    // The README's reliability section states these counts.
+    if common::shared_models().is_some() {
+        assert_eq!((tally.cases, models), (10_042, 451));
+    }
     assert!(
         tally.failures.is_empty(),
         "{} of {} mutants failed:\n{}",
@@ -1230,6 +1234,9 @@ fn small_corruptions_through_the_binary_exit_0_or_2() {
     }
     eprintln!("binary: {runs} mutants, {zeros} accepted, the rest refused with exit 2");
     assert!(runs >= 45, "only {runs} runs");
+    if common::node_test_cases().is_some() {
+        assert_eq!(runs, 59, "the README's reliability section states 59");
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
