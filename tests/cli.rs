@@ -1459,3 +1459,79 @@ fn option_flags_of_rules_not_run_and_missing_calibration_are_refused() {
         BTreeSet::from(["lowrank.onnx".to_string()])
     );
 }
+
+/// Runs the binary in `dir` with `args`, `stdin` piped in; returns (exit code, stdout bytes,
+/// stderr text).
+fn run_piped(dir: &Path, args: &[&str], stdin: &[u8]) -> (Option<i32>, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run onnx-slim");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let o = child.wait_with_output().expect("wait");
+    feeder.join().expect("feeder");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (o.status.code(), o.stdout, stderr)
+}
+
+#[test]
+fn dash_reads_the_model_from_stdin_and_writes_it_to_stdout_with_the_report_on_stderr() {
+    let d = dir_with(&["conv.onnx"]);
+    ok(d.path(), &["conv.onnx", "file.onnx"]);
+    let want = std::fs::read(d.path().join("file.onnx")).expect("file");
+    let input = std::fs::read(d.path().join("conv.onnx")).expect("input");
+    for out in ["-", "/dev/stdout"] {
+        let (code, stdout, stderr) = run_piped(d.path(), &["-", out], &input);
+        assert_eq!(code, Some(0), "{out}: {stderr}");
+        assert_eq!(stdout, want, "{out}: the same bytes as written to a file");
+        assert!(stderr.contains("verification in tract"), "{stderr}");
+        assert!(stderr.contains("wrote standard output"), "{stderr}");
+    }
+    // A file OUT with the JSON report on stdout: stdout is exactly the JSON.
+    let (code, stdout, stderr) =
+        run_piped(d.path(), &["-", "again.onnx", "--report-json", "-"], &input);
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&stdout).expect("stdout is the JSON report");
+    assert_eq!(v["output_bytes"], want.len() as u64);
+    assert_eq!(
+        std::fs::read(d.path().join("again.onnx")).expect("again"),
+        want
+    );
+    // Other commands read `-` too.
+    let (code, stdout, _) = run_piped(d.path(), &["inspect", "-", "--json"], &input);
+    assert_eq!(code, Some(0));
+    serde_json::from_slice::<serde_json::Value>(&stdout).expect("inspect JSON");
+}
+
+#[test]
+fn stdout_cannot_carry_both_the_model_and_the_report_nor_external_data() {
+    let d = dir_with(&["conv.onnx"]);
+    for (args, want) in [
+        (
+            &["conv.onnx", "-", "--report-json", "-"][..],
+            "cannot both be standard output",
+        ),
+        (
+            &["conv.onnx", "-", "--external-data"][..],
+            "--external-data needs OUT",
+        ),
+    ] {
+        let line = refused(d.path(), args);
+        assert!(line.contains(want), "{args:?}: {line}");
+    }
+    // Garbage on stdin: one line, exit 2, nothing on stdout.
+    let (code, stdout, stderr) = run_piped(d.path(), &["-", "-"], b"not a model");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

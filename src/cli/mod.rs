@@ -1,10 +1,38 @@
 //! The command-line interface: argument parsing and one function per command. The binary only
 //! calls [`main`]; [`main_with_rules`] is the same command line with extra rules, for tests.
 
+/// `print!` of the human report: to stderr when stdout carries the model or the JSON report.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if $crate::cli::text_to_stderr() { eprint!($($t)*) } else { print!($($t)*) }
+    };
+}
+
+/// `println!` of the human report (see [`say`]).
+macro_rules! sayln {
+    ($($t:tt)*) => {
+        if $crate::cli::text_to_stderr() { eprintln!($($t)*) } else { println!($($t)*) }
+    };
+}
+
 pub mod args;
 mod bench;
 mod run;
 mod summary;
+
+thread_local! {
+    /// Set by a main job whose OUT or `--report-json` is standard output.
+    static TEXT_TO_STDERR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the human report goes to stderr (stdout carries a model or a JSON report).
+pub(crate) fn text_to_stderr() -> bool {
+    TEXT_TO_STDERR.with(std::cell::Cell::get)
+}
+
+fn set_text_to_stderr(on: bool) {
+    TEXT_TO_STDERR.with(|c| c.set(on));
+}
 
 use std::ffi::OsString;
 
@@ -43,6 +71,7 @@ where
             return 2;
         }
     };
+    set_text_to_stderr(false);
     match dispatch(cli, extra) {
         Ok(code) => code,
         Err(e) => {

@@ -10,7 +10,7 @@ use super::summary;
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::onnx::{
-    decode_file, encode_model, prepare_small_file, prepare_write, prepare_write_bytes,
+    decode_file, encode_model, is_stdio, prepare_small_file, prepare_write, prepare_write_bytes,
     resolve_output, SaveOptions,
 };
 use crate::rewrite::{self, registry, Config, DriverOptions};
@@ -114,14 +114,35 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         registry::select(args.rules.as_deref().unwrap_or(default_rules))?;
     rules.extend_from_slice(extra);
     check_rule_flags(args, &rules, plan.search.is_some())?;
-    if same_file(input, output) && !args.in_place {
+    // `-` (or `/dev/stdout`) as OUT or --report-json: that stream carries it, the human report
+    // goes to stderr.
+    let out_stdio = is_stdio(output);
+    let report_stdio = args.report_json.as_deref().is_some_and(is_stdio);
+    if out_stdio && report_stdio {
+        return Err(Error::Usage(
+            "OUT and --report-json cannot both be standard output".into(),
+        ));
+    }
+    if out_stdio && args.external_data.is_some() {
+        return Err(Error::Usage(
+            "--external-data needs OUT to be a file: standard output has no folder for `OUT.data`"
+                .into(),
+        ));
+    }
+    super::set_text_to_stderr(out_stdio || report_stdio);
+    if !out_stdio && same_file(input, output) && !args.in_place {
         return Err(Error::Usage(format!(
             "refusing to overwrite the input `{}`; pass --in-place to allow it",
             input.display()
         )));
     }
-    resolve_output(output)?;
-    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if !out_stdio {
+        resolve_output(output)?;
+    }
+    if let Some(dir) = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !out_stdio)
+    {
         if !dir.is_dir() {
             return Err(Error::Usage(format!(
                 "cannot write `{}`: folder `{}` does not exist",
@@ -133,6 +154,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     // The report's temp file is made up front: an unwritable report stops the run before any
     // work, and at the end the report and OUT land together.
     let report_file = match &args.report_json {
+        Some(_) if report_stdio => None,
         Some(path) if same_file(path, output) || same_file(path, input) => {
             return Err(Error::Usage(format!(
                 "--report-json `{}` would overwrite the model",
@@ -162,7 +184,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     };
     if rules.iter().any(|r| r.meta().code == "Q001") {
         if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {
-            println!("{note}");
+            sayln!("{note}");
         }
     }
     let (report, proto, verification, search) = match &plan.search {
@@ -177,8 +199,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 args,
                 loaded.file_len,
             )?;
-            print!("{}", summary::render(&o.report));
-            print!("{}", o.search.render());
+            say!("{}", summary::render(&o.report));
+            say!("{}", o.search.render());
             print_verification(&o.verification);
             print_equivalent(&o.proto);
             if !o.verification.passed {
@@ -200,7 +222,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 },
             )?;
             let proto = model.to_proto();
-            print!("{}", summary::render(&report));
+            say!("{}", summary::render(&report));
             let v = fixed_verification(
                 &original,
                 &proto,
@@ -233,24 +255,38 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let external_threshold = args
         .external_data
         .or_else(|| (loaded.external.tensors > 0).then(|| loaded.external.min_len.unwrap_or(1024)));
+    if out_stdio && external_threshold.is_some() {
+        return Err(Error::Usage(format!(
+            "`{}` reads external data, which standard output cannot carry beside the model: write OUT to a file",
+            input.display()
+        )));
+    }
     let existed = std::fs::symlink_metadata(output).is_ok();
     // An untouched model without external data is written back byte for byte: the encoder
     // would drop whatever this build did not decode.
     let verbatim = report.patches() == 0 && external_threshold.is_none();
-    let prepared = if verbatim {
-        prepare_write_bytes(&loaded.bytes, output)?
-    } else {
+    if !verbatim {
         let undecoded = loaded.file_len as i64 - original.encoded_len() as i64;
         if loaded.external.tensors == 0 && undecoded != 0 {
-            println!(
+            sayln!(
                 "note: {} bytes of the input are not decoded by this build (fields of a newer ONNX, or a non-canonical encoding); the rewritten model does not keep them",
                 undecoded.unsigned_abs()
             );
         }
-        prepare_write(proto, output, &SaveOptions { external_threshold })?
+    }
+    let prepared = match (out_stdio, verbatim) {
+        (true, true) => Sink::Stdout(loaded.bytes.to_vec()),
+        (true, false) => Sink::Stdout(encode_model(&proto)),
+        (false, true) => Sink::File(prepare_write_bytes(&loaded.bytes, output)?),
+        (false, false) => Sink::File(prepare_write(
+            proto,
+            output,
+            &SaveOptions { external_threshold },
+        )?),
     };
-    let written = prepared.written().clone();
-    if let Some((path, (tmp, _))) = &report_file {
+    let written = prepared.written();
+    let mut json_text = None;
+    if report_file.is_some() || report_stdio {
         let json = serde_json::json!({
             "input": input,
             "output": output,
@@ -261,10 +297,18 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             "verification": verification,
         });
         let s = serde_json::to_string_pretty(&json).unwrap_or_default();
-        std::io::Write::write_all(&mut tmp.as_file(), s.as_bytes())
-            .map_err(|e| Error::io("write", path, e))?;
+        if let Some((path, (tmp, _))) = &report_file {
+            std::io::Write::write_all(&mut tmp.as_file(), s.as_bytes())
+                .map_err(|e| Error::io("write", path, e))?;
+        }
+        json_text = Some(s);
     }
     prepared.commit()?;
+    if report_stdio {
+        if let Some(s) = &json_text {
+            println!("{s}");
+        }
+    }
     if let Some((path, (tmp, real))) = report_file {
         if let Err(e) = tmp.persist(&real) {
             // Both land or neither: take back an OUT this run created.
@@ -280,9 +324,13 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     if let Some(n) = notice {
         eprintln!("{n}");
     }
-    println!(
-        "wrote `{}`: {} bytes (input {} bytes){}",
-        output.display(),
+    sayln!(
+        "wrote {}: {} bytes (input {} bytes){}",
+        if out_stdio {
+            "standard output".to_string()
+        } else {
+            format!("`{}`", output.display())
+        },
         written.model_bytes,
         loaded.file_len,
         written
@@ -292,6 +340,36 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             .unwrap_or_default()
     );
     Ok(0)
+}
+
+/// Where the model goes: a prepared file (renamed into place on commit), or standard output.
+enum Sink {
+    File(crate::onnx::PreparedWrite),
+    Stdout(Vec<u8>),
+}
+
+impl Sink {
+    fn written(&self) -> crate::onnx::io::Written {
+        match self {
+            Sink::File(p) => p.written().clone(),
+            Sink::Stdout(b) => crate::onnx::io::Written {
+                model_bytes: b.len() as u64,
+                data_file: None,
+            },
+        }
+    }
+
+    fn commit(self) -> Result<()> {
+        match self {
+            Sink::File(p) => p.commit().map(|_| ()),
+            Sink::Stdout(b) => {
+                let mut out = std::io::stdout().lock();
+                std::io::Write::write_all(&mut out, &b)
+                    .and_then(|()| std::io::Write::flush(&mut out))
+                    .map_err(|e| Error::io("write", Path::new("-"), e))
+            }
+        }
+    }
 }
 
 /// Refuses option flags of rules the selection does not run, and calibration inputs that do not
@@ -568,8 +646,8 @@ fn fixed_verification(
 /// The verification table, and for a lossy run every model-level metric.
 fn print_verification(v: &crate::verify::VerifyReport) {
     match &v.budget {
-        Some((b, _)) => println!("verification in tract (budget {}):\n{v}", b.describe()),
-        None => println!("verification in tract (tolerance {}):\n{v}", v.tolerance),
+        Some((b, _)) => sayln!("verification in tract (budget {}):\n{v}", b.describe()),
+        None => sayln!("verification in tract (tolerance {}):\n{v}", v.tolerance),
     }
     if v.budget.is_some() {
         let all = crate::verify::metric::summary(v)
@@ -577,7 +655,7 @@ fn print_verification(v: &crate::verify::VerifyReport) {
             .map(|(m, w)| format!("{} (`{}`, {})", m.describe(w.loss), w.output, w.set))
             .collect::<Vec<_>>()
             .join("; ");
-        println!("model-level, worst over outputs and input sets: {all}");
+        sayln!("model-level, worst over outputs and input sets: {all}");
     }
 }
 
@@ -585,7 +663,7 @@ fn print_verification(v: &crate::verify::VerifyReport) {
 fn print_equivalent(written: &crate::onnx::proto::ModelProto) {
     let equivalent = crate::verify::prepare::equivalent_graph_nodes(written);
     if !equivalent.is_empty() {
-        println!(
+        sayln!(
             "tract ran an equivalent graph: {} DequantizeLinear (int4 or block_size, which tract 0.23 does not run) replaced by the float weight each computes",
             equivalent.len()
         );

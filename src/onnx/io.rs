@@ -70,9 +70,22 @@ fn map_file(path: &Path) -> Result<Bytes> {
     Ok(Bytes::from(data))
 }
 
-/// Reads and decodes the model at `path`, reading external data relative to its folder.
+/// Whether `path` names standard input or output: `-`, or (for output) `/dev/stdout`.
+pub fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-" || path == Path::new("/dev/stdout")
+}
+
+/// Reads and decodes the model at `path`, reading external data relative to its folder; `-`
+/// reads standard input (external data relative to the current folder).
 pub fn decode_file(path: &Path) -> Result<LoadedModel> {
-    let data = map_file(path)?;
+    let data = if path.as_os_str() == "-" {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v)
+            .map_err(|e| Error::io("read", path, e))?;
+        Bytes::from(v)
+    } else {
+        map_file(path)?
+    };
     let file_len = data.len() as u64;
     let mut model = decode_bytes(data.clone(), path)?;
     let base = path.parent().unwrap_or(Path::new("."));

@@ -16,6 +16,6 @@ pub mod validate;
 pub mod visit;
 
 pub use io::{
-    decode_bytes, decode_file, encode_model, prepare_small_file, prepare_write,
+    decode_bytes, decode_file, encode_model, is_stdio, prepare_small_file, prepare_write,
     prepare_write_bytes, resolve_output, write_model, LoadedModel, PreparedWrite, SaveOptions,
 };
