@@ -328,7 +328,7 @@ impl Rule for Sparsify {
                 let values: Vec<f32> = w.iter().copied().collect();
                 select(&values, w.shape(), cfg, axis)
                     .map(|_| ())
-                    .map_err(|why| format!("weight `{}` {why}", g.value_name(weight)))
+                    .map_err(|why| format!("weight `{}`: {why}", g.value_name(weight)))
             });
             match checked {
                 Ok(()) => f.matches.push(Match {
