@@ -442,6 +442,26 @@ mod tests {
     }
 
     #[test]
+    fn sparse_storage_pays_from_about_43_percent_zeros_at_3_5_bytes_per_element_at_half() {
+        // [512, 512]: 262,144 elements, linear indices mostly in [2^14, 2^21): 3 varint bytes.
+        let n = 512 * 512;
+        let with_zeros = |pct: usize| {
+            let v: Vec<f32> = (0..n)
+                .map(|p| if p % 100 < pct { 0.0 } else { 1.0 + p as f32 })
+                .collect();
+            let mut m = model(vec![f32_tensor("w", &[512, 512], &v)], 8);
+            to_sparse_storage(&mut m)
+        };
+        let half = with_zeros(50);
+        assert_eq!(half.converted.len(), 1);
+        assert_eq!(half.converted[0].form, IndexForm::Linear);
+        let per = half.converted[0].sparse_bytes as f64 / n as f64;
+        assert!((3.4..3.6).contains(&per), "{per} bytes per element");
+        assert_eq!(with_zeros(42).converted.len(), 0, "42 % zeros stays dense");
+        assert_eq!(with_zeros(44).converted.len(), 1, "44 % zeros goes sparse");
+    }
+
+    #[test]
     fn dense_stays_dense_and_old_ir_versions_are_left_alone() {
         let dense = f32_tensor("d", &[64], &[1.0; 64]);
         let mut m = model(vec![dense], 8);
