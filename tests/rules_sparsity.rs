@@ -740,3 +740,36 @@ fn readme_sparsity_table_on_the_shared_models() {
         .collect();
     assert_eq!(rows, want);
 }
+
+#[test]
+fn sparse_storage_applies_after_a_budget_search_too() {
+    // `--budget` without a --sparsity flag is a search; the writer then stores the zero-heavy
+    // weight sparse, bit for bit what the search verified.
+    let dir = tempfile::tempdir().unwrap();
+    let original = mostly_zero();
+    std::fs::write(dir.path().join("a.onnx"), original.encode_to_vec()).unwrap();
+    let r = ok(
+        dir.path(),
+        &[
+            "a.onnx",
+            "b.onnx",
+            "--rules",
+            "sparsify",
+            "--budget",
+            "0.01",
+            "--sparse-storage",
+            "--quiet",
+        ],
+    );
+    assert!(r.stdout.contains("1 initializer stored sparse"), "{r:?}");
+    let written = decode(&dir.path().join("b.onnx"));
+    assert_eq!(written.graph.as_ref().unwrap().sparse_initializer.len(), 1);
+    let sets = vec![verify::random_inputs(&original, &[], 2).expect("inputs")];
+    let compared = assert_outputs_match(
+        &runs(&original, &sets, "dense")[0],
+        &runs(&written, &sets, "sparse")[0],
+        0.0,
+        "search + sparse storage",
+    );
+    assert_eq!(compared.len(), 1);
+}
