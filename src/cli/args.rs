@@ -87,6 +87,18 @@ pub struct RunArgs {
     /// prune: node or weight names whose groups are left alone (comma-separated, repeatable).
     #[arg(long, value_name = "NAME,...")]
     pub prune_exclude: Vec<String>,
+    /// sparsify: zero this fraction of each layer's weights (Conv, ConvTranspose, Gemm, MatMul
+    /// kernels), smallest magnitudes first, in (0, 1) (default 0.5; lossy).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub sparsity: Option<f64>,
+    /// sparsify: `unstructured` (the default) or `2:4` (in every 4 consecutive weights along the
+    /// input axis the 2 smallest go, as sparse tensor cores run them; the sparsity is then 0.5).
+    #[arg(long, value_name = "P")]
+    pub sparsity_pattern: Option<String>,
+    /// Store float32 initializers as ONNX sparse initializers where that makes them smaller (with
+    /// any rules; lossless).
+    #[arg(long)]
+    pub sparse_storage: bool,
     /// quantize: store weights as `int8` (symmetric, the default), `uint8` (asymmetric) or `int4`
     /// (symmetric, two per byte; opset 21, raised when no other op changes meaning).
     #[arg(long, value_name = "TYPE")]

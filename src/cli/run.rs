@@ -104,6 +104,10 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.quantize_tolerance,
     )?
     .with_mode(args.quantize_mode.as_deref())?;
+    let sparsify = crate::rules::sparsify::SparsifyConfig::from_flags(
+        args.sparsity,
+        args.sparsity_pattern.as_deref(),
+    )?;
     let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
     let default_rules = if plan.search.is_some() {
         SEARCH_SELECTION
@@ -181,12 +185,15 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         prune,
         lowrank,
         quantize,
+        sparsify,
     };
     if rules.iter().any(|r| r.meta().code == "Q001") {
         if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {
             sayln!("{note}");
         }
     }
+    // --sparse-storage: what the writer stored sparse (verified like a rewrite).
+    let storage: Option<crate::onnx::sparse::SparseStorage>;
     let (report, proto, verification, search) = match &plan.search {
         Some(goal) => {
             let o = run_search(
@@ -209,7 +216,16 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                     over_budget(&o.verification)
                 )));
             }
-            (o.report, o.proto, Some(o.verification), Some(o.search))
+            let mut proto = o.proto;
+            // Each conversion is checked to give back the very weights verified above.
+            storage = args
+                .sparse_storage
+                .then(|| crate::onnx::sparse::to_sparse_storage(&mut proto));
+            say!(
+                "{}",
+                storage.as_ref().map(|s| s.render()).unwrap_or_default()
+            );
+            (o.report, proto, Some(o.verification), Some(o.search))
         }
         None => {
             let report = rewrite::run(
@@ -221,8 +237,15 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                     ..Default::default()
                 },
             )?;
-            let proto = model.to_proto();
+            let mut proto = model.to_proto();
             say!("{}", summary::render(&report));
+            storage = args
+                .sparse_storage
+                .then(|| crate::onnx::sparse::to_sparse_storage(&mut proto));
+            say!(
+                "{}",
+                storage.as_ref().map(|s| s.render()).unwrap_or_default()
+            );
             let v = fixed_verification(
                 &original,
                 &proto,
@@ -233,12 +256,16 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 &rules,
                 &config,
                 plan.budget,
+                storage.as_ref().is_some_and(|s| !s.converted.is_empty()),
             )?;
             (report, proto, v, None)
         }
     };
+    let stored_sparse = storage.as_ref().is_some_and(|s| !s.converted.is_empty());
     let notice = if args.no_verify {
         Some("verification skipped (--no-verify)")
+    } else if report.patches() == 0 && stored_sparse {
+        None
     } else if report.patches() == 0 && search.is_some() {
         Some("no option fits the budget: the output is the input")
     } else if report.patches() == 0 {
@@ -264,7 +291,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let existed = std::fs::symlink_metadata(output).is_ok();
     // An untouched model without external data is written back byte for byte: the encoder
     // would drop whatever this build did not decode.
-    let verbatim = report.patches() == 0 && external_threshold.is_none();
+    let verbatim = report.patches() == 0 && external_threshold.is_none() && !stored_sparse;
     if !verbatim {
         let undecoded = loaded.file_len as i64 - original.encoded_len() as i64;
         if loaded.external.tensors == 0 && undecoded != 0 {
@@ -295,6 +322,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             "report": report,
             "search": search,
             "verification": verification,
+            "sparse_storage": storage,
         });
         let s = serde_json::to_string_pretty(&json).unwrap_or_default();
         if let Some((path, (tmp, _))) = &report_file {
@@ -425,6 +453,12 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
             "prune",
         ),
         ("--prune-exclude", !args.prune_exclude.is_empty(), "prune"),
+        ("--sparsity", args.sparsity.is_some(), "sparsify"),
+        (
+            "--sparsity-pattern",
+            args.sparsity_pattern.is_some(),
+            "sparsify",
+        ),
     ];
     for &(flag, given, rule) in flags {
         if given && !selected(rule) {
@@ -478,8 +512,11 @@ impl Plan {
                 )));
             }
         }
-        let pinned =
-            *lowrank != Default::default() || !quantize.is_default() || prune.ratio.is_some();
+        let pinned = *lowrank != Default::default()
+            || !quantize.is_default()
+            || prune.ratio.is_some()
+            || args.sparsity.is_some()
+            || args.sparsity_pattern.is_some();
         if args.target_size.is_some() && pinned {
             return Err(Error::Usage(
                 "--target-size chooses per layer how to apply the lossy rules; drop the --lowrank-*/--quantize-*/--prune-ratio option flags"
@@ -608,8 +645,9 @@ fn fixed_verification(
     rules: &[&dyn rewrite::Rule],
     config: &Config,
     budget: crate::verify::Budget,
+    stored_sparse: bool,
 ) -> Result<Option<crate::verify::VerifyReport>> {
-    if args.no_verify || report.patches() == 0 {
+    if args.no_verify || (report.patches() == 0 && !stored_sparse) {
         return Ok(None);
     }
     let lossy = report.lossy(rules, config);

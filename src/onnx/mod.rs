@@ -12,6 +12,7 @@ pub mod proto {
 pub mod dtype;
 pub mod external;
 pub mod io;
+pub mod sparse;
 pub mod validate;
 pub mod visit;
 

@@ -7,6 +7,8 @@ pub struct Config {
     pub calibration: Vec<std::path::PathBuf>,
     /// `prune` (P001): the criterion.
     pub prune: crate::rules::prune::PruneConfig,
+    /// `sparsify` (P002): target sparsity and pattern.
+    pub sparsify: crate::rules::sparsify::SparsifyConfig,
     /// `lowrank` (L001): rank selection, error budget, minimum saving.
     pub lowrank: crate::rules::lowrank::LowrankConfig,
     /// `quantize` (Q001): storage type, granularity, exclusions, output-error tolerance.

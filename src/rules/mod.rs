@@ -20,6 +20,7 @@
 //! | S002 | `share-transposed` | share | exact |
 //! | S003 | `share-into-subgraphs` | share | exact |
 //! | P001 | `prune` | prune | exact (1e-6) |
+//! | P002 | `sparsify` | sparsify | lossy |
 //! | L001 | `lowrank` | lowrank | lossy |
 //! | Q001 | `quantize` | quantize | lossy |
 
@@ -42,6 +43,7 @@ pub mod remove_dead;
 pub mod share_identical;
 pub mod share_subgraphs;
 pub mod share_transposed;
+pub mod sparsify;
 pub mod static_reshape;
 
 pub(crate) mod eval;
@@ -70,6 +72,7 @@ pub static ALL: &[&dyn Rule] = &[
     &share_transposed::ShareTransposed,
     &share_subgraphs::ShareIntoSubgraphs,
     &prune::Prune,
+    &sparsify::Sparsify,
     &lowrank::Lowrank,
     &quantize::Quantize,
 ];

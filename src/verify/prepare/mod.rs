@@ -5,6 +5,8 @@
 //! with the concrete ones, and `If` nodes whose untaken branch does not type-check for the given
 //! inputs. [`prepare`] returns a copy of the model with these fixed for one input set:
 //!
+//! - sparse initializers (and `Constant`'s `sparse_value`), which tract does not read, become
+//!   the dense tensors they stand for, bit for bit ([`crate::onnx::sparse::densify_graph`]);
 //! - graph inputs get the exact element types and shapes of the given tensors;
 //! - declared shapes of the graph outputs are cleared;
 //! - `value_info` is dropped everywhere (tract re-infers every intermediate shape);
@@ -87,6 +89,7 @@ pub fn prepare(model: &ModelProto, inputs: &InputSet) -> Result<Prepared> {
     let graph = model.graph.as_mut().ok_or_else(|| Error::Graph {
         reason: "the model has no graph".into(),
     })?;
+    crate::onnx::sparse::densify_graph(graph)?;
     bind_inputs(graph, inputs)?;
     for out in &mut graph.output {
         clear_shape(out);
