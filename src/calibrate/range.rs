@@ -258,8 +258,9 @@ fn percentile_range(h: &Histogram, p: f64) -> (f64, f64) {
 
 /// TensorRT's entropy calibration over a histogram of `|x|`: for each candidate threshold bin
 /// `i ≥ target`, the reference `P` is the first `i` bins with the rest added to the last, `Q` is
-/// those `i` bins merged into `target` groups and spread back over the nonzero bins of each group;
-/// the threshold with the smallest `KL(P‖Q)` wins, at the middle of its last bin as TensorRT
+/// those `i` bins merged into `target` groups and spread back over the bins of each group where
+/// `P` is nonzero, both smoothed as onnxruntime does ([`smooth`]); the threshold with the
+/// smallest `KL(P‖Q)` wins, at the middle of its last bin as TensorRT
 /// places it. A histogram with fewer than `target` bins gives its top edge.
 fn entropy_threshold(h: &Histogram, target: usize) -> f64 {
     // The search is quadratic in the bins: a histogram grown past 2·BINS is merged in pairs.
@@ -288,41 +289,60 @@ fn entropy_threshold(h: &Histogram, target: usize) -> f64 {
             p[k] = *c as f64;
         }
         p[i - 1] += tail[i] as f64;
-        // `target` groups of (nearly) equal width over the first `i` bins.
+        // `target` groups of (nearly) equal width over the first `i` bins; each group's count
+        // spread over the bins where P is nonzero (as onnxruntime's entropy calibrator).
         for g in 0..target {
             let (a, b) = (g * i / target, (g + 1) * i / target);
-            let bins = &h.counts[a..b];
-            let nonzero = bins.iter().filter(|c| **c > 0).count();
-            let sum: u64 = bins.iter().sum();
+            let nonzero = p[a..b].iter().filter(|c| **c > 0.0).count();
+            let sum: u64 = h.counts[a..b].iter().sum();
             let each = if nonzero > 0 {
                 sum as f64 / nonzero as f64
             } else {
                 0.0
             };
-            for (k, c) in bins.iter().enumerate() {
-                q[a + k] = if *c > 0 { each } else { 0.0 };
+            for k in a..b {
+                q[k] = if p[k] > 0.0 { each } else { 0.0 };
             }
         }
-        let (sp, sq): (f64, f64) = (p[..i].iter().sum(), q[..i].iter().sum());
-        if sp == 0.0 || sq == 0.0 {
+        let (Some(ps), Some(qs)) = (smooth(&p[..i]), smooth(&q[..i])) else {
             continue;
-        }
-        let mut kl = 0.0;
-        for k in 0..i {
-            if p[k] > 0.0 {
-                let pk = p[k] / sp;
-                // A bin of P that Q leaves empty: P's tail mass at i − 1 where the group is
-                // otherwise empty; smoothed as TensorRT does, by a tiny Q.
-                let qk = if q[k] > 0.0 { q[k] / sq } else { 1e-12 };
-                kl += pk * (pk / qk).ln();
-            }
-        }
+        };
+        let (sp, sq): (f64, f64) = (ps.iter().sum(), qs.iter().sum());
+        let kl: f64 = ps
+            .iter()
+            .zip(&qs)
+            .filter(|(pk, _)| **pk > 0.0)
+            .map(|(pk, qk)| {
+                let (pk, qk) = (pk / sp, qk / sq);
+                pk * (pk / qk).ln()
+            })
+            .sum();
         if kl < best.0 {
             best = (kl, i);
         }
     }
     h.lo + (best.1 as f64 - 0.5) * h.width
 }
+
+/// onnxruntime's `smooth_distribution`: zero counts become [`SMOOTH_EPS`], the nonzero ones
+/// give that mass back evenly; `None` when every count is zero.
+fn smooth(counts: &[f64]) -> Option<Vec<f64>> {
+    let zeros = counts.iter().filter(|c| **c == 0.0).count();
+    let nonzero = counts.len() - zeros;
+    if nonzero == 0 {
+        return None;
+    }
+    let eps1 = SMOOTH_EPS * zeros as f64 / nonzero as f64;
+    Some(
+        counts
+            .iter()
+            .map(|c| if *c == 0.0 { SMOOTH_EPS } else { c - eps1 })
+            .collect(),
+    )
+}
+
+/// The count an empty bin gets in the KL search (onnxruntime's `eps`).
+const SMOOTH_EPS: f64 = 1e-4;
 
 /// The uint8 asymmetric grid for `[lo, hi]`: the range widened to include 0, `scale =
 /// (hi − lo)/255`, `zero_point = round(−lo/scale)` so that 0 is a code exactly (scale 1 and zero

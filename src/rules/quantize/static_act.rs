@@ -199,10 +199,11 @@ fn activations(model: &Model, cfg: &QuantizeConfig, f: &mut Findings) -> Vec<Act
 }
 
 /// Whether `v` is the output of a `DequantizeLinear` reading a `QuantizeLinear` (a pair this
-/// rule wrote, or one like it), which needs no skip line.
+/// rule wrote, or one like it) or constant codes (a quantized weight), which need no skip line.
 fn is_own_pair(g: &Graph, v: ValueRef) -> bool {
-    g.input(v.node, 0)
-        .is_some_and(|q| g.node(q.node).op_type() == "QuantizeLinear")
+    g.input(v.node, 0).is_some_and(|q| {
+        g.node(q.node).op_type() == "QuantizeLinear" || g.const_tensor(q).is_some()
+    })
 }
 
 /// The ranges of `acts` (same order), from the cache or captured in one tract run per
@@ -405,4 +406,58 @@ pub(super) fn rewrite_activation(
         read_by.join(", ")
     );
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{seeded_f32, ModelBuilder};
+    use crate::rewrite::Rule;
+    use prost::Message;
+
+    #[test]
+    fn each_activation_is_captured_once_although_find_runs_again() {
+        let mut b = ModelBuilder::new(13);
+        b.input("x", DataType::Float, &[4, 16])
+            .initializer_f32("W1", seeded_f32(&[16, 16], 1))
+            .initializer_f32("W2", seeded_f32(&[16, 8], 2))
+            .node_named("fc1", "MatMul", &["x", "W1"], &["h"], vec![])
+            .node_named("relu", "Relu", &["h"], &["hr"], vec![])
+            .node_named("fc2", "MatMul", &["hr", "W2"], &["y"], vec![])
+            .output("y", DataType::Float, &[4, 8]);
+        let mut model = Model::from_proto(b.build()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let set = dir.path().join("test_data_set_0");
+        std::fs::create_dir(&set).unwrap();
+        let x = crate::ir::tensor::from_f32("x", &seeded_f32(&[4, 16], 3));
+        std::fs::write(set.join("input_0.pb"), x.encode_to_vec()).unwrap();
+        let config = Config {
+            calibration: vec![dir.path().to_path_buf()],
+            quantize: QuantizeConfig {
+                min_elements: 16,
+                activations: Some(RangeMethod::MinMax),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut f = Findings::default();
+        let acts = activations(&model, &config.quantize, &mut f);
+        assert_eq!(acts.len(), 2);
+        let keys: Vec<u64> = acts
+            .iter()
+            .map(|a| range_key(&model.graph, &config, RangeMethod::MinMax, a))
+            .collect();
+        let original = model.clone();
+        let rules: Vec<&dyn Rule> = vec![&super::super::Quantize];
+        let report = crate::rewrite::run(&mut model, &rules, &config, &Default::default()).unwrap();
+        // Two weights and two activations.
+        assert_eq!(report.patches(), 4);
+        // `find` on the model as first seen again: the ranges come from the cache.
+        let again = super::super::Quantize.find(&original, &config);
+        assert_eq!(again.matches.len(), 4);
+        let captured = CAPTURED.lock().unwrap();
+        for k in &keys {
+            assert_eq!(captured.iter().filter(|c| *c == k).count(), 1);
+        }
+    }
 }
