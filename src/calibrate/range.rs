@@ -395,7 +395,7 @@ mod tests {
         let c = collect(RangeMethod::Percentile(100.0), &[a, b]);
         let h = c.hist.as_ref().unwrap();
         assert_eq!(h.total(), 2000);
-        assert_eq!(h.width, 0.999 / BINS as f64);
+        assert_eq!(h.width, 0.999f32 as f64 / BINS as f64);
         let (lo, hi) = c.range().unwrap();
         assert_eq!((lo, hi), (-5.0, 4.99));
     }
