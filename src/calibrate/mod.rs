@@ -4,9 +4,10 @@
 //!
 //! [`capture`] clones the `ModelProto`, adds the wanted values to `graph.output`, drops every
 //! declared output shape and `value_info` entry (declared shapes can be wrong or symbolic, and
-//! tract infers them anyway), prepares it for each input signature as the verifier does (inputs
-//! bound, decidable `If`s inlined: silero_vad runs), and runs the optimized plan;
-//! [`capture_each`] hands over one set's values at a time. [`gram`] turns one captured activation into the rows a layer multiplies
+//! tract infers them anyway), binds the graph inputs to the shapes of each input set, and runs
+//! the optimized plan; [`capture_each`] hands over one set's values at a time and can prepare the
+//! model for each input set as the verifier does (decidable `If`s inlined: silero_vad runs),
+//! which [`ranges`] does. [`gram`] turns one captured activation into the rows a layer multiplies
 //! by its weight: rows of a MatMul's input, columns of a left-hand MatMul's input, `im2col`
 //! patches of a Conv's input.
 
@@ -52,7 +53,7 @@ fn tract_err(reason: impl std::fmt::Display) -> Error {
 /// each wanted value converted to `f32`. Values that are graph inputs are taken from the set.
 pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Result<Vec<Captured>> {
     let mut out = Vec::with_capacity(sets.len());
-    capture_each(model, values, sets, |_, c| {
+    capture_each(model, values, sets, false, |_, c| {
         out.push(c);
         Ok(())
     })?;
@@ -62,12 +63,15 @@ pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Resu
 /// [`capture`], handing each set's values to `f` (with the set's index) as soon as they are
 /// computed, so that only one set's activations are held at a time. Each distinct input
 /// signature (shapes, types, and the values of small inputs, which may decide `If` nodes) is
-/// prepared for tract as the verifier prepares it ([`crate::verify::prepare`]: symbolic dims
-/// bound, decidable `If`s inlined) and compiled once.
+/// compiled once; with `prepare`, after preparing it for tract as the verifier does
+/// ([`crate::verify::prepare`]: symbolic dims bound, decidable `If`s inlined), so that models
+/// such as silero_vad run. [`capture`] does not prepare (data-aware lowrank's numbers are
+/// measured that way); [`ranges`] does.
 pub fn capture_each(
     model: &ModelProto,
     values: &[String],
     sets: &[InputSet],
+    prepare: bool,
     mut f: impl FnMut(usize, Captured) -> Result<()>,
 ) -> Result<()> {
     let mut proto = model.clone();
@@ -107,8 +111,11 @@ pub fn capture_each(
             })
             .collect();
         if !plans.contains_key(&key) {
-            let prepared = crate::verify::prepare(&proto, set)?;
-            let bytes = crate::onnx::encode_model(&prepared.model);
+            let bytes = if prepare {
+                crate::onnx::encode_model(&crate::verify::prepare(&proto, set)?.model)
+            } else {
+                crate::onnx::encode_model(&proto)
+            };
             plans.insert(key.clone(), compile(&bytes, set)?);
         }
         let res = run_plan(&plans[&key], set)?;
@@ -141,7 +148,7 @@ pub fn ranges(
         .iter()
         .map(|v| (v.clone(), range::RangeCollector::new(method)))
         .collect();
-    capture_each(model, values, sets, |_, captured| {
+    capture_each(model, values, sets, true, |_, captured| {
         for (name, act) in captured {
             if let Some(c) = out.get_mut(&name) {
                 c.add(act.iter());
