@@ -1,10 +1,13 @@
 //! Calibration: the inputs a layer really sees, captured by running the original model in tract on
-//! representative input sets, and turned into Gram matrices `XᵀX` for data-aware factorisation.
+//! representative input sets, and turned into Gram matrices `XᵀX` for data-aware factorisation,
+//! or into activation ranges ([`ranges`], see [`range`]) for static quantization.
 //!
 //! [`capture`] clones the `ModelProto`, adds the wanted values to `graph.output`, drops every
 //! declared output shape and `value_info` entry (declared shapes can be wrong or symbolic, and
 //! tract infers them anyway), binds the graph inputs to the shapes of each input set, and runs
-//! the optimized plan. [`gram`] turns one captured activation into the rows a layer multiplies
+//! the optimized plan; [`capture_each`] hands over one set's values at a time and can prepare the
+//! model for each input set as the verifier does (decidable `If`s inlined: silero_vad runs),
+//! which [`ranges`] does. [`gram`] turns one captured activation into the rows a layer multiplies
 //! by its weight: rows of a MatMul's input, columns of a left-hand MatMul's input, `im2col`
 //! patches of a Conv's input.
 
@@ -20,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::linalg::Gram;
 use crate::onnx::proto::{ModelProto, ValueInfoProto};
 use crate::verify::InputSet;
+
+pub mod range;
 
 /// Loads every input set under `paths`: `test_data_set_N` folders, folders of them, `.npz` or
 /// `.npy` files (the loader of [`crate::verify::load_inputs`]).
@@ -47,6 +52,28 @@ fn tract_err(reason: impl std::fmt::Display) -> Error {
 /// Runs `model` on every set of `sets` with `values` added as graph outputs; returns, per set,
 /// each wanted value converted to `f32`. Values that are graph inputs are taken from the set.
 pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Result<Vec<Captured>> {
+    let mut out = Vec::with_capacity(sets.len());
+    capture_each(model, values, sets, false, |_, c| {
+        out.push(c);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`capture`], handing each set's values to `f` (with the set's index) as soon as they are
+/// computed, so that only one set's activations are held at a time. Each distinct input
+/// signature (shapes, types, and the values of small inputs, which may decide `If` nodes) is
+/// compiled once; with `prepare`, after preparing it for tract as the verifier does
+/// ([`crate::verify::prepare`]: symbolic dims bound, decidable `If`s inlined), so that models
+/// such as silero_vad run. [`capture`] does not prepare (data-aware lowrank's numbers are
+/// measured that way); [`ranges`] does.
+pub fn capture_each(
+    model: &ModelProto,
+    values: &[String],
+    sets: &[InputSet],
+    prepare: bool,
+    mut f: impl FnMut(usize, Captured) -> Result<()>,
+) -> Result<()> {
     let mut proto = model.clone();
     let graph = proto.graph.as_mut().ok_or_else(|| Error::Graph {
         reason: "the model has no graph".into(),
@@ -69,16 +96,26 @@ pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Resu
             extra.push(v.clone());
         }
     }
-    let bytes = crate::onnx::encode_model(&proto);
     let mut plans: BTreeMap<String, Arc<TypedRunnableModel>> = BTreeMap::new();
-    let mut out = Vec::with_capacity(sets.len());
-    for set in sets {
+    for (index, set) in sets.iter().enumerate() {
         let key: String = set
             .tensors
             .iter()
-            .map(|(n, t)| format!("{n}:{:?}{:?};", t.datum_type(), t.shape()))
+            .map(|(n, t)| {
+                let small = if t.len() <= crate::verify::prepare::SMALL_INPUT {
+                    t.dump(true).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                format!("{n}:{:?}{:?}={small};", t.datum_type(), t.shape())
+            })
             .collect();
         if !plans.contains_key(&key) {
+            let bytes = if prepare {
+                crate::onnx::encode_model(&crate::verify::prepare(&proto, set)?.model)
+            } else {
+                crate::onnx::encode_model(&proto)
+            };
             plans.insert(key.clone(), compile(&bytes, set)?);
         }
         let res = run_plan(&plans[&key], set)?;
@@ -94,8 +131,31 @@ pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Resu
                 captured.insert(v.clone(), to_f32(t, v)?);
             }
         }
-        out.push(captured);
+        f(index, captured)?;
     }
+    Ok(())
+}
+
+/// The range of each of `values` over `sets` by `method`, captured in one tract run per set
+/// ([`capture_each`]) and reduced set by set (see [`range`]).
+pub fn ranges(
+    model: &ModelProto,
+    values: &[String],
+    sets: &[InputSet],
+    method: range::RangeMethod,
+) -> Result<BTreeMap<String, range::RangeCollector>> {
+    let mut out: BTreeMap<String, range::RangeCollector> = values
+        .iter()
+        .map(|v| (v.clone(), range::RangeCollector::new(method)))
+        .collect();
+    capture_each(model, values, sets, true, |_, captured| {
+        for (name, act) in captured {
+            if let Some(c) = out.get_mut(&name) {
+                c.add(act.iter());
+            }
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 

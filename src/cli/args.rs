@@ -120,6 +120,15 @@ pub struct RunArgs {
     /// measured in tract on the --calibration inputs (else on seeded random inputs).
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub quantize_tolerance: Option<f64>,
+    /// quantize: also quantize the activations Conv, MatMul and Gemm read (static QDQ: uint8
+    /// QuantizeLinear→DequantizeLinear pairs with ranges calibrated on --calibration, required).
+    #[arg(long)]
+    pub quantize_activations: bool,
+    /// quantize: how --quantize-activations picks each activation's range: `minmax` (the
+    /// default), `percentile[:P]` (cut (100−P)/2 % at each end, default P 99.999) or `entropy`
+    /// (KL divergence, as TensorRT).
+    #[arg(long, value_name = "METHOD")]
+    pub quantize_calibrate: Option<String>,
     /// How far the outputs may move, as a loss under --budget-metric (cosine: 1 − cosine, so
     /// 0.01 means cosine ≥ 0.99). Without a --lowrank-*/--quantize-*/--prune-ratio flag, onnx-slim
     /// chooses per layer how to apply the lossy rules (default: clean,prune,lowrank,quantize) to make

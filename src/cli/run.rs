@@ -103,7 +103,12 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         &args.quantize_exclude,
         args.quantize_tolerance,
     )?
-    .with_mode(args.quantize_mode.as_deref())?;
+    .with_mode(args.quantize_mode.as_deref())?
+    .with_activations(
+        args.quantize_activations,
+        args.quantize_calibrate.as_deref(),
+        !args.calibration.is_empty(),
+    )?;
     let sparsify = crate::rules::sparsify::SparsifyConfig::from_flags(
         args.sparsity,
         args.sparsity_pattern.as_deref(),
@@ -445,6 +450,16 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
             "quantize",
         ),
         ("--quantize-mode", args.quantize_mode.is_some(), "quantize"),
+        (
+            "--quantize-activations",
+            args.quantize_activations,
+            "quantize",
+        ),
+        (
+            "--quantize-calibrate",
+            args.quantize_calibrate.is_some(),
+            "quantize",
+        ),
         ("--prune-zero", args.prune_zero, "prune"),
         ("--prune-ratio", args.prune_ratio.is_some(), "prune"),
         (
@@ -478,10 +493,11 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
     let reads_calibration = search
         || selected("lowrank")
         || (selected("quantize") && args.quantize_tolerance.is_some())
+        || (selected("quantize") && args.quantize_activations)
         || (selected("prune") && args.prune_ratio.is_some());
     if !args.calibration.is_empty() && !reads_calibration {
         return Err(Error::Usage(format!(
-            "--calibration is read by `lowrank`, `quantize --quantize-tolerance`, `prune --prune-ratio` and --budget, and `--rules {selection}` uses none of them"
+            "--calibration is read by `lowrank`, `quantize --quantize-tolerance`, `quantize --quantize-activations`, `prune --prune-ratio` and --budget, and `--rules {selection}` uses none of them"
         )));
     }
     Ok(())

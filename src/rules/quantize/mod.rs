@@ -67,12 +67,19 @@
 //!
 //! **Dynamic mode** (`--quantize-mode dynamic`): MatMul and Gemm weights as onnxruntime's dynamic
 //! quantizer writes them, see `dynamic.rs`; other weights as above.
+//!
+//! **Static activations** (`--quantize-activations --calibration DIR`, ranges by
+//! `--quantize-calibrate minmax|percentile[:P]|entropy`): the weights as above, and every float
+//! activation a Conv, MatMul or Gemm reads behind a uint8 `QuantizeLinear` → `DequantizeLinear`
+//! pair whose scale and zero point come from the activation's range on the calibration inputs,
+//! captured once in tract; see `static_act.rs`.
 
 mod captured;
 mod dynamic;
 mod find;
 mod grid;
 mod opset;
+mod static_act;
 mod tolerance;
 
 use super::util::{const_wire, make_attr_i, make_node};
@@ -83,6 +90,7 @@ use crate::rewrite::{
     Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, SearchVariant, Stage,
 };
 
+use crate::calibrate::range::RangeMethod;
 use find::{find_weights, plan, weight_name, Candidate, Spelling};
 #[cfg(test)]
 use grid::quantize;
@@ -163,6 +171,10 @@ pub struct QuantizeConfig {
     /// `--quantize-mode`: weight-only `DequantizeLinear` (the default) or, for MatMul and Gemm,
     /// `DynamicQuantizeLinear` + `MatMulInteger`.
     pub mode: Mode,
+    /// `--quantize-activations`: how the ranges of the activations that Conv, MatMul and Gemm
+    /// read are calibrated (`--quantize-calibrate`), or `None` for weights only (see
+    /// `static_act.rs`).
+    pub activations: Option<RangeMethod>,
 }
 
 /// How quantized weights are read.
@@ -186,6 +198,7 @@ impl Default for QuantizeConfig {
             min_elements: DEFAULT_MIN_ELEMENTS,
             tolerance: None,
             mode: Mode::default(),
+            activations: None,
         }
     }
 }
@@ -269,6 +282,42 @@ impl QuantizeConfig {
                 "--quantize-mode dynamic takes int8 or uint8 weights per channel or per tensor, not int4 or blocks".into(),
             ));
         }
+        Ok(self)
+    }
+
+    /// Sets static activation quantization from `--quantize-activations` and
+    /// `--quantize-calibrate` (`minmax`, the default, `percentile[:P]` or `entropy`), refusing
+    /// it without calibration inputs, in dynamic mode, and a method without the flag.
+    pub fn with_activations(
+        mut self,
+        activations: bool,
+        method: Option<&str>,
+        has_calibration: bool,
+    ) -> Result<QuantizeConfig> {
+        if !activations {
+            if method.is_some() {
+                return Err(Error::Usage(
+                    "--quantize-calibrate chooses the ranges of --quantize-activations; add `--quantize-activations`".into(),
+                ));
+            }
+            return Ok(self);
+        }
+        let method = match method {
+            None => RangeMethod::MinMax,
+            Some(m) => RangeMethod::parse(m)
+                .map_err(|why| Error::Usage(format!("--quantize-calibrate {why}")))?,
+        };
+        if !has_calibration {
+            return Err(Error::Usage(
+                "--quantize-activations needs `--calibration DIR`: the activation ranges come from running the model on calibration inputs".into(),
+            ));
+        }
+        if self.mode == Mode::Dynamic {
+            return Err(Error::Usage(
+                "--quantize-activations writes static QuantizeLinear/DequantizeLinear pairs; it cannot be combined with `--quantize-mode dynamic`".into(),
+            ));
+        }
+        self.activations = Some(method);
         Ok(self)
     }
 
@@ -361,6 +410,8 @@ impl Rule for Quantize {
         }
         let Some(tol) = config.quantize.tolerance else {
             f.matches = planned.into_iter().map(|(m, _)| m).collect();
+            let acts = static_act::find_activations(model, config, &mut f);
+            f.matches.extend(acts);
             return f;
         };
         let errors = output_errors(self, model, config, &planned);
@@ -386,6 +437,8 @@ impl Rule for Quantize {
                 ),
             }
         }
+        let acts = static_act::find_activations(model, config, &mut f);
+        f.matches.extend(acts);
         f
     }
 
@@ -405,6 +458,9 @@ impl Rule for Quantize {
     }
 
     fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch> {
+        if let Some(name) = static_act::activation_name(m) {
+            return static_act::rewrite_activation(model, m, config, name);
+        }
         let g = &model.graph;
         let cfg = &config.quantize;
         let fail = |reason: String| Error::Rule {
