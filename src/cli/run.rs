@@ -162,7 +162,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     };
     if rules.iter().any(|r| r.meta().code == "Q001") {
         if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {
-            println!("{note}");
+            outln!("{note}");
         }
     }
     let (report, proto, verification, search) = match &plan.search {
@@ -177,8 +177,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 args,
                 loaded.file_len,
             )?;
-            print!("{}", summary::render(&o.report));
-            print!("{}", o.search.render());
+            out!("{}", summary::render(&o.report));
+            out!("{}", o.search.render());
             print_verification(&o.verification);
             print_equivalent(&o.proto);
             if !o.verification.passed {
@@ -200,7 +200,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 },
             )?;
             let proto = model.to_proto();
-            print!("{}", summary::render(&report));
+            out!("{}", summary::render(&report));
             let v = fixed_verification(
                 &original,
                 &proto,
@@ -242,7 +242,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     } else {
         let undecoded = loaded.file_len as i64 - original.encoded_len() as i64;
         if loaded.external.tensors == 0 && undecoded != 0 {
-            println!(
+            outln!(
                 "note: {} bytes of the input are not decoded by this build (fields of a newer ONNX, or a non-canonical encoding); the rewritten model does not keep them",
                 undecoded.unsigned_abs()
             );
@@ -278,9 +278,9 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         }
     }
     if let Some(n) = notice {
-        eprintln!("{n}");
+        errln!("{n}");
     }
-    println!(
+    outln!(
         "wrote `{}`: {} bytes (input {} bytes){}",
         output.display(),
         written.model_bytes,
@@ -561,8 +561,8 @@ fn fixed_verification(
 /// The verification table, and for a lossy run every model-level metric.
 fn print_verification(v: &crate::verify::VerifyReport) {
     match &v.budget {
-        Some((b, _)) => println!("verification in tract (budget {}):\n{v}", b.describe()),
-        None => println!("verification in tract (tolerance {}):\n{v}", v.tolerance),
+        Some((b, _)) => outln!("verification in tract (budget {}):\n{v}", b.describe()),
+        None => outln!("verification in tract (tolerance {}):\n{v}", v.tolerance),
     }
     if v.budget.is_some() {
         let all = crate::verify::metric::summary(v)
@@ -570,7 +570,7 @@ fn print_verification(v: &crate::verify::VerifyReport) {
             .map(|(m, w)| format!("{} (`{}`, {})", m.describe(w.loss), w.output, w.set))
             .collect::<Vec<_>>()
             .join("; ");
-        println!("model-level, worst over outputs and input sets: {all}");
+        outln!("model-level, worst over outputs and input sets: {all}");
     }
 }
 
@@ -578,7 +578,7 @@ fn print_verification(v: &crate::verify::VerifyReport) {
 fn print_equivalent(written: &crate::onnx::proto::ModelProto) {
     let equivalent = crate::verify::prepare::equivalent_graph_nodes(written);
     if !equivalent.is_empty() {
-        println!(
+        outln!(
             "tract ran an equivalent graph: {} DequantizeLinear (int4 or block_size, which tract 0.23 does not run) replaced by the float weight each computes",
             equivalent.len()
         );
@@ -695,7 +695,7 @@ pub fn verify_command(
         crate::verify::judge(&mut report, budget);
     }
     let ok = report.passed;
-    println!("{report}");
+    outln!("{report}");
     if let Some(p) = report_json {
         let (tmp, real) = prepare_small_file(p)?;
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
