@@ -74,6 +74,12 @@ def test_a_failed_verification_raises_error_with_exit_code_1(tmp_path):
     assert (str(e.value), e.value.exit_code) == (message, code) and code == 1
     assert "over the budget" in message
     assert not (tmp_path / "out.onnx").exists()
+    # verify=False is --no-verify: written anyway, nothing verified.
+    _, report = onnx_slim.optimize(
+        model, tmp_path / "out.onnx", rules="lowrank", lowrank_ratio=0.5, verify=False, with_report=True
+    )
+    assert report["verification"] is None and "verification skipped" in report["text"]
+    assert (tmp_path / "out.onnx").stat().st_size < model.stat().st_size
 
 
 def test_wrong_arguments_raise_error_not_type_errors():
