@@ -16,6 +16,7 @@ pub fn command(
     runs: usize,
     out: Option<&Path>,
     svg: Option<&Path>,
+    exe: Option<&Path>,
 ) -> Result<i32> {
     if runs == 0 {
         return Err(Error::Usage("`--runs` must be at least 1".into()));
@@ -23,7 +24,10 @@ pub fn command(
     bench::check_dirs(&dirs)?;
     let out_file = out.map(prepare_small_file).transpose()?;
     let svg_file = svg.map(prepare_small_file).transpose()?;
-    let exe = std::env::current_exe().map_err(|e| Error::io("find", "the running binary", e))?;
+    let exe = match exe {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe().map_err(|e| Error::io("find", "the running binary", e))?,
+    };
     let opts = BenchOptions {
         dirs,
         presets,
@@ -33,7 +37,7 @@ pub fn command(
     let show = std::io::stderr().is_terminal();
     let rows = bench::run(&opts, &mut |line: &str| {
         if show {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     })?;
     let table = bench::table::render(&rows, runs);
@@ -45,9 +49,9 @@ pub fn command(
     match (out, out_file) {
         (Some(path), Some((tmp, real))) => {
             write_all(path, tmp, &real, table.as_bytes())?;
-            println!("wrote `{}`: {} rows", path.display(), rows.len());
+            outln!("wrote `{}`: {} rows", path.display(), rows.len());
         }
-        _ => print!("{table}"),
+        _ => out!("{table}"),
     }
     Ok(0)
 }

@@ -1,22 +1,43 @@
 //! The command-line interface: argument parsing and one function per command. The binary only
-//! calls [`main`]; [`main_with_rules`] is the same command line with extra rules, for tests.
+//! calls [`main`]; [`main_with_rules`] is the same command line with extra rules, for tests;
+//! [`embed::run`] is the same command line for a host program (the Python package).
+
+/// `print!`, through [`embed::out`] (collected when a host collects).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::embed::out(format_args!($($t)*)) };
+}
+
+/// `println!`, through [`embed::out`] (collected when a host collects).
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::embed::out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `eprintln!`, through [`embed::err`] (collected when a host collects).
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::embed::err(format_args!("{}\n", format_args!($($t)*))) };
+}
 
 /// `print!` of the human report: to stderr when stdout carries the model or the JSON report.
 macro_rules! say {
     ($($t:tt)*) => {
-        if $crate::cli::text_to_stderr() { eprint!($($t)*) } else { print!($($t)*) }
+        if $crate::cli::text_to_stderr() {
+            $crate::cli::embed::err(format_args!($($t)*))
+        } else {
+            $crate::cli::embed::out(format_args!($($t)*))
+        }
     };
 }
 
 /// `println!` of the human report (see [`say`]).
 macro_rules! sayln {
     ($($t:tt)*) => {
-        if $crate::cli::text_to_stderr() { eprintln!($($t)*) } else { println!($($t)*) }
+        say!("{}\n", format_args!($($t)*))
     };
 }
 
 pub mod args;
 mod bench;
+pub mod embed;
 mod run;
 mod summary;
 
@@ -35,6 +56,7 @@ fn set_text_to_stderr(on: bool) {
 }
 
 use std::ffi::OsString;
+use std::path::Path;
 
 use clap::Parser;
 
@@ -59,24 +81,40 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    execute(argv, extra, None).0
+}
+
+/// The command line on `argv`, with `bench` running `exe` as its main job (default: the running
+/// executable): the exit code, and the error line's message when it failed with one.
+fn execute<I, T>(argv: I, extra: &[&dyn Rule], exe: Option<&Path>) -> (i32, Option<String>)
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             // --help and --version: clap's own text, on stdout.
-            let _ = e.print();
-            return 0;
+            if embed::collecting() {
+                out!("{e}");
+            } else {
+                let _ = e.print();
+            }
+            return (0, None);
         }
         Err(e) => {
-            eprintln!("error: {}", one_line(&usage_error(&e)));
-            return 2;
+            let msg = one_line(&usage_error(&e));
+            errln!("error: {msg}");
+            return (2, Some(msg));
         }
     };
     set_text_to_stderr(false);
-    match dispatch(cli, extra) {
-        Ok(code) => code,
+    match dispatch(cli, extra, exe) {
+        Ok(code) => (code, None),
         Err(e) => {
-            eprintln!("error: {}", one_line(&e.to_string()));
-            e.exit_code()
+            let msg = one_line(&e.to_string());
+            errln!("error: {msg}");
+            (e.exit_code(), Some(msg))
         }
     }
 }
@@ -116,7 +154,7 @@ fn one_line(s: &str) -> String {
     out
 }
 
-fn dispatch(cli: Cli, extra: &[&dyn Rule]) -> Result<i32> {
+fn dispatch(cli: Cli, extra: &[&dyn Rule], exe: Option<&Path>) -> Result<i32> {
     match cli.command {
         Some(Command::Inspect { model, json }) => {
             let loaded = decode_file(&model)?;
@@ -124,19 +162,19 @@ fn dispatch(cli: Cli, extra: &[&dyn Rule]) -> Result<i32> {
             let m = Model::from_proto(loaded.model)?;
             let report = crate::report::inspect::inspect(&m, file_len);
             if json {
-                println!("{}", report.to_json());
+                outln!("{}", report.to_json());
             } else {
-                print!("{report}");
+                out!("{report}");
             }
             Ok(0)
         }
         Some(Command::Show { model }) => {
-            print!("{}", crate::ir::text::to_text(&load(&model)?));
+            out!("{}", crate::ir::text::to_text(&load(&model)?));
             Ok(0)
         }
         Some(Command::Diff { a, b }) => {
             let (a, b) = (load(&a)?, load(&b)?);
-            print!("{}", crate::report::diff::diff(&a, &b));
+            out!("{}", crate::report::diff::diff(&a, &b));
             Ok(0)
         }
         Some(Command::Verify {
@@ -158,10 +196,10 @@ fn dispatch(cli: Cli, extra: &[&dyn Rule]) -> Result<i32> {
             runs,
             out,
             svg,
-        }) => bench::command(dirs, preset, runs, out.as_deref(), svg.as_deref()),
+        }) => bench::command(dirs, preset, runs, out.as_deref(), svg.as_deref(), exe),
         None => {
             if cli.run.list_rules {
-                print!("{}", run::list_rules());
+                out!("{}", run::list_rules());
                 return Ok(0);
             }
             run::main_job_with_rules(&cli.run, extra)

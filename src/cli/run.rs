@@ -339,7 +339,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     prepared.commit()?;
     if report_stdio {
         if let Some(s) = &json_text {
-            println!("{s}");
+            outln!("{s}");
         }
     }
     if let Some((path, (tmp, real))) = report_file {
@@ -355,7 +355,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         }
     }
     if let Some(n) = notice {
-        eprintln!("{n}");
+        errln!("{n}");
     }
     sayln!(
         "wrote {}: {} bytes (input {} bytes){}",
@@ -834,7 +834,7 @@ pub fn verify_command(
         crate::verify::judge(&mut report, budget);
     }
     let ok = report.passed;
-    println!("{report}");
+    outln!("{report}");
     if let Some(p) = report_json {
         let (tmp, real) = prepare_small_file(p)?;
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
