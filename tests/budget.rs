@@ -349,6 +349,75 @@ fn a_search_prunes_exactly_the_channels_that_matter_least() {
 }
 
 #[test]
+fn with_sparse_storage_the_search_counts_what_zeroed_weights_save_and_zeroes_exactly_the_smallest()
+{
+    // Half the weights (every other column) are 1e-6 of the rest: zeroing them is nearly free,
+    // and with --sparse-storage it saves bytes, so the search picks `sparsify`.
+    let mut w = seeded_f32(&[64, 64], 21);
+    for ((_, j), v) in w
+        .view_mut()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap()
+        .indexed_iter_mut()
+    {
+        if j % 2 == 1 {
+            *v *= 1e-6;
+        }
+    }
+    let d = tempfile::tempdir().expect("temp dir");
+    write(d.path(), "m.onnx", &matmul_model(w.clone()));
+    let r = ok(
+        d.path(),
+        &[
+            "m.onnx",
+            "out.onnx",
+            "--rules",
+            "sparsify",
+            "--sparse-storage",
+            "--budget",
+            "0.0001",
+            "--report-json",
+            "r.json",
+        ],
+    );
+    let v = json(&d.path().join("r.json"));
+    let choices = v["search"]["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 1, "{r:?}");
+    assert!(
+        choices[0]["choice"]
+            .as_str()
+            .unwrap()
+            .starts_with("sparsify"),
+        "{r:?}"
+    );
+    assert!(choices[0]["saved_bytes"].as_i64().unwrap() > 0, "{r:?}");
+    assert!(
+        len(&d.path().join("out.onnx")) < len(&d.path().join("m.onnx")),
+        "{r:?}"
+    );
+    // Exactly the small half is gone; the rest is the original's, bit for bit.
+    let out = d.path().join("out.onnx");
+    let m = onnx_slim::onnx::decode_file(&out).expect("decode").model;
+    let g = m.graph.as_ref().expect("graph");
+    assert_eq!(g.sparse_initializer.len(), 1, "{r:?}");
+    let dense = onnx_slim::onnx::sparse::to_dense(&g.sparse_initializer[0]).expect("dense");
+    let got = onnx_slim::ir::tensor::to_f32(&dense).expect("f32");
+    let mut want = w.clone();
+    for ((_, j), v) in want
+        .view_mut()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap()
+        .indexed_iter_mut()
+    {
+        if j % 2 == 1 {
+            *v = 0.0;
+        }
+    }
+    assert_eq!(got, want);
+    assert!(worst_loss(&v) <= 0.0001, "{r:?}");
+}
+
+#[test]
 fn a_fixed_recipe_over_the_default_budget_is_refused_and_writes_nothing() {
     let d = dir_with(&["lowrank.onnx"]);
     let r = run(

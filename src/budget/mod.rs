@@ -106,6 +106,9 @@ pub struct Goal {
     pub target_size: Option<f64>,
     /// What to minimise under the budget.
     pub objective: Objective,
+    /// `--sparse-storage`: the result is written with sparse initializers where smaller, so an
+    /// option's bytes saved include what zeroed weights save there (`sparsify` saves only so).
+    pub sparse_storage: bool,
 }
 
 /// One variant of one lossy rule.
@@ -262,14 +265,19 @@ fn measure_one(
     reference: &[Outputs],
     base_macs: Option<i64>,
     timing: Option<(&InputSet, f64)>,
+    sparse_base: Option<i64>,
 ) -> Result<Measured> {
     let patch = v.rule.rewrite(base, m, &v.config)?;
     let mut copy = base.clone();
     patch.apply(&mut copy.graph)?;
-    let saved_bytes = -copy.graph.encoded_delta(&base.graph);
+    let mut saved_bytes = -copy.graph.encoded_delta(&base.graph);
     // MACs need shape inference over the whole graph: only counted when they are the objective.
     let saved_macs = base_macs.map_or(0, |b| b - macs(&copy));
     let proto = copy.to_proto();
+    if let Some(base_sparse) = sparse_base {
+        let mut p = proto.clone();
+        saved_bytes += crate::onnx::sparse::to_sparse_storage(&mut p).saved() as i64 - base_sparse;
+    }
     let report = verify::verify_against(reference, &proto, "candidate", sets, 0.0)?;
     let loss = verify::metric::worst(&report, metric).map_or(0.0, |w| w.loss);
     let saved_us = match timing {
@@ -310,10 +318,15 @@ fn sensitivity(
     metric: Metric,
     sets: &[InputSet],
     reference: &[Outputs],
-    objective: Objective,
+    goal: &Goal,
     progress: &Progress,
 ) -> Result<(BTreeMap<(usize, String), Measured>, Matches)> {
+    let objective = goal.objective;
     let base_macs = (objective == Objective::Macs).then(|| macs(base));
+    let sparse_base = goal.sparse_storage.then(|| {
+        let mut p = base.to_proto();
+        crate::onnx::sparse::to_sparse_storage(&mut p).saved() as i64
+    });
     let base_us = match (objective, sets.first()) {
         (Objective::Latency, Some(set)) => {
             progress.message("timing the model in tract");
@@ -354,7 +367,17 @@ fn sensitivity(
         }
         progress.message(&format!("{} on `{layer}`", v.name));
         // A candidate that cannot be built or run is simply not an option.
-        if let Ok(x) = measure_one(base, v, &m, metric, sets, reference, base_macs, base_us) {
+        if let Ok(x) = measure_one(
+            base,
+            v,
+            &m,
+            metric,
+            sets,
+            reference,
+            base_macs,
+            base_us,
+            sparse_base,
+        ) {
             out.insert((vi, layer.clone()), x);
             matches.insert((vi, layer), m);
         }
@@ -703,9 +726,17 @@ fn settle(
                         else {
                             continue;
                         };
-                        if let Ok(x) =
-                            measure_one(base, &variants[vi], m, metric, set, reference, None, None)
-                        {
+                        if let Ok(x) = measure_one(
+                            base,
+                            &variants[vi],
+                            m,
+                            metric,
+                            set,
+                            reference,
+                            None,
+                            None,
+                            None,
+                        ) {
                             let x = Measured {
                                 loss: added(metric, x.loss, floor),
                                 ..x
@@ -876,7 +907,7 @@ pub fn search(
         metric,
         measure_sets,
         &measure_ref,
-        goal.objective,
+        goal,
         progress,
     )?;
     let weight_bytes = weight_bytes_of(&model);
@@ -994,7 +1025,7 @@ pub fn search(
                     metric,
                     measure_sets,
                     &measure_ref,
-                    goal.objective,
+                    goal,
                     progress,
                 )?;
                 for m in again.values_mut() {

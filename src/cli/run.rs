@@ -115,7 +115,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     )?;
     let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
     let default_rules = if plan.search.is_some() {
-        SEARCH_SELECTION
+        search_selection(args)
     } else {
         registry::DEFAULT_SELECTION
     };
@@ -411,7 +411,7 @@ impl Sink {
 fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) -> Result<()> {
     let selected = |name: &str| rules.iter().any(|r| r.meta().name == name);
     let selection = args.rules.as_deref().unwrap_or(if search {
-        SEARCH_SELECTION
+        search_selection(args)
     } else {
         registry::DEFAULT_SELECTION
     });
@@ -506,6 +506,16 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
 /// The rules a `--budget` or `--target-size` run selects when `--rules` is not given.
 pub const SEARCH_SELECTION: &str = "clean,prune,lowrank,quantize";
 
+/// [`SEARCH_SELECTION`], with `sparsify` when `--sparse-storage` makes its zeros save bytes
+/// (without it they save nothing the search can count: not bytes, not MACs, not tract time).
+fn search_selection(args: &RunArgs) -> &'static str {
+    if args.sparse_storage {
+        "clean,prune,lowrank,quantize,sparsify"
+    } else {
+        SEARCH_SELECTION
+    }
+}
+
 /// How the run is judged: a search (`--budget`/`--target-size` without an option flag of a lossy
 /// rule), and the budget any lossy result is held to.
 struct Plan {
@@ -567,6 +577,7 @@ impl Plan {
                 budget,
                 target_size: args.target_size,
                 objective,
+                sparse_storage: args.sparse_storage,
             }),
             budget,
         })
