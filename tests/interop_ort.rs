@@ -28,31 +28,6 @@ const SELECTIONS: &[(&str, f32)] = &[
 /// Fixtures that are not meant to run (they exercise the encoder, not a runtime).
 const NOT_RUNNABLE: &[&str] = &["all_attr_types.onnx"];
 
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("ONNX_SLIM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/target/venv/bin/python"
-            ))
-        });
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var_os("ONNX_SLIM_REQUIRE_ORT").is_some() {
-        panic!(
-            "ONNX_SLIM_REQUIRE_ORT is set but `{}` does not exist (run .ci/run)",
-            p.display()
-        );
-    }
-    common::skip_loudly(&format!(
-        "SKIPPED: no onnxruntime virtualenv at `{}` (made by .ci/run)",
-        p.display()
-    ));
-    None
-}
-
 fn check(py: &Path, model: &Path, data: &[PathBuf], failures: &mut Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     for (rules, tol) in SELECTIONS {
@@ -93,7 +68,9 @@ fn check(py: &Path, model: &Path, data: &[PathBuf], failures: &mut Vec<String>) 
 
 #[test]
 fn rewritten_shared_models_load_and_match_in_onnxruntime() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::ort_python() else {
+        return;
+    };
     let Some(models) = common::shared_models() else {
         return;
     };
@@ -117,7 +94,9 @@ fn rewritten_shared_models_load_and_match_in_onnxruntime() {
 
 #[test]
 fn rewritten_fixtures_load_and_match_in_onnxruntime() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::ort_python() else {
+        return;
+    };
     let fixtures: Vec<PathBuf> = common::fixtures()
         .into_iter()
         .filter(|p| {
@@ -361,7 +340,9 @@ fn check_quantized(
 
 #[test]
 fn quantized_shared_models_load_in_onnxruntime_with_the_outputs_tract_verified() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::ort_python() else {
+        return;
+    };
     let Some(models) = common::shared_models() else {
         return;
     };
@@ -403,7 +384,9 @@ fn opset11_model() -> ModelProto {
 
 #[test]
 fn quantized_fixtures_load_in_onnxruntime_with_the_outputs_tract_verified() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::ort_python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let opset11 = dir.path().join("quantize_opset11.onnx");
     std::fs::write(&opset11, onnx_slim::onnx::encode_model(&opset11_model())).unwrap();
@@ -452,7 +435,9 @@ const INT4_MODELS: &[&str] = &[
 
 #[test]
 fn int4_block_models_load_in_onnxruntime_with_the_outputs_tract_verified() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::ort_python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let opset11 = dir.path().join("quantize_opset11.onnx");
     std::fs::write(&opset11, onnx_slim::onnx::encode_model(&opset11_model())).unwrap();
@@ -491,7 +476,9 @@ fn int4_block_models_load_in_onnxruntime_with_the_outputs_tract_verified() {
 #[test]
 fn static_qdq_models_load_in_onnxruntime_with_the_outputs_tract_verified() {
     use prost::Message;
-    let Some(py) = python() else { return };
+    let Some(py) = common::ort_python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let opset11 = dir.path().join("quantize_opset11.onnx");
     std::fs::write(&opset11, onnx_slim::onnx::encode_model(&opset11_model())).unwrap();

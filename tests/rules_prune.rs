@@ -2425,39 +2425,15 @@ fn a_slice_through_a_channels_block_and_a_flatten_reached_backwards_are_barriers
     assert_eq!(compared, 2);
 }
 
-/// The pinned Python with onnx + onnxruntime (as `tests/interop_ort.rs` finds it); `None` with a
-/// loud skip when absent, a panic when `ONNX_SLIM_REQUIRE_ORT` is set.
-fn ort_python() -> Option<std::path::PathBuf> {
-    let p = std::env::var_os("ONNX_SLIM_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/target/venv/bin/python"
-            ))
-        });
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("ONNX_SLIM_REQUIRE_ORT").is_none(),
-        "ONNX_SLIM_REQUIRE_ORT is set but `{}` does not exist (run .ci/run)",
-        p.display()
-    );
-    common::skip_loudly(&format!(
-        "SKIPPED: no onnxruntime virtualenv at `{}` (made by .ci/run)",
-        p.display()
-    ));
-    None
-}
-
 #[test]
 fn models_pruned_through_concat_split_slice_and_flatten_pass_the_checker_and_match_in_onnxruntime()
 {
     // Every opset spelling the rewrite writes (Split sizes as attribute, input, in place of
     // num_outputs; Slice bounds as attributes and inputs; Reshape targets) is checked by
     // onnx.checker and run in onnxruntime against the original.
-    let Some(py) = ort_python() else { return };
+    let Some(py) = common::ort_python() else {
+        return;
+    };
     let zero = PruneConfig {
         zero: true,
         ..Default::default()

@@ -530,30 +530,6 @@ fn sparsity_and_sparse_storage_run_through_the_main_command_and_the_budget_judge
 // ---------------------------------------------------------------------------------------------
 // onnxruntime loads the sparse-storage file.
 
-fn python() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/venv/bin/python"
-    ));
-    let p = std::env::var_os("ONNX_SLIM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or(p);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var_os("ONNX_SLIM_REQUIRE_ORT").is_some() {
-        panic!(
-            "ONNX_SLIM_REQUIRE_ORT is set but `{}` does not exist",
-            p.display()
-        );
-    }
-    common::skip_loudly(&format!(
-        "SKIPPED: no onnxruntime virtualenv at `{}`",
-        p.display()
-    ));
-    None
-}
-
 /// Writes `model` sparsified at 0.5 without and with `--sparse-storage` and checks in
 /// onnxruntime (after `onnx.checker`) that the sparse file gives the dense file's outputs at
 /// 1e-6 on `data` (else seeded random inputs). Returns how many initializers went sparse.
@@ -598,7 +574,9 @@ fn ort_sparse_matches_dense(py: &Path, model: &Path, data: &[PathBuf]) -> usize 
 
 #[test]
 fn onnxruntime_runs_the_sparse_storage_file_with_the_dense_files_outputs() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::ort_python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("mlp.onnx");
     let mut big = ModelBuilder::new(17);

@@ -210,3 +210,29 @@ pub fn accuracy(dir: &std::path::Path, model: &std::path::Path) -> (usize, usize
     }
     (ok, n)
 }
+
+/// The pinned Python with onnx + onnxruntime (`ONNX_SLIM_PYTHON`, else `target/venv`, made by
+/// `.ci/run`); `None` with a loud skip when absent, a panic when `ONNX_SLIM_REQUIRE_ORT` is set.
+pub fn ort_python() -> Option<PathBuf> {
+    let p = std::env::var_os("ONNX_SLIM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/venv/bin/python"
+            ))
+        });
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("ONNX_SLIM_REQUIRE_ORT").is_none(),
+        "ONNX_SLIM_REQUIRE_ORT is set but `{}` does not exist (run .ci/run)",
+        p.display()
+    );
+    skip_loudly(&format!(
+        "SKIPPED: no onnxruntime virtualenv at `{}` (made by .ci/run)",
+        p.display()
+    ));
+    None
+}
