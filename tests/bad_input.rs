@@ -12,8 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use onnx_slim::onnx::proto::tensor_proto::DataLocation;
-use onnx_slim::onnx::proto::{ModelProto, StringStringEntryProto};
+use onnx_slim::onnx::proto::ModelProto;
 use prost::Message;
 
 // ---- a tiny model built in code ----
