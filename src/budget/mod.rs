@@ -1001,7 +1001,8 @@ pub fn search(
                 }
             }
             notes.push(format!(
-                "the {} chosen structure options together moved the outputs to {} on the measuring inputs; kept the {lo} that save most per unit of loss{}",
+                "the {} chosen structure options together moved the outputs to {} on the \
+                 measuring inputs; kept the {lo} that save most per unit of loss{}",
                 order.len(),
                 metric.describe(together),
                 kept.as_ref()
@@ -1052,61 +1053,66 @@ pub fn search(
                     ..cx
                 };
                 match settle(&pruned, &cx2, &mut st) {
-                Ok((out, r, proto, verification)) if verification.passed => {
-                    let mut report = lossless.clone();
-                    if let Some(p) = pruned_report {
-                        report.absorb(p);
-                    }
-                    if let Some(r) = r {
-                        report.absorb(r);
-                    }
-                    // The structure choices, then the other stages' on the pruned model.
-                    let mut chosen = structure;
-                    chosen.extend(st.chosen);
+                    Ok((out, r, proto, verification)) if verification.passed => {
+                        let mut report = lossless.clone();
+                        if let Some(p) = pruned_report {
+                            report.absorb(p);
+                        }
+                        if let Some(r) = r {
+                            report.absorb(r);
+                        }
+                        // The structure choices, then the other stages' on the pruned model.
+                        let mut chosen = structure;
+                        chosen.extend(st.chosen);
 
-                    let mut all_opts = opts.clone();
-                    all_opts.retain(|l, _| l.ends_with(GROUP_SUFFIX));
-                    all_opts.extend(st.opts);
-                    let mut all_measured = measured.clone();
-                    all_measured.retain(|(v, _), _| variants[*v].stage == Stage::Structure);
-                    all_measured.extend(st.measured);
-                    structured = Some(outcome(
-                        &variants,
-                        OutcomeParts {
-                            model: out,
-                            proto,
-                            report,
-                            verification,
-                            opts: &all_opts,
-                            chosen: &chosen,
-                            measured: &all_measured,
-                            backoffs: st.backoffs,
-                            structure: notes.clone(),
-                        },
-                        goal,
-                        measured_on,
-                    ));
-                }
-                Ok((_, _, _, verification)) => notes.push(format!(
-                    "the chosen structure options ({}) failed verification even with every other option dropped ({}); searched again without them",
+                        let mut all_opts = opts.clone();
+                        all_opts.retain(|l, _| l.ends_with(GROUP_SUFFIX));
+                        all_opts.extend(st.opts);
+                        let mut all_measured = measured.clone();
+                        all_measured.retain(|(v, _), _| variants[*v].stage == Stage::Structure);
+                        all_measured.extend(st.measured);
+                        structured = Some(outcome(
+                            &variants,
+                            OutcomeParts {
+                                model: out,
+                                proto,
+                                report,
+                                verification,
+                                opts: &all_opts,
+                                chosen: &chosen,
+                                measured: &all_measured,
+                                backoffs: st.backoffs,
+                                structure: notes.clone(),
+                            },
+                            goal,
+                            measured_on,
+                        ));
+                    }
+                    Ok((_, _, _, verification)) => {
+                        notes.push(format!(
+                    "the chosen structure options ({}) failed verification even with every \
+                     other option dropped ({})",
                     describe_list(&variants, &opts, &structure),
-                    verification
-                        .budget
-                        .as_ref()
-                        .map(|(b, w)| format!("`{}` on {} at {}", w.output, w.set, b.metric.describe(w.loss)))
-                        .unwrap_or_default()
-                )),
-                Err(e) => notes.push(format!(
-                    "the chosen structure options ({}) left no solution ({e}); searched again without them",
-                    describe_list(&variants, &opts, &structure)
-                )),
-            }
+                    verification.budget.as_ref().map_or(String::new(), |(b, w)| format!(
+                        "`{}` on {} at {}",
+                        w.output,
+                        w.set,
+                        b.metric.describe(w.loss)
+                    ))
+                ))
+                    }
+                    Err(e) => notes.push(format!(
+                        "the chosen structure options ({}) left no solution ({e})",
+                        describe_list(&variants, &opts, &structure)
+                    )),
+                }
             } else {
                 notes.push(format!(
-                "the chosen structure options ({}) alone moved the outputs to {} on the measuring inputs; searched again without them",
-                describe_list(&variants, &opts, &structure),
-                metric.describe(base_loss)
-            ));
+                    "the chosen structure options ({}) alone moved the outputs to {} on the \
+                     measuring inputs",
+                    describe_list(&variants, &opts, &structure),
+                    metric.describe(base_loss)
+                ));
             }
         }
     }
@@ -1160,7 +1166,8 @@ pub fn search(
             return Ok(s);
         }
         notes.push(format!(
-            "with the structure options {} {with:.0}, without them {without:.0}: kept the search without them",
+            "with the structure options {} {with:.0}, without them {without:.0}: kept the \
+             search without them",
             goal.objective.name(),
         ));
     }
