@@ -1002,7 +1002,7 @@ pub fn search(
             }
             notes.push(format!(
                 "the {} chosen structure options together moved the outputs to {} on the \
-                 measuring inputs; kept the {lo} that save most per unit of loss{}",
+                 measuring inputs; kept {lo} of them, those that save most per unit of loss{}",
                 order.len(),
                 metric.describe(together),
                 kept.as_ref()
