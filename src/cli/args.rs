@@ -30,7 +30,9 @@ pub struct RunArgs {
     /// Where to write the result (refused if it is IN, unless --in-place).
     #[arg(value_name = "OUT", required_unless_present = "list_rules")]
     pub output: Option<PathBuf>,
-    /// Comma-separated rules, rule codes or groups; `none` re-encodes losslessly. Default: clean.
+    /// Comma-separated rules, rule codes (`C005`) or groups (clean, share, prune, sparsify,
+    /// lowrank, quantize); `all` is every rule, `none` re-encodes losslessly. Default: clean
+    /// (with --budget or --target-size: clean,prune,lowrank,quantize). See --list-rules.
     #[arg(long)]
     pub rules: Option<String>,
     /// List the rules and exit.

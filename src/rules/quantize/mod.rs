@@ -372,7 +372,7 @@ impl Rule for Quantize {
             code: "Q001",
             name: "quantize",
             group: "quantize",
-            summary: "store float weights as int8/uint8 read through DequantizeLinear",
+            summary: "store float weights as int8/uint8/int4 read through DequantizeLinear (and, with --quantize-activations, activations as QDQ pairs)",
             exactness: Exactness::Lossy {
                 tolerance: VERIFY_TOLERANCE,
             },
