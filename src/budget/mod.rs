@@ -19,11 +19,14 @@
 //!    multiple-choice knapsack), with losses added as independent errors add: `1 − cosine`
 //!    and squared relative L2 add, max abs and argmax disagreement add linearly. A layer
 //!    combining both rules is estimated as the sum of their losses.
-//! 3b. **Structure first.** When the allocation picks `Structure` options, they are applied
-//!    alone, the pruned model's own loss is measured, the other variants are measured again on
-//!    it (each counted for what it adds) and allocated within what is left of the budget. If
-//!    that pass cannot be verified, the search runs again without structure options.
-//! 4. **Verification and back-off.** The choices are applied through the driver, one run per
+//! 4. **Structure first.** When the allocation picks `Structure` options, they are applied
+//!    together and the pruned model's own loss is measured (pruned groups compound through
+//!    depth far beyond the sum of their losses alone); if it is over [`STRUCTURE_SHARE`] of the
+//!    budget, the longest prefix, by saving per unit of loss, that fits is found by bisection.
+//!    The other variants are measured again on the pruned model (each counted for what it adds
+//!    to its loss) and allocated within what is left. The search without structure options
+//!    runs too, and of the two verified results the one better at the objective is kept.
+//! 5. **Verification and back-off.** The choices are applied through the driver, one run per
 //!    variant, scoped to the chosen layers; the result is encoded, decoded and verified against
 //!    the original on the verification inputs under the budget. If it fails, the estimates
 //!    missed what the verification inputs do: each chosen option is measured alone on the input
@@ -38,6 +41,7 @@
 //! order, and the measuring inputs are fixed, so the same inputs give the same bytes.
 
 mod progress;
+mod settle;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,6 +54,7 @@ use crate::rewrite::{self, Config, DriverOptions, Rule, RunReport, Stage};
 use crate::verify::{self, Budget, InputSet, Metric, Outputs, VerifyReport};
 
 pub use progress::Progress;
+use settle::{added, settle, Ctx, Pass};
 
 /// tract runs timed per option under `--objective latency` (the median counts).
 pub const LATENCY_RUNS: usize = 5;
@@ -256,6 +261,7 @@ fn macs(model: &Model) -> i64 {
 
 /// The loss of `m`'s patch applied alone to `base`, on `sets` against `reference`, with the
 /// bytes and MACs it saves.
+#[allow(clippy::too_many_arguments)]
 fn measure_one(
     base: &Model,
     v: &Variant,
@@ -309,6 +315,9 @@ fn latency_us(model: &ModelProto, set: &InputSet) -> Result<f64> {
 /// Every variant's matches on `base`, by `(variant, layer label)`.
 type Matches = BTreeMap<(usize, String), rewrite::Match>;
 
+/// Every measured option: `(variant, layer) → measurement`.
+type Measurements = BTreeMap<(usize, String), Measured>;
+
 /// Measures the variants `which` on every layer they match: `(variant, layer) → measurement`.
 #[allow(clippy::too_many_arguments)]
 fn sensitivity(
@@ -320,7 +329,7 @@ fn sensitivity(
     reference: &[Outputs],
     goal: &Goal,
     progress: &Progress,
-) -> Result<(BTreeMap<(usize, String), Measured>, Matches)> {
+) -> Result<(Measurements, Matches)> {
     let objective = goal.objective;
     let base_macs = (objective == Objective::Macs).then(|| macs(base));
     let sparse_base = goal.sparse_storage.then(|| {
@@ -593,282 +602,6 @@ fn verify_written(
     let mut report = verify::verify_against(reference, &proto, "rewritten", sets, 0.0)?;
     verify::judge(&mut report, budget);
     Ok((proto, report))
-}
-
-/// The mutable state of one allocation-and-verification pass over a base model.
-struct Pass {
-    /// `(variant, layer) → measurement`; over a pruned base, losses are what each option adds.
-    measured: BTreeMap<(usize, String), Measured>,
-    matches: Matches,
-    opts: BTreeMap<String, Vec<Costed>>,
-    chosen: BTreeMap<String, usize>,
-    /// `(variant, layer, verification set)` measured after a failed verification.
-    rechecked: BTreeSet<(usize, String, String)>,
-    backoffs: Vec<String>,
-    to_save: Option<f64>,
-    alloc_limit: f64,
-    target_tries: usize,
-    /// The base's own loss on the measuring inputs (0 unless structure options were applied).
-    base_loss: f64,
-}
-
-/// The loss `total` adds to a base whose own loss is `base`, in the metric's own units
-/// (relative L2 errors add as squares).
-fn added(metric: Metric, total: f64, base: f64) -> f64 {
-    match metric {
-        Metric::RelL2 => (total * total - base * base).max(0.0).sqrt(),
-        Metric::Cosine | Metric::Argmax | Metric::MaxAbs => (total - base).max(0.0),
-    }
-}
-
-/// Everything a pass reads and does not change.
-struct Ctx<'a, 'v> {
-    variants: &'a [Variant<'v>],
-    goal: &'a Goal,
-    metric: Metric,
-    /// The additive loss limit of the pass.
-    limit: f64,
-    budget: Budget,
-    weight_bytes: &'a BTreeMap<String, f64>,
-    verify_ref: &'a [Outputs],
-    verify_sets: &'a [InputSet],
-    input_bytes: u64,
-    progress: &'a Progress,
-}
-
-/// Applies `st`'s choices to `base`, verifies the bytes, and backs off until the budget holds
-/// (see the module docs): the result, what the rules did, its proto and its verification.
-fn settle(
-    base: &Model,
-    cx: &Ctx,
-    st: &mut Pass,
-) -> Result<(Model, Option<RunReport>, ModelProto, VerifyReport)> {
-    let Ctx {
-        variants,
-        goal,
-        metric,
-        limit,
-        budget,
-        weight_bytes,
-        verify_ref,
-        verify_sets,
-        input_bytes,
-        progress,
-    } = *cx;
-    loop {
-        progress.message("applying the chosen options");
-        let (out, rules_report) = apply(base, variants, &st.opts, &st.chosen)?;
-        if let (Some(r), Some(save)) = (goal.target_size, st.to_save) {
-            let target = r * input_bytes as f64;
-            let got = crate::onnx::encode_model(&out.to_proto()).len() as f64;
-            if got > target && st.target_tries < 4 {
-                st.target_tries += 1;
-                let more = save + (got - target);
-                let next = allocate(&st.opts, limit, Some(more), goal.objective, &st.chosen);
-                if next != st.chosen {
-                    st.to_save = Some(more);
-                    st.chosen = next;
-                    continue;
-                }
-            }
-            if got > target {
-                return Err(Error::VerifyFailed(format!(
-                    "--target-size {r} cannot be reached with the rules given: the smallest model found is {:.3}× the input",
-                    got / input_bytes as f64
-                )));
-            }
-        }
-        progress.message("verifying the whole model");
-        let (proto, verification) = verify_written(&out, verify_ref, verify_sets, budget)?;
-        if verification.passed {
-            return Ok((out, rules_report, proto, verification));
-        }
-        let what = verification
-            .budget
-            .as_ref()
-            .map(|(b, w)| {
-                format!(
-                    "`{}` on {} at {}",
-                    w.output,
-                    w.set,
-                    b.metric.describe(w.loss)
-                )
-            })
-            .unwrap_or_default();
-        // The estimates missed what the verification inputs do: measure each chosen option
-        // alone on the set that failed, keep the larger loss, and allocate again.
-        if let Some((_, w)) = verification
-            .budget
-            .as_ref()
-            .filter(|_| st.backoffs.len() < MAX_BACKOFF)
-        {
-            if let Some(si) = verify_sets.iter().position(|s| s.label == w.set) {
-                let set = std::slice::from_ref(&verify_sets[si]);
-                let reference = std::slice::from_ref(&verify_ref[si]);
-                // Over a pruned base, an option's loss is what it adds to the base's own.
-                let floor = if st.base_loss > 0.0 {
-                    let r = verify::verify_against(reference, &base.to_proto(), "base", set, 0.0)?;
-                    verify::metric::worst(&r, metric).map_or(0.0, |w| w.loss)
-                } else {
-                    0.0
-                };
-                let mut raised = Vec::new();
-                for (layer, &i) in &st.chosen {
-                    let k = st.opts[layer][i].key;
-                    for vi in k.parts() {
-                        let key = (vi, layer.clone());
-                        if !st.rechecked.insert((vi, layer.clone(), w.set.clone())) {
-                            continue;
-                        }
-                        progress
-                            .message(&format!("{} on `{layer}`, on {}", variants[vi].name, w.set));
-                        let (Some(m), Some(old)) = (st.matches.get(&key), st.measured.get(&key))
-                        else {
-                            continue;
-                        };
-                        if let Ok(x) = measure_one(
-                            base,
-                            &variants[vi],
-                            m,
-                            metric,
-                            set,
-                            reference,
-                            None,
-                            None,
-                            None,
-                        ) {
-                            let x = Measured {
-                                loss: added(metric, x.loss, floor),
-                                ..x
-                            };
-                            if x.loss > old.loss {
-                                raised.push(format!(
-                                    "`{layer}` {} {} → {}",
-                                    variants[vi].name,
-                                    loss_text(old.loss),
-                                    loss_text(x.loss)
-                                ));
-                                if let Some(e) = st.measured.get_mut(&key) {
-                                    e.loss = x.loss;
-                                }
-                            }
-                        }
-                    }
-                }
-                if !raised.is_empty() {
-                    let previous = describe_all(variants, &st.opts, &st.chosen);
-                    st.opts = options(variants, &st.measured, metric, weight_bytes);
-                    let next = allocate(
-                        &st.opts,
-                        st.alloc_limit,
-                        st.to_save,
-                        goal.objective,
-                        &BTreeMap::new(),
-                    );
-                    let now = describe_all(variants, &st.opts, &next);
-                    let changed: Vec<String> = now
-                        .iter()
-                        .filter(|(l, c)| previous.get(*l) != Some(c))
-                        .map(|(l, c)| {
-                            format!(
-                                "`{l}` {} → {c}",
-                                previous.get(l).map_or("unchanged", |s| s.as_str())
-                            )
-                        })
-                        .collect();
-                    st.backoffs.push(format!(
-                        "{what}: measured alone on {}, {}; allocated again: {}",
-                        w.set,
-                        raised.join(", "),
-                        if changed.is_empty() {
-                            "no change".to_string()
-                        } else {
-                            changed.join(", ")
-                        }
-                    ));
-                    if next != st.chosen {
-                        st.chosen = next;
-                        continue;
-                    }
-                }
-            }
-        }
-        // The estimate was too low: allocate again under a limit scaled by how far off it was,
-        // which drops the choices that save least per unit of loss first.
-        let measured_loss = verification
-            .budget
-            .as_ref()
-            .map_or(f64::INFINITY, |(_, w)| additive(metric, w.loss));
-        let estimate: f64 = st.chosen.iter().map(|(l, &i)| st.opts[l][i].loss).sum();
-        if goal.target_size.is_none()
-            && measured_loss.is_finite()
-            && estimate > 0.0
-            && st.backoffs.len() < MAX_BACKOFF
-        {
-            let scaled = (st.alloc_limit * 0.9).min(limit * estimate / measured_loss * 0.95);
-            let next = allocate(&st.opts, scaled, None, goal.objective, &BTreeMap::new());
-            if next != st.chosen {
-                let dropped = st
-                    .chosen
-                    .iter()
-                    .filter(|(l, i)| next.get(*l) != Some(*i))
-                    .map(|(l, &i)| {
-                        format!(
-                            "`{l}` {} → {}",
-                            describe(variants, st.opts[l][i].key),
-                            describe(variants, st.opts[l][next[l]].key)
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                st.backoffs.push(format!(
-                    "{what}: the layers' own losses added up to {}, so the allocation limit goes from {} to {}: {}",
-                    loss_text(estimate),
-                    loss_text(st.alloc_limit.min(limit)),
-                    loss_text(scaled),
-                    dropped.join(", ")
-                ));
-                st.alloc_limit = scaled;
-                st.chosen = next;
-                continue;
-            }
-        }
-        // Back off the most sensitive choice to its next gentler option.
-        let worst = st
-            .chosen
-            .iter()
-            .filter(|(_, &i)| i != 0)
-            .max_by(|a, b| {
-                let la = st.opts[a.0][*a.1].loss;
-                let lb = st.opts[b.0][*b.1].loss;
-                la.total_cmp(&lb).then_with(|| b.0.cmp(a.0))
-            })
-            .map(|(l, &i)| (l.clone(), i));
-        let Some((layer, i)) = worst.filter(|_| st.backoffs.len() < MAX_BACKOFF) else {
-            // Nothing left to back off: the lossless result.
-            if st.chosen.values().all(|&i| i == 0) {
-                return Ok((out, rules_report, proto, verification));
-            }
-            st.backoffs
-                .push(format!("{what}: every lossy choice dropped"));
-            st.chosen.values_mut().for_each(|i| *i = 0);
-            continue;
-        };
-        let list = &st.opts[&layer];
-        let gentler = (0..list.len())
-            .filter(|&j| list[j].loss < list[i].loss)
-            .max_by(|&a, &b| {
-                saving(&list[a], goal.objective)
-                    .total_cmp(&saving(&list[b], goal.objective))
-                    .then(b.cmp(&a))
-            })
-            .unwrap_or(0);
-        st.backoffs.push(format!(
-            "{what}: `{layer}` {} → {}",
-            describe(variants, list[i].key),
-            describe(variants, list[gentler].key)
-        ));
-        st.chosen.insert(layer, gentler);
-    }
 }
 
 /// Runs the search on `model` (already through the lossless rules, whose report is `lossless`):
