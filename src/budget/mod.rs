@@ -606,13 +606,14 @@ fn verify_written(
 
 /// Runs the search on `model` (already through the lossless rules, whose report is `lossless`):
 /// `lossy` are the selected rules that offer search variants, `original` the input model,
-/// `measure_sets` the inputs losses are measured on, `verify_sets` the inputs the result is
-/// verified on, `input_bytes` the input file's size (for `--target-size`).
+/// `measure` the calibration inputs losses are measured on (`None`: the verification inputs)
+/// and how the report names them, `verify_sets` the inputs the result is verified on,
+/// `input_bytes` the input file's size (for `--target-size`).
 ///
 /// When the allocation over every option picks structure options (prune), they are applied
 /// first and the other stages are measured again on the pruned model, since an option measured
-/// on the full layer says little about the same option on the smaller one; if that pass cannot
-/// hold the budget, the search runs again without structure options.
+/// on the full layer says little about the same option on the smaller one; the search without
+/// them runs too, and the verified result better at the objective is kept.
 #[allow(clippy::too_many_arguments)]
 pub fn search(
     model: Model,
@@ -621,16 +622,22 @@ pub fn search(
     config: &Config,
     goal: &Goal,
     original: &ModelProto,
-    measure: (&[InputSet], &str),
+    measure: (Option<&[InputSet]>, &str),
     verify_sets: &[InputSet],
     input_bytes: u64,
     progress: &Progress,
 ) -> Result<Outcome> {
-    let (measure_sets, measured_on) = measure;
+    let (calibration, measured_on) = measure;
+    let measure_sets = calibration.unwrap_or(verify_sets);
     let metric = goal.budget.metric;
     progress.message("running the original in tract");
     let measure_ref = verify::run_many(original, measure_sets, "original")?;
-    let verify_ref = verify::run_many(original, verify_sets, "original")?;
+    // Without calibration inputs the losses are measured on the verification inputs: the
+    // original runs on them once.
+    let verify_ref = match calibration {
+        Some(_) => verify::run_many(original, verify_sets, "original")?,
+        None => measure_ref.clone(),
+    };
     let variants = variants(lossy, config);
     let all: Vec<usize> = (0..variants.len()).collect();
     let (measured, matches) = sensitivity(

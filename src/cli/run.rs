@@ -620,17 +620,17 @@ fn run_search(
     }
     let lossless = rewrite::run(&mut model, &exact, config, &DriverOptions::default())?;
     let verify_sets = input_sets(original, input, &args.verify)?;
-    let (measure_sets, measured_on) = if config.calibration.is_empty() {
+    let (calibration, measured_on) = if config.calibration.is_empty() {
         let n = verify_sets.len();
         (
-            verify_sets.clone(),
+            None,
             format!("the verification inputs ({n} set{})", plural(n)),
         )
     } else {
         let sets = crate::calibrate::load_sets(&config.calibration, original)?;
         let n = sets.len();
         (
-            sets,
+            Some(sets),
             format!("the calibration inputs ({n} set{})", plural(n)),
         )
     };
@@ -642,7 +642,7 @@ fn run_search(
         config,
         goal,
         original,
-        (&measure_sets, &measured_on),
+        (calibration.as_deref(), &measured_on),
         &verify_sets,
         input_bytes,
         &progress,
