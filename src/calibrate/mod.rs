@@ -11,7 +11,7 @@
 //! by its weight: rows of a MatMul's input, columns of a left-hand MatMul's input, `im2col`
 //! patches of a Conv's input.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,22 +79,30 @@ pub fn capture_each(
         reason: "the model has no graph".into(),
     })?;
     let inputs: HashSet<String> = graph.input.iter().filter_map(|i| i.name.clone()).collect();
-    let mut present: HashSet<String> = HashSet::new();
-    for o in &mut graph.output {
+    // Each captured value's position among the outputs: its own when it is a graph output
+    // already, else one added for it.
+    let mut position: HashMap<String, usize> = HashMap::new();
+    for (i, o) in graph.output.iter_mut().enumerate() {
         o.r#type = None;
-        present.extend(o.name.clone());
+        if let Some(n) = &o.name {
+            position.entry(n.clone()).or_insert(i);
+        }
     }
     graph.value_info.clear();
-    let first_extra = graph.output.len();
-    let mut extra: Vec<String> = Vec::new();
+    let mut extra: Vec<(String, usize)> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for v in values {
-        if !inputs.contains(v) && present.insert(v.clone()) {
+        if inputs.contains(v) || !seen.insert(v.as_str()) {
+            continue;
+        }
+        let at = *position.entry(v.clone()).or_insert_with(|| {
             graph.output.push(ValueInfoProto {
                 name: Some(v.clone()),
                 ..Default::default()
             });
-            extra.push(v.clone());
-        }
+            graph.output.len() - 1
+        });
+        extra.push((v.clone(), at));
     }
     let mut plans: BTreeMap<String, Arc<TypedRunnableModel>> = BTreeMap::new();
     for (index, set) in sets.iter().enumerate() {
@@ -120,9 +128,9 @@ pub fn capture_each(
         }
         let res = run_plan(&plans[&key], set)?;
         let mut captured = Captured::new();
-        for (i, name) in extra.iter().enumerate() {
+        for (name, at) in &extra {
             let t = res
-                .get(first_extra + i)
+                .get(*at)
                 .ok_or_else(|| tract_err(format!("no output for `{name}`")))?;
             captured.insert(name.clone(), to_f32(t, name)?);
         }

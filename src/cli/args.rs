@@ -131,6 +131,11 @@ pub struct RunArgs {
     /// (KL divergence, as TensorRT).
     #[arg(long, value_name = "METHOD")]
     pub quantize_calibrate: Option<String>,
+    /// quantize: with --quantize-activations, also a pair on each output of those Conv, MatMul
+    /// and Gemm nodes: the placement onnxruntime fuses into integer kernels (QLinearConv,
+    /// QLinearMatMul, QGemm); more pairs, more error.
+    #[arg(long)]
+    pub quantize_outputs: bool,
     /// How far the outputs may move, as a loss under --budget-metric (cosine: 1 − cosine, so
     /// 0.01 means cosine ≥ 0.99). Without a --lowrank-*/--quantize-*/--prune-ratio flag, onnx-slim
     /// chooses per layer how to apply the lossy rules (default: clean,prune,lowrank,quantize) to make

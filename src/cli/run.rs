@@ -106,6 +106,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     .with_mode(args.quantize_mode.as_deref())?
     .with_activations(
         args.quantize_activations,
+        args.quantize_outputs,
         args.quantize_calibrate.as_deref(),
         !args.calibration.is_empty(),
     )?;
@@ -460,6 +461,7 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
             args.quantize_calibrate.is_some(),
             "quantize",
         ),
+        ("--quantize-outputs", args.quantize_outputs, "quantize"),
         ("--prune-zero", args.prune_zero, "prune"),
         ("--prune-ratio", args.prune_ratio.is_some(), "prune"),
         (

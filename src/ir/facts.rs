@@ -259,13 +259,27 @@ impl Facts {
                     }
                     f.map.insert(ValueRef { node: id, slot: 0 }, fact);
                 }
-                NodeKind::Initializer(_) | NodeKind::SparseInitializer(_) => {
+                NodeKind::Initializer(_) => {
                     let v = ValueRef { node: id, slot: 0 };
                     let fact = match g.const_tensor(v) {
                         Some(t) => const_fact(t),
                         None => Fact::default(),
                     };
                     f.map.insert(v, fact);
+                }
+                // The dense shape and the values' type; the values themselves are not tracked.
+                NodeKind::SparseInitializer(s) => {
+                    let fact = Fact {
+                        dtype: s
+                            .values
+                            .as_ref()
+                            .and_then(|t| t.data_type)
+                            .filter(|d| *d != 0),
+                        shape: Some(s.dims.iter().map(|d| Dim::K(*d)).collect()),
+                        value: None,
+                        declared: false,
+                    };
+                    f.map.insert(ValueRef { node: id, slot: 0 }, fact);
                 }
                 NodeKind::Op(p) => {
                     let ins: Vec<Option<Fact>> = g

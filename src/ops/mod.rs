@@ -165,7 +165,8 @@ pub struct OpDef {
     /// Outputs accepted (over all opsets).
     pub outputs: Arity,
     /// Attributes accepted, space separated; `name<13` means before opset 13 only, `name>=13`
-    /// from opset 13 on (see [`OpDef::check`]).
+    /// from opset 13 on (see [`OpDef::check`]); `name<13@1` says that from 13 the attribute is
+    /// input 1, an int64 tensor (see [`OpDef::attr_input`]).
     pub attrs: &'static str,
     /// Shape, dtype and small-value inference.
     pub infer: InferFn,
@@ -225,10 +226,21 @@ impl OpDef {
             if let Some((n, v)) = spec.split_once(">=") {
                 n == name && v.parse::<i64>().is_ok_and(|v| opset >= v)
             } else if let Some((n, v)) = spec.split_once('<') {
+                let v = v.split_once('@').map_or(v, |(v, _)| v);
                 n == name && v.parse::<i64>().is_ok_and(|v| opset < v)
             } else {
                 spec == name
             }
+        })
+    }
+
+    /// Where attribute `name` went when the op turned it into an input: `(opset, input slot)`,
+    /// from a `name<V@I` spec (`Unsqueeze`'s `axes` is input 1 from opset 13).
+    pub fn attr_input(&self, name: &str) -> Option<(i64, usize)> {
+        self.attrs.split_whitespace().find_map(|spec| {
+            let (n, rest) = spec.split_once('<')?;
+            let (v, i) = rest.split_once('@')?;
+            (n == name).then_some((v.parse().ok()?, i.parse().ok()?))
         })
     }
 

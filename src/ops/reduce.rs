@@ -86,12 +86,12 @@ const fn reduce_op(op: &'static str, attrs: &'static str, eval: bool) -> OpDef {
     }
 }
 
-const R18: &str = "axes<18 keepdims noop_with_empty_axes>=18";
+const R18: &str = "axes<18@1 keepdims noop_with_empty_axes>=18";
 
 pub(super) const OPS: &[OpDef] = &[
     reduce_op(
         "ReduceSum",
-        "axes<13 keepdims noop_with_empty_axes>=13",
+        "axes<13@1 keepdims noop_with_empty_axes>=13",
         true,
     ),
     reduce_op("ReduceMean", R18, true),

@@ -784,12 +784,12 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         infer: squeeze,
         flow: Flow::Reshape,
-        ..shape_op("Squeeze", 1, (1, 2), "axes<13")
+        ..shape_op("Squeeze", 1, (1, 2), "axes<13@1")
     },
     OpDef {
         infer: unsqueeze,
         flow: Flow::Reshape,
-        ..shape_op("Unsqueeze", 1, (1, 2), "axes<13")
+        ..shape_op("Unsqueeze", 1, (1, 2), "axes<13@1")
     },
     OpDef {
         inputs: arity(1, VARIADIC),
@@ -802,7 +802,7 @@ pub(super) const OPS: &[OpDef] = &[
         outputs: arity(1, VARIADIC),
         infer: split,
         flow: Flow::Split,
-        ..shape_op("Split", 1, (1, 2), "axis split<13 num_outputs>=18")
+        ..shape_op("Split", 1, (1, 2), "axis split<13@1 num_outputs>=18")
     },
     OpDef {
         infer: reshape,
@@ -830,7 +830,7 @@ pub(super) const OPS: &[OpDef] = &[
         infer: slice,
         flow: Flow::Slice,
         noop: Some(slice_noop),
-        ..shape_op("Slice", 1, (1, 5), "starts<10 ends<10 axes<10")
+        ..shape_op("Slice", 1, (1, 5), "starts<10@1 ends<10@2 axes<10@3")
     },
     OpDef {
         infer: expand,

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use prost::Message;
 use serde::Serialize;
 
 use crate::ir::facts::{Defaults, Fact, Facts, Symbols};
@@ -384,18 +385,16 @@ impl Acc {
         self.add_param(dt, elements, bytes);
     }
 
+    /// A sparse tensor counts its dense elements (what the model computes with) and the bytes
+    /// of its values and of its encoded indices (what the file stores).
     fn sparse(&mut self, s: &SparseTensorProto) {
         let Some(v) = &s.values else { return };
         let dt = v.data_type.unwrap_or(0);
-        let elements = dtype::numel(&v.dims).unwrap_or(0);
-        let bytes = [Some(v), s.indices.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|t| {
-                dtype::byte_len(t.data_type.unwrap_or(0), &t.dims)
-                    .unwrap_or_else(|| tensor::payload_bytes(t))
-            })
-            .fold(0u64, |a, b| a.saturating_add(b));
+        let elements = dtype::numel(&s.dims).unwrap_or(0);
+        let values = dtype::byte_len(dt, &v.dims).unwrap_or_else(|| tensor::payload_bytes(v));
+        // Indices are usually `int64_data` varints: their encoded length, not 8 bytes each.
+        let indices = s.indices.as_ref().map_or(0, |t| t.encoded_len() as u64);
+        let bytes = values.saturating_add(indices);
         self.add_param(dt, elements, bytes);
     }
 

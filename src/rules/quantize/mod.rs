@@ -175,6 +175,9 @@ pub struct QuantizeConfig {
     /// read are calibrated (`--quantize-calibrate`), or `None` for weights only (see
     /// `static_act.rs`).
     pub activations: Option<RangeMethod>,
+    /// `--quantize-outputs`: with `activations`, a pair on the outputs of those Conv, MatMul
+    /// and Gemm nodes too (the placement onnxruntime fuses into integer kernels).
+    pub outputs: bool,
 }
 
 /// How quantized weights are read.
@@ -199,6 +202,7 @@ impl Default for QuantizeConfig {
             tolerance: None,
             mode: Mode::default(),
             activations: None,
+            outputs: false,
         }
     }
 }
@@ -291,10 +295,16 @@ impl QuantizeConfig {
     pub fn with_activations(
         mut self,
         activations: bool,
+        outputs: bool,
         method: Option<&str>,
         has_calibration: bool,
     ) -> Result<QuantizeConfig> {
         if !activations {
+            if outputs {
+                return Err(Error::Usage(
+                    "--quantize-outputs adds pairs to those of --quantize-activations; add `--quantize-activations`".into(),
+                ));
+            }
             if method.is_some() {
                 return Err(Error::Usage(
                     "--quantize-calibrate chooses the ranges of --quantize-activations; add `--quantize-activations`".into(),
@@ -318,6 +328,7 @@ impl QuantizeConfig {
             ));
         }
         self.activations = Some(method);
+        self.outputs = outputs;
         Ok(self)
     }
 

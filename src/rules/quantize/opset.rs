@@ -1,26 +1,30 @@
-//! Raising the default-domain opset to 21 for int4 and `block_size`, when nothing else changes.
+//! Raising the default-domain opset to 21 for int4 and `block_size`.
 //!
 //! `DequantizeLinear` takes int4 codes and `block_size` from opset 21. The import is one number
-//! for the whole model, so raising it re-reads every node at 21: [`opset_blockers`] lists the
-//! nodes whose signature or meaning differs between the model's opset and 21 — attributes that
-//! became inputs (`Unsqueeze`/`Squeeze`/`ReduceSum` `axes` at 13, `Split`'s `split` at 13, the
-//! other reductions' `axes` at 18, `Pad`, `Clip`, `Slice`, `Dropout`, ...: whatever the op table
-//! ([`crate::ops::OpDef::check`]) refuses at 21), changed meanings the attributes do not show
-//! (`Softmax`/`LogSoftmax`/`Hardmax` flattened the input before 13, `Resize`'s inputs before 11,
-//! `GridSample`'s modes before 20), removed ops (`Upsample`, `Scatter`) and ops the table does
-//! not know. The rule rewrites none of these: a model with any keeps its opset and its weights
-//! in float, each with a reason naming them (captcha_crnn's `Unsqueeze` with `axes`).
+//! for the whole model, so raising it re-reads every node at 21. Nodes whose attributes became
+//! inputs are rewritten to the new signature, with the values unchanged: the op table's
+//! `name<V@I` attributes (`Unsqueeze`/`Squeeze`/`ReduceSum` `axes` and `Split`'s `split` at 13,
+//! the other reductions' `axes` at 18, `Slice`'s bounds at 10) become an int64 `Constant` read
+//! as input `I`, and a `Split` without sizes gets `num_outputs` from 18 ([`upgraded`]).
+//! [`opset_blockers`] lists the nodes that still read differently at 21: other attributes
+//! the op table ([`crate::ops::OpDef::check`]) refuses (`Pad`, `Clip`, `Dropout`, ...), changed
+//! meanings the attributes do not show (`Softmax`/`LogSoftmax`/`Hardmax` flattened the input
+//! before 13, `Resize`'s inputs before 11, `GridSample`'s modes before 20), removed ops
+//! (`Upsample`, `Scatter`) and ops the table does not know. A model with any keeps its opset
+//! and its weights in float, each with a reason naming them.
 //!
 //! The rule's patches edit the graph only, so [`raise_opset`] is a step before the driver (the
 //! command line takes it): without it, `find` leaves every weight in float with the reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::{Quantize, QuantizeConfig};
+use crate::ir::builder::{attr_i, attr_t, tensor_i64_1d};
 use crate::ir::Model;
-use crate::onnx::proto::NodeProto;
-use crate::onnx::visit::subgraphs;
-use crate::ops;
+use crate::onnx::proto::attribute_proto::AttributeType;
+use crate::onnx::proto::{GraphProto, ModelProto, NodeProto};
+use crate::onnx::visit::{subgraphs, subgraphs_mut};
+use crate::ops::{self, OpDef};
 use crate::rewrite::{Config, Rule};
 
 /// What the report says about verification of int4 and block-wise weights.
@@ -39,6 +43,8 @@ fn changes(node: &NodeProto, from: i64, to: i64, rank: Option<usize>) -> Option<
             "the op table does not know `{op}`, so not what it means at opset {to}"
         ));
     };
+    let converted = upgraded(node, def, to).map(|(n, _)| n);
+    let node = converted.as_ref().unwrap_or(node);
     if let Err(e) = def.check(node, to) {
         return Some(e);
     }
@@ -67,6 +73,133 @@ fn changes(node: &NodeProto, from: i64, to: i64, rank: Option<usize>) -> Option<
     }
 }
 
+/// `node` rewritten for opset `to` with the same meaning, and the int64 values of the inputs
+/// it gains (by slot), or `None` when nothing needs to change or the op table does not say how:
+/// attributes `to` no longer accepts that the table marks `name<V@I` (with `V ≤ to` and input
+/// `I` free) become inputs, and a `Split` without sizes at `to ≥ 18` states `num_outputs`.
+pub(super) fn upgraded(
+    node: &NodeProto,
+    def: &OpDef,
+    to: i64,
+) -> Option<(NodeProto, Vec<(usize, Vec<i64>)>)> {
+    let mut n = node.clone();
+    let mut moved = Vec::new();
+    let mut kept = Vec::new();
+    for a in &node.attribute {
+        let name = a.name.as_deref().unwrap_or("");
+        if def.accepts_attr(name, to) {
+            kept.push(a.clone());
+            continue;
+        }
+        let (at, slot) = def.attr_input(name)?;
+        let values = match a.r#type.and_then(|t| AttributeType::try_from(t).ok()) {
+            Some(AttributeType::Ints) => a.ints.clone(),
+            Some(AttributeType::Int) => vec![a.i?],
+            _ if !a.ints.is_empty() => a.ints.clone(),
+            _ => vec![a.i?],
+        };
+        if at > to || node.input.get(slot).is_some_and(|i| !i.is_empty()) {
+            return None;
+        }
+        moved.push((slot, values));
+    }
+    n.attribute = kept;
+    let split_sizes = n.input.get(1).is_some_and(|i| !i.is_empty()) || !moved.is_empty();
+    let mut changed = !moved.is_empty();
+    if def.op == "Split"
+        && to >= 18
+        && !split_sizes
+        && !n
+            .attribute
+            .iter()
+            .any(|a| a.name.as_deref() == Some("num_outputs"))
+    {
+        n.attribute
+            .push(attr_i("num_outputs", node.output.len() as i64));
+        changed = true;
+    }
+    changed.then_some((n, moved))
+}
+
+/// Rewrites every default-domain node of `proto` (every graph, subgraphs and model-local
+/// functions) that [`upgraded`] changes for opset `to`, each moved attribute read from a new
+/// `Constant` placed just before the node. Returns the nodes changed, as "`op` `name`". Walks
+/// the nesting with a work list, not recursion.
+fn upgrade_model(proto: &mut ModelProto, to: i64) -> Vec<String> {
+    let mut taken: HashSet<String> = HashSet::new();
+    {
+        let mut stack: Vec<&GraphProto> = proto.graph.iter().collect();
+        let note = |nodes: &[NodeProto], taken: &mut HashSet<String>| {
+            for n in nodes {
+                taken.extend(n.input.iter().chain(&n.output).cloned());
+            }
+        };
+        for f in &proto.functions {
+            note(&f.node, &mut taken);
+            stack.extend(f.node.iter().flat_map(subgraphs));
+        }
+        while let Some(g) = stack.pop() {
+            note(&g.node, &mut taken);
+            taken.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
+            taken.extend(g.input.iter().filter_map(|v| v.name.clone()));
+            stack.extend(g.node.iter().flat_map(subgraphs));
+        }
+    }
+    let mut done = Vec::new();
+    let mut upgrade = |nodes: &mut Vec<NodeProto>, taken: &mut HashSet<String>| {
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes.drain(..) {
+            let def = ops::is_default_domain(node.domain.as_deref().unwrap_or(""))
+                .then(|| ops::lookup_node(&node, None))
+                .flatten();
+            let Some((mut n, moved)) = def.and_then(|d| upgraded(&node, d, to)) else {
+                out.push(node);
+                continue;
+            };
+            let label = n
+                .name
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| n.output.first().cloned().unwrap_or_default());
+            for (slot, values) in moved {
+                let base = format!("{label}_input{slot}");
+                let mut name = base.clone();
+                let mut k = 1;
+                while !taken.insert(name.clone()) {
+                    name = format!("{base}_{k}");
+                    k += 1;
+                }
+                let mut c = crate::rules::util::make_node("Constant", &name, 0, &[&name]);
+                c.attribute
+                    .push(attr_t("value", tensor_i64_1d(&name, &values)));
+                out.push(c);
+                if n.input.len() <= slot {
+                    n.input.resize(slot + 1, String::new());
+                }
+                n.input[slot] = name;
+            }
+            done.push(format!(
+                "`{}` `{label}`",
+                n.op_type.as_deref().unwrap_or("")
+            ));
+            out.push(n);
+        }
+        *nodes = out;
+    };
+    for f in &mut proto.functions {
+        upgrade(&mut f.node, &mut taken);
+    }
+    let mut stack: Vec<&mut GraphProto> = proto.graph.iter_mut().collect();
+    for f in &mut proto.functions {
+        stack.extend(f.node.iter_mut().flat_map(subgraphs_mut));
+    }
+    while let Some(g) = stack.pop() {
+        upgrade(&mut g.node, &mut taken);
+        stack.extend(g.node.iter_mut().flat_map(subgraphs_mut));
+    }
+    done
+}
+
 /// The default-domain nodes of `model` (every graph, subgraphs and model-local functions
 /// included) that read differently
 /// at opset `to` than at the model's own opset, as "`op` `name`: reason", deduplicated by op and
@@ -87,18 +220,9 @@ pub fn opset_blockers(model: &Model, to: i64) -> Vec<String> {
             .unwrap_or_else(|| node.output.first().cloned().unwrap_or_default());
         found.entry(reason).or_insert(name);
     };
-    fn walk(nodes: &[NodeProto], from: i64, to: i64, note: &mut dyn FnMut(&NodeProto, String)) {
-        for n in nodes {
-            if ops::is_default_domain(n.domain.as_deref().unwrap_or("")) {
-                if let Some(r) = changes(n, from, to, None) {
-                    note(n, r);
-                }
-            }
-            for sub in subgraphs(n) {
-                walk(&sub.node, from, to, note);
-            }
-        }
-    }
+    // Subgraph bodies and model-local functions (which read the model's default-domain opset
+    // too), from a work list rather than recursion.
+    let mut bodies: Vec<&[NodeProto]> = Vec::new();
     for id in g.ops() {
         let Some(n) = g.node(id).op() else { continue };
         if ops::is_default_domain(n.domain.as_deref().unwrap_or("")) {
@@ -107,13 +231,18 @@ pub fn opset_blockers(model: &Model, to: i64) -> Vec<String> {
                 note(n, r);
             }
         }
-        for sub in subgraphs(n) {
-            walk(&sub.node, from, to, &mut note);
-        }
+        bodies.extend(subgraphs(n).map(|sub| &sub.node[..]));
     }
-    // Model-local functions read the model's default-domain opset too.
-    for f in &model.shell.functions {
-        walk(&f.node, from, to, &mut note);
+    bodies.extend(model.shell.functions.iter().map(|f| &f.node[..]));
+    while let Some(nodes) = bodies.pop() {
+        for n in nodes {
+            if ops::is_default_domain(n.domain.as_deref().unwrap_or("")) {
+                if let Some(r) = changes(n, from, to, None) {
+                    note(n, r);
+                }
+            }
+            bodies.extend(subgraphs(n).map(|sub| &sub.node[..]));
+        }
     }
     let mut v: Vec<String> = found
         .into_iter()
@@ -150,9 +279,10 @@ pub(super) fn opset_refusal(model: &Model, needs: i64) -> String {
 
 /// Raises the model's default-domain opset import to what the quantize configuration needs
 /// (21 for int4 or `block_size`; the IR version to at least 10) when the model imports less,
-/// no node reads differently at the new opset ([`opset_blockers`]), and the rule then finds a
-/// weight to quantize. Returns what was done, or `None` when nothing changed (the rule's skips
-/// say why). Run it before the driver; the graph itself is not touched.
+/// no node reads differently at the new opset once [`upgraded`] ([`opset_blockers`]), and the
+/// rule then finds a weight to quantize; nodes whose attributes became inputs are rewritten
+/// first. Returns what was done, or `None` when nothing changed (the rule's skips say why).
+/// Run it before the driver.
 pub fn raise_opset(model: &mut Model, config: &Config) -> Option<String> {
     let cfg: &QuantizeConfig = &config.quantize;
     let needs = cfg.needs_opset();
@@ -160,14 +290,32 @@ pub fn raise_opset(model: &mut Model, config: &Config) -> Option<String> {
     if from >= needs || !opset_blockers(model, needs).is_empty() {
         return None;
     }
-    let saved = (model.shell.opset_import.clone(), model.shell.ir_version);
-    set_opset(model, needs);
-    if Quantize.find(model, config).matches.is_empty() {
-        (model.shell.opset_import, model.shell.ir_version) = saved;
+    let mut proto = model.to_proto();
+    let rewritten = upgrade_model(&mut proto, needs);
+    let mut raised = Model::from_proto(proto).ok()?;
+    set_opset(&mut raised, needs);
+    if Quantize.find(&raised, config).matches.is_empty() {
         return None;
     }
+    *model = raised;
+    const SHOWN: usize = 4;
+    let nodes = match rewritten.len() {
+        0 => String::new(),
+        n => format!(
+            "; {n} node{} rewritten for it, attributes that became inputs now read from a \
+             Constant: {}{}",
+            if n == 1 { "" } else { "s" },
+            rewritten[..n.min(SHOWN)].join(", "),
+            if n > SHOWN {
+                format!(" and {} more", n - SHOWN)
+            } else {
+                String::new()
+            }
+        ),
+    };
     Some(format!(
-        "quantize: raised the default-domain opset from {from} to {needs} for int4 and `block_size` (no op reads differently at {needs})"
+        "quantize: raised the default-domain opset from {from} to {needs} for int4 and \
+         `block_size` (no op reads differently at {needs}){nodes}"
     ))
 }
 

@@ -5,11 +5,16 @@
 //! MatMul's and Gemm's `A`, and `B` where it is computed rather than a weight) gets one pair
 //! `DequantizeLinear(QuantizeLinear(x, s, z), s, z)` with a uint8 per-tensor scale `s` and zero
 //! point `z`, and those readers read the pair's output; other readers of `x` keep the float
-//! value. The weights are quantized as in weight-only mode (int8 per channel by default). That is
-//! onnxruntime's QDQ format (`quantize_static(quant_format=QDQ)`, activations uint8, weights
-//! int8) and what TensorRT's explicit-quantization mode expects around these ops: a runtime that
-//! fuses the pairs runs the op in integers. No `QuantizeLinear` is added on the outputs and the
-//! biases stay float.
+//! value. With `--quantize-outputs`, each such node's output gets a pair too (when a node reads
+//! it), which every reader of the output reads. The weights are quantized as in weight-only mode
+//! (int8 per channel by default); biases stay float. That is onnxruntime's QDQ format
+//! (`quantize_static(quant_format=QDQ)`, activations uint8, weights int8) and what TensorRT's
+//! explicit-quantization mode expects around these ops. onnxruntime 1.32 fuses
+//! `DequantizeLinear` → Conv/MatMul/Gemm → `QuantizeLinear` into `QLinearConv`,
+//! `QLinearMatMul` or `QGemm` (quantizing a float bias itself), integer kernels, only when the
+//! pair on the output is there and the weight's `DequantizeLinear` is read directly (per
+//! tensor, or per channel from opset 13); without the output pair it runs the op in float
+//! between the pairs. The output pairs add rounding, so they are asked for by the flag.
 //!
 //! **Ranges:** the model as the rule first sees it runs once in tract on the `--calibration`
 //! input sets (`crate::calibrate::ranges`, the capture every data-aware rule uses), and each
@@ -26,7 +31,8 @@
 //!
 //! **Example:** `y = Conv(x, W)` with `x` calibrated to `[−0.8, 3.1]` becomes
 //! `x_dequantized = DequantizeLinear(QuantizeLinear(x, 0.01529, 52), 0.01529, 52)`,
-//! `y = Conv(x_dequantized, W_dequantized)`.
+//! `y = Conv(x_dequantized, W_dequantized)`; with `--quantize-outputs` `y`'s readers read
+//! `y_dequantized`, `y`'s own pair.
 //!
 //! **Exact:** no (lossy): each activation moves by at most `s/2` inside its range and is clipped
 //! outside it. An activation already on the grid (values `k·s` for integers `k` in
@@ -188,14 +194,59 @@ fn activations(model: &Model, cfg: &QuantizeConfig, f: &mut Findings) -> Vec<Act
             }
             r.push((id, slot));
         }
+        // The output (`--quantize-outputs`): onnxruntime fuses `DequantizeLinear` → op →
+        // `QuantizeLinear` into an integer kernel (QLinearConv, QLinearMatMul) only when the
+        // `QuantizeLinear` follows.
+        if !cfg.outputs {
+            continue;
+        }
+        let y = ValueRef { node: id, slot: 0 };
+        let consumers = g.consumers(y);
+        if consumers.is_empty()
+            || consumers
+                .iter()
+                .any(|(c, _)| g.node(*c).op_type() == "QuantizeLinear")
+            || facts.get(y).dtype != Some(DataType::Float as i32)
+        {
+            continue;
+        }
+        let name = g.value_name(y);
+        if excluded(cfg, name) {
+            f.skip(
+                model,
+                id,
+                format!("activation `{name}` excluded by --quantize-exclude"),
+            );
+            continue;
+        }
+        let r = readers.entry(y).or_default();
+        if r.is_empty() {
+            order.push(y);
+        }
+        r.extend(
+            consumers
+                .into_iter()
+                .filter(|(c, _)| !excluded(cfg, &g.node(*c).label())),
+        );
     }
     order
         .into_iter()
-        .map(|v| Activation {
-            value: v,
-            readers: readers.remove(&v).unwrap_or_default(),
+        .filter_map(|v| {
+            let mut readers = readers.remove(&v).unwrap_or_default();
+            readers.sort();
+            readers.dedup();
+            (!readers.is_empty()).then_some(Activation { value: v, readers })
         })
         .collect()
+}
+
+/// Whether `v` is the output of a Conv/MatMul/Gemm whose pair every reader reads (not only the
+/// quantizable ones).
+fn is_op_output(g: &Graph, cfg: &QuantizeConfig, v: ValueRef) -> bool {
+    cfg.outputs
+        && v.slot == 0
+        && !reader_slots(g, v.node).is_empty()
+        && !excluded(cfg, &g.node(v.node).label())
 }
 
 /// Whether `v` is the output of a `DequantizeLinear` reading a `QuantizeLinear` (a pair this
@@ -331,14 +382,20 @@ pub(super) fn rewrite_activation(
     let v = g
         .producer(name)
         .ok_or_else(|| fail(format!("activation `{name}` is no longer in the graph")))?;
+    let every_reader = is_op_output(g, &config.quantize, v);
     let readers: Vec<(NodeId, usize)> = m
         .nodes
         .iter()
         .flat_map(|&n| {
-            reader_slots(g, n)
-                .iter()
-                .filter(move |&&s| g.input(n, s) == Some(v))
-                .map(move |&s| (n, s))
+            let slots: Vec<usize> = if every_reader {
+                (0..g.node_inputs(n).len()).collect()
+            } else {
+                reader_slots(g, n).to_vec()
+            };
+            slots
+                .into_iter()
+                .filter(move |&s| g.input(n, s) == Some(v))
+                .map(move |s| (n, s))
         })
         .collect();
     if readers.is_empty() {
@@ -436,13 +493,16 @@ mod tests {
             quantize: QuantizeConfig {
                 min_elements: 16,
                 activations: Some(RangeMethod::MinMax),
+                outputs: true,
                 ..Default::default()
             },
             ..Default::default()
         };
         let mut f = Findings::default();
         let acts = activations(&model, &config.quantize, &mut f);
-        assert_eq!(acts.len(), 2);
+        // `x` and `hr` as read, `h` as fc1's output (`--quantize-outputs`; fc2's `y` is read by
+        // nothing but the graph).
+        assert_eq!(acts.len(), 3);
         let keys: Vec<u64> = acts
             .iter()
             .map(|a| range_key(&model.graph, &config, RangeMethod::MinMax, a))
@@ -450,11 +510,11 @@ mod tests {
         let original = model.clone();
         let rules: Vec<&dyn Rule> = vec![&super::super::Quantize];
         let report = crate::rewrite::run(&mut model, &rules, &config, &Default::default()).unwrap();
-        // Two weights and two activations.
-        assert_eq!(report.patches(), 4);
+        // Two weights and three activations.
+        assert_eq!(report.patches(), 5);
         // `find` on the model as first seen again: the ranges come from the cache.
         let again = super::super::Quantize.find(&original, &config);
-        assert_eq!(again.matches.len(), 4);
+        assert_eq!(again.matches.len(), 5);
         let captured = CAPTURED.lock().unwrap();
         for k in &keys {
             assert_eq!(captured.iter().filter(|c| *c == k).count(), 1);
