@@ -82,6 +82,24 @@ pub(super) fn upgraded(
     def: &OpDef,
     to: i64,
 ) -> Option<(NodeProto, Vec<(usize, Vec<i64>)>)> {
+    let sizes_given = node.input.get(1).is_some_and(|i| !i.is_empty());
+    let states_outputs = || {
+        def.op != "Split"
+            || to < 18
+            || sizes_given
+            || node
+                .attribute
+                .iter()
+                .any(|a| matches!(a.name.as_deref(), Some("num_outputs" | "split")))
+    };
+    let all_accepted = node
+        .attribute
+        .iter()
+        .all(|a| def.accepts_attr(a.name.as_deref().unwrap_or(""), to));
+    // Most nodes: nothing to do, and no copy of their (possibly large) attributes.
+    if all_accepted && states_outputs() {
+        return None;
+    }
     let mut n = node.clone();
     let mut moved = Vec::new();
     let mut kept = Vec::new();
