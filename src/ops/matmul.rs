@@ -1,7 +1,7 @@
 //! Matrix products: `MatMul`, `Gemm`, `Einsum`, `Attention`.
 
 use super::infer::{attr_i, fact, known_u64, output_times, InferCx, MacCount, MacCx};
-use super::{arity, Flow, OpDef, WeightOperand, WeightRole, VARIADIC};
+use super::{arity, Flow, OpDef, WeightOperand, WeightRole, HALF, VARIADIC};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::NodeProto;
 
@@ -274,6 +274,7 @@ pub(super) const OPS: &[OpDef] = &[
         weights: Some(matmul_weights),
         flow: Flow::Layer,
         eval: true,
+        half: HALF,
         ..OpDef::new("MatMul", 1, arity(2, 2), arity(1, 1))
     },
     OpDef {
@@ -283,6 +284,7 @@ pub(super) const OPS: &[OpDef] = &[
         weights: Some(gemm_weights),
         flow: Flow::Layer,
         eval: true,
+        half: HALF,
         ..OpDef::new("Gemm", 1, arity(2, 3), arity(1, 1))
     },
     OpDef {
