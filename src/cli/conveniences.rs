@@ -324,9 +324,8 @@ pub fn cut(proto: &mut ModelProto, outputs: &[String], inputs: &[String]) -> Res
     let model = Model::from_proto(proto.clone())?;
     let g = &model.graph;
     let find = |flag: &str, name: &str| -> Result<ValueRef> {
-        g.producer(name).ok_or_else(|| {
-            Error::Usage(format!("{flag}: the model has no value `{name}`"))
-        })
+        g.producer(name)
+            .ok_or_else(|| Error::Usage(format!("{flag}: the model has no value `{name}`")))
     };
     let mut new_outputs = Vec::with_capacity(outputs.len());
     for name in outputs {
@@ -383,7 +382,9 @@ pub fn cut(proto: &mut ModelProto, outputs: &[String], inputs: &[String]) -> Res
                 *o = renamed.clone();
             }
         }
-        graph.value_info.retain(|i| i.name.as_deref() != Some(&name));
+        graph
+            .value_info
+            .retain(|i| i.name.as_deref() != Some(&name));
         graph.input.push(vi);
     }
     let mut model = Model::from_proto(std::mem::take(proto))?;

@@ -156,7 +156,7 @@ pub enum Flow {
 /// How an op takes float16, for the float16 conversion (`--dtype fp16`). Stated per op from
 /// what tract 0.23 and onnxruntime's CPU kernels run: an op not known to run in float16 keeps
 /// float32, with Casts around it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Half {
     /// Computes in float16: its float inputs and outputs all become float16, except the inputs
     /// listed in `keep`, which the op takes in float32 only (Resize's `scales`).
@@ -172,8 +172,11 @@ pub enum Half {
     /// float32, and its output type does not depend on it.
     AnyInput,
     /// Keeps float32, for the reason given (float16 missing in tract 0.23 or onnxruntime, or too
-    /// narrow for what the op accumulates).
+    /// narrow for what the op accumulates). Its large float32 weights are still stored in
+    /// float16, with a Cast back to float32.
     Float32(&'static str),
+    /// Decided per node (by its attributes and operands): never itself `PerNode`.
+    PerNode(fn(&NodeProto) -> Half),
 }
 
 /// [`Half::Compute`] with every float input in float16.
@@ -396,7 +399,10 @@ pub fn point(node: &NodeProto, x: f32, operands: &[Option<f32>]) -> Option<f32> 
 pub fn half(node: &NodeProto) -> Half {
     lookup_node(node, None).map_or(
         Half::Float32("an op the table does not know: its float16 kernels are not known"),
-        |d| d.half,
+        |d| match d.half {
+            Half::PerNode(f) => f(node),
+            h => h,
+        },
     )
 }
 

@@ -87,13 +87,17 @@ pub(super) const OPS: &[OpDef] = &[
             per_channel: &[1, 2],
         },
         point: Some(instance_norm_point),
-        half: Half::Float32("accumulates a mean and variance over many elements, which float16 loses"),
+        half: Half::Float32(
+            "accumulates a mean and variance over many elements, which float16 loses",
+        ),
         ..OpDef::new("InstanceNormalization", 1, arity(3, 3), arity(1, 1))
     },
     OpDef {
         attrs: "axis epsilon stash_type",
         infer: layer_norm,
-        half: Half::Float32("accumulates a mean and variance over many elements, which float16 loses"),
+        half: Half::Float32(
+            "accumulates a mean and variance over many elements, which float16 loses",
+        ),
         ..OpDef::new("LayerNormalization", 17, arity(2, 3), arity(1, 3))
     },
     OpDef {
@@ -109,7 +113,9 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "epsilon num_groups stash_type>=21",
         infer: same,
-        half: Half::Float32("accumulates a mean and variance over many elements, which float16 loses"),
+        half: Half::Float32(
+            "accumulates a mean and variance over many elements, which float16 loses",
+        ),
         ..OpDef::new("GroupNormalization", 18, arity(3, 3), arity(1, 1))
     },
     OpDef {
@@ -120,7 +126,9 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "axes",
         infer: same,
-        half: Half::Float32("accumulates a mean and variance over many elements, which float16 loses"),
+        half: Half::Float32(
+            "accumulates a mean and variance over many elements, which float16 loses",
+        ),
         ..OpDef::new("MeanVarianceNormalization", 9, arity(1, 1), arity(1, 1))
     },
     OpDef {

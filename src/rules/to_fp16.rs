@@ -33,6 +33,8 @@ use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, 
 
 const FLOAT: i32 = 1;
 const FLOAT16: i32 = 10;
+/// The fewest elements of a float32 weight of a float32 op that is stored in float16.
+const MIN_STORED: u64 = 64;
 /// The largest finite float16.
 const HALF_MAX: f32 = 65504.0;
 
@@ -52,6 +54,11 @@ struct Plan {
     half_slots: FxHashSet<(NodeId, usize)>,
     /// Float32 constants some converted op reads in float16.
     constants: Vec<ValueRef>,
+    /// Input slots of float32 ops (and kept inputs of float16 ops) that read a large float32
+    /// weight: stored in float16, read through a Cast back to float32.
+    stored_slots: FxHashSet<(NodeId, usize)>,
+    /// Those weights.
+    stored: Vec<ValueRef>,
     /// Float32 values computed at run time (or graph inputs) that converted ops read.
     to_half: Vec<ValueRef>,
     /// Float16 values that float32 ops, kept inputs or graph outputs read.
@@ -73,6 +80,14 @@ fn plan(model: &Model) -> Plan {
     let mut to_float: FxHashSet<ValueRef> = FxHashSet::default();
     let dtype = |v: ValueRef| facts.get(v).dtype;
     let is_const = |v: ValueRef| g.const_tensor(v).is_some();
+    let mut stored: FxHashSet<ValueRef> = FxHashSet::default();
+    // A float32 weight large enough that storing it in float16 saves more than its Cast costs.
+    let stores_half = |v: ValueRef| {
+        g.const_tensor(v).is_some_and(|t| {
+            t.data_type == Some(FLOAT)
+                && crate::ir::tensor::numel(t).is_some_and(|n| n >= MIN_STORED)
+        })
+    };
     for id in g.topo_order() {
         let node = g.node(id);
         let NodeKind::Op(proto) = &node.kind else {
@@ -131,14 +146,24 @@ fn plan(model: &Model) -> Plan {
                             .iter()
                             .any(|(s, v)| !keep.contains(s) && (already_half(v) || is_const(*v)))
                 }
-                Half::Move => float_in.iter().any(|(_, v)| already_half(v) || is_const(*v)),
-                Half::AnyInput | Half::Float32(_) => false,
+                Half::Move => float_in
+                    .iter()
+                    .any(|(_, v)| already_half(v) || is_const(*v)),
+                Half::AnyInput | Half::Float32(_) | Half::PerNode(_) => false,
             };
         if !go {
             if !pending || matches!(half, Half::AnyInput) {
                 continue;
             }
             let reads_half = float_in.iter().any(|(_, v)| already_half(v));
+            for &(s, v) in &float_in {
+                if stores_half(v) {
+                    p.stored_slots.insert((id, s));
+                    if stored.insert(v) {
+                        p.stored.push(v);
+                    }
+                }
+            }
             for (_, v) in &float_in {
                 if already_half(v) && dtype(*v) != Some(FLOAT16) {
                     to_float.insert(*v);
@@ -155,6 +180,12 @@ fn plan(model: &Model) -> Plan {
             if keep.contains(&s) {
                 if already_half(&v) && dtype(v) != Some(FLOAT16) {
                     to_float.insert(v);
+                }
+                if stores_half(v) {
+                    p.stored_slots.insert((id, s));
+                    if stored.insert(v) {
+                        p.stored.push(v);
+                    }
                 }
                 continue;
             }
@@ -256,9 +287,11 @@ impl Rule for ToFp16 {
                 anchor,
                 nodes: vec![],
                 what: format!(
-                    "float16: {} ops, {} weights, {} Casts to float16, {} to float32",
+                    "float16: {} ops, {} weights ({} stored for float32 ops), {} Casts to \
+                     float16, {} to float32",
                     p.converted.len(),
-                    p.constants.len(),
+                    p.constants.len() + p.stored.len(),
+                    p.stored.len(),
                     p.to_half.len(),
                     p.to_float.len()
                 ),
@@ -273,19 +306,23 @@ impl Rule for ToFp16 {
         let mut patch = Patch::new(m.what.clone(), Some(m.anchor));
         let mut wire: FxHashMap<ValueRef, Wire> = FxHashMap::default();
         let mut clamped = 0usize;
-        // Weights: a float16 copy, which takes the name when only converted ops read it.
-        for &v in &p.constants {
+        // Weights: a float16 copy, which takes the name when only float16 readers and stored
+        // slots read it; float32 ops read stored weights through a Cast.
+        let half_set: FxHashSet<ValueRef> = p.constants.iter().copied().collect();
+        let mut stored_wire: FxHashMap<ValueRef, Wire> = FxHashMap::default();
+        let mut all: Vec<ValueRef> = p.constants.clone();
+        all.extend(p.stored.iter().filter(|v| !half_set.contains(v)));
+        for v in all {
             let Some(t) = g.const_tensor(v) else { continue };
             let (mut t16, n) = half_tensor(t)?;
             clamped += n;
             let name = g.value_name(v).to_string();
-            let only_half = !g.is_captured(v)
+            let only_converted = !g.is_captured(v)
                 && !g.is_graph_output(v)
-                && g
-                    .consumers(v)
+                && g.consumers(v)
                     .iter()
-                    .all(|c| p.half_slots.contains(c));
-            if !only_half {
+                    .all(|c| p.half_slots.contains(c) || p.stored_slots.contains(c));
+            if !only_converted {
                 t16.name = Some(format!("{name}_fp16"));
             }
             let new = match &g.node(v.node).kind {
@@ -301,12 +338,18 @@ impl Rule for ToFp16 {
                 }
                 _ => patch.add_initializer(t16),
             };
-            if only_half {
+            if only_converted {
                 patch.remove(v.node);
                 patch.keep_name(v, new);
                 patch.set_declared_type(&name, FLOAT16);
             }
-            wire.insert(v, new);
+            if half_set.contains(&v) {
+                wire.insert(v, new);
+            }
+            if p.stored.contains(&v) {
+                let up = patch.add_op(cast(&format!("{name}_fp32"), FLOAT), &[Some(new)])[0];
+                stored_wire.insert(v, up);
+            }
         }
         for &v in &p.to_half {
             let name = format!("{}_fp16", g.value_name(v));
@@ -319,6 +362,7 @@ impl Rule for ToFp16 {
             wire,
             replaced: FxHashMap::default(),
             float: FxHashMap::default(),
+            stored: stored_wire,
         };
         // Producers of float16 graph outputs are re-added under new output names, in
         // topological order (a copy may read an earlier one).
@@ -373,11 +417,7 @@ impl Rule for ToFp16 {
                     continue;
                 }
                 if g.is_graph_output(v) {
-                    let target = if p.half.contains(&v) {
-                        w.float(v)
-                    } else {
-                        out
-                    };
+                    let target = if p.half.contains(&v) { w.float(v) } else { out };
                     w.patch.shunt(v, target);
                 } else {
                     w.patch.keep_name(v, out);
@@ -407,6 +447,8 @@ struct Wiring<'g> {
     replaced: FxHashMap<NodeId, Vec<Wire>>,
     /// Casts of float16 values back to float32.
     float: FxHashMap<ValueRef, Wire>,
+    /// Weights stored in float16, cast back to float32.
+    stored: FxHashMap<ValueRef, Wire>,
 }
 
 impl Wiring<'_> {
@@ -442,6 +484,11 @@ impl Wiring<'_> {
     fn reader(&mut self, p: &Plan, id: NodeId, slot: usize, v: ValueRef) -> Wire {
         if p.half_slots.contains(&(id, slot)) {
             return self.half(v);
+        }
+        if p.stored_slots.contains(&(id, slot)) {
+            if let Some(w) = self.stored.get(&v) {
+                return *w;
+            }
         }
         if !p.half.contains(&v) {
             return self.any(v);
