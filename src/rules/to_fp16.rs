@@ -282,7 +282,12 @@ impl Rule for ToFp16 {
         for (id, why) in &p.kept {
             f.skip(model, *id, format!("keeps float32: {why}"));
         }
-        if let Some(&anchor) = p.converted.first() {
+        let anchor = p
+            .converted
+            .first()
+            .copied()
+            .or_else(|| p.stored.first().map(|v| v.node));
+        if let Some(anchor) = anchor {
             f.matches.push(Match {
                 anchor,
                 nodes: vec![],
@@ -503,5 +508,148 @@ impl Wiring<'_> {
         } else {
             self.float(v)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{seeded_f32, ModelBuilder};
+    use crate::onnx::proto::tensor_proto::DataType as D;
+    use crate::rewrite::{run, DriverOptions};
+
+    fn fp16() -> Config {
+        Config {
+            fp16: true,
+            ..Default::default()
+        }
+    }
+
+    fn convert(proto: &crate::onnx::proto::ModelProto) -> crate::onnx::proto::ModelProto {
+        let mut m = Model::from_proto(proto.clone()).unwrap();
+        let r = run(&mut m, &[&ToFp16], &fp16(), &DriverOptions::default()).unwrap();
+        assert_eq!(r.patches(), 1, "one patch converts the whole graph");
+        assert!(
+            ToFp16.find(&m, &fp16()).matches.is_empty(),
+            "a converted graph has nothing left to convert"
+        );
+        m.to_proto()
+    }
+
+    fn ops(p: &crate::onnx::proto::ModelProto) -> Vec<String> {
+        let g = p.graph.as_ref().unwrap();
+        g.node
+            .iter()
+            .map(|n| n.op_type.clone().unwrap_or_default())
+            .collect()
+    }
+
+    fn elem_type(vi: &crate::onnx::proto::ValueInfoProto) -> Option<i32> {
+        match vi.r#type.as_ref()?.value.as_ref()? {
+            crate::onnx::proto::type_proto::Value::TensorType(t) => t.elem_type,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn weights_exact_in_float16_give_the_very_same_outputs() {
+        // Every weight and input is a small dyadic number: float16 holds them and their
+        // products exactly, so the converted model must agree bit for bit.
+        // (64 of them: fewer would not pay for the two Casts, and the driver refuses growth.)
+        let w: Vec<f32> = (0..64).map(|i| [0.5f32, 2.0, -1.0, 0.25][i % 4]).collect();
+        let w = ndarray::ArrayD::from_shape_vec(vec![64], w).unwrap();
+        let mut b = ModelBuilder::new(17);
+        b.input("x", D::Float, &[2, 64])
+            .initializer_f32("w", w)
+            .node_named("mul", "Mul", &["x", "w"], &["m"], vec![])
+            .node_named("relu", "Relu", &["m"], &["y"], vec![])
+            .output("y", D::Float, &[2, 64]);
+        let a = b.build();
+        let out = convert(&a);
+        let g = out.graph.as_ref().unwrap();
+        let w16 = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("w"));
+        assert_eq!(w16.and_then(|t| t.data_type), Some(FLOAT16));
+        assert_eq!(
+            elem_type(&g.input[0]),
+            Some(FLOAT),
+            "inputs keep their type"
+        );
+        assert_eq!(
+            elem_type(&g.output[0]),
+            Some(FLOAT),
+            "outputs keep their type"
+        );
+        assert_eq!(g.output[0].name.as_deref(), Some("y"));
+        assert_eq!(ops(&out).iter().filter(|o| *o == "Cast").count(), 2);
+        let x: Vec<f32> = (0..128).map(|i| (i % 17) as f32 - 8.0).collect();
+        let x = tract_onnx::prelude::Tensor::from(
+            ndarray::ArrayD::from_shape_vec(vec![2, 64], x).unwrap(),
+        );
+        let sets = [crate::verify::InputSet::new("ints", vec![("x".into(), x)])];
+        let v = crate::verify::compare::verify(&a, &out, &sets, 0.0).unwrap();
+        assert_eq!(v.sets.len(), 1);
+        assert_eq!(v.sets[0].outputs.len(), 1);
+        assert_eq!(v.sets[0].outputs[0].max_abs_error, Some(0.0), "{v}");
+        assert!(v.passed, "{v}");
+    }
+
+    #[test]
+    fn a_gemm_with_a_bias_keeps_float32_with_its_weight_stored_in_float16() {
+        let mut b = ModelBuilder::new(13);
+        b.input("x", D::Float, &[2, 64])
+            .initializer_f32("w", seeded_f32(&[64, 8], 1))
+            .initializer_f32("c", seeded_f32(&[8], 2))
+            .node_named("fc", "Gemm", &["x", "w", "c"], &["y"], vec![])
+            .output("y", D::Float, &[2, 8]);
+        let a = b.build();
+        let m = Model::from_proto(a.clone()).unwrap();
+        let f = ToFp16.find(&m, &fp16());
+        assert_eq!(f.skips.len(), 1, "{:?}", f.skips);
+        assert!(f.skips[0].reason.contains("Gemm's bias"), "{:?}", f.skips);
+        let out = convert(&a);
+        let g = out.graph.as_ref().unwrap();
+        let w = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("w"));
+        assert_eq!(
+            w.and_then(|t| t.data_type),
+            Some(FLOAT16),
+            "64·8 weights: stored"
+        );
+        let c = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("c"));
+        assert_eq!(
+            c.and_then(|t| t.data_type),
+            Some(FLOAT),
+            "8 weights: not worth a Cast"
+        );
+        assert_eq!(ops(&out), ["Cast", "Gemm"]);
+        let sets = [crate::verify::InputSet::new(
+            "seeded",
+            vec![(
+                "x".into(),
+                tract_onnx::prelude::Tensor::from(seeded_f32(&[2, 64], 3)),
+            )],
+        )];
+        let v = crate::verify::compare::verify(&a, &out, &sets, 1e-2).unwrap();
+        assert!(v.passed, "{v}");
+    }
+
+    #[test]
+    fn without_dtype_fp16_the_rule_finds_nothing() {
+        let mut b = ModelBuilder::new(17);
+        b.input("x", D::Float, &[2, 4])
+            .initializer_f32("w", seeded_f32(&[4], 1))
+            .node_named("mul", "Mul", &["x", "w"], &["y"], vec![])
+            .output("y", D::Float, &[2, 4]);
+        let m = Model::from_proto(b.build()).unwrap();
+        assert!(ToFp16.find(&m, &Config::default()).matches.is_empty());
+        assert_eq!(ToFp16.find(&m, &fp16()).matches.len(), 1);
     }
 }
