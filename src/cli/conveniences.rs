@@ -76,19 +76,6 @@ pub fn select_rules(
     args: &ConvenienceArgs,
     selection: &str,
 ) -> Result<()> {
-    for word in words(&args.skip) {
-        let named = registry::select(&word).map_err(|e| match e {
-            Error::Usage(m) => Error::Usage(format!("--skip: {m}")),
-            e => e,
-        })?;
-        let before = rules.len();
-        rules.retain(|r| !named.iter().any(|n| n.meta().code == r.meta().code));
-        if rules.len() == before {
-            return Err(Error::Usage(format!(
-                "--skip `{word}`: `--rules {selection}` does not run it"
-            )));
-        }
-    }
     if args.fp16()? {
         let to_fp16: &dyn Rule = &crate::rules::to_fp16::ToFp16;
         if !args.skip.is_empty()
@@ -103,6 +90,19 @@ pub fn select_rules(
         }
         if !rules.iter().any(|r| r.meta().code == to_fp16.meta().code) {
             rules.push(to_fp16);
+        }
+    }
+    for word in words(&args.skip) {
+        let named = registry::select(&word).map_err(|e| match e {
+            Error::Usage(m) => Error::Usage(format!("--skip: {m}")),
+            e => e,
+        })?;
+        let before = rules.len();
+        rules.retain(|r| !named.iter().any(|n| n.meta().code == r.meta().code));
+        if rules.len() == before {
+            return Err(Error::Usage(format!(
+                "--skip `{word}`: `--rules {selection}` does not run it"
+            )));
         }
     }
     Ok(())

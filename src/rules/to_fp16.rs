@@ -125,7 +125,14 @@ fn plan(model: &Model) -> Plan {
         {
             Half::Float32("the type of an input or output is not known")
         } else {
-            ops::half(proto)
+            // Patches leave operand names empty until encoding: the table sees them from the
+            // edges.
+            let mut named = proto.clone();
+            named.input = inputs
+                .iter()
+                .map(|v| v.map_or(String::new(), |v| g.value_name(v).to_string()))
+                .collect();
+            ops::half(&named)
         };
         let already_half = |v: &ValueRef| p.half.contains(v) || dtype(*v) == Some(FLOAT16);
         let keep: &[usize] = match half {
