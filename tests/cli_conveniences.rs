@@ -194,6 +194,16 @@ fn dtype_other_than_fp16_or_fp32_is_refused() {
         ],
     );
     assert!(e.contains("--skip takes out"), "{e}");
+    let e = refused(
+        d.path(),
+        &[
+            "mlp.onnx", "out.onnx", "--dtype", "fp16", "--budget", "0.01",
+        ],
+    );
+    assert!(
+        e.contains("cannot be combined with a --budget search"),
+        "{e}"
+    );
 }
 
 /// Size ratio and onnxruntime cosine of every shared model converted with `--dtype fp16`

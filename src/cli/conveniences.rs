@@ -108,6 +108,18 @@ pub fn select_rules(
     Ok(())
 }
 
+/// Refuses `--dtype fp16` in a `--budget`/`--target-size` search, which chooses per layer among
+/// the lossy rules' options and has no place for a conversion of the whole graph.
+pub fn check_search(args: &ConvenienceArgs, search: bool) -> Result<()> {
+    if search && args.fp16()? {
+        return Err(Error::Usage(
+            "--dtype fp16 converts the whole graph; it cannot be combined with a --budget search or --target-size (give a --lowrank-*/--quantize-*/--prune-ratio flag, or run the conversion separately)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Applies `--outputs`/`--cut-inputs`, then `--input-shapes`, to `model` before the rewrite.
 /// Returns whether anything changed.
 pub fn prepare(model: &mut ModelProto, args: &ConvenienceArgs) -> Result<bool> {

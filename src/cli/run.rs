@@ -114,6 +114,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.sparsity_pattern.as_deref(),
     )?;
     let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
+    super::conveniences::check_search(&args.conveniences, plan.search.is_some())?;
     let default_rules = if plan.search.is_some() {
         search_selection(args)
     } else {

@@ -280,6 +280,11 @@ impl Rule for ToFp16 {
         }
     }
 
+    /// A fixed conversion of the whole graph, never an option of a `--budget` search.
+    fn search_variants(&self, _config: &Config) -> Vec<crate::rewrite::SearchVariant> {
+        Vec::new()
+    }
+
     fn find(&self, model: &Model, config: &Config) -> Findings {
         let mut f = Findings::default();
         if !config.fp16 {
