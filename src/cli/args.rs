@@ -159,6 +159,8 @@ pub struct RunArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
+    pub conveniences: super::conveniences::ConvenienceArgs,
+    #[command(flatten)]
     pub verify: VerifyInputArgs,
 }
 

@@ -37,6 +37,7 @@ macro_rules! sayln {
 
 pub mod args;
 mod bench;
+pub mod conveniences;
 pub mod embed;
 mod run;
 mod summary;

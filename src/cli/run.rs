@@ -115,6 +115,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.sparsity_pattern.as_deref(),
     )?;
     let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
+    super::conveniences::check_search(&args.conveniences, plan.search.is_some())?;
     let default_rules = if plan.search.is_some() {
         search_selection(args)
     } else {
@@ -123,6 +124,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let mut rules: Vec<&dyn rewrite::Rule> =
         registry::select(args.rules.as_deref().unwrap_or(default_rules))?;
     rules.extend_from_slice(extra);
+    super::conveniences::select_rules(
+        &mut rules,
+        &args.conveniences,
+        args.rules.as_deref().unwrap_or(default_rules),
+    )?;
     check_rule_flags(args, &rules, plan.search.is_some())?;
     // `-` (or `/dev/stdout`) as OUT or --report-json: that stream carries it, the human report
     // goes to stderr.
@@ -174,7 +180,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         Some(path) => Some((path, prepare_small_file(path)?)),
         None => None,
     };
-    let loaded = decode_file(input)?;
+    let mut loaded = decode_file(input)?;
+    let prepared_model = super::conveniences::prepare(&mut loaded.model, &args.conveniences)?;
     // The verification flags are checked even when nothing ends up verified.
     let shapes = crate::verify::inputs::parse_input_shapes(&args.verify.input_shape)?;
     crate::verify::inputs::check_input_shapes(&loaded.model, &[], &shapes)?;
@@ -192,6 +199,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         lowrank,
         quantize,
         sparsify,
+        fp16: args.conveniences.fp16()?,
     };
     if rules.iter().any(|r| r.meta().code == "Q001") {
         if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {
@@ -200,6 +208,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     }
     // --sparse-storage: what the writer stored sparse (verified like a rewrite).
     let storage: Option<crate::onnx::sparse::SparseStorage>;
+    let inferred;
     let (report, proto, verification, search) = match &plan.search {
         Some(goal) => {
             let o = run_search(
@@ -223,6 +232,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 )));
             }
             let mut proto = o.proto;
+            inferred = super::conveniences::finish(&mut proto, &args.conveniences)?;
             // Each conversion is checked to give back the very weights verified above.
             storage = args
                 .sparse_storage
@@ -244,6 +254,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 },
             )?;
             let mut proto = model.to_proto();
+            inferred = super::conveniences::finish(&mut proto, &args.conveniences)?;
             say!("{}", summary::render(&report));
             storage = args
                 .sparse_storage
@@ -268,9 +279,14 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         }
     };
     let stored_sparse = storage.as_ref().is_some_and(|s| !s.converted.is_empty());
+    if args.conveniences.infer_shapes {
+        sayln!("--infer-shapes: {inferred} value_info entries written");
+    }
+    // --input-shapes, --outputs, --cut-inputs, --infer-shapes: the file changes without a rewrite.
+    let declared = prepared_model || inferred > 0;
     let notice = if args.no_verify {
         Some("verification skipped (--no-verify)")
-    } else if report.patches() == 0 && stored_sparse {
+    } else if report.patches() == 0 && (stored_sparse || declared) {
         None
     } else if report.patches() == 0 && search.is_some() {
         Some("no option fits the budget: the output is the input")
@@ -297,7 +313,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let existed = std::fs::symlink_metadata(output).is_ok();
     // An untouched model without external data is written back byte for byte: the encoder
     // would drop whatever this build did not decode.
-    let verbatim = report.patches() == 0 && external_threshold.is_none() && !stored_sparse;
+    let verbatim =
+        report.patches() == 0 && external_threshold.is_none() && !stored_sparse && !declared;
     if !verbatim {
         let undecoded = loaded.file_len as i64 - original.encoded_len() as i64;
         if loaded.external.tensors == 0 && undecoded != 0 {

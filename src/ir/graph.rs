@@ -708,6 +708,33 @@ impl Graph {
         self.touch();
     }
 
+    /// Sets the element type of the declared type of each value named in `edits` to its
+    /// `elem_type`, in its `value_info` entry if it has one (a rewrite that changes a value's type
+    /// keeps its declaration true). One pass over the entries, whatever the number of edits.
+    pub(crate) fn set_declared_types(&mut self, edits: &[(String, i32)]) {
+        if edits.is_empty() {
+            return;
+        }
+        let by_name: std::collections::HashMap<&str, i32> =
+            edits.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        let field = |n: usize| (1 + prost::length_delimiter_len(n) + n) as i64;
+        let mut delta = 0i64;
+        for vi in self.value_info.iter_mut() {
+            let Some(&elem) = vi.name.as_deref().and_then(|n| by_name.get(n)) else {
+                continue;
+            };
+            let old = field(vi.encoded_len());
+            if let Some(type_proto::Value::TensorType(t)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                t.elem_type = Some(elem);
+            }
+            delta += field(vi.encoded_len()) - old;
+        }
+        self.value_info_edits += delta;
+        self.touch();
+    }
+
     pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut Node {
         self.touch();
         Arc::make_mut(&mut self.g[id.0])

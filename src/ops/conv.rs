@@ -4,7 +4,7 @@
 use super::infer::{
     attr_i, attr_ints, fact, known_u64, output_times, spatial_out, InferCx, MacCount, MacCx,
 };
-use super::{arity, Flow, OpDef, WeightOperand, WeightRole};
+use super::{arity, Flow, OpDef, WeightOperand, WeightRole, HALF};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::{tensor_proto::DataType, NodeProto};
 
@@ -256,6 +256,7 @@ pub(super) const OPS: &[OpDef] = &[
         macs: Some(conv_macs),
         weights: Some(conv_weights),
         flow: Flow::Layer,
+        half: HALF,
         ..OpDef::new("Conv", 1, arity(2, 3), arity(1, 1))
     },
     OpDef {
@@ -269,6 +270,7 @@ pub(super) const OPS: &[OpDef] = &[
         infer: conv_transpose,
         weights: Some(conv_transpose_weights),
         flow: Flow::Layer,
+        half: HALF,
         ..OpDef::new("ConvTranspose", 1, arity(2, 3), arity(1, 1))
     },
     OpDef {
@@ -276,6 +278,7 @@ pub(super) const OPS: &[OpDef] = &[
         infer: pool,
         flow: PASS,
         point: Some(pool_point),
+        half: HALF,
         ..OpDef::new("MaxPool", 1, arity(1, 1), arity(1, 2))
     },
     OpDef {
@@ -284,6 +287,7 @@ pub(super) const OPS: &[OpDef] = &[
         infer: pool,
         flow: PASS,
         point: Some(pool_point),
+        half: HALF,
         ..OpDef::new("AveragePool", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {
@@ -303,12 +307,14 @@ pub(super) const OPS: &[OpDef] = &[
         infer: global_pool,
         flow: PASS,
         point: Some(pool_point),
+        half: HALF,
         ..OpDef::new("GlobalAveragePool", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {
         infer: global_pool,
         flow: PASS,
         point: Some(pool_point),
+        half: HALF,
         ..OpDef::new("GlobalMaxPool", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {

@@ -2,7 +2,7 @@
 //! logic, variadic `Sum`/`Max`/..., `Where`.
 
 use super::infer::{attr_f, attr_i, attr_s, fact, is_int, InferCx, NoopCx};
-use super::{arity, Flow, OpDef, Purity, VARIADIC};
+use super::{arity, Flow, Half, OpDef, Purity, HALF, VARIADIC};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::NodeProto;
@@ -276,6 +276,7 @@ const fn unary(op: &'static str, since: i64, attrs: &'static str) -> OpDef {
         infer: same,
         flow: PASS,
         point: Some(point),
+        half: HALF,
         ..OpDef::new(op, since, arity(1, 1), arity(1, 1))
     }
 }
@@ -294,6 +295,7 @@ const fn binary(op: &'static str, since: i64, attrs: &'static str) -> OpDef {
         attrs,
         infer: broadcast,
         flow: Flow::Broadcast,
+        half: HALF,
         ..OpDef::new(op, since, arity(2, 2), arity(1, 1))
     }
 }
@@ -379,6 +381,7 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         infer: identity,
         eval: true,
+        half: Half::Move,
         ..unary("Identity", 1, "")
     },
     OpDef {
@@ -398,11 +401,13 @@ pub(super) const OPS: &[OpDef] = &[
         infer: cast,
         eval: true,
         noop: Some(cast_noop),
+        half: Half::AnyInput,
         ..unary("Cast", 1, "to saturate>=19 round_mode>=25")
     },
     OpDef {
         inputs: arity(2, 2),
         infer: cast_like,
+        half: Half::Float32("its output type follows its second input"),
         ..unary("CastLike", 15, "saturate>=19")
     },
     OpDef {
@@ -413,21 +418,25 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         inputs: arity(2, 2),
         flow: Flow::Barrier,
+        half: Half::Float32("accumulates along an axis, beyond float16's range and precision"),
         ..unary("CumSum", 11, "exclusive reverse")
     },
     OpDef {
         inputs: arity(2, 2),
         flow: Flow::Barrier,
+        half: Half::Float32("accumulates along an axis, beyond float16's range and precision"),
         ..unary("CumProd", 26, "exclusive reverse")
     },
     OpDef {
         inputs: arity(1, 2),
         flow: Flow::Barrier,
+        half: Half::Move,
         ..unary("Trilu", 14, "upper")
     },
     OpDef {
         inputs: arity(2, 2),
         flow: Flow::Barrier,
+        half: Half::Move,
         ..unary("ReverseSequence", 10, "batch_axis time_axis")
     },
     ev(binary("Add", 1, OLD_BC)),
@@ -471,6 +480,7 @@ pub(super) const OPS: &[OpDef] = &[
         inputs: arity(1, 1),
         infer: bernoulli,
         purity: Purity::Random,
+        half: Half::Float32("a random op: its `dtype` attribute fixes its output type"),
         ..unary("Bernoulli", 15, "dtype seed")
     },
 ];

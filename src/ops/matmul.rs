@@ -1,7 +1,7 @@
 //! Matrix products: `MatMul`, `Gemm`, `Einsum`, `Attention`.
 
-use super::infer::{attr_i, fact, known_u64, output_times, InferCx, MacCount, MacCx};
-use super::{arity, Flow, OpDef, WeightOperand, WeightRole, VARIADIC};
+use super::infer::{attr_f, attr_i, fact, known_u64, output_times, InferCx, MacCount, MacCx};
+use super::{arity, Flow, Half, OpDef, WeightOperand, WeightRole, HALF, VARIADIC};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::NodeProto;
 
@@ -267,6 +267,19 @@ fn attention(cx: &mut InferCx) -> Vec<Fact> {
     ]
 }
 
+/// Gemm runs in float16 in tract 0.23 only as a plain product: its expansion multiplies by
+/// `alpha` and `beta` as float32 scalars, which makes the output float32.
+fn gemm_half(node: &NodeProto) -> Half {
+    let alpha = attr_f(node, "alpha").unwrap_or(1.0);
+    let beta = attr_f(node, "beta").unwrap_or(1.0);
+    let has_c = node.input.get(2).is_some_and(|c| !c.is_empty());
+    if alpha != 1.0 || (has_c && beta != 0.0) {
+        Half::Float32("tract 0.23 scales and adds Gemm's bias in float32 (alpha, beta)")
+    } else {
+        HALF
+    }
+}
+
 pub(super) const OPS: &[OpDef] = &[
     OpDef {
         infer: matmul,
@@ -274,6 +287,7 @@ pub(super) const OPS: &[OpDef] = &[
         weights: Some(matmul_weights),
         flow: Flow::Layer,
         eval: true,
+        half: HALF,
         ..OpDef::new("MatMul", 1, arity(2, 2), arity(1, 1))
     },
     OpDef {
@@ -283,6 +297,7 @@ pub(super) const OPS: &[OpDef] = &[
         weights: Some(gemm_weights),
         flow: Flow::Layer,
         eval: true,
+        half: Half::PerNode(gemm_half),
         ..OpDef::new("Gemm", 1, arity(2, 3), arity(1, 1))
     },
     OpDef {

@@ -153,6 +153,35 @@ pub enum Flow {
     Barrier,
 }
 
+/// How an op takes float16, for the float16 conversion (`--dtype fp16`). Stated per op from
+/// what tract 0.23 and onnxruntime's CPU kernels run: an op not known to run in float16 keeps
+/// float32, with Casts around it.
+#[derive(Debug, Clone, Copy)]
+pub enum Half {
+    /// Computes in float16: its float inputs and outputs all become float16, except the inputs
+    /// listed in `keep`, which the op takes in float32 only (Resize's `scales`).
+    Compute {
+        /// Input slots that stay float32.
+        keep: &'static [usize],
+    },
+    /// Moves, selects or copies elements without arithmetic (Reshape, Transpose, Concat,
+    /// Gather, Slice, ...): exact in any float type. Its float data becomes float16 when a float
+    /// input already is (or is a constant), so that it never needs a Cast of its own.
+    Move,
+    /// Reads its input's shape or converts it (Shape, Size, Cast): reads float16 as it reads
+    /// float32, and its output type does not depend on it.
+    AnyInput,
+    /// Keeps float32, for the reason given (float16 missing in tract 0.23 or onnxruntime, or too
+    /// narrow for what the op accumulates). Its large float32 weights are still stored in
+    /// float16, with a Cast back to float32.
+    Float32(&'static str),
+    /// Decided per node (by its attributes and operands): never itself `PerNode`.
+    PerNode(fn(&NodeProto) -> Half),
+}
+
+/// [`Half::Compute`] with every float input in float16.
+pub const HALF: Half = Half::Compute { keep: &[] };
+
 /// Everything the table knows about one op.
 #[derive(Debug, Clone, Copy)]
 pub struct OpDef {
@@ -191,6 +220,8 @@ pub struct OpDef {
     /// average pooling over padding, functions without an exact f32 evaluation away from 0
     /// (`Erf`, exact `Gelu`). Evaluated in f32 with the formula of the ONNX spec.
     pub point: Option<PointFn>,
+    /// How it takes float16 (the float16 conversion).
+    pub half: Half,
 }
 
 impl OpDef {
@@ -212,6 +243,7 @@ impl OpDef {
             eval: false,
             noop: None,
             point: None,
+            half: Half::Float32("not known to run in float16 in tract and onnxruntime"),
         }
     }
 
@@ -372,6 +404,18 @@ pub fn point(node: &NodeProto, x: f32, operands: &[Option<f32>]) -> Option<f32> 
         .and_then(|d| d.point)
         .and_then(|f| f(node, x, operands))
         .filter(|y| y.is_finite())
+}
+
+/// How `node` takes float16 ([`Half::Float32`] for ops the table does not know and ops of
+/// other domains).
+pub fn half(node: &NodeProto) -> Half {
+    lookup_node(node, None).map_or(
+        Half::Float32("an op the table does not know: its float16 kernels are not known"),
+        |d| match d.half {
+            Half::PerNode(f) => f(node),
+            h => h,
+        },
+    )
 }
 
 /// The channel flow of `node` ([`Flow::Barrier`] for ops the table does not know).

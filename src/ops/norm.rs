@@ -4,7 +4,7 @@
 
 use super::elementwise::same;
 use super::infer::{attr_f, attr_i, fact, norm_axis, InferCx};
-use super::{arity, Flow, OpDef};
+use super::{arity, Flow, Half, OpDef, HALF};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::NodeProto;
@@ -77,6 +77,7 @@ pub(super) const OPS: &[OpDef] = &[
             per_channel: &[1, 2, 3, 4],
         },
         point: Some(batch_norm_point),
+        half: HALF,
         ..OpDef::new("BatchNormalization", 1, arity(5, 5), arity(1, 5))
     },
     OpDef {
@@ -86,11 +87,17 @@ pub(super) const OPS: &[OpDef] = &[
             per_channel: &[1, 2],
         },
         point: Some(instance_norm_point),
+        half: Half::Float32(
+            "accumulates a mean and variance over many elements, which float16 loses",
+        ),
         ..OpDef::new("InstanceNormalization", 1, arity(3, 3), arity(1, 1))
     },
     OpDef {
         attrs: "axis epsilon stash_type",
         infer: layer_norm,
+        half: Half::Float32(
+            "accumulates a mean and variance over many elements, which float16 loses",
+        ),
         ..OpDef::new("LayerNormalization", 17, arity(2, 3), arity(1, 3))
     },
     OpDef {
@@ -106,6 +113,9 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "epsilon num_groups stash_type>=21",
         infer: same,
+        half: Half::Float32(
+            "accumulates a mean and variance over many elements, which float16 loses",
+        ),
         ..OpDef::new("GroupNormalization", 18, arity(3, 3), arity(1, 1))
     },
     OpDef {
@@ -116,6 +126,9 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         attrs: "axes",
         infer: same,
+        half: Half::Float32(
+            "accumulates a mean and variance over many elements, which float16 loses",
+        ),
         ..OpDef::new("MeanVarianceNormalization", 9, arity(1, 1), arity(1, 1))
     },
     OpDef {
@@ -123,6 +136,7 @@ pub(super) const OPS: &[OpDef] = &[
         infer: dropout,
         flow: Flow::Pass { per_channel: &[] },
         point: Some(dropout_point),
+        half: Half::Move,
         ..OpDef::new("Dropout", 1, arity(1, 3), arity(1, 2))
     },
 ];

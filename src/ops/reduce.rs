@@ -1,7 +1,7 @@
 //! Reductions: `Reduce*`, `ArgMax`/`ArgMin`, `TopK`.
 
 use super::infer::{fact, norm_axis, InferCx};
-use super::{arity, OpDef};
+use super::{arity, Half, OpDef, HALF};
 use crate::ir::facts::{Dim, Fact};
 use crate::onnx::proto::tensor_proto::DataType;
 
@@ -82,6 +82,10 @@ const fn reduce_op(op: &'static str, attrs: &'static str, eval: bool) -> OpDef {
         attrs,
         infer: reduce,
         eval,
+        half: match op.as_bytes() {
+            b"ReduceMean" | b"ReduceMax" | b"ReduceMin" => HALF,
+            _ => Half::Float32("sums or multiplies beyond float16's range"),
+        },
         ..OpDef::new(op, 1, arity(1, 2), arity(1, 1))
     }
 }
@@ -107,12 +111,14 @@ pub(super) const OPS: &[OpDef] = &[
         attrs: "axis keepdims select_last_index>=12",
         infer: arg,
         eval: true,
+        half: HALF,
         ..OpDef::new("ArgMax", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {
         attrs: "axis keepdims select_last_index>=12",
         infer: arg,
         eval: true,
+        half: HALF,
         ..OpDef::new("ArgMin", 1, arity(1, 1), arity(1, 1))
     },
     OpDef {

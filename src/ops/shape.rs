@@ -6,7 +6,9 @@ use super::infer::{
     self, attr_i, attr_ints, const_fact, fact, norm_axis, product, slice_bounds, slice_len,
     InferCx, NoopCx,
 };
-use super::{arity, elementwise::same, Flow, OpDef, Purity, WeightOperand, WeightRole, VARIADIC};
+use super::{
+    arity, elementwise::same, Flow, Half, OpDef, Purity, WeightOperand, WeightRole, VARIADIC,
+};
 use crate::ir::facts::{Dim, Fact, MAX_VALUE_LEN};
 use crate::onnx::proto::{tensor_proto::DataType, NodeProto};
 
@@ -765,30 +767,36 @@ pub(super) const OPS: &[OpDef] = &[
     },
     OpDef {
         infer: shape,
+        half: Half::AnyInput,
         ..shape_op("Shape", 1, (1, 1), "start>=15 end>=15")
     },
     OpDef {
         infer: size,
+        half: Half::AnyInput,
         ..shape_op("Size", 1, (1, 1), "")
     },
     OpDef {
         infer: gather,
         weights: Some(gather_weights),
+        half: Half::Move,
         ..shape_op("Gather", 1, (2, 2), "axis")
     },
     OpDef {
         infer: gather_elements,
         eval: false,
+        half: Half::Move,
         ..shape_op("GatherElements", 11, (2, 2), "axis")
     },
     OpDef {
         infer: squeeze,
         flow: Flow::Reshape,
+        half: Half::Move,
         ..shape_op("Squeeze", 1, (1, 2), "axes<13@1")
     },
     OpDef {
         infer: unsqueeze,
         flow: Flow::Reshape,
+        half: Half::Move,
         ..shape_op("Unsqueeze", 1, (1, 2), "axes<13@1")
     },
     OpDef {
@@ -796,18 +804,21 @@ pub(super) const OPS: &[OpDef] = &[
         infer: concat,
         flow: Flow::Concat,
         noop: Some(concat_noop),
+        half: Half::Move,
         ..shape_op("Concat", 1, (1, 1), "axis")
     },
     OpDef {
         outputs: arity(1, VARIADIC),
         infer: split,
         flow: Flow::Split,
+        half: Half::Move,
         ..shape_op("Split", 1, (1, 2), "axis split<13@1 num_outputs>=18")
     },
     OpDef {
         infer: reshape,
         flow: Flow::Reshape,
         noop: Some(reshape_noop),
+        half: Half::Move,
         ..shape_op(
             "Reshape",
             1,
@@ -818,29 +829,34 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         infer: flatten,
         flow: Flow::Reshape,
+        half: Half::Move,
         ..shape_op("Flatten", 1, (1, 1), "axis")
     },
     OpDef {
         infer: transpose,
         flow: Flow::Transpose,
         noop: Some(transpose_noop),
+        half: Half::Move,
         ..shape_op("Transpose", 1, (1, 1), "perm")
     },
     OpDef {
         infer: slice,
         flow: Flow::Slice,
         noop: Some(slice_noop),
+        half: Half::Move,
         ..shape_op("Slice", 1, (1, 5), "starts<10@1 ends<10@2 axes<10@3")
     },
     OpDef {
         infer: expand,
         flow: Flow::Broadcast,
         noop: Some(expand_noop),
+        half: Half::Move,
         ..shape_op("Expand", 8, (2, 2), "")
     },
     OpDef {
         infer: tile,
         noop: Some(tile_noop),
+        half: Half::Move,
         ..shape_op("Tile", 1, (2, 3), "")
     },
     OpDef {
@@ -848,6 +864,7 @@ pub(super) const OPS: &[OpDef] = &[
         flow: Flow::Pass { per_channel: &[] },
         eval: false,
         noop: Some(pad_noop),
+        half: Half::Move,
         ..shape_op("Pad", 1, (1, 4), "mode pads<11 value<11 paddings<2")
     },
     OpDef {
@@ -861,16 +878,19 @@ pub(super) const OPS: &[OpDef] = &[
     OpDef {
         infer: depth_to_space,
         eval: false,
+        half: Half::Move,
         ..shape_op("DepthToSpace", 1, (1, 1), "blocksize mode>=11")
     },
     OpDef {
         infer: depth_to_space,
         eval: false,
+        half: Half::Move,
         ..shape_op("SpaceToDepth", 1, (1, 1), "blocksize")
     },
     OpDef {
         infer: gather_nd,
         eval: false,
+        half: Half::Move,
         ..shape_op("GatherND", 11, (2, 2), "batch_dims>=12")
     },
     OpDef {

@@ -13,4 +13,6 @@ pub struct Config {
     pub lowrank: crate::rules::lowrank::LowrankConfig,
     /// `quantize` (Q001): storage type, granularity, exclusions, output-error tolerance.
     pub quantize: crate::rules::quantize::QuantizeConfig,
+    /// `to-fp16` (D001): convert to float16 (`--dtype fp16`); the rule does nothing without it.
+    pub fp16: bool,
 }

@@ -49,6 +49,7 @@ pub struct Patch {
     rewires: Vec<(NodeId, usize, Option<Wire>)>,
     renames: Vec<(ValueRef, Wire)>,
     declared_dims: Vec<(String, usize, i64)>,
+    declared_types: Vec<(String, i32)>,
     may_grow: bool,
 }
 
@@ -134,6 +135,12 @@ impl Patch {
     /// named `name` is `size`: for a rewrite that changes the shape of a value it keeps.
     pub fn set_declared_dim(&mut self, name: &str, axis: usize, size: i64) {
         self.declared_dims.push((name.to_string(), axis, size));
+    }
+
+    /// Once the patch is applied, the declared element type (`value_info`) of the value named
+    /// `name` is `elem_type`: for a rewrite that changes the type of a value it keeps.
+    pub fn set_declared_type(&mut self, name: &str, elem_type: i32) {
+        self.declared_types.push((name.to_string(), elem_type));
     }
 
     /// Connects input `slot` of existing `node` to `wire` (`None` disconnects it).
@@ -356,6 +363,7 @@ impl Patch {
         }
         collect_orphans(graph, log, orphans);
         log.set_declared_dims(graph, &self.declared_dims);
+        log.set_declared_types(graph, &self.declared_types);
         Ok(())
     }
 }
@@ -594,6 +602,19 @@ impl Undo {
             }
         }
         graph.set_declared_dims(edits);
+    }
+
+    fn set_declared_types(&mut self, graph: &mut Graph, edits: &[(String, i32)]) {
+        if edits.is_empty() {
+            return;
+        }
+        let names: HashSet<&str> = edits.iter().map(|(n, _)| n.as_str()).collect();
+        for (i, vi) in graph.value_info.iter().enumerate() {
+            if vi.name.as_deref().is_some_and(|n| names.contains(n)) {
+                self.changes.push(Change::ValueInfo(i, vi.clone()));
+            }
+        }
+        graph.set_declared_types(edits);
     }
 
     /// Nodes the patch added, removed, changed, or whose edges it changed.

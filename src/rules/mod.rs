@@ -23,6 +23,7 @@
 //! | P002 | `sparsify` | sparsify | lossy |
 //! | L001 | `lowrank` | lowrank | lossy |
 //! | Q001 | `quantize` | quantize | lossy |
+//! | D001 | `to-fp16` | dtype | lossy (only with `--dtype fp16`) |
 
 pub mod constant_to_initializer;
 pub mod cse;
@@ -45,6 +46,7 @@ pub mod share_subgraphs;
 pub mod share_transposed;
 pub mod sparsify;
 pub mod static_reshape;
+pub mod to_fp16;
 
 pub(crate) mod eval;
 pub(crate) mod util;
@@ -75,4 +77,5 @@ pub static ALL: &[&dyn Rule] = &[
     &sparsify::Sparsify,
     &lowrank::Lowrank,
     &quantize::Quantize,
+    &to_fp16::ToFp16,
 ];
