@@ -131,6 +131,13 @@ pub struct RunArgs {
     /// (KL divergence, as TensorRT).
     #[arg(long, value_name = "METHOD")]
     pub quantize_calibrate: Option<String>,
+    /// cluster: bits per code, `4` (the default; codes packed two per byte), `5`, `6` or `8`
+    /// (one byte per code): 2^bits k-means centroids per codebook.
+    #[arg(long, value_name = "BITS")]
+    pub cluster_bits: Option<u32>,
+    /// cluster: one codebook per `tensor` (the default) or per output `channel`.
+    #[arg(long, value_name = "G")]
+    pub cluster_granularity: Option<String>,
     /// How far the outputs may move, as a loss under --budget-metric (cosine: 1 − cosine, so
     /// 0.01 means cosine ≥ 0.99). Without a --lowrank-*/--quantize-*/--prune-ratio flag, onnx-slim
     /// chooses per layer how to apply the lossy rules (default: clean,prune,lowrank,quantize) to make

@@ -113,6 +113,10 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.sparsity,
         args.sparsity_pattern.as_deref(),
     )?;
+    let cluster = crate::rules::cluster::ClusterConfig::from_flags(
+        args.cluster_bits,
+        args.cluster_granularity.as_deref(),
+    )?;
     let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
     let default_rules = if plan.search.is_some() {
         search_selection(args)
@@ -191,6 +195,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         lowrank,
         quantize,
         sparsify,
+        cluster,
     };
     if rules.iter().any(|r| r.meta().code == "Q001") {
         if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {
@@ -460,6 +465,12 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
             args.quantize_calibrate.is_some(),
             "quantize",
         ),
+        ("--cluster-bits", args.cluster_bits.is_some(), "cluster"),
+        (
+            "--cluster-granularity",
+            args.cluster_granularity.is_some(),
+            "cluster",
+        ),
         ("--prune-zero", args.prune_zero, "prune"),
         ("--prune-ratio", args.prune_ratio.is_some(), "prune"),
         (
@@ -541,6 +552,8 @@ impl Plan {
         let pinned = *lowrank != Default::default()
             || !quantize.is_default()
             || prune.ratio.is_some()
+            || args.cluster_bits.is_some()
+            || args.cluster_granularity.is_some()
             || args.sparsity.is_some()
             || args.sparsity_pattern.is_some();
         if args.target_size.is_some() && pinned {

@@ -13,4 +13,6 @@ pub struct Config {
     pub lowrank: crate::rules::lowrank::LowrankConfig,
     /// `quantize` (Q001): storage type, granularity, exclusions, output-error tolerance.
     pub quantize: crate::rules::quantize::QuantizeConfig,
+    /// `cluster` (K001): bits per code, per tensor or per output channel.
+    pub cluster: crate::rules::cluster::ClusterConfig,
 }

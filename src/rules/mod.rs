@@ -23,7 +23,9 @@
 //! | P002 | `sparsify` | sparsify | lossy |
 //! | L001 | `lowrank` | lowrank | lossy |
 //! | Q001 | `quantize` | quantize | lossy |
+//! | K001 | `cluster` | cluster | lossy |
 
+pub mod cluster;
 pub mod constant_to_initializer;
 pub mod cse;
 pub mod drop_zero_rnn_state;
@@ -75,4 +77,5 @@ pub static ALL: &[&dyn Rule] = &[
     &sparsify::Sparsify,
     &lowrank::Lowrank,
     &quantize::Quantize,
+    &cluster::Cluster,
 ];
