@@ -216,12 +216,8 @@ pub(crate) fn find_weights(
             );
             continue;
         }
+        // A codebook lookup (`cluster`'s decoding): its table is no weight of the model.
         if behind_codebook(g, ValueRef { node: id, slot: 0 }) {
-            f.skip(
-                model,
-                id,
-                "a codebook lookup: its indices are stored codes (already clustered)",
-            );
             continue;
         }
         for (slot, _, _) in ops {
