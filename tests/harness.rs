@@ -22,8 +22,9 @@ use onnx_slim::rewrite::{registry, run, Config, DriverOptions, Rule};
 use onnx_slim::verify::{self, InputSet, Outputs};
 
 /// Rules whose docs say they trade a node for bytes: `share-transposed` adds a `Transpose`,
-/// `lowrank` replaces one product by two, `quantize` adds a `DequantizeLinear` per weight.
-const ADDS_NODES: &[&str] = &["share-transposed", "lowrank", "quantize"];
+/// `lowrank` replaces one product by two, `quantize` adds a `DequantizeLinear` per weight,
+/// `cluster` a `Cast` and a `Gather` (and, packed, a `Gather` and a `Reshape`) per weight.
+const ADDS_NODES: &[&str] = &["share-transposed", "lowrank", "quantize", "cluster"];
 
 /// At most this many input sets per model, to keep the harness quick.
 const MAX_SETS: usize = 2;

@@ -211,7 +211,9 @@ fn plan_cluster(
         }
     };
     let before = tensor::payload_bytes(t);
-    let at_most = estimate_bytes(cfg, n, channels, dims.len(), cfg.k());
+    // A codebook has at most `k` centroids, and no more than the values it serves.
+    let per = cfg.k().min((n as usize / channels).max(1));
+    let at_most = estimate_bytes(n, channels, dims.len(), per);
     if at_most >= before {
         return Err(format!(
             "weight `{name}`: its codes and codebook{} would take {at_most} bytes, not fewer than its {before}",
@@ -223,11 +225,10 @@ fn plan_cluster(
 
 /// Payload bytes of the clustered form with `per` centroids per codebook: codes, codebooks,
 /// channel offsets and, when packed, the `Reshape` target.
-fn estimate_bytes(cfg: &ClusterConfig, n: u64, channels: usize, rank: usize, per: usize) -> u64 {
+fn estimate_bytes(n: u64, channels: usize, rank: usize, per: usize) -> u64 {
     let packed = packs(n, per);
     let codes = if packed { n / 2 } else { n };
     let offsets = if channels > 1 { 4 * channels as u64 } else { 0 };
-    let _ = cfg;
     codes + 4 * (channels * per) as u64 + offsets + if packed { 8 * rank as u64 } else { 0 }
 }
 
@@ -475,7 +476,7 @@ impl Rule for Cluster {
         p.keep_name(weight, out);
         p.remove(weight.node);
         let before = tensor::payload_bytes(t);
-        let after = estimate_bytes(cfg, n, channels, dims.len(), per);
+        let after = estimate_bytes(n, channels, dims.len(), per);
         let scheme = match planned.c.axis.filter(|_| channels > 1) {
             Some(a) => format!(
                 "{}-bit per channel (axis {a}), {per} centroids each",
