@@ -48,6 +48,8 @@ RULE_OPTIONS: Dict[str, str] = {
     "quantize_tolerance": "value",
     "quantize_activations": "flag",
     "quantize_calibrate": "value",
+    "cluster_bits": "value",
+    "cluster_granularity": "value",
     "sparsity": "value",
     "sparsity_pattern": "value",
     "sparse_storage": "flag",

@@ -31,7 +31,7 @@ pub struct RunArgs {
     #[arg(value_name = "OUT", required_unless_present = "list_rules")]
     pub output: Option<PathBuf>,
     /// Comma-separated rules, rule codes (`C005`) or groups (clean, share, prune, sparsify,
-    /// lowrank, quantize); `all` is every rule, `none` re-encodes losslessly. Default: clean
+    /// lowrank, quantize, cluster); `all` is every rule, `none` re-encodes losslessly. Default: clean
     /// (with --budget or --target-size: clean,prune,lowrank,quantize). See --list-rules.
     #[arg(long)]
     pub rules: Option<String>,
