@@ -193,27 +193,29 @@ fn weights_with_at_most_256_values_cluster_losslessly_at_8_bits_and_not_at_4() {
 
 #[test]
 fn per_channel_codebooks_are_exact_where_one_per_tensor_is_not() {
-    // Column c takes 16 levels of its own: 48 × 16 distinct values in all.
-    let w1 = on_levels(64, 48, 5, |c| {
+    // x[4,1024] → MatMul W[1024,8]; column c takes 16 levels of its own (8 × 16 values in all).
+    let w = on_levels(1024, 8, 5, |c| {
         sixteen().iter().map(|v| v * (1.0 + c as f32)).collect()
     });
-    let w2 = on_levels(48, 10, 6, |c| {
-        sixteen().iter().map(|v| v * (0.5 + c as f32)).collect()
-    });
-    let proto = mlp(w1, w2);
-    let s = x_set();
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DataType::Float, &[4, 1024])
+        .initializer_f32("W", w)
+        .node_named("fc", "MatMul", &["x", "W"], &["y"], vec![])
+        .output("y", DataType::Float, &[4, 8]);
+    let proto = b.build();
+    let s = set(&[("x", seeded_f32(&[4, 1024], 15))]);
     let a = outputs(&proto, &s);
     let (mc, rc) = cluster(&proto, cfg(4, ClusterGranularity::Channel));
     let lines = rewrites(&rc);
-    assert_eq!(lines.len(), 2, "{}", report_lines(&rc));
+    assert_eq!(lines.len(), 1, "{}", report_lines(&rc));
     assert!(
         lines[0].contains("4-bit per channel (axis 1), 16 centroids each")
             && lines[0].contains("exact"),
         "{lines:#?}"
     );
     compare::assert_outputs_match(&a, &outputs(&mc.to_proto(), &s), 0.0, "per channel");
-    // One `Add` of channel offsets per weight.
-    assert_eq!(op_count(&mc, "Add"), 2);
+    // One `Add` of channel offsets.
+    assert_eq!(op_count(&mc, "Add"), 1);
     let (mt, rt) = cluster(&proto, cfg(4, ClusterGranularity::Tensor));
     assert!(
         rewrites(&rt).iter().all(|l| !l.contains("exact")),
@@ -224,29 +226,60 @@ fn per_channel_codebooks_are_exact_where_one_per_tensor_is_not() {
     assert!(compare::outputs_match(&a, &outputs(&mt.to_proto(), &s), 0.0).is_err());
 }
 
+#[test]
+fn channels_too_small_for_a_codebook_each_share_one_saying_so() {
+    // 64 and 48 elements per channel: 16 centroids each would cost more than a quarter of codes.
+    let proto = mlp(seeded_f32(&[64, 48], 16), seeded_f32(&[48, 10], 17));
+    let (m, r) = cluster(&proto, cfg(4, ClusterGranularity::Channel));
+    let lines = rewrites(&r);
+    assert_eq!(lines.len(), 2, "{}", report_lines(&r));
+    assert!(
+        lines[0].contains("4-bit per tensor")
+            && lines[0].contains(
+                "(per tensor: 64 elements per channel, too few to pay for a codebook each)"
+            ),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].contains("(per tensor: 48 elements per channel, too few"),
+        "{lines:#?}"
+    );
+    assert_eq!(op_count(&m, "Add"), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Zeros.
 
 #[test]
 fn zero_weights_stay_exactly_zero_per_tensor_and_per_channel() {
     // y = I·W = Ŵ exactly: the decoded weight is the output.
-    let mut w = seeded_f32(&[64, 48], 7);
+    let mut w = seeded_f32(&[1024, 8], 7);
     let mut zeros = 0;
     for (i, v) in w.iter_mut().enumerate() {
-        if i % 3 == 0 || (i / 48) % 5 == 0 {
+        if i % 3 == 0 || (i / 8) % 5 == 0 {
             *v = 0.0;
             zeros += 1;
         }
     }
     let mut b = ModelBuilder::new(17);
-    b.input("x", DataType::Float, &[64, 64])
+    b.input("x", DataType::Float, &[1024, 1024])
         .initializer_f32("W", w.clone())
         .node_named("fc", "MatMul", &["x", "W"], &["y"], vec![])
-        .output("y", DataType::Float, &[64, 48]);
+        .output("y", DataType::Float, &[1024, 8]);
     let proto = b.build();
-    let eye = ArrayD::from_shape_fn(IxDyn(&[64, 64]), |i| if i[0] == i[1] { 1.0 } else { 0.0 });
+    let eye = ArrayD::from_shape_fn(
+        IxDyn(&[1024, 1024]),
+        |i| {
+            if i[0] == i[1] {
+                1.0
+            } else {
+                0.0
+            }
+        },
+    );
     let s = set(&[("x", eye)]);
-    // Per channel at 8 bits, 48 codebooks of up to 64 centroids would not be smaller.
+    // Per channel at 8 bits, 8 codebooks of 256 centroids would cost more than a quarter of the
+    // codes (it would fall back to one codebook: per tensor, tested above).
     for (bits, granularity) in [
         (4, ClusterGranularity::Tensor),
         (8, ClusterGranularity::Tensor),
@@ -254,7 +287,13 @@ fn zero_weights_stay_exactly_zero_per_tensor_and_per_channel() {
     ] {
         {
             let (m, r) = cluster(&proto, cfg(bits, granularity));
-            assert_eq!(rewrites(&r).len(), 1, "{}", report_lines(&r));
+            let lines = rewrites(&r);
+            assert_eq!(lines.len(), 1, "{}", report_lines(&r));
+            assert_eq!(
+                lines[0].contains("per channel"),
+                granularity == ClusterGranularity::Channel,
+                "{lines:?}"
+            );
             let y = outputs(&m.to_proto(), &s);
             let y = y[0].1.to_plain_array_view::<f32>().unwrap().to_owned();
             let mut kept = 0;

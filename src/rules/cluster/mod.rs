@@ -7,7 +7,9 @@
 //! ([`crate::rules::quantize`]'s `find_weights` and `plan`) — is clustered by one-dimensional
 //! k-means with `k = 2^bits` centroids (`--cluster-bits 4|5|6|8`, default 4), per tensor (one
 //! codebook, the default) or per output channel (`--cluster-granularity channel`: one codebook
-//! per slice along the op's output-channel axis). The k-means is deterministic: centroids start
+//! per slice along the op's output-channel axis, where the codebooks and their offsets cost at
+//! most a quarter of the codes; weights with smaller channels share one, the report line
+//! saying so). The k-means is deterministic: centroids start
 //! evenly spaced over the values' range and Lloyd's iterations settle them (see `kmeans.rs`).
 //! The weight becomes
 //!
@@ -203,7 +205,7 @@ fn plan_cluster(
         .ok_or_else(|| format!("weight `{name}` is not constant"))?;
     let n = tensor::numel(t).unwrap_or(0);
     let dims: Vec<usize> = t.dims.iter().map(|d| (*d).max(0) as usize).collect();
-    let (channels, inner) = match c.axis {
+    let (mut channels, mut inner) = match c.axis {
         Some(a) if dims.get(a).is_some_and(|d| *d > 1) => {
             (dims[a], dims[a + 1..].iter().product::<usize>().max(1))
         }
@@ -212,6 +214,20 @@ fn plan_cluster(
             (1, n as usize)
         }
     };
+    if channels > 1 {
+        // A codebook per channel only where the codebooks (and offsets) cost at most a quarter
+        // of the codes: small channels (depthwise and narrow kernels) share one.
+        let m = n as usize / channels;
+        let per = cfg.k().min(m.max(1));
+        let codes = if packs(n, per) { n / 2 } else { n };
+        if 4 * 4 * (channels * (per + 1)) as u64 > codes {
+            c.axis = None;
+            c.note = Some(format!(
+                "per tensor: {m} elements per channel, too few to pay for a codebook each"
+            ));
+            (channels, inner) = (1, n as usize);
+        }
+    }
     let before = tensor::payload_bytes(t);
     // A codebook has at most `k` centroids, and no more than the values it serves.
     let per = cfg.k().min((n as usize / channels).max(1));
