@@ -874,3 +874,46 @@ fn digits_mlp_at_4_bits_meets_the_size_and_accuracy_targets() {
         .expect("accuracy first");
     assert!(acc >= 97.0, "{metric}");
 }
+
+/// The README's `--budget 0.01` on digits_mlp with and without `cluster` in the selection:
+/// bytes of the written file.
+const README_BUDGET_DIGITS: (u64, u64) = (42899, 33050);
+
+#[test]
+fn the_budget_search_on_digits_mlp_is_smaller_with_cluster_among_its_options() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let dir = models
+        .iter()
+        .find(|d| d.ends_with("digits_mlp"))
+        .expect("digits_mlp is a shared model");
+    let d = tempfile::tempdir().unwrap();
+    let mut sizes = Vec::new();
+    for rules in [
+        "clean,prune,lowrank,quantize",
+        "clean,prune,lowrank,quantize,cluster",
+    ] {
+        let out = d.path().join("out.onnx");
+        ok(
+            d.path(),
+            &[
+                dir.join("model.onnx").to_str().unwrap(),
+                out.to_str().unwrap(),
+                "--rules",
+                rules,
+                "--budget",
+                "0.01",
+                "-q",
+            ],
+        );
+        sizes.push(std::fs::metadata(&out).unwrap().len());
+    }
+    common::skip_loudly(&format!("digits_mlp --budget 0.01: {sizes:?} bytes"));
+    assert_eq!(
+        (sizes[0], sizes[1]),
+        README_BUDGET_DIGITS,
+        "without and with cluster"
+    );
+    assert!(sizes[1] < sizes[0]);
+}
