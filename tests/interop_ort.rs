@@ -122,9 +122,8 @@ fn rewritten_fixtures_load_and_match_in_onnxruntime() {
 // Quantized models: lossy, so onnxruntime must reproduce what tract computed for the same file.
 
 use onnx_slim::ir::builder::{attr_i, seeded_f32, ModelBuilder};
-use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto, TensorProto};
+use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::verify::{self, InputSet};
-use tract_onnx::prelude::{DatumType, Tensor};
 
 /// Quantize flags (after `--rules quantize`) checked on every shared model.
 const QUANTIZED: &[(&str, &[&str])] = &[
@@ -190,67 +189,7 @@ const DYNAMIC_LOOSE: &[&str] = &["captcha_crnn"];
 /// quantize rule's own verification tolerance.
 const ORT_DEFAULT_VS_TRACT: f32 = onnx_slim::rules::quantize::VERIFY_TOLERANCE;
 
-/// `t` as a `TensorProto` named `name` (the element types the models here take and give).
-fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
-    let (dt, raw): (DataType, Vec<u8>) = match t.datum_type() {
-        DatumType::F32 => (
-            DataType::Float,
-            t.to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DatumType::I64 => (
-            DataType::Int64,
-            t.to_plain_array_view::<i64>()
-                .unwrap()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        other => panic!("`{name}`: no TensorProto writer for {other:?} in this test"),
-    };
-    TensorProto {
-        name: Some(name.into()),
-        dims: t.shape().iter().map(|d| *d as i64).collect(),
-        data_type: Some(dt as i32),
-        raw_data: Some(raw.into()),
-        ..Default::default()
-    }
-}
-
-/// Writes each set as a `test_data_set_N` folder under `root`: its inputs and the outputs tract
-/// computed for `model`.
-fn tract_test_sets(
-    root: &Path,
-    model: &ModelProto,
-    sets: &[InputSet],
-) -> Result<Vec<PathBuf>, String> {
-    use prost::Message;
-    let outs = verify::run_many(model, sets, "quantized").map_err(|e| e.to_string())?;
-    let mut dirs = Vec::new();
-    for (i, (set, out)) in sets.iter().zip(&outs).enumerate() {
-        let d = root.join(format!("test_data_set_{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        for (k, (name, t)) in set.tensors.iter().enumerate() {
-            std::fs::write(
-                d.join(format!("input_{k}.pb")),
-                tensor_proto(name, t).encode_to_vec(),
-            )
-            .unwrap();
-        }
-        for (k, (name, t)) in out.iter().enumerate() {
-            std::fs::write(
-                d.join(format!("output_{k}.pb")),
-                tensor_proto(name, t).encode_to_vec(),
-            )
-            .unwrap();
-        }
-        dirs.push(d);
-    }
-    Ok(dirs)
-}
+use common::ort::{tensor_proto, tract_test_sets};
 
 /// Quantizes `model` with each of `selections`, checks the file has `DequantizeLinear`s, runs it
 /// in tract on `sets`, and has onnxruntime load it (after `onnx.checker`) and reproduce tract's

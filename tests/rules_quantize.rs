@@ -758,51 +758,6 @@ fn the_command_line_tolerance_reaches_the_rule() {
 // ---------------------------------------------------------------------------------------------
 // The shared models: the README's quantize table.
 
-use onnx_slim::verify::Outputs;
-use std::path::Path;
-
-/// The README's metrics of `outs` on `sets`: accuracy against `meta.json`'s labels where the
-/// model has labels, argmax agreement of output 0 with the original's outputs, and the smallest
-/// cosine of any output of any set against the original's — all in percent, two decimals.
-fn metrics(dir: &Path, sets: &[InputSet], original: &[Outputs], outs: &[Outputs]) -> String {
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
-            .expect("meta.json is JSON");
-    let (mut ok, mut agree, mut n) = (0usize, 0usize, 0usize);
-    let mut min_cos = f64::INFINITY;
-    let mut compared = 0;
-    for ((s, a), b) in sets.iter().zip(original).zip(outs) {
-        let want = common::argmax_rows(&a[0].1);
-        let got = common::argmax_rows(&b[0].1);
-        assert_eq!(want.len(), got.len(), "{}", s.label);
-        n += got.len();
-        agree += want.iter().zip(&got).filter(|(x, y)| x == y).count();
-        if let Some(labels) = meta["labels"][&s.label].as_array() {
-            assert_eq!(labels.len(), got.len(), "{}", s.label);
-            ok += got
-                .iter()
-                .zip(labels)
-                .filter(|(p, l)| Some(**p as u64) == l.as_u64())
-                .count();
-        }
-        for c in compare::compare_outputs(a, b, f32::INFINITY) {
-            assert!(c.shape_equal, "{}: {c:?}", s.label);
-            min_cos = min_cos.min(c.cosine.expect("float outputs"));
-            compared += 1;
-        }
-    }
-    assert!(n > 0 && compared > 0);
-    let pct = |k: usize| format!("{:.2}", 100.0 * k as f64 / n as f64);
-    // Class labels are arrays of integers (captcha_crnn's are strings: text for reference).
-    let classes = sets.iter().all(|s| meta["labels"][&s.label].is_array());
-    let acc = if classes {
-        format!("accuracy {} %, ", pct(ok))
-    } else {
-        String::new()
-    };
-    format!("{acc}agreement {} %, min cosine {:.5}", pct(agree), min_cos)
-}
-
 /// One row of the README's quantize table: model, flags, size ratio of the encoded model to
 /// the original file, metrics.
 const README_QUANTIZE: &[(&str, Granularity, &str, &str)] = &[
@@ -911,7 +866,7 @@ fn shared_models_quantize_to_the_readme_numbers() {
         let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
         let outs = verify::run_many(&m.to_proto(), &sets, "clean,quantize")
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let got = metrics(dir, &sets, &base, &outs);
+        let got = common::readme_metrics(dir, &sets, &base, &outs);
         let row = format!("| {name} | `clean,quantize` | {ratio} | {got} |");
         match README_CLEAN_QUANTIZE.iter().find(|r| r.0 == name) {
             Some(r) if (r.1, r.2) == (ratio.as_str(), got.as_str()) => {}
@@ -933,7 +888,7 @@ fn shared_models_quantize_to_the_readme_numbers() {
             let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
             let outs = verify::run_many(&m.to_proto(), &sets, "quantized")
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let got = metrics(dir, &sets, &base, &outs);
+            let got = common::readme_metrics(dir, &sets, &base, &outs);
             let line = format!(
                 "{name} {granularity:?}: {ratio} × ({} weights), {got}",
                 report.patches()
@@ -1014,7 +969,7 @@ fn silero_vad_with_the_tolerance_keeps_every_output_at_cosine_0_99() {
     let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
     let base = verify::run_many(&original, &sets, "original").unwrap();
     let outs = verify::run_many(&m.to_proto(), &sets, "quantized").unwrap();
-    let got = metrics(dir, &sets, &base, &outs);
+    let got = common::readme_metrics(dir, &sets, &base, &outs);
     let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
     let got_ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
     let lines = rewrites(&report).join("\n") + "\n" + &skips(&report).join("\n");
@@ -1732,7 +1687,7 @@ fn shared_models_int4_to_the_readme_numbers() {
             } else {
                 let outs = verify::run_many(&m.to_proto(), &sets, "int4")
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
-                metrics(dir, &sets, &base, &outs)
+                common::readme_metrics(dir, &sets, &base, &outs)
             };
             let row = format!(
                 "| {name} | `{}` | {ratio} | {got} |",
@@ -2052,7 +2007,7 @@ fn shared_models_dynamic_to_the_readme_numbers() {
         let integer = op_counts(&m, &["MatMulInteger"])[0];
         let outs = verify::run_many(&m.to_proto(), &sets, "dynamic")
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let got = metrics(dir, &sets, &base, &outs);
+        let got = common::readme_metrics(dir, &sets, &base, &outs);
         let row = format!("| {name} | {ratio} | {integer} | {got} |");
         match README_DYNAMIC.iter().find(|r| r.0 == name) {
             Some(r) if (r.1, r.2, r.3) == (ratio.as_str(), integer, got.as_str()) => {}
@@ -2140,7 +2095,7 @@ fn shared_models_auto_granularity_to_the_readme_numbers() {
             .count();
         let outs = verify::run_many(&m.to_proto(), &sets, "auto")
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let got = metrics(dir, &sets, &base, &outs);
+        let got = common::readme_metrics(dir, &sets, &base, &outs);
         let row = format!(
             "| {name} | {ratio} | {per_tensor} of {} | {got} |",
             report.patches()

@@ -49,6 +49,8 @@ RULE_OPTIONS: Dict[str, str] = {
     "quantize_activations": "flag",
     "quantize_calibrate": "value",
     "quantize_outputs": "flag",
+    "cluster_bits": "value",
+    "cluster_granularity": "value",
     "sparsity": "value",
     "sparsity_pattern": "value",
     "sparse_storage": "flag",

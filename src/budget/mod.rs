@@ -7,9 +7,11 @@
 //!    ([`Rule::search_variants`]): the user's own when a rule flag was given (`--lowrank-rank
 //!    128` pins that one), else a ladder (`prune` removing 25 or 50 % of each coupled group's
 //!    channels; `lowrank` at 50, 30, 20 and 10 % of each weight's parameters; `quantize` as
-//!    configured, int8 per channel by default). A coupled group's options are: unchanged or one
-//!    `Structure` variant (prune). A layer's options are: unchanged, one variant of one rule, or
-//!    a `Factor` variant (lowrank) followed by a `Store` variant (quantize) of its two factors.
+//!    configured, int8 per channel by default; `cluster` at 4 and 8 bits per tensor). A coupled
+//!    group's options are: unchanged or one `Structure` variant (prune). A layer's options are:
+//!    unchanged, one variant of one rule, or a `Factor` variant (lowrank) followed by a `Store`
+//!    variant (quantize or cluster, whichever) of its two factors: `Store` variants are
+//!    alternatives, one per layer.
 //!    Structure variants are applied first, so the others act on the smaller layers.
 //! 2. **Sensitivity.** One `find` per variant on the model; then, per match, the rule's own
 //!    patch is applied alone to a copy and the copy runs in tract on the measuring inputs

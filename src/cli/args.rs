@@ -31,7 +31,7 @@ pub struct RunArgs {
     #[arg(value_name = "OUT", required_unless_present = "list_rules")]
     pub output: Option<PathBuf>,
     /// Comma-separated rules, rule codes (`C005`) or groups (clean, share, prune, sparsify,
-    /// lowrank, quantize); `all` is every rule, `none` re-encodes losslessly. Default: clean
+    /// lowrank, quantize, cluster); `all` is every rule, `none` re-encodes losslessly. Default: clean
     /// (with --budget or --target-size: clean,prune,lowrank,quantize). See --list-rules.
     #[arg(long)]
     pub rules: Option<String>,
@@ -136,6 +136,13 @@ pub struct RunArgs {
     /// QLinearMatMul, QGemm); more pairs, more error.
     #[arg(long)]
     pub quantize_outputs: bool,
+    /// cluster: bits per code, `4` (the default; codes packed two per byte), `5`, `6` or `8`
+    /// (one byte per code): 2^bits k-means centroids per codebook.
+    #[arg(long, value_name = "BITS")]
+    pub cluster_bits: Option<u32>,
+    /// cluster: one codebook per `tensor` (the default) or per output `channel`.
+    #[arg(long, value_name = "G")]
+    pub cluster_granularity: Option<String>,
     /// How far the outputs may move, as a loss under --budget-metric (cosine: 1 − cosine, so
     /// 0.01 means cosine ≥ 0.99). Without a --lowrank-*/--quantize-*/--prune-ratio flag, onnx-slim
     /// chooses per layer how to apply the lossy rules (default: clean,prune,lowrank,quantize) to make

@@ -114,6 +114,10 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.sparsity,
         args.sparsity_pattern.as_deref(),
     )?;
+    let cluster = crate::rules::cluster::ClusterConfig::from_flags(
+        args.cluster_bits,
+        args.cluster_granularity.as_deref(),
+    )?;
     let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
     super::conveniences::check_search(&args.conveniences, plan.search.is_some())?;
     let default_rules = if plan.search.is_some() {
@@ -200,6 +204,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         quantize,
         sparsify,
         fp16: args.conveniences.fp16()?,
+        cluster,
     };
     if rules.iter().any(|r| r.meta().code == "Q001") {
         if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {
@@ -479,6 +484,12 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
             "quantize",
         ),
         ("--quantize-outputs", args.quantize_outputs, "quantize"),
+        ("--cluster-bits", args.cluster_bits.is_some(), "cluster"),
+        (
+            "--cluster-granularity",
+            args.cluster_granularity.is_some(),
+            "cluster",
+        ),
         ("--prune-zero", args.prune_zero, "prune"),
         ("--prune-ratio", args.prune_ratio.is_some(), "prune"),
         (
@@ -560,6 +571,8 @@ impl Plan {
         let pinned = *lowrank != Default::default()
             || !quantize.is_default()
             || prune.ratio.is_some()
+            || args.cluster_bits.is_some()
+            || args.cluster_granularity.is_some()
             || args.sparsity.is_some()
             || args.sparsity_pattern.is_some();
         if args.target_size.is_some() && pinned {

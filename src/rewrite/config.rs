@@ -13,6 +13,8 @@ pub struct Config {
     pub lowrank: crate::rules::lowrank::LowrankConfig,
     /// `quantize` (Q001): storage type, granularity, exclusions, output-error tolerance.
     pub quantize: crate::rules::quantize::QuantizeConfig,
+    /// `cluster` (K001): bits per code, per tensor or per output channel.
+    pub cluster: crate::rules::cluster::ClusterConfig,
     /// `to-fp16` (D001): convert to float16 (`--dtype fp16`); the rule does nothing without it.
     pub fp16: bool,
 }

@@ -23,8 +23,10 @@
 //! | P002 | `sparsify` | sparsify | lossy |
 //! | L001 | `lowrank` | lowrank | lossy |
 //! | Q001 | `quantize` | quantize | lossy |
+//! | K001 | `cluster` | cluster | lossy |
 //! | D001 | `to-fp16` | dtype | lossy (only with `--dtype fp16`) |
 
+pub mod cluster;
 pub mod constant_to_initializer;
 pub mod cse;
 pub mod drop_zero_rnn_state;
@@ -77,5 +79,6 @@ pub static ALL: &[&dyn Rule] = &[
     &sparsify::Sparsify,
     &lowrank::Lowrank,
     &quantize::Quantize,
+    &cluster::Cluster,
     &to_fp16::ToFp16,
 ];

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub mod compare;
+pub mod ort;
 pub mod proto;
 pub mod run;
 
@@ -235,4 +236,51 @@ pub fn ort_python() -> Option<PathBuf> {
         p.display()
     ));
     None
+}
+
+/// The README's metrics of `outs` on `sets`: accuracy against `meta.json`'s labels where the
+/// model has labels, argmax agreement of output 0 with the original's outputs, and the smallest
+/// cosine of any output of any set against the original's — all in percent, two decimals.
+pub fn readme_metrics(
+    dir: &std::path::Path,
+    sets: &[onnx_slim::verify::InputSet],
+    original: &[onnx_slim::verify::Outputs],
+    outs: &[onnx_slim::verify::Outputs],
+) -> String {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
+            .expect("meta.json is JSON");
+    let (mut ok, mut agree, mut n) = (0usize, 0usize, 0usize);
+    let mut min_cos = f64::INFINITY;
+    let mut compared = 0;
+    for ((s, a), b) in sets.iter().zip(original).zip(outs) {
+        let want = argmax_rows(&a[0].1);
+        let got = argmax_rows(&b[0].1);
+        assert_eq!(want.len(), got.len(), "{}", s.label);
+        n += got.len();
+        agree += want.iter().zip(&got).filter(|(x, y)| x == y).count();
+        if let Some(labels) = meta["labels"][&s.label].as_array() {
+            assert_eq!(labels.len(), got.len(), "{}", s.label);
+            ok += got
+                .iter()
+                .zip(labels)
+                .filter(|(p, l)| Some(**p as u64) == l.as_u64())
+                .count();
+        }
+        for c in onnx_slim::verify::compare::compare_outputs(a, b, f32::INFINITY) {
+            assert!(c.shape_equal, "{}: {c:?}", s.label);
+            min_cos = min_cos.min(c.cosine.expect("float outputs"));
+            compared += 1;
+        }
+    }
+    assert!(n > 0 && compared > 0);
+    let pct = |k: usize| format!("{:.2}", 100.0 * k as f64 / n as f64);
+    // Class labels are arrays of integers (captcha_crnn's are strings: text for reference).
+    let classes = sets.iter().all(|s| meta["labels"][&s.label].is_array());
+    let acc = if classes {
+        format!("accuracy {} %, ", pct(ok))
+    } else {
+        String::new()
+    };
+    format!("{acc}agreement {} %, min cosine {:.5}", pct(agree), min_cos)
 }

@@ -13,7 +13,7 @@ use crate::rewrite::Findings;
 /// per weight operand, from the op table (biases excluded; they stay float). Axes may be
 /// negative (counted from the end). MatMul's table entry names both sides: the weight is the constant one, the right
 /// one when neither or both are.
-pub(super) fn weight_operands(g: &Graph, id: NodeId) -> Vec<(usize, i64, Option<i64>)> {
+pub(crate) fn weight_operands(g: &Graph, id: NodeId) -> Vec<(usize, i64, Option<i64>)> {
     let Some(p) = g.node(id).op() else {
         return vec![];
     };
@@ -33,7 +33,7 @@ pub(super) fn weight_operands(g: &Graph, id: NodeId) -> Vec<(usize, i64, Option<
 
 /// Whether `id` reads its weight operand `slot` as an indexed table (Gather's data): a table
 /// computed at run time is not a weight, so no skip is reported for it.
-pub(super) fn reads_table(g: &Graph, id: NodeId, slot: usize) -> bool {
+pub(crate) fn reads_table(g: &Graph, id: NodeId, slot: usize) -> bool {
     g.node(id).op().is_some_and(|p| {
         ops::weights(p)
             .iter()
@@ -41,7 +41,7 @@ pub(super) fn reads_table(g: &Graph, id: NodeId, slot: usize) -> bool {
     })
 }
 
-pub(super) fn is_quantized_op(g: &Graph, id: NodeId) -> bool {
+pub(crate) fn is_quantized_op(g: &Graph, id: NodeId) -> bool {
     let n = g.node(id);
     let op = n.op_type();
     op.starts_with("QLinear")
@@ -53,7 +53,7 @@ pub(super) fn is_quantized_op(g: &Graph, id: NodeId) -> bool {
 
 /// How per-channel scales are spelled in the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Spelling {
+pub(crate) enum Spelling {
     /// `DequantizeLinear(q, s[C], z[C], axis)`: opset 13 and above.
     Axis,
     /// `Mul(DequantizeLinear(q, 1, 0), s)` (uint8: `Mul(Sub(DequantizeLinear(q, 1, 0), z), s)`)
@@ -65,17 +65,17 @@ pub(super) enum Spelling {
 
 /// One weight to quantize: the value and the axis its readers agree on.
 #[derive(Debug, Clone)]
-pub(super) struct Candidate {
-    pub(super) weight: ValueRef,
+pub(crate) struct Candidate {
+    pub(crate) weight: ValueRef,
     /// `Some(axis)` for per-channel (normalised to the weight's rank), `None` for per-tensor.
-    pub(super) axis: Option<usize>,
+    pub(crate) axis: Option<usize>,
     /// `Some(b)`: one scale per `b` consecutive elements along `axis` (`block_size`, opset 21).
     pub(super) block: Option<usize>,
     /// How per-channel scales are written (ignored per tensor).
-    pub(super) spelling: Spelling,
+    pub(crate) spelling: Spelling,
     /// Why per-channel was not used, or spelled differently, when it was asked for; or why a
     /// weight is quantized weight-only in dynamic mode.
-    pub(super) note: Option<String>,
+    pub(crate) note: Option<String>,
     /// `--quantize-mode dynamic`: how its reader becomes `MatMulInteger`.
     pub(super) dynamic: Option<DynamicPlan>,
 }
@@ -91,12 +91,12 @@ impl Candidate {
     }
 }
 
-pub(super) fn weight_name(g: &Graph, v: ValueRef) -> &str {
+pub(crate) fn weight_name(g: &Graph, v: ValueRef) -> &str {
     g.value_name(v)
 }
 
 /// Whether `id` is a default-domain op this rule quantizes weights of, not excluded by name.
-pub(super) fn quantizable_reader(g: &Graph, cfg: &QuantizeConfig, id: NodeId) -> bool {
+pub(crate) fn quantizable_reader(g: &Graph, cfg: &QuantizeConfig, id: NodeId) -> bool {
     g.node(id).domain().is_empty()
         && !weight_operands(g, id).is_empty()
         && !cfg.exclude.iter().any(|e| *e == g.node(id).label())
@@ -104,7 +104,7 @@ pub(super) fn quantizable_reader(g: &Graph, cfg: &QuantizeConfig, id: NodeId) ->
 
 /// Whether `v` is computed from integer codes by `DequantizeLinear`, directly or through the
 /// `Sub`/`Mul` by constants of the per-channel spelling below opset 13 ([`Spelling::Mul`]).
-pub(super) fn behind_dequantize(g: &Graph, v: ValueRef) -> bool {
+pub(crate) fn behind_dequantize(g: &Graph, v: ValueRef) -> bool {
     let mut v = v;
     for _ in 0..3 {
         let id = v.node;
@@ -126,12 +126,55 @@ pub(super) fn behind_dequantize(g: &Graph, v: ValueRef) -> bool {
     false
 }
 
+/// Whether `v` is computed from constants alone, through at most a few ops (the decoding of
+/// stored codes: `Cast`, `Add` of offsets, `Gather` from a nibble table, `Reshape`), and is not
+/// itself a constant. Bounded: it looks at most [`DECODE_DEPTH`] ops deep and 32 values wide.
+pub(crate) fn computed_from_constants(g: &Graph, v: ValueRef) -> bool {
+    if g.const_tensor(v).is_some() {
+        return false;
+    }
+    let mut stack = vec![(v, 0usize)];
+    let mut looked = 0;
+    while let Some((v, depth)) = stack.pop() {
+        if g.const_tensor(v).is_some() {
+            continue;
+        }
+        looked += 1;
+        let n = g.node(v.node);
+        if depth >= DECODE_DEPTH || looked > 32 || n.op().is_none() || !n.domain().is_empty() {
+            return false;
+        }
+        let inputs = g.node_inputs(v.node);
+        if inputs.iter().all(Option::is_none) || !g.captures(v.node).is_empty() {
+            return false;
+        }
+        stack.extend(inputs.into_iter().flatten().map(|i| (i, depth + 1)));
+    }
+    true
+}
+
+/// How deep [`computed_from_constants`] looks.
+const DECODE_DEPTH: usize = 6;
+
+/// Whether `v` is a codebook lookup: a `Gather` from a constant table by indices computed from
+/// constants (what the `cluster` rule writes).
+pub(crate) fn behind_codebook(g: &Graph, v: ValueRef) -> bool {
+    let id = v.node;
+    g.node(id).op_type() == "Gather"
+        && g.node(id).domain().is_empty()
+        && g.input(id, 0).is_some_and(|t| g.const_tensor(t).is_some())
+        && g.input(id, 1)
+            .is_some_and(|i| computed_from_constants(g, i))
+}
+
 /// Collects every weight read by a quantizable op: the first reader and the weight, with skips
-/// for the places that stay float. Linear in the graph.
-pub(super) fn find_weights(
+/// for the places that stay float. Linear in the graph. `needs` is the opset the rewrite needs
+/// and what needs it (`(10, "DequantizeLinear")`): below it every weight is skipped saying so.
+pub(crate) fn find_weights(
     model: &Model,
     cfg: &QuantizeConfig,
     f: &mut Findings,
+    needs: (i64, &str),
 ) -> Vec<(NodeId, ValueRef)> {
     let g = &model.graph;
     let opset = model.opset("").unwrap_or(1);
@@ -165,12 +208,16 @@ pub(super) fn find_weights(
             f.skip(model, id, "excluded by --quantize-exclude");
             continue;
         }
-        if opset < 10 {
+        if opset < needs.0 {
             f.skip(
                 model,
                 id,
-                format!("DequantizeLinear needs opset 10, the model has {opset}"),
+                format!("{} needs opset {}, the model has {opset}", needs.1, needs.0),
             );
+            continue;
+        }
+        // A codebook lookup (`cluster`'s decoding): its table is no weight of the model.
+        if behind_codebook(g, ValueRef { node: id, slot: 0 }) {
             continue;
         }
         for (slot, _, _) in ops {
@@ -178,6 +225,8 @@ pub(super) fn find_weights(
             if g.const_tensor(v).is_none() {
                 if behind_dequantize(g, v) {
                     f.skip(model, id, format!("input {slot} is already quantized"));
+                } else if behind_codebook(g, v) {
+                    f.skip(model, id, format!("input {slot} is already clustered"));
                 } else if !reads_table(g, id, slot) {
                     f.skip(model, id, format!("input {slot} is not a constant weight"));
                 }
@@ -201,7 +250,7 @@ fn per_tensor_note(captured: bool) -> String {
 
 /// Decides how `weight` is quantized, from all its readers; or why it stays float.
 /// Work is proportional to the weight's readers, not to the graph.
-pub(super) fn plan(
+pub(crate) fn plan(
     model: &Model,
     cfg: &QuantizeConfig,
     weight: ValueRef,

@@ -91,7 +91,7 @@ use crate::rewrite::{
 };
 
 use crate::calibrate::range::RangeMethod;
-use find::{find_weights, plan, weight_name, Candidate, Spelling};
+pub(crate) use find::{find_weights, plan, weight_name, Candidate, Spelling};
 #[cfg(test)]
 use grid::quantize;
 use grid::{int_tensor, quantize_groups};
@@ -398,7 +398,9 @@ impl Rule for Quantize {
         let needs = config.quantize.needs_opset();
         // Whole-graph work once per `find`, only when the opset is too low for the scheme.
         let too_old = (opset < needs).then(|| opset_refusal(model, needs));
-        for (reader, weight) in find_weights(model, &config.quantize, &mut f) {
+        for (reader, weight) in
+            find_weights(model, &config.quantize, &mut f, (10, "DequantizeLinear"))
+        {
             if let Some(reason) = &too_old {
                 f.skip(
                     model,

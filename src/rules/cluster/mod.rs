@@ -1,0 +1,574 @@
+//! `K001 cluster`: stores each float weight as small integer codes into a codebook of float
+//! centroids (weight sharing by k-means), decoded in the graph by a `Gather`.
+//!
+//! **What:** a constant float32 weight `W` that the op table ([`crate::ops::weights`]) names as
+//! a kernel, recurrent weight or table — Conv, ConvTranspose, MatMul, Gemm (`B`), LSTM/GRU/RNN
+//! (`W` and `R`), Gather's table; the very weights `quantize` finds, by the same code
+//! ([`crate::rules::quantize`]'s `find_weights` and `plan`) — is clustered by one-dimensional
+//! k-means with `k = 2^bits` centroids (`--cluster-bits 4|5|6|8`, default 4), per tensor (one
+//! codebook, the default) or per output channel (`--cluster-granularity channel`: one codebook
+//! per slice along the op's output-channel axis, where the codebooks and their offsets cost at
+//! most as much as the codes; weights with smaller channels share one, the report line saying
+//! so). The k-means is deterministic: centroids start
+//! evenly spaced over the values' range and Lloyd's iterations settle them (see `kmeans.rs`).
+//! The weight becomes
+//!
+//! ```text
+//! W_codes:uint8[dims] → Cast(int32) → [Add(W_code_offsets) per channel] → Gather(W_codebook) → W
+//! ```
+//!
+//! under `W`'s own name, feeding the original op. Per channel, channel `c`'s codebook is entries
+//! `c·m .. c·m + m` of one flat codebook (`m` the most centroids any channel has), and the
+//! int32 offsets `c·m`, shaped `[C, 1, …]` to broadcast along the channel axis, move each code
+//! into its channel's entries. **Codes packed two per byte:** when every code is below 16 (4 bits,
+//! or any weight with at most 16 centroids per codebook), the element count is even and the
+//! weight has at least [`PACK_MIN_ELEMENTS`] elements, byte `i` holds code `2i` in its low
+//! nibble and code `2i + 1` in its high one; they are unpacked without bitwise ops by a `Gather`
+//! from one shared uint8 table `cluster_nibbles[256, 2]` whose row `b` is `[b & 15, b >> 4]`,
+//! then a `Reshape` to the weight's dims and the `Cast` above. (tract 0.23 has `BitShift` and
+//! `BitwiseAnd`, but `BitwiseAnd` needs opset 18 and onnxruntime's `BitShift` takes no int32:
+//! the table runs at any opset from 7, in both, for 512 bytes once per model.)
+//!
+//! **Why:** Deep Compression's weight sharing: 4-bit codes are an eighth of float32 plus a
+//! 64-byte codebook, and k-means places the levels where the weights are (unlike a uniform
+//! int4 grid), so accuracy holds better; every runtime runs `Cast`, `Add`, `Gather` and
+//! `Reshape`. The codes, few distinct bytes, also compress well.
+//!
+//! **Example:** `y = MatMul(x, W[512,512])`, 4 bits per tensor → `W = Gather(W_codebook[16],
+//! Cast(Reshape(Gather(cluster_nibbles, Cast(W_codes[131072]:uint8)), [512,512])))`: 1,048,576 →
+//! 131,072 + 64 + 16 bytes.
+//!
+//! **Exact:** no (lossy); the report gives per weight the bits, the granularity, the bytes
+//! before and after (codes, codebook, offsets and the `Reshape` target; the shared nibble table
+//! not counted) and the relative weight error `‖W − Ŵ‖/‖W‖`. A weight (or, per channel, each
+//! channel) that takes at most `2^bits` distinct values is reproduced bit for bit: the codebook
+//! is those values. Zero stays exactly zero: when a codebook's values include 0, one centroid is
+//! fixed at 0 (pruned and sparse weights keep their zeros).
+//!
+//! **Left alone, with a reason:** what `quantize` leaves (not float32, not constant, graph
+//! outputs, read inside subgraphs other than as weights — a weight the subgraphs read only as a
+//! weight is clustered per tensor), weights already quantized (the integer input of a
+//! `DequantizeLinear`: they are left as they are), weights already clustered (and their
+//! codebooks), weights holding NaN or infinities, and models below opset 7 (numpy-style
+//! broadcasting of `Add`). A weight whose codes and codebook would not be smaller than it is
+//! stays float with the sizes in the skip; a rewrite that would still grow the model (the
+//! nodes cost bytes too) is refused by the driver. Calibration inputs are not read: the
+//! k-means weighs every value alike.
+
+mod kmeans;
+
+pub use kmeans::{cluster, relative_error, Codebook};
+
+use bytes::Bytes;
+
+use super::quantize::{find_weights, plan, weight_name, Candidate, QuantizeConfig};
+use super::util::{make_attr_i, make_node};
+use crate::error::{Error, Result};
+use crate::ir::{tensor, Graph, Model, ValueRef};
+use crate::onnx::proto::{tensor_proto::DataType, TensorProto};
+use crate::rewrite::{
+    Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, SearchVariant, Stage, Wire,
+};
+
+/// The opset the decoding needs: `Add` with numpy-style broadcasting.
+pub const OPSET: i64 = 7;
+/// Codes are packed two per byte only from this many elements: below it the unpacking nodes
+/// (a `Gather`, a `Reshape` and its target) cost about what packing saves.
+pub const PACK_MIN_ELEMENTS: u64 = 2048;
+/// Default verification tolerance, a sanity bound as for `quantize` and `prune` (verification
+/// compares element-wise, `|a − b| ≤ tol·max(1, |a|)`): it catches a broken rewrite (NaN,
+/// infinities, wrong shapes, garbage), not accuracy loss, which the verification table's
+/// cosine and argmax agreement and `--budget` bound. quantize's 2 is too tight at 4 bits:
+/// captcha_crnn's logits move by up to 17.6 (relative 2.0) there, at cosine 0.85.
+pub const VERIFY_TOLERANCE: f32 = 50.0;
+/// The name of the shared nibble table.
+pub const NIBBLES: &str = "cluster_nibbles";
+
+/// One codebook per weight, or one per output channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterGranularity {
+    /// One codebook for the whole weight.
+    #[default]
+    Tensor,
+    /// One codebook per slice along the op's output-channel axis.
+    Channel,
+}
+
+/// Options of the `cluster` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Bits per code: 4, 5, 6 or 8 (`k = 2^bits` centroids). Codes are stored one per byte,
+    /// except 4-bit codes, packed two per byte (see the module docs).
+    pub bits: u32,
+    /// Per tensor or per output channel.
+    pub granularity: ClusterGranularity,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            bits: 4,
+            granularity: ClusterGranularity::Tensor,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Builds the options from `--cluster-bits` and `--cluster-granularity`, refusing values
+    /// it does not know.
+    pub fn from_flags(bits: Option<u32>, granularity: Option<&str>) -> Result<ClusterConfig> {
+        let mut cfg = ClusterConfig::default();
+        match bits {
+            None => {}
+            Some(b @ (4 | 5 | 6 | 8)) => cfg.bits = b,
+            Some(b) => {
+                return Err(Error::Usage(format!(
+                    "--cluster-bits must be 4, 5, 6 or 8, got `{b}`"
+                )))
+            }
+        }
+        match granularity {
+            None | Some("tensor") => {}
+            Some("channel") => cfg.granularity = ClusterGranularity::Channel,
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "--cluster-granularity must be `tensor` or `channel`, got `{other}`"
+                )))
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Whether any flag differs from the defaults.
+    pub fn is_default(&self) -> bool {
+        *self == ClusterConfig::default()
+    }
+
+    /// Centroids per codebook.
+    pub fn k(&self) -> usize {
+        1 << self.bits
+    }
+
+    /// What `quantize`'s weight finder needs to find the same weights: the granularity, and no
+    /// size floor (the sizes are compared in [`plan_cluster`]).
+    fn finder(&self) -> QuantizeConfig {
+        QuantizeConfig {
+            granularity: match self.granularity {
+                ClusterGranularity::Tensor => crate::rules::quantize::Granularity::Tensor,
+                ClusterGranularity::Channel => crate::rules::quantize::Granularity::Channel,
+            },
+            min_elements: 0,
+            ..Default::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "cluster {}-bit per {}",
+            self.bits,
+            match self.granularity {
+                ClusterGranularity::Tensor => "tensor",
+                ClusterGranularity::Channel => "channel",
+            }
+        )
+    }
+}
+
+/// See the module docs.
+pub struct Cluster;
+
+/// How one weight is clustered: `quantize`'s plan (the weight, its channel axis or why none),
+/// and the byte counts that decide whether it pays.
+struct Planned {
+    c: Candidate,
+    /// `(channels, elements per channel slice step)`: channel of element `i` is
+    /// `(i / inner) % channels`.
+    channels: usize,
+    inner: usize,
+}
+
+/// Decides whether and how `weight` is clustered, or why not (a skip reason).
+fn plan_cluster(
+    model: &Model,
+    cfg: &ClusterConfig,
+    weight: ValueRef,
+) -> std::result::Result<Planned, String> {
+    let g = &model.graph;
+    let mut c = plan(model, &cfg.finder(), weight)?;
+    if c.spelling == crate::rules::quantize::Spelling::Mul {
+        // quantize's note on per-channel `DequantizeLinear` below opset 13: not ours.
+        c.note = None;
+    }
+    let name = weight_name(g, weight);
+    let t = g
+        .const_tensor(weight)
+        .ok_or_else(|| format!("weight `{name}` is not constant"))?;
+    let n = tensor::numel(t).unwrap_or(0);
+    let dims: Vec<usize> = t.dims.iter().map(|d| (*d).max(0) as usize).collect();
+    let (mut channels, mut inner) = match c.axis {
+        Some(a) if dims.get(a).is_some_and(|d| *d > 1) => {
+            (dims[a], dims[a + 1..].iter().product::<usize>().max(1))
+        }
+        _ => {
+            c.axis = None;
+            (1, n as usize)
+        }
+    };
+    if channels > 1 {
+        // A codebook per channel only where the codebooks (and offsets) cost at most as much
+        // as the codes: small channels (depthwise and narrow kernels) share one.
+        let m = n as usize / channels;
+        let per = cfg.k().min(m.max(1));
+        let codes = if packs(n, per) { n / 2 } else { n };
+        if 4 * (channels * (per + 1)) as u64 > codes {
+            c.axis = None;
+            c.note = Some(format!(
+                "per tensor: {m} elements per channel, too few to pay for a codebook each"
+            ));
+            (channels, inner) = (1, n as usize);
+        }
+    }
+    let before = tensor::payload_bytes(t);
+    // A codebook has at most `k` centroids, and no more than the values it serves.
+    let per = cfg.k().min((n as usize / channels).max(1));
+    let at_most = estimate_bytes(n, channels, dims.len(), per);
+    if at_most >= before {
+        return Err(format!(
+            "weight `{name}`: its codes and codebook{} would take {at_most} bytes, not fewer than its {before}",
+            if channels > 1 { "s" } else { "" }
+        ));
+    }
+    Ok(Planned { c, channels, inner })
+}
+
+/// Payload bytes of the clustered form with `per` centroids per codebook: codes, codebooks,
+/// channel offsets and, when packed, the `Reshape` target.
+fn estimate_bytes(n: u64, channels: usize, rank: usize, per: usize) -> u64 {
+    let packed = packs(n, per);
+    let codes = if packed { n / 2 } else { n };
+    let offsets = if channels > 1 { 4 * channels as u64 } else { 0 };
+    codes + 4 * (channels * per) as u64 + offsets + if packed { 8 * rank as u64 } else { 0 }
+}
+
+/// Whether `n` codes below `per` are packed two per byte.
+fn packs(n: u64, per: usize) -> bool {
+    per <= 16 && n % 2 == 0 && n >= PACK_MIN_ELEMENTS
+}
+
+impl Rule for Cluster {
+    fn meta(&self) -> RuleMeta {
+        RuleMeta {
+            code: "K001",
+            name: "cluster",
+            group: "cluster",
+            summary: "store float weights as 4-8 bit codes into a k-means codebook, decoded by Gather (weight sharing)",
+            exactness: Exactness::Lossy {
+                tolerance: VERIFY_TOLERANCE,
+            },
+        }
+    }
+
+    fn find(&self, model: &Model, config: &Config) -> Findings {
+        let g = &model.graph;
+        let cfg = &config.cluster;
+        let mut f = Findings::default();
+        let weights = find_weights(
+            model,
+            &cfg.finder(),
+            &mut f,
+            (OPSET, "`Add` with numpy-style broadcasting"),
+        );
+        for (reader, weight) in weights {
+            match plan_cluster(model, cfg, weight) {
+                Ok(_) => f.matches.push(Match {
+                    anchor: reader,
+                    nodes: vec![weight.node],
+                    what: format!("weight `{}`", weight_name(g, weight)),
+                }),
+                Err(reason) => f.skip(model, reader, reason),
+            }
+        }
+        f
+    }
+
+    /// The user's configuration when a `--cluster-*` flag pinned it; else 4 and 8 bits per
+    /// tensor (the search picks per layer; 5 and 6 bits are stored a byte per code, as 8 are,
+    /// so they would only lose more).
+    fn search_variants(&self, config: &Config) -> Vec<SearchVariant> {
+        let configs = if config.cluster.is_default() {
+            vec![
+                ClusterConfig::default(),
+                ClusterConfig {
+                    bits: 8,
+                    ..Default::default()
+                },
+            ]
+        } else {
+            vec![config.cluster.clone()]
+        };
+        configs
+            .into_iter()
+            .map(|cluster| SearchVariant {
+                name: cluster.describe(),
+                config: Config {
+                    cluster,
+                    ..config.clone()
+                },
+                stage: Stage::Store,
+            })
+            .collect()
+    }
+
+    fn rewrite(&self, model: &Model, m: &Match, config: &Config) -> Result<Patch> {
+        let g = &model.graph;
+        let cfg = &config.cluster;
+        let fail = |reason: String| Error::Rule {
+            rule: "cluster".into(),
+            reason,
+        };
+        let node = *m
+            .nodes
+            .first()
+            .ok_or_else(|| fail(format!("{}: no weight in the match", m.what)))?;
+        let planned = plan_cluster(model, cfg, ValueRef { node, slot: 0 }).map_err(fail)?;
+        let weight = planned.c.weight;
+        let t = g
+            .const_tensor(weight)
+            .ok_or_else(|| fail("the weight is not constant".into()))?;
+        let values: Vec<f32> = tensor::to_f32(t)?.iter().copied().collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(fail(format!("{} holds NaN or infinity", m.what)));
+        }
+        let (channels, inner) = (planned.channels, planned.inner);
+        let k = cfg.k();
+        // One codebook per channel slice (or one for all), codes local to their codebook.
+        let mut codes = vec![0u8; values.len()];
+        let mut books: Vec<Vec<f32>> = Vec::with_capacity(channels);
+        if channels == 1 {
+            let cb = cluster(&values, k);
+            codes = cb.codes;
+            books.push(cb.centroids);
+        } else {
+            let mut members: Vec<Vec<usize>> = vec![Vec::new(); channels];
+            for i in 0..values.len() {
+                members[(i / inner) % channels].push(i);
+            }
+            for idx in &members {
+                let vals: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
+                let cb = cluster(&vals, k);
+                for (&i, code) in idx.iter().zip(&cb.codes) {
+                    codes[i] = *code;
+                }
+                books.push(cb.centroids);
+            }
+        }
+        let per = books.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut codebook = Vec::with_capacity(per * channels);
+        for b in &books {
+            codebook.extend_from_slice(b);
+            // Unused entries repeat the last centroid (no code points at them).
+            let last = b.last().copied().unwrap_or(0.0);
+            codebook.resize(codebook.len().div_ceil(per) * per, last);
+        }
+        let decoded: Vec<f32> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ch = if channels == 1 {
+                    0
+                } else {
+                    (i / inner) % channels
+                };
+                codebook[ch * per + *c as usize]
+            })
+            .collect();
+        let rel_error = relative_error(&values, decoded.into_iter());
+        let n = values.len() as u64;
+        let name = weight_name(g, weight).to_string();
+        let packed = packs(n, per);
+        let mut p = Patch::new(String::new(), Some(m.anchor));
+        let dims = t.dims.clone();
+        let codes_tensor = if packed {
+            let bytes: Vec<u8> = codes.chunks(2).map(|c| c[0] | (c[1] << 4)).collect();
+            raw_tensor(
+                &format!("{name}_codes"),
+                vec![bytes.len() as i64],
+                DataType::Uint8,
+                bytes,
+            )
+        } else {
+            raw_tensor(
+                &format!("{name}_codes"),
+                dims.clone(),
+                DataType::Uint8,
+                codes,
+            )
+        };
+        let codes_wire = p.add_initializer(codes_tensor);
+        let to_int32 = |p: &mut Patch, node: &str, out: &str, x: Wire| -> Wire {
+            let mut cast = make_node("Cast", node, 1, &[out]);
+            cast.attribute
+                .push(make_attr_i("to", DataType::Int32 as i32 as i64));
+            p.add_op(cast, &[Some(x)])[0]
+        };
+        let unpacked = if packed {
+            let nibbles = nibble_table(g, &mut p);
+            let idx = to_int32(
+                &mut p,
+                &format!("{name}_packed_index"),
+                &format!("{name}_packed_indices"),
+                codes_wire,
+            );
+            let pairs = p.add_op(
+                make_node(
+                    "Gather",
+                    &format!("{name}_unpack"),
+                    2,
+                    &[&format!("{name}_code_pairs")],
+                ),
+                &[Some(nibbles), Some(idx)],
+            )[0];
+            let shape = p.add_initializer(raw_tensor(
+                &format!("{name}_shape"),
+                vec![dims.len() as i64],
+                DataType::Int64,
+                dims.iter().flat_map(|d| d.to_le_bytes()).collect(),
+            ));
+            p.add_op(
+                make_node(
+                    "Reshape",
+                    &format!("{name}_unpacked"),
+                    2,
+                    &[&format!("{name}_unpacked_codes")],
+                ),
+                &[Some(pairs), Some(shape)],
+            )[0]
+        } else {
+            codes_wire
+        };
+        let mut idx = to_int32(
+            &mut p,
+            &format!("{name}_index"),
+            &format!("{name}_indices"),
+            unpacked,
+        );
+        if let (Some(axis), true) = (planned.c.axis, channels > 1) {
+            // `[C, 1, …]`: broadcasts along `axis` of the weight (trailing axes aligned).
+            let mut odims = vec![channels as i64];
+            odims.resize(dims.len() - axis, 1);
+            let offsets: Vec<u8> = (0..channels)
+                .flat_map(|c| ((c * per) as i32).to_le_bytes())
+                .collect();
+            let off = p.add_initializer(raw_tensor(
+                &format!("{name}_code_offsets"),
+                odims,
+                DataType::Int32,
+                offsets,
+            ));
+            idx = p.add_op(
+                make_node(
+                    "Add",
+                    &format!("{name}_offset"),
+                    2,
+                    &[&format!("{name}_book_indices")],
+                ),
+                &[Some(idx), Some(off)],
+            )[0];
+        }
+        let book = p.add_initializer(raw_tensor(
+            &format!("{name}_codebook"),
+            vec![codebook.len() as i64],
+            DataType::Float,
+            codebook.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+        let out = p.add_op(
+            make_node(
+                "Gather",
+                &format!("{name}_decode"),
+                2,
+                &[&format!("{name}_clustered")],
+            ),
+            &[Some(book), Some(idx)],
+        )[0];
+        p.shunt(weight, out);
+        p.keep_name(weight, out);
+        p.remove(weight.node);
+        let before = tensor::payload_bytes(t);
+        let after = estimate_bytes(n, channels, dims.len(), per);
+        let scheme = match planned.c.axis.filter(|_| channels > 1) {
+            Some(a) => format!(
+                "{}-bit per channel (axis {a}), {per} centroids each",
+                cfg.bits
+            ),
+            None => format!("{}-bit per tensor, {per} centroids", cfg.bits),
+        };
+        let storage = if packed {
+            "codes packed two per byte"
+        } else {
+            "codes one per byte"
+        };
+        let mut notes: Vec<String> = planned.c.note.clone().into_iter().collect();
+        if rel_error == 0.0 {
+            notes.push("exact: every value is a centroid".into());
+        }
+        p.description = format!(
+            "{}: {} {scheme}, {storage}, {before} → {after} bytes, weight error {:.3} %{}",
+            m.what,
+            shape_text(&dims),
+            rel_error * 100.0,
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", notes.join("; "))
+            }
+        );
+        Ok(p)
+    }
+
+    fn independent_matches(&self) -> bool {
+        // Each match rewrites one weight and the nodes that hold it; the shared nibble table is
+        // found by name in the working copy.
+        true
+    }
+
+    fn tolerance(&self, _config: &Config) -> f32 {
+        VERIFY_TOLERANCE
+    }
+}
+
+fn raw_tensor(name: &str, dims: Vec<i64>, ty: DataType, raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims,
+        data_type: Some(ty as i32),
+        raw_data: Some(Bytes::from(raw)),
+        ..Default::default()
+    }
+}
+
+/// The shared `[256, 2]` uint8 table, row `b` = `[b & 15, b >> 4]`: the one in the graph when
+/// an initializer of that name holds it, else a new one (under a fresh name if the name is
+/// taken by something else). A lookup by name, not a scan of the graph.
+fn nibble_table(g: &Graph, p: &mut Patch) -> Wire {
+    let raw: Vec<u8> = (0..=255u8).flat_map(|b| [b & 15, b >> 4]).collect();
+    let want = raw_tensor(NIBBLES, vec![256, 2], DataType::Uint8, raw);
+    if let Some(v) = g.producer(NIBBLES) {
+        if let Some(t) = g.const_tensor(v) {
+            if t.dims == want.dims
+                && t.data_type == want.data_type
+                && t.raw_data.as_deref() == want.raw_data.as_deref()
+            {
+                return Wire::Value(v);
+            }
+        }
+        let mut t = want;
+        t.name = Some(g.fresh_name(NIBBLES));
+        return p.add_initializer(t);
+    }
+    p.add_initializer(want)
+}
+
+fn shape_text(dims: &[i64]) -> String {
+    let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", d.join("×"))
+}
