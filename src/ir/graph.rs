@@ -3,12 +3,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, OnceLock};
 
-use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::graph::{EdgeIndex, NodeIndex};
 use petgraph::Direction;
 use prost::Message;
 use rustc_hash::FxHashMap;
 
+use super::adj::Adj;
 use super::facts::Facts;
 use crate::error::{Error, Result};
 use crate::onnx::proto::{
@@ -85,7 +85,7 @@ pub enum Edge {
 pub struct Graph {
     // Nodes are shared between copies of the graph (the driver applies each patch to a copy),
     // so a copy costs a reference count per node, not a copy of every tensor.
-    pub(crate) g: StableGraph<Arc<Node>, Edge>,
+    pub(crate) g: Adj<Arc<Node>, Edge>,
     /// Every `GraphProto` field the IR does not model (name, doc string, annotations, metadata).
     pub shell: GraphProto,
     /// Graph outputs in order; the value's name always equals the declared name.
@@ -202,7 +202,7 @@ impl Graph {
     /// An empty graph.
     pub fn empty() -> Graph {
         Graph {
-            g: StableGraph::new(),
+            g: Adj::new(),
             shell: GraphProto::default(),
             outputs: Vec::new(),
             value_info: Vec::new(),
@@ -243,7 +243,7 @@ impl Graph {
         // Kahn's algorithm with a min-heap on (key, index); validated graphs are acyclic.
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
-        let mut indeg: Vec<usize> = vec![0; petgraph::visit::NodeIndexable::node_bound(&self.g)];
+        let mut indeg: Vec<usize> = vec![0; self.g.node_bound()];
         let mut heap = BinaryHeap::with_capacity(self.g.node_count());
         for ix in self.g.node_indices() {
             let d = self.g.edges_directed(ix, Direction::Incoming).count();
@@ -265,6 +265,30 @@ impl Graph {
             }
         }
         order
+    }
+
+    /// A node on a cycle, if the graph has one (found without recursion).
+    pub(crate) fn node_on_cycle(&self) -> Option<NodeId> {
+        let sorted = self.topo_order();
+        if sorted.len() == self.node_count() {
+            return None;
+        }
+        let mut left = vec![false; self.g.node_bound()];
+        self.g.node_indices().for_each(|ix| left[ix.index()] = true);
+        sorted.iter().for_each(|id| left[id.0.index()] = false);
+        // Every node Kahn's algorithm left out has a predecessor it left out: walking back from
+        // one along such predecessors must come back to a node already seen, which is on a cycle.
+        let mut seen = vec![false; self.g.node_bound()];
+        let mut at = self.g.node_indices().find(|ix| left[ix.index()])?;
+        while !seen[at.index()] {
+            seen[at.index()] = true;
+            at = self
+                .g
+                .edges_directed(at, Direction::Incoming)
+                .map(|e| e.source())
+                .find(|s| left[s.index()])?;
+        }
+        Some(NodeId(at))
     }
 
     /// The order in which [`Graph::to_proto`] writes nodes: original order while the graph is
@@ -777,9 +801,9 @@ impl Graph {
                 ));
             }
         }
-        // `toposort` walks with an explicit stack; `is_cyclic_directed` recurses once per node
-        // of a chain and overflows the stack on deep graphs.
-        if petgraph::algo::toposort(&self.g, None).is_err() {
+        // Kahn's algorithm leaves out exactly the nodes on or after a cycle (and recurses on
+        // nothing: petgraph's `is_cyclic_directed` recursed once per node of a chain).
+        if self.topo_order().len() != self.node_count() {
             return bad("the graph has a cycle".into());
         }
         Ok(())

@@ -4,8 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, OnceLock};
 
-use petgraph::stable_graph::NodeIndex;
-use petgraph::visit::EdgeRef;
+use petgraph::graph::NodeIndex;
 use petgraph::Direction;
 use prost::Message;
 use rustc_hash::{FxHashMap, FxHashSet};
