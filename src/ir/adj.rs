@@ -4,12 +4,30 @@
 //! its source's out-edges. With petgraph's singly linked lists, removing the readers of a
 //! constant read by N nodes one by one cost O(N²).
 
+use std::cell::Cell;
 use std::ops::{Index, IndexMut};
 
 use petgraph::graph::{EdgeIndex, NodeIndex};
 use petgraph::Direction;
 
 const END: u32 = u32::MAX;
+
+thread_local! {
+    static VISITED: Cell<u64> = const { Cell::new(0) };
+}
+
+fn visit(n: usize) {
+    VISITED.with(|c| c.set(c.get().wrapping_add(n as u64)));
+}
+
+/// Graph elements this thread has visited so far: every node and edge an iteration over a
+/// graph yielded (each node of a whole-graph walk, each edge of a node's list) and every slot a
+/// copy of a graph copied. The work of a rule run is the difference across it; a driver or rule
+/// that walks the whole graph (or a node's thousands of readers) per patch makes it grow with
+/// the square of the graph. Tests assert on it instead of on wall time.
+pub fn visited() -> u64 {
+    VISITED.with(Cell::get)
+}
 
 fn dir(d: Direction) -> usize {
     match d {
@@ -37,7 +55,7 @@ struct EdgeSlot<E> {
 
 /// A directed multigraph with stable indices and O(1) edge removal. Removed slots are reused
 /// last in, first out (taking back removals in reverse order gives nodes their indices back).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Adj<N, E> {
     nodes: Vec<NodeSlot<N>>,
     edges: Vec<EdgeSlot<E>>,
@@ -71,6 +89,19 @@ impl<'a, E> EdgeRef<'a, E> {
     /// The edge's weight.
     pub fn weight(&self) -> &'a E {
         self.weight
+    }
+}
+
+impl<N: Clone, E: Clone> Clone for Adj<N, E> {
+    fn clone(&self) -> Self {
+        visit(self.nodes.len() + self.edges.len());
+        Adj {
+            nodes: self.nodes.clone(),
+            edges: self.edges.clone(),
+            free_nodes: self.free_nodes.clone(),
+            free_edges: self.free_edges.clone(),
+            node_count: self.node_count,
+        }
     }
 }
 
@@ -196,7 +227,10 @@ impl<N, E> Adj<N, E> {
 
     /// Weights of every node, in index order.
     pub fn node_weights(&self) -> impl Iterator<Item = &N> {
-        self.nodes.iter().filter_map(|n| n.weight.as_ref())
+        self.nodes.iter().filter_map(|n| {
+            visit(1);
+            n.weight.as_ref()
+        })
     }
 
     /// Every node's index, in increasing order.
@@ -204,7 +238,10 @@ impl<N, E> Adj<N, E> {
         self.nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.weight.is_some())
+            .filter(|(_, n)| {
+                visit(1);
+                n.weight.is_some()
+            })
             .map(|(i, _)| NodeIndex::new(i))
     }
 
@@ -231,6 +268,7 @@ impl<N, E> Adj<N, E> {
             if e == END {
                 return None;
             }
+            visit(1);
             let slot = &self.edges[e as usize];
             let r = EdgeRef {
                 id: EdgeIndex::new(e as usize),
@@ -330,5 +368,23 @@ mod tests {
             [0, 10, 2, 30]
         );
         assert_eq!(g.node_bound(), 4);
+    }
+
+    #[test]
+    fn visits_count_the_nodes_and_edges_iterated_and_the_slots_copied() {
+        let mut g: Adj<(), u32> = Adj::new();
+        let a = g.add_node(());
+        let b = g.add_node(());
+        g.add_edge(a, b, 0);
+        g.add_edge(a, b, 1);
+        let v = visited();
+        assert_eq!(out(&g, a).len(), 2);
+        assert_eq!(visited() - v, 2);
+        assert_eq!(g.node_indices().count(), 2);
+        assert_eq!(visited() - v, 4);
+        let copy = g.clone();
+        assert_eq!(visited() - v, 8);
+        assert_eq!(inc(&copy, a).len(), 0);
+        assert_eq!(visited() - v, 8);
     }
 }

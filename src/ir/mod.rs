@@ -16,6 +16,7 @@ pub mod graph;
 pub mod tensor;
 pub mod text;
 
+pub use adj::visited;
 pub use graph::{Edge, Graph, Node, NodeId, NodeKind, ValueRef};
 
 use crate::error::Result;
