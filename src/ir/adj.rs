@@ -16,7 +16,8 @@ thread_local! {
     static VISITED: Cell<u64> = const { Cell::new(0) };
 }
 
-fn visit(n: usize) {
+/// Counts `n` visits (see [`visited`]): for walks outside the graph's own iterators.
+pub(crate) fn visit(n: usize) {
     VISITED.with(|c| c.set(c.get().wrapping_add(n as u64)));
 }
 

@@ -107,6 +107,37 @@ pub struct Graph {
     /// Inferred facts, computed on first use and dropped by every mutation. Copies made by the
     /// driver share them until they are changed.
     pub(crate) facts: OnceLock<Arc<Facts>>,
+    /// Small initializers by contents ([`Graph::small_consts`]), built on first use and dropped
+    /// by every mutation, as the facts are.
+    pub(crate) consts: OnceLock<Arc<SmallConsts>>,
+}
+
+/// The first initializer (in graph order) of each dtype, dims and contents among those of at
+/// most [`SMALL_CONST`] elements, keyed by [`small_const_key`].
+pub type SmallConsts = FxHashMap<Vec<i64>, NodeId>;
+
+/// Initializers up to this many elements are indexed by contents, for reuse.
+pub const SMALL_CONST: u64 = 64;
+
+/// A key equal for two tensors exactly when they have the same dtype, dims and contents
+/// (integers compared as `i64`, floats bit for bit); `None` above [`SMALL_CONST`] elements or
+/// for a dtype read neither way.
+pub fn small_const_key(t: &TensorProto) -> Option<Vec<i64>> {
+    if super::tensor::numel(t)? > SMALL_CONST {
+        return None;
+    }
+    let mut key = vec![t.data_type.unwrap_or(0) as i64, t.dims.len() as i64];
+    key.extend(&t.dims);
+    if let Ok(a) = super::tensor::to_i64(t) {
+        key.push(0);
+        key.extend(a.iter());
+    } else if let Ok(a) = super::tensor::to_f32(t) {
+        key.push(1);
+        key.extend(a.iter().map(|x| x.to_bits() as i64));
+    } else {
+        return None;
+    }
+    Some(key)
 }
 
 impl Node {
@@ -212,6 +243,7 @@ impl Graph {
             next_major: 0,
             dirty: false,
             facts: OnceLock::new(),
+            consts: OnceLock::new(),
         }
     }
 
@@ -399,6 +431,18 @@ impl Graph {
         c
     }
 
+    /// Whether `id` is the only node reading `v` (as data; a subgraph capture is another
+    /// reader). Stops at the first other reader, so that asking it of a constant every node
+    /// reads costs O(1), not a walk of all its readers.
+    pub fn read_only_by(&self, v: ValueRef, id: NodeId) -> bool {
+        self.g
+            .edges_directed(v.node.0, Direction::Outgoing)
+            .all(|e| match *e.weight() {
+                Edge::Data { out, .. } => out != v.slot || e.target() == id.0,
+                Edge::Capture { out } => out != v.slot,
+            })
+    }
+
     /// Nodes whose subgraphs read `v` by name.
     pub fn capture_consumers(&self, v: ValueRef) -> Vec<NodeId> {
         let mut c: Vec<_> = self
@@ -426,9 +470,15 @@ impl Graph {
         self.outputs.iter().any(|(o, _)| *o == v)
     }
 
-    /// Whether anything reads `v`: a node, a subgraph, or the graph's outputs.
+    /// Whether anything reads `v`: a node, a subgraph, or the graph's outputs. Stops at the
+    /// first reader.
     pub fn is_used(&self, v: ValueRef) -> bool {
-        !self.consumers(v).is_empty() || self.is_captured(v) || self.is_graph_output(v)
+        self.g
+            .edges_directed(v.node.0, Direction::Outgoing)
+            .any(|e| match *e.weight() {
+                Edge::Data { out, .. } | Edge::Capture { out } => out == v.slot,
+            })
+            || self.is_graph_output(v)
     }
 
     /// The constant tensor behind `v`: an initializer that is not a graph input, or the `value`
@@ -496,7 +546,10 @@ impl Graph {
         }
         (1..)
             .map(|i| format!("{base}__{i}"))
-            .find(|n| !self.names.contains_key(n))
+            .find(|n| {
+                super::adj::visit(1);
+                !self.names.contains_key(n)
+            })
             .unwrap_or_else(|| base.to_string())
     }
 
@@ -579,6 +632,32 @@ impl Graph {
     fn touch(&mut self) {
         self.dirty = true;
         self.facts = OnceLock::new();
+        self.consts = OnceLock::new();
+    }
+
+    /// Small initializers by contents (see [`SmallConsts`]): one walk of the nodes per version
+    /// of the graph, so that looking for an equal constant costs a hash, not a walk.
+    pub fn small_consts(&self) -> Arc<SmallConsts> {
+        self.consts
+            .get_or_init(|| {
+                let mut first: FxHashMap<Vec<i64>, (OrderKey, NodeId)> = FxHashMap::default();
+                for ix in self.g.node_indices() {
+                    let node = &self.g[ix];
+                    let NodeKind::Initializer(t) = &node.kind else {
+                        continue;
+                    };
+                    let Some(key) = small_const_key(t) else {
+                        continue;
+                    };
+                    let here = (node.key, NodeId(ix));
+                    first
+                        .entry(key)
+                        .and_modify(|e| *e = (*e).min(here))
+                        .or_insert(here);
+                }
+                Arc::new(first.into_iter().map(|(k, (_, id))| (k, id)).collect())
+            })
+            .clone()
     }
 
     pub(crate) fn add_node(&mut self, kind: NodeKind, key: OrderKey) -> Result<NodeId> {

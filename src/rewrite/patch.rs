@@ -339,8 +339,12 @@ impl Patch {
             for i in outputs {
                 log.set_output(graph, i, target);
             }
+            // A reader the patch removed (replaced by a new node, which captured by itself)
+            // reads nothing any more.
             for c in captured_by {
-                log.add_capture(graph, target, c);
+                if graph.contains(c) {
+                    log.add_capture(graph, target, c);
+                }
             }
         }
         for (name, old, new) in renames {
@@ -433,6 +437,7 @@ pub(crate) struct Undo {
     value_info_edits: i64,
     dirty: bool,
     facts: OnceLock<Arc<Facts>>,
+    consts: OnceLock<Arc<crate::ir::graph::SmallConsts>>,
 }
 
 impl Undo {
@@ -445,6 +450,7 @@ impl Undo {
             value_info_edits: graph.value_info_edits,
             dirty: graph.dirty,
             facts: graph.facts.clone(),
+            consts: graph.consts.clone(),
         }
     }
 
@@ -722,6 +728,7 @@ impl Undo {
         graph.value_info_edits = self.value_info_edits;
         graph.dirty = self.dirty;
         graph.facts = self.facts;
+        graph.consts = self.consts;
         Ok(())
     }
 }
