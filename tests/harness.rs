@@ -355,20 +355,20 @@ mod large {
                 b.node_named(&format!("{s}_node"), "Shape", &[p], &[&s], vec![]);
                 b.node("Reshape", &[p, &s], &[q], vec![]);
             }),
-            "merge-slices" => {
-                let shared = [
-                    tensor_i64_1d("start", &[0]),
-                    tensor_i64_1d("end", &[i64::MAX]),
-                    tensor_i64_1d("axis0", &[0]),
-                    tensor_i64_1d("axis1", &[1]),
-                ];
-                chain(&io, n, &shared, |b, i, p, q| {
-                    let (s, t) = (format!("s{i}"), format!("t{i}"));
-                    b.node("Slice", &[p, "start", "end", "axis0"], &[&s], vec![]);
-                    b.node("Slice", &[&s, "start", "end", "axis1"], &[&t], vec![]);
-                    b.node("Relu", &[&t], &[q], vec![]);
-                })
-            }
+            // Parameters of their own per link: pairs sharing one are merged by one patch.
+            "merge-slices" => chain(&io, n, &[], |b, i, p, q| {
+                let (s, t) = (format!("s{i}"), format!("t{i}"));
+                let c = |b: &mut ModelBuilder, what: &str, v: i64| {
+                    let name = format!("{what}{i}");
+                    b.initializer(tensor_i64_1d(&name, &[v]));
+                    name
+                };
+                let (s0, e0, a0) = (c(b, "s0_", 0), c(b, "e0_", 4), c(b, "a0_", 0));
+                let (s1, e1, a1) = (c(b, "s1_", 0), c(b, "e1_", 4), c(b, "a1_", 1));
+                b.node("Slice", &[p, &s0, &e0, &a0], &[&s], vec![]);
+                b.node("Slice", &[&s, &s1, &e1, &a1], &[&t], vec![]);
+                b.node("Relu", &[&t], &[q], vec![]);
+            }),
             "fuse-batchnorm" => {
                 let shared = [
                     filled("scale", &[2], 0.5),
@@ -525,7 +525,9 @@ fn every_rule_does_linear_work_on_a_graph_it_matches_everywhere() {
                 }
             };
             if let Err(e) = model.graph.check() {
-                failures.push(format!("{name} on {n} links: the result does not check: {e}"));
+                failures.push(format!(
+                    "{name} on {n} links: the result does not check: {e}"
+                ));
             }
             if report.patches() + 1 < n {
                 let skips: Vec<String> = report.rules[0]
@@ -542,7 +544,9 @@ fn every_rule_does_linear_work_on_a_graph_it_matches_everywhere() {
             continue;
         };
         let ratio = w2 as f64 / w1 as f64;
-        println!("{name}: {p1} patches, {w1} visits on {n1} links; {p2}, {w2} on {n2}: ×{ratio:.1}");
+        println!(
+            "{name}: {p1} patches, {w1} visits on {n1} links; {p2}, {w2} on {n2}: ×{ratio:.1}"
+        );
         // Every link (but prune's last) matched, and every match was applied.
         if p1 < n1 - 1 || p2 < n2 - 1 {
             failures.push(format!(

@@ -1,7 +1,8 @@
 //! The graph: nodes, edges, values and the queries rules use. Only `ir` and `rewrite` mutate it.
 
+use std::any::Any;
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use petgraph::graph::{EdgeIndex, NodeIndex};
 use petgraph::Direction;
@@ -110,7 +111,13 @@ pub struct Graph {
     /// Small initializers by contents ([`Graph::small_consts`]), built on first use and dropped
     /// by every mutation, as the facts are.
     pub(crate) consts: OnceLock<Arc<SmallConsts>>,
+    /// Whole-graph analyses of rules ([`Graph::memo`]), shared by the copies of one version
+    /// of the graph and dropped (replaced) by every mutation.
+    pub(crate) memo: Memo,
 }
+
+/// What [`Graph::memo`] keeps: analyses by tag.
+pub(crate) type Memo = Arc<Mutex<Vec<(&'static str, Arc<dyn Any + Send + Sync>)>>>;
 
 /// The first initializer (in graph order) of each dtype, dims and contents among those of at
 /// most [`SMALL_CONST`] elements, keyed by [`small_const_key`].
@@ -244,6 +251,7 @@ impl Graph {
             dirty: false,
             facts: OnceLock::new(),
             consts: OnceLock::new(),
+            memo: Memo::default(),
         }
     }
 
@@ -633,6 +641,28 @@ impl Graph {
         self.dirty = true;
         self.facts = OnceLock::new();
         self.consts = OnceLock::new();
+        self.memo = Memo::default();
+    }
+
+    /// The analysis `tag` of this version of the graph: `f`'s result, computed on first use and
+    /// kept until the graph changes. A rule whose `rewrite` needs the whole-graph analysis its
+    /// `find` made (the driver builds the patches of a batch against the graph `find` saw)
+    /// computes it once per batch this way, not once per patch.
+    pub fn memo<T: Any + Send + Sync>(&self, tag: &'static str, f: impl FnOnce() -> T) -> Arc<T> {
+        let found = {
+            let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            memo.iter()
+                .find(|(t, _)| *t == tag)
+                .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+        };
+        if let Some(v) = found {
+            return v;
+        }
+        let v = Arc::new(f());
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        memo.retain(|(t, _)| *t != tag);
+        memo.push((tag, v.clone()));
+        v
     }
 
     /// Small initializers by contents (see [`SmallConsts`]): one walk of the nodes per version

@@ -438,6 +438,7 @@ pub(crate) struct Undo {
     dirty: bool,
     facts: OnceLock<Arc<Facts>>,
     consts: OnceLock<Arc<crate::ir::graph::SmallConsts>>,
+    memo: crate::ir::graph::Memo,
 }
 
 impl Undo {
@@ -451,6 +452,7 @@ impl Undo {
             dirty: graph.dirty,
             facts: graph.facts.clone(),
             consts: graph.consts.clone(),
+            memo: graph.memo.clone(),
         }
     }
 
@@ -729,6 +731,7 @@ impl Undo {
         graph.dirty = self.dirty;
         graph.facts = self.facts;
         graph.consts = self.consts;
+        graph.memo = self.memo;
         Ok(())
     }
 }
