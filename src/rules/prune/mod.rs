@@ -602,6 +602,14 @@ impl Rule for Prune {
         Ok(p)
     }
 
+    fn independent_matches(&self) -> bool {
+        // Each rewrite rebuilds its group and its plan from the anchor on the current graph, and
+        // groups share no member whose identity a rewrite changes (only depthwise Convs are
+        // replaced, and a depthwise Conv belongs to one group; a bias a fold changes keeps its
+        // name and shape).
+        true
+    }
+
     /// With `--prune-ratio` the removed channels were not constant: the outputs move, and the
     /// run is judged by the model-level budget.
     fn lossy(&self, config: &Config) -> bool {
