@@ -259,6 +259,339 @@ fn every_rule_fires_on_some_fixture() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The large-graph case: every rule on a chain it matches at every link, at two sizes. Work is
+// counted, not timed: `onnx_slim::ir::visited()` counts every node and edge the graph's walks
+// yield and every slot its copies copy, so a driver or rule that walks the whole graph (or all
+// readers of a shared constant) per patch makes it grow with the square of the chain.
+
+/// Links of the two chains, and how much more work the larger may take than its size ratio
+/// allows: linear work grows 10×; the rounds of the driver and a sort add a little; anything
+/// quadratic grows about 100×.
+const SMALL: usize = 300;
+const LARGE: usize = 3_000;
+const WORK_SLACK: f64 = 2.5;
+
+/// Rules whose work on that chain is still quadratic, and why. Printed as a skip; a listed rule
+/// that has become linear fails the test (take it off the list).
+const STILL_QUADRATIC: &[(&str, &str)] = &[(
+    "prune",
+    "its matches are independent, so each rewrite sees the graph the batch's earlier patches \
+     changed, and infers the facts of the whole graph again (building the patches on the graph \
+     as found changes which channels --prune-ratio picks)",
+)];
+
+mod large {
+    use ndarray::{Array2, ArrayD, IxDyn};
+    use onnx_slim::ir::builder::{
+        attr_g, attr_i, attr_ints, attr_t, seeded_f32, tensor_f32, tensor_i64_1d, ModelBuilder,
+    };
+    use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto, TensorProto};
+    use onnx_slim::rewrite::Config;
+
+    fn filled(name: &str, dims: &[usize], v: f32) -> TensorProto {
+        tensor_f32(name, &ArrayD::from_elem(IxDyn(dims), v))
+    }
+
+    /// `v0 → unit → v1 → … → vn`, input and output of shape `dims`; `shared` adds initializers
+    /// every link may read.
+    fn chain(
+        dims: &[i64],
+        n: usize,
+        shared: &[TensorProto],
+        unit: impl Fn(&mut ModelBuilder, usize, &str, &str),
+    ) -> ModelProto {
+        let mut b = ModelBuilder::new(17);
+        b.input("v0", DataType::Float, dims);
+        for t in shared {
+            b.initializer(t.clone());
+        }
+        for i in 0..n {
+            unit(&mut b, i, &format!("v{i}"), &format!("v{}", i + 1));
+        }
+        b.output(&format!("v{n}"), DataType::Float, dims);
+        b.build()
+    }
+
+    /// `next = op(prev, w_i)` with a weight of shape `dims` per link, made by `w`.
+    fn weighted(
+        io: &[i64],
+        n: usize,
+        op: &'static str,
+        shared: &[TensorProto],
+        w: impl Fn(usize) -> ArrayD<f32>,
+    ) -> ModelProto {
+        chain(io, n, shared, |b, i, p, q| {
+            let name = format!("w{i}");
+            b.initializer(tensor_f32(&name, &w(i)));
+            b.node(op, &[p, &name], &[q], vec![]);
+        })
+    }
+
+    /// A chain of `n` links where `rule` matches at every link (at all but the last for
+    /// `prune`, whose last layer feeds the graph output), and the configuration to run it with.
+    /// `None` for a rule this table does not know: the test then fails.
+    pub fn matched_everywhere(rule: &str, n: usize) -> Option<(ModelProto, Config)> {
+        let mut config = Config::default();
+        let io = [1i64, 4];
+        let model = match rule {
+            "constant-to-initializer" => chain(&io, n, &[], |b, i, p, q| {
+                let c = format!("c{i}");
+                let t = filled("", &[1, 4], i as f32 + 1.0);
+                b.node("Constant", &[], &[&c], vec![attr_t("value", t)]);
+                b.node("Add", &[p, &c], &[q], vec![]);
+            }),
+            "eliminate-identity" => chain(&io, n, &[], |b, _, p, q| {
+                b.node("Identity", &[p], &[q], vec![]);
+            }),
+            "eliminate-dropout" => chain(&io, n, &[], |b, _, p, q| {
+                b.node("Dropout", &[p], &[q], vec![]);
+            }),
+            "eliminate-noop" => chain(&io, n, &[], |b, _, p, q| {
+                b.node("Transpose", &[p], &[q], vec![attr_ints("perm", &[0, 1])]);
+            }),
+            // One zero read by every link: removing its readers one by one must not walk them.
+            "eliminate-neutral-arith" => {
+                chain(&io, n, &[filled("zero", &[1, 4], 0.0)], |b, _, p, q| {
+                    b.node("Add", &[p, "zero"], &[q], vec![]);
+                })
+            }
+            "fold-constants" => chain(&io, n, &[filled("a", &[1, 4], 2.0)], |b, i, p, q| {
+                let (k, c) = (format!("k{i}"), format!("c{i}"));
+                b.initializer(filled(&k, &[1, 4], i as f32));
+                b.node("Mul", &["a", &k], &[&c], vec![]);
+                b.node("Add", &[p, &c], &[q], vec![]);
+            }),
+            // The shape computation must weigh more than the constant replacing it.
+            "static-reshape-shape" => chain(&io, n, &[], |b, i, p, q| {
+                let s = format!("the_shape_of_v{i}_as_a_traced_exporter_computes_it");
+                b.node_named(&format!("{s}_node"), "Shape", &[p], &[&s], vec![]);
+                b.node("Reshape", &[p, &s], &[q], vec![]);
+            }),
+            // Parameters of their own per link: pairs sharing one are merged by one patch.
+            "merge-slices" => chain(&io, n, &[], |b, i, p, q| {
+                let (s, t) = (format!("s{i}"), format!("t{i}"));
+                let c = |b: &mut ModelBuilder, what: &str, v: i64| {
+                    let name = format!("{what}{i}");
+                    b.initializer(tensor_i64_1d(&name, &[v]));
+                    name
+                };
+                let (s0, e0, a0) = (c(b, "s0_", 0), c(b, "e0_", 4), c(b, "a0_", 0));
+                let (s1, e1, a1) = (c(b, "s1_", 0), c(b, "e1_", 4), c(b, "a1_", 1));
+                b.node("Slice", &[p, &s0, &e0, &a0], &[&s], vec![]);
+                b.node("Slice", &[&s, &s1, &e1, &a1], &[&t], vec![]);
+                b.node("Relu", &[&t], &[q], vec![]);
+            }),
+            "fuse-batchnorm" => {
+                let shared = [
+                    filled("scale", &[2], 0.5),
+                    filled("bias", &[2], 0.1),
+                    filled("mean", &[2], 0.2),
+                    filled("var", &[2], 2.0),
+                ];
+                chain(&[1, 2, 2, 2], n, &shared, |b, i, p, q| {
+                    let (w, c) = (format!("w{i}"), format!("c{i}"));
+                    b.initializer(tensor_f32(&w, &seeded_f32(&[2, 2, 1, 1], i as u64)));
+                    b.node("Conv", &[p, &w], &[&c], vec![]);
+                    let bn = [c.as_str(), "scale", "bias", "mean", "var"];
+                    b.node("BatchNormalization", &bn, &[q], vec![]);
+                })
+            }
+            "fuse-conv-add" => chain(&[1, 2, 2, 2], n, &[], |b, i, p, q| {
+                let (w, c, a) = (format!("w{i}"), format!("c{i}"), format!("a{i}"));
+                b.initializer(tensor_f32(&w, &seeded_f32(&[2, 2, 1, 1], i as u64)));
+                b.initializer(filled(&a, &[2, 1, 1], i as f32));
+                b.node("Conv", &[p, &w], &[&c], vec![]);
+                b.node("Add", &[&c, &a], &[q], vec![]);
+            }),
+            "matmul-add-to-gemm" => chain(&io, n, &[filled("bias", &[4], 0.25)], |b, i, p, q| {
+                let (w, m) = (format!("w{i}"), format!("m{i}"));
+                b.initializer(tensor_f32(&w, &seeded_f32(&[4, 4], i as u64)));
+                b.node("MatMul", &[p, &w], &[&m], vec![]);
+                b.node("Add", &[&m, "bias"], &[q], vec![]);
+            }),
+            "drop-zero-rnn-state" => {
+                let shared = [
+                    tensor_f32("W", &seeded_f32(&[1, 4, 4], 1)),
+                    tensor_f32("R", &seeded_f32(&[1, 4, 4], 2)),
+                    filled("h0", &[1, 1, 4], 0.0),
+                    tensor_i64_1d("axis1", &[1]),
+                ];
+                chain(&[1, 1, 4], n, &shared, |b, i, p, q| {
+                    let y = format!("y{i}");
+                    let ins = [p, "W", "R", "", "", "h0"];
+                    b.node("RNN", &ins, &[&y], vec![attr_i("hidden_size", 4)]);
+                    b.node("Squeeze", &[&y, "axis1"], &[q], vec![]);
+                })
+            }
+            "eliminate-common-subexpressions" => chain(&io, n, &[], |b, i, p, q| {
+                let (x, y) = (format!("a{i}"), format!("b{i}"));
+                b.node("Relu", &[p], &[&x], vec![]);
+                b.node("Relu", &[p], &[&y], vec![]);
+                b.node("Add", &[&x, &y], &[q], vec![]);
+            }),
+            "remove-dead" => chain(&io, n, &[], |b, i, p, q| {
+                let d = format!("dead{i}");
+                b.initializer(filled(&format!("unread{i}"), &[1, 4], 1.0));
+                b.node("Neg", &[p], &[&d], vec![]);
+                b.node("Relu", &[p], &[q], vec![]);
+            }),
+            // Equal constants merge into the first, which ends up read by every link.
+            "share-identical" => chain(&io, n, &[], |b, i, p, q| {
+                let c = format!("c{i}");
+                b.initializer(filled(&c, &[1, 4], 3.0));
+                b.node("Add", &[p, &c], &[q], vec![]);
+            }),
+            // 16 × 20 floats: over the 1 KiB a Transpose node must save.
+            "share-transposed" => chain(&[1, 16], n, &[], |b, i, p, q| {
+                let (w, t, m) = (format!("w{i}"), format!("t{i}"), format!("m{i}"));
+                let a = seeded_f32(&[16, 20], i as u64);
+                let at = a.t().to_owned().as_standard_layout().to_owned();
+                b.initializer(tensor_f32(&w, &a));
+                b.initializer(tensor_f32(&t, &at));
+                b.node("MatMul", &[p, &w], &[&m], vec![]);
+                b.node("MatMul", &[&m, &t], &[q], vec![]);
+            }),
+            // Link i's branches hold the value i, which the top-level `k{i}` holds too.
+            "share-into-subgraphs" => {
+                let mut m = chain(&io, n, &[], |b, i, p, q| {
+                    b.initializer(filled(&format!("k{i}"), &[1], i as f32));
+                    let branch = |op: &str, tag: &str| {
+                        let mut g = ModelBuilder::subgraph(&format!("{tag}{i}"));
+                        let (k, o) = (format!("{tag}k{i}"), format!("{tag}o{i}"));
+                        let value = attr_t("value", filled("", &[1], i as f32));
+                        g.node("Constant", &[], &[&k], vec![value]);
+                        g.node(op, &[p, &k], &[&o], vec![]);
+                        g.output(&o, DataType::Float, &[1, 4]);
+                        g.build_graph()
+                    };
+                    let attrs = vec![
+                        attr_g("then_branch", branch("Add", "t")),
+                        attr_g("else_branch", branch("Sub", "e")),
+                    ];
+                    b.node("If", &["cond"], &[q], attrs);
+                });
+                let g = m.graph.as_mut().expect("a graph");
+                let mut cond = ModelBuilder::new(17);
+                cond.input("cond", DataType::Bool, &[]);
+                g.input.push(cond.build_graph().input.remove(0));
+                m
+            }
+            // Column 3 of every weight is zero: the next layer reads that channel as 0.
+            "prune" => weighted(&io, n, "MatMul", &[], |i| {
+                let mut w = seeded_f32(&[4, 4], i as u64);
+                w.slice_each_axis_mut(|ax| match ax.axis.index() {
+                    1 => ndarray::Slice::from(3..4),
+                    _ => ndarray::Slice::from(..),
+                })
+                .fill(0.0);
+                w
+            }),
+            "sparsify" => weighted(&io, n, "MatMul", &[], |i| seeded_f32(&[4, 4], i as u64)),
+            "lowrank" => {
+                config.lowrank.min_params = 256;
+                weighted(&[1, 16], n, "MatMul", &[], |i| {
+                    let u = seeded_f32(&[16, 1], 2 * i as u64);
+                    let v = seeded_f32(&[1, 16], 2 * i as u64 + 1);
+                    let u = u.into_dimensionality::<ndarray::Ix2>().expect("2-D");
+                    let v = v.into_dimensionality::<ndarray::Ix2>().expect("2-D");
+                    let w: Array2<f32> = u.dot(&v);
+                    w.into_dyn()
+                })
+            }
+            "quantize" => weighted(&[1, 16], n, "MatMul", &[], |i| {
+                seeded_f32(&[16, 16], i as u64)
+            }),
+            _ => return None,
+        };
+        Some((model, config))
+    }
+}
+
+#[test]
+fn every_rule_does_linear_work_on_a_graph_it_matches_everywhere() {
+    let mut failures = Vec::new();
+    let mut measured = 0;
+    for rule in registry::all() {
+        let name = rule.meta().name;
+        let mut runs = Vec::new();
+        for n in [SMALL, LARGE] {
+            let Some((proto, config)) = large::matched_everywhere(name, n) else {
+                failures.push(format!("{name}: no large-graph case"));
+                break;
+            };
+            let mut model = Model::from_proto(proto).expect("the chain builds");
+            let before = onnx_slim::ir::visited();
+            let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&mut model, &[rule], &config, &DriverOptions::default())
+            }));
+            let work = onnx_slim::ir::visited() - before;
+            let report = match report {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    failures.push(format!("{name} on {n} links: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    failures.push(format!("{name} on {n} links: panicked"));
+                    break;
+                }
+            };
+            if let Err(e) = model.graph.check() {
+                failures.push(format!(
+                    "{name} on {n} links: the result does not check: {e}"
+                ));
+            }
+            if report.patches() + 1 < n {
+                let skips: Vec<String> = report.rules[0]
+                    .skips
+                    .iter()
+                    .take(3)
+                    .map(|s| format!("{} ({}): {}", s.node, s.op, s.reason))
+                    .collect();
+                println!("{name} on {n} links: skips {skips:?}");
+            }
+            runs.push((n, report.patches(), work));
+        }
+        let [(n1, p1, w1), (n2, p2, w2)] = runs[..] else {
+            continue;
+        };
+        let ratio = w2 as f64 / w1 as f64;
+        println!(
+            "{name}: {p1} patches, {w1} visits on {n1} links; {p2}, {w2} on {n2}: ×{ratio:.1}"
+        );
+        // Every link (but prune's last) matched, and every match was applied.
+        if p1 < n1 - 1 || p2 < n2 - 1 {
+            failures.push(format!(
+                "{name}: {p1} patches on {n1} links, {p2} on {n2}: the rule did not match every link"
+            ));
+        }
+        let bound = WORK_SLACK * (n2 / n1) as f64;
+        if let Some((_, why)) = STILL_QUADRATIC.iter().find(|(r, _)| *r == name) {
+            if ratio > bound {
+                common::skip_loudly(&format!(
+                    "KNOWN: {name} does quadratic work (×{ratio:.1} for ×{} links): {why}",
+                    n2 / n1
+                ));
+            } else {
+                failures.push(format!(
+                    "{name} is linear now (×{ratio:.1}): take it off STILL_QUADRATIC"
+                ));
+            }
+        } else if ratio > bound {
+            failures.push(format!(
+                "{name}: {w1} visits on {n1} links, {w2} on {n2}: ×{ratio:.1} for ×{} links (at most ×{bound})",
+                n2 / n1
+            ));
+        }
+        measured += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(measured, registry::all().len(), "rules measured");
+    assert_eq!(measured, 21);
+    assert_eq!(STILL_QUADRATIC.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The comparison every test uses (tests/common/compare.rs) fails where it must.
 
 mod comparison {

@@ -114,11 +114,8 @@ impl Graph {
             .map(|vi| vi.name.clone().unwrap_or_default())
             .filter(|n| g.producer(n).is_none())
             .collect();
-        if g.topo_order().len() != g.node_count() {
-            let cyclic = petgraph::algo::toposort(&g.g, None)
-                .err()
-                .map(|c| g.g[c.node_id()].label())
-                .unwrap_or_default();
+        if let Some(c) = g.node_on_cycle() {
+            let cyclic = g.node(c).label();
             return Err(Error::Graph {
                 reason: format!("the graph has a cycle through node `{cyclic}`"),
             });

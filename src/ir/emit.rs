@@ -2,7 +2,6 @@
 
 use super::graph::{Edge, Graph, NodeKind};
 use crate::onnx::proto::GraphProto;
-use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
 impl Graph {

@@ -1,14 +1,15 @@
 //! The graph: nodes, edges, values and the queries rules use. Only `ir` and `rewrite` mutate it.
 
+use std::any::Any;
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::graph::{EdgeIndex, NodeIndex};
 use petgraph::Direction;
 use prost::Message;
 use rustc_hash::FxHashMap;
 
+use super::adj::Adj;
 use super::facts::Facts;
 use crate::error::{Error, Result};
 use crate::onnx::proto::{
@@ -85,7 +86,7 @@ pub enum Edge {
 pub struct Graph {
     // Nodes are shared between copies of the graph (the driver applies each patch to a copy),
     // so a copy costs a reference count per node, not a copy of every tensor.
-    pub(crate) g: StableGraph<Arc<Node>, Edge>,
+    pub(crate) g: Adj<Arc<Node>, Edge>,
     /// Every `GraphProto` field the IR does not model (name, doc string, annotations, metadata).
     pub shell: GraphProto,
     /// Graph outputs in order; the value's name always equals the declared name.
@@ -107,6 +108,43 @@ pub struct Graph {
     /// Inferred facts, computed on first use and dropped by every mutation. Copies made by the
     /// driver share them until they are changed.
     pub(crate) facts: OnceLock<Arc<Facts>>,
+    /// Small initializers by contents ([`Graph::small_consts`]), built on first use and dropped
+    /// by every mutation, as the facts are.
+    pub(crate) consts: OnceLock<Arc<SmallConsts>>,
+    /// Whole-graph analyses of rules ([`Graph::memo`]), shared by the copies of one version
+    /// of the graph and dropped (replaced) by every mutation.
+    pub(crate) memo: Memo,
+}
+
+/// What [`Graph::memo`] keeps: analyses by tag.
+pub(crate) type Memo = Arc<Mutex<Vec<(&'static str, Arc<dyn Any + Send + Sync>)>>>;
+
+/// The first initializer (in graph order) of each dtype, dims and contents among those of at
+/// most [`SMALL_CONST`] elements, keyed by [`small_const_key`].
+pub type SmallConsts = FxHashMap<Vec<i64>, NodeId>;
+
+/// Initializers up to this many elements are indexed by contents, for reuse.
+pub const SMALL_CONST: u64 = 64;
+
+/// A key equal for two tensors exactly when they have the same dtype, dims and contents
+/// (integers compared as `i64`, floats bit for bit); `None` above [`SMALL_CONST`] elements or
+/// for a dtype read neither way.
+pub fn small_const_key(t: &TensorProto) -> Option<Vec<i64>> {
+    if super::tensor::numel(t)? > SMALL_CONST {
+        return None;
+    }
+    let mut key = vec![t.data_type.unwrap_or(0) as i64, t.dims.len() as i64];
+    key.extend(&t.dims);
+    if let Ok(a) = super::tensor::to_i64(t) {
+        key.push(0);
+        key.extend(a.iter());
+    } else if let Ok(a) = super::tensor::to_f32(t) {
+        key.push(1);
+        key.extend(a.iter().map(|x| x.to_bits() as i64));
+    } else {
+        return None;
+    }
+    Some(key)
 }
 
 impl Node {
@@ -202,7 +240,7 @@ impl Graph {
     /// An empty graph.
     pub fn empty() -> Graph {
         Graph {
-            g: StableGraph::new(),
+            g: Adj::new(),
             shell: GraphProto::default(),
             outputs: Vec::new(),
             value_info: Vec::new(),
@@ -212,6 +250,8 @@ impl Graph {
             next_major: 0,
             dirty: false,
             facts: OnceLock::new(),
+            consts: OnceLock::new(),
+            memo: Memo::default(),
         }
     }
 
@@ -243,7 +283,7 @@ impl Graph {
         // Kahn's algorithm with a min-heap on (key, index); validated graphs are acyclic.
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
-        let mut indeg: Vec<usize> = vec![0; petgraph::visit::NodeIndexable::node_bound(&self.g)];
+        let mut indeg: Vec<usize> = vec![0; self.g.node_bound()];
         let mut heap = BinaryHeap::with_capacity(self.g.node_count());
         for ix in self.g.node_indices() {
             let d = self.g.edges_directed(ix, Direction::Incoming).count();
@@ -265,6 +305,30 @@ impl Graph {
             }
         }
         order
+    }
+
+    /// A node on a cycle, if the graph has one (found without recursion).
+    pub(crate) fn node_on_cycle(&self) -> Option<NodeId> {
+        let sorted = self.topo_order();
+        if sorted.len() == self.node_count() {
+            return None;
+        }
+        let mut left = vec![false; self.g.node_bound()];
+        self.g.node_indices().for_each(|ix| left[ix.index()] = true);
+        sorted.iter().for_each(|id| left[id.0.index()] = false);
+        // Every node Kahn's algorithm left out has a predecessor it left out: walking back from
+        // one along such predecessors must come back to a node already seen, which is on a cycle.
+        let mut seen = vec![false; self.g.node_bound()];
+        let mut at = self.g.node_indices().find(|ix| left[ix.index()])?;
+        while !seen[at.index()] {
+            seen[at.index()] = true;
+            at = self
+                .g
+                .edges_directed(at, Direction::Incoming)
+                .map(|e| e.source())
+                .find(|s| left[s.index()])?;
+        }
+        Some(NodeId(at))
     }
 
     /// The order in which [`Graph::to_proto`] writes nodes: original order while the graph is
@@ -375,6 +439,18 @@ impl Graph {
         c
     }
 
+    /// Whether `id` is the only node reading `v` (as data; a subgraph capture is another
+    /// reader). Stops at the first other reader, so that asking it of a constant every node
+    /// reads costs O(1), not a walk of all its readers.
+    pub fn read_only_by(&self, v: ValueRef, id: NodeId) -> bool {
+        self.g
+            .edges_directed(v.node.0, Direction::Outgoing)
+            .all(|e| match *e.weight() {
+                Edge::Data { out, .. } => out != v.slot || e.target() == id.0,
+                Edge::Capture { out } => out != v.slot,
+            })
+    }
+
     /// Nodes whose subgraphs read `v` by name.
     pub fn capture_consumers(&self, v: ValueRef) -> Vec<NodeId> {
         let mut c: Vec<_> = self
@@ -402,9 +478,15 @@ impl Graph {
         self.outputs.iter().any(|(o, _)| *o == v)
     }
 
-    /// Whether anything reads `v`: a node, a subgraph, or the graph's outputs.
+    /// Whether anything reads `v`: a node, a subgraph, or the graph's outputs. Stops at the
+    /// first reader.
     pub fn is_used(&self, v: ValueRef) -> bool {
-        !self.consumers(v).is_empty() || self.is_captured(v) || self.is_graph_output(v)
+        self.g
+            .edges_directed(v.node.0, Direction::Outgoing)
+            .any(|e| match *e.weight() {
+                Edge::Data { out, .. } | Edge::Capture { out } => out == v.slot,
+            })
+            || self.is_graph_output(v)
     }
 
     /// The constant tensor behind `v`: an initializer that is not a graph input, or the `value`
@@ -472,7 +554,10 @@ impl Graph {
         }
         (1..)
             .map(|i| format!("{base}__{i}"))
-            .find(|n| !self.names.contains_key(n))
+            .find(|n| {
+                super::adj::visit(1);
+                !self.names.contains_key(n)
+            })
             .unwrap_or_else(|| base.to_string())
     }
 
@@ -555,6 +640,54 @@ impl Graph {
     fn touch(&mut self) {
         self.dirty = true;
         self.facts = OnceLock::new();
+        self.consts = OnceLock::new();
+        self.memo = Memo::default();
+    }
+
+    /// The analysis `tag` of this version of the graph: `f`'s result, computed on first use and
+    /// kept until the graph changes. A rule whose `rewrite` needs the whole-graph analysis its
+    /// `find` made (the driver builds the patches of a batch against the graph `find` saw)
+    /// computes it once per batch this way, not once per patch.
+    pub fn memo<T: Any + Send + Sync>(&self, tag: &'static str, f: impl FnOnce() -> T) -> Arc<T> {
+        let found = {
+            let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            memo.iter()
+                .find(|(t, _)| *t == tag)
+                .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+        };
+        if let Some(v) = found {
+            return v;
+        }
+        let v = Arc::new(f());
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        memo.retain(|(t, _)| *t != tag);
+        memo.push((tag, v.clone()));
+        v
+    }
+
+    /// Small initializers by contents (see [`SmallConsts`]): one walk of the nodes per version
+    /// of the graph, so that looking for an equal constant costs a hash, not a walk.
+    pub fn small_consts(&self) -> Arc<SmallConsts> {
+        self.consts
+            .get_or_init(|| {
+                let mut first: FxHashMap<Vec<i64>, (OrderKey, NodeId)> = FxHashMap::default();
+                for ix in self.g.node_indices() {
+                    let node = &self.g[ix];
+                    let NodeKind::Initializer(t) = &node.kind else {
+                        continue;
+                    };
+                    let Some(key) = small_const_key(t) else {
+                        continue;
+                    };
+                    let here = (node.key, NodeId(ix));
+                    first
+                        .entry(key)
+                        .and_modify(|e| *e = (*e).min(here))
+                        .or_insert(here);
+                }
+                Arc::new(first.into_iter().map(|(k, (_, id))| (k, id)).collect())
+            })
+            .clone()
     }
 
     pub(crate) fn add_node(&mut self, kind: NodeKind, key: OrderKey) -> Result<NodeId> {
@@ -804,9 +937,9 @@ impl Graph {
                 ));
             }
         }
-        // `toposort` walks with an explicit stack; `is_cyclic_directed` recurses once per node
-        // of a chain and overflows the stack on deep graphs.
-        if petgraph::algo::toposort(&self.g, None).is_err() {
+        // Kahn's algorithm leaves out exactly the nodes on or after a cycle (and recurses on
+        // nothing: petgraph's `is_cyclic_directed` recursed once per node of a chain).
+        if self.topo_order().len() != self.node_count() {
             return bad("the graph has a cycle".into());
         }
         Ok(())

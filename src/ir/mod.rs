@@ -1,11 +1,13 @@
-//! The graph IR: a petgraph `StableGraph` whose nodes are graph inputs, initializers and operators,
-//! and whose edges carry output and input slots.
+//! The graph IR: a stable-index multigraph (petgraph's `StableGraph` layout, with lists linked
+//! both ways) whose nodes are graph inputs, initializers and operators, and whose edges carry
+//! output and input slots.
 //!
 //! Decoding ([`Model::from_proto`]) and encoding ([`Model::to_proto`]) are lossless: every field of
 //! the `ModelProto` that the IR does not model explicitly is kept verbatim, subgraphs of
 //! `If`/`Loop`/`Scan` stay inside their node's attributes, and the original order of nodes,
 //! initializers and inputs is restored.
 
+mod adj;
 mod build;
 pub mod builder;
 mod emit;
@@ -14,6 +16,7 @@ pub mod graph;
 pub mod tensor;
 pub mod text;
 
+pub use adj::visited;
 pub use graph::{Edge, Graph, Node, NodeId, NodeKind, ValueRef};
 
 use crate::error::Result;

@@ -4,8 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, OnceLock};
 
-use petgraph::stable_graph::NodeIndex;
-use petgraph::visit::EdgeRef;
+use petgraph::graph::NodeIndex;
 use petgraph::Direction;
 use prost::Message;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -347,8 +346,12 @@ impl Patch {
             for i in outputs {
                 log.set_output(graph, i, target);
             }
+            // A reader the patch removed (replaced by a new node, which captured by itself)
+            // reads nothing any more.
             for c in captured_by {
-                log.add_capture(graph, target, c);
+                if graph.contains(c) {
+                    log.add_capture(graph, target, c);
+                }
             }
         }
         for (name, old, new) in renames {
@@ -442,6 +445,8 @@ pub(crate) struct Undo {
     value_info_edits: i64,
     dirty: bool,
     facts: OnceLock<Arc<Facts>>,
+    consts: OnceLock<Arc<crate::ir::graph::SmallConsts>>,
+    memo: crate::ir::graph::Memo,
 }
 
 impl Undo {
@@ -454,6 +459,8 @@ impl Undo {
             value_info_edits: graph.value_info_edits,
             dirty: graph.dirty,
             facts: graph.facts.clone(),
+            consts: graph.consts.clone(),
+            memo: graph.memo.clone(),
         }
     }
 
@@ -744,6 +751,8 @@ impl Undo {
         graph.value_info_edits = self.value_info_edits;
         graph.dirty = self.dirty;
         graph.facts = self.facts;
+        graph.consts = self.consts;
+        graph.memo = self.memo;
         Ok(())
     }
 }

@@ -72,9 +72,7 @@ fn freed_bytes(model: &Model, id: NodeId) -> u64 {
             continue;
         }
         seen.push(v);
-        let only_here = g.consumers(v).iter().all(|(c, _)| *c == id)
-            && !g.is_graph_output(v)
-            && !g.is_captured(v);
+        let only_here = g.read_only_by(v, id) && !g.is_graph_output(v);
         if !only_here {
             continue;
         }

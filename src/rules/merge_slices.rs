@@ -15,6 +15,7 @@ use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, 
 
 use super::util::{const_ints, const_wire, is_op, make_node};
 use crate::ir::facts::Facts;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// See the module docs.
 pub struct MergeSlices;
@@ -205,17 +206,29 @@ impl Rule for MergeSlices {
 /// only the group as a whole can be judged on whether it shrinks the model. In a chain of three
 /// Slices only the first pair is taken; the next is found again once it is merged.
 fn groups(g: &Graph, pairs: &[(NodeId, NodeId)]) -> Vec<Vec<(NodeId, NodeId)>> {
+    // Hash sets and a union-find: every pair of a graph's slices may share one constant.
+    let (mut outers, mut inners) = (FxHashSet::default(), FxHashSet::default());
     let mut taken: Vec<(NodeId, NodeId)> = Vec::new();
     for &(outer, inner) in pairs {
-        if !taken.iter().any(|&(o, i)| o == inner || i == outer) {
+        if !outers.contains(&inner) && !inners.contains(&outer) {
+            outers.insert(outer);
+            inners.insert(inner);
             taken.push((outer, inner));
         }
     }
-    let pairs = &taken[..];
-    let touched = |&(outer, inner): &(NodeId, NodeId)| -> Vec<NodeId> {
-        let mut v = vec![inner];
+    let mut parent: Vec<usize> = (0..taken.len()).collect();
+    fn root(parent: &mut [usize], mut k: usize) -> usize {
+        while parent[k] != k {
+            parent[k] = parent[parent[k]];
+            k = parent[k];
+        }
+        k
+    }
+    let mut owner: FxHashMap<NodeId, usize> = FxHashMap::default();
+    for (k, &(outer, inner)) in taken.iter().enumerate() {
+        let mut touched = vec![inner];
         for id in [outer, inner] {
-            v.extend(
+            touched.extend(
                 g.node_inputs(id)
                     .into_iter()
                     .skip(1)
@@ -223,26 +236,30 @@ fn groups(g: &Graph, pairs: &[(NodeId, NodeId)]) -> Vec<Vec<(NodeId, NodeId)>> {
                     .map(|r| r.node),
             );
         }
-        v
-    };
-    let mut out: Vec<(Vec<(NodeId, NodeId)>, Vec<NodeId>)> = Vec::new();
-    for pair in pairs {
-        let t = touched(pair);
-        let (hit, mut rest): (Vec<_>, Vec<_>) = out
-            .into_iter()
-            .partition(|(_, nodes)| nodes.iter().any(|n| t.contains(n)));
-        let mut merged = (vec![*pair], t);
-        for (ps, ns) in hit {
-            merged.0.extend(ps);
-            merged.1.extend(ns);
+        for t in touched {
+            match owner.get(&t) {
+                Some(&j) => {
+                    let (a, b) = (root(&mut parent, j), root(&mut parent, k));
+                    // The smaller index roots the group: groups keep the order of their
+                    // first pair.
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    owner.insert(t, k);
+                }
+            }
         }
-        rest.push(merged);
-        out = rest;
     }
-    let mut groups: Vec<Vec<(NodeId, NodeId)>> = out.into_iter().map(|(ps, _)| ps).collect();
-    for grp in &mut groups {
-        grp.sort_by_key(|(outer, _)| pairs.iter().position(|(o, _)| o == outer));
+    // Groups in the order of their first pair, each in the order of its pairs.
+    let mut slot: FxHashMap<usize, usize> = FxHashMap::default();
+    let mut groups: Vec<Vec<(NodeId, NodeId)>> = Vec::new();
+    for (k, pair) in taken.iter().enumerate() {
+        let r = root(&mut parent, k);
+        let at = *slot.entry(r).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(*pair);
     }
-    groups.sort_by_key(|grp| pairs.iter().position(|(o, _)| *o == grp[0].0));
     groups
 }

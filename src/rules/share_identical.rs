@@ -124,6 +124,13 @@ impl Rule for ShareIdentical {
         f
     }
 
+    fn independent_matches(&self) -> bool {
+        // Each match removes its own duplicate (`anchor`) and moves that duplicate's readers to
+        // the copy it keeps (`nodes[0]`), which no match removes: all the duplicates of one
+        // tensor go in one batch, not one per `find` (they all name the same kept copy).
+        true
+    }
+
     fn rewrite(&self, _model: &Model, m: &Match, _config: &Config) -> Result<Patch> {
         let mut p = Patch::new(m.what.clone(), Some(m.anchor));
         let keep = ValueRef {

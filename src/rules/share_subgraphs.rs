@@ -301,9 +301,10 @@ impl Rule for ShareIntoSubgraphs {
 
     fn find(&self, model: &Model, _config: &Config) -> Findings {
         let mut f = Findings::default();
-        let (classes, skips) = analyse(model);
+        let analysis = model.graph.memo("share-into-subgraphs", || analyse(model));
+        let (classes, skips) = &*analysis;
         for (top, reason) in skips {
-            f.skip(model, top, reason);
+            f.skip(model, *top, reason.clone());
         }
         for c in classes {
             let mut tops: Vec<NodeId> = Vec::new();
@@ -315,7 +316,7 @@ impl Rule for ShareIntoSubgraphs {
             f.matches.push(Match {
                 anchor: tops[0],
                 nodes: tops,
-                what: c.what,
+                what: c.what.clone(),
             });
         }
         f
@@ -327,9 +328,10 @@ impl Rule for ShareIntoSubgraphs {
             rule: "share-into-subgraphs".into(),
             reason: reason.into(),
         };
-        let (classes, _) = analyse(model);
-        let class = classes
-            .into_iter()
+        let analysis = model.graph.memo("share-into-subgraphs", || analyse(model));
+        let class = analysis
+            .0
+            .iter()
             .find(|c| c.what == m.what)
             .ok_or_else(|| err("the constants changed since they were found"))?;
         let mut p = Patch::new(m.what.clone(), Some(m.anchor));

@@ -1,5 +1,6 @@
 //! Small helpers shared by rules.
 
+use crate::ir::graph::small_const_key;
 use crate::ir::{tensor, Graph, Model, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::rewrite::{Findings, Match, Patch, Wire};
@@ -144,31 +145,20 @@ pub fn all_equal(t: &TensorProto, x: f64) -> bool {
 }
 
 /// An existing initializer with the same dtype, dims and contents as `t`, to reuse instead of
-/// adding a copy (only small tensors are compared).
+/// adding a copy (only small tensors are compared): the one named as `t` if it is equal (what
+/// an earlier patch of a batch added), else the first equal one in graph order. A hash lookup,
+/// not a walk of the graph ([`Graph::small_consts`]).
 pub fn existing_const(graph: &Graph, t: &TensorProto) -> Option<ValueRef> {
-    if tensor::numel(t)? > 64 {
-        return None;
+    let key = small_const_key(t)?;
+    let named = t.name.as_deref().and_then(|n| graph.producer(n));
+    if let Some(v) = named.filter(|v| {
+        matches!(&graph.node(v.node).kind, NodeKind::Initializer(u)
+            if small_const_key(u).as_ref() == Some(&key))
+    }) {
+        return Some(v);
     }
-    let want_i = tensor::to_i64(t).ok();
-    let want_f = tensor::to_f32(t).ok();
-    graph.topo_order().into_iter().find_map(|id| {
-        let NodeKind::Initializer(u) = &graph.node(id).kind else {
-            return None;
-        };
-        if u.data_type != t.data_type || u.dims != t.dims {
-            return None;
-        }
-        let same = match (&want_i, &want_f) {
-            (Some(a), _) => tensor::to_i64(u).ok().as_ref() == Some(a),
-            (_, Some(a)) => tensor::to_f32(u).ok().is_some_and(|b| {
-                b.iter()
-                    .zip(a.iter())
-                    .all(|(x, y)| x.to_bits() == y.to_bits())
-            }),
-            _ => false,
-        };
-        same.then_some(ValueRef { node: id, slot: 0 })
-    })
+    let node = *graph.small_consts().get(&key)?;
+    Some(ValueRef { node, slot: 0 })
 }
 
 /// `t` as a wire: an existing equal initializer if there is one, else a new one added to `patch`.
