@@ -20,9 +20,12 @@
 //! file      'F', original length u64, name length u16, name (UTF-8): empty for the model, else
 //!           the external data file's location relative to the model's folder
 //!           segment* (until the file's length is reached)
-//!           'E', SHA-256 of the file's original bytes (32 bytes)
+//!           'E', SHA-256 of the file record's first bytes ('F' to the name) followed by the
+//!           file's original bytes (32 bytes)
 //! (the model comes first, then one file record per external data file)
-//! end       'Z', file count u32; nothing may follow
+//! end       'Z', file count u32, SHA-256 of every byte before it (from the magic to the
+//!           count: a flipped bit anywhere is refused, even one the decoders would not notice);
+//!           nothing may follow
 //!
 //! segment   'S', original length u32 (1 ..= 16 MiB), stream count u8, stream*
 //! stream    id u8, codec u8 (0 stored, 1 zstd frame with its checksum), decoded length u32,
@@ -122,13 +125,14 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
     let mut index: HashMap<PathBuf, usize> = HashMap::new();
     let mut real_base = None;
     for r in &found.external {
-        let (real, len) = resolve_location(&base, &r.location, &mut real_base).map_err(
-            |(path, reason)| Error::ExternalData {
-                tensor: r.tensor.clone(),
-                path,
-                reason,
-            },
-        )?;
+        let (real, len) =
+            resolve_location(&base, &r.location, &mut real_base).map_err(|(path, reason)| {
+                Error::ExternalData {
+                    tensor: r.tensor.clone(),
+                    path,
+                    reason,
+                }
+            })?;
         if model_real.as_ref() == Some(&real) {
             continue;
         }
@@ -154,7 +158,7 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
     let dir = dir_of(&out);
     let tmp = temp_file_in(&dir)?;
     let werr = |e: std::io::Error| Error::io("write", &out, e);
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let mut w = Hashing::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
     w.write_all(MAGIC).map_err(werr)?;
     w.write_all(&VERSION.to_le_bytes()).map_err(werr)?;
     let mut enc = Encoder::new(LEVEL).map_err(werr)?;
@@ -163,18 +167,19 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
         len: bytes.len() as u64,
     }];
     let mut buf = Vec::new();
-    let mut put_file = |w: &mut BufWriter<&File>,
+    let mut put_file = |w: &mut Hashing<BufWriter<&File>>,
                         name: &str,
                         len: u64,
                         ranges: &[Range],
                         read: &mut dyn FnMut(usize, &mut Vec<u8>) -> Result<()>|
      -> Result<()> {
-        w.write_all(b"F").map_err(werr)?;
-        w.write_all(&len.to_le_bytes()).map_err(werr)?;
-        w.write_all(&(name.len() as u16).to_le_bytes())
-            .map_err(werr)?;
-        w.write_all(name.as_bytes()).map_err(werr)?;
+        let mut head = vec![b'F'];
+        head.extend_from_slice(&len.to_le_bytes());
+        head.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        head.extend_from_slice(name.as_bytes());
+        w.write_all(&head).map_err(werr)?;
         let mut sha = Sha256::new();
+        sha.update(&head);
         let mut data = Vec::with_capacity(SEGMENT.min(len as usize));
         for spans in segment::plan(len, ranges) {
             let n: usize = spans.iter().map(|s| s.len as usize).sum();
@@ -190,12 +195,18 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
         Ok(())
     };
     let mut at = 0usize;
-    put_file(&mut w, "", bytes.len() as u64, &found.ranges, &mut |n, data| {
-        data.clear();
-        data.extend_from_slice(&bytes[at..at + n]);
-        at += n;
-        Ok(())
-    })?;
+    put_file(
+        &mut w,
+        "",
+        bytes.len() as u64,
+        &found.ranges,
+        &mut |n, data| {
+            data.clear();
+            data.extend_from_slice(&bytes[at..at + n]);
+            at += n;
+            Ok(())
+        },
+    )?;
     for (location, real, len, ranges) in &externals {
         if location.len() > usize::from(u16::MAX) {
             return Err(Error::Usage(format!(
@@ -216,6 +227,8 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
     w.write_all(b"Z").map_err(werr)?;
     w.write_all(&(files.len() as u32).to_le_bytes())
         .map_err(werr)?;
+    let sum = w.sha.finalize_reset();
+    w.write_all(&sum).map_err(werr)?;
     w.flush().map_err(werr)?;
     drop(w);
     let packed_len = tmp.as_file().metadata().map_err(werr)?.len();
@@ -290,8 +303,8 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
         .metadata()
         .map_err(|e| Error::io("read", input, e))?
         .len();
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let read = |r: &mut BufReader<File>, buf: &mut [u8], what: &str| -> Result<()> {
+    let mut r = Hashing::new(BufReader::with_capacity(1 << 20, file));
+    let read = |r: &mut Hashing<BufReader<File>>, buf: &mut [u8], what: &str| -> Result<()> {
         r.read_exact(buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => bad(format!("it is truncated (it ends {what})")),
             _ => Error::io("read", input, e),
@@ -334,7 +347,17 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
                 let mut count = [0u8; 4];
                 read(&mut r, &mut count, "inside the end record")?;
                 if u32::from_le_bytes(count) as usize != files.len() {
-                    return Err(bad("its file count does not match its files (corrupt)".into()));
+                    return Err(bad(
+                        "its file count does not match its files (corrupt)".into()
+                    ));
+                }
+                let sum = r.sha.finalize_reset();
+                let mut stored = [0u8; 32];
+                read(&mut r, &mut stored, "inside the end record")?;
+                if stored[..] != sum[..] {
+                    return Err(bad(
+                        "the checksum of the pack does not match (corrupt)".into()
+                    ));
                 }
                 let mut extra = [0u8];
                 if read_up_to(&mut r, &mut extra).map_err(|e| Error::io("read", input, e))? != 0 {
@@ -363,7 +386,9 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
             (temp_file_in(&dir)?, out.clone())
         } else {
             let dest = external_destination(&dir, &name).ok_or_else(|| {
-                bad(format!("external file name `{name}` is not a relative path"))
+                bad(format!(
+                    "external file name `{name}` is not a relative path"
+                ))
             })?;
             if dest == out || files.iter().any(|f| f.name == name) {
                 return Err(bad(format!(
@@ -377,6 +402,9 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
             (temp_file_in(&parent)?, dest)
         };
         let mut sha = Sha256::new();
+        sha.update(b"F");
+        sha.update(fixed);
+        sha.update(name.as_bytes());
         let mut done = 0u64;
         {
             let mut w = tmp.as_file();
@@ -392,9 +420,9 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
                             bad(format!("it is truncated (it ends inside {label})"))
                         }
                         DecodeError::Io(e) => Error::io("read", input, e),
-                        DecodeError::Corrupt(why) => bad(format!(
-                            "{label} is corrupt at byte {done}: {why}"
-                        )),
+                        DecodeError::Corrupt(why) => {
+                            bad(format!("{label} is corrupt at byte {done}: {why}"))
+                        }
                     })?;
                 sha.update(&segment);
                 w.write_all(&segment)
@@ -429,6 +457,41 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
     PreparedWrite::new(model_tmp, out, data, written).commit()?;
     dirs.0.clear();
     Ok(PackSummary { files, packed_len })
+}
+
+/// A reader or writer that hashes every byte it passes on.
+struct Hashing<T> {
+    inner: T,
+    sha: Sha256,
+}
+
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Self {
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Reads into `buf` until it is full or the input ends; how many bytes were read.

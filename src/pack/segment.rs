@@ -170,7 +170,12 @@ impl Encoder {
 
     /// Appends the encoded segment of `data` (laid out as `spans`) to `out`: its length, its
     /// stream count, then each stream (see the module doc of [`crate::pack`]).
-    pub fn encode(&mut self, data: &[u8], spans: &[Span], out: &mut Vec<u8>) -> std::io::Result<()> {
+    pub fn encode(
+        &mut self,
+        data: &[u8],
+        spans: &[Span],
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         for s in &mut self.streams {
             s.clear();
         }
@@ -265,7 +270,11 @@ impl Encoder {
             if fast.len() * 100 < entropy.len() * 98 {
                 self.strong.set_parameter(CParameter::WindowLog(log))?;
                 let strong = self.strong.compress(data)?;
-                best = Some(if strong.len() < fast.len() { strong } else { fast });
+                best = Some(if strong.len() < fast.len() {
+                    strong
+                } else {
+                    fast
+                });
             } else {
                 best = Some(entropy);
             }
@@ -496,7 +505,13 @@ mod tests {
                 assert_eq!(span.len as usize % span.kind.width(), 0);
             }
         }
-        assert_eq!(segs[0][0], Span { kind: Kind::Raw, len: 3 });
+        assert_eq!(
+            segs[0][0],
+            Span {
+                kind: Kind::Raw,
+                len: 3
+            }
+        );
         assert_eq!(segs.len(), 3);
     }
 
