@@ -23,9 +23,9 @@
 //!           'E', SHA-256 of the file record's first bytes ('F' to the name) followed by the
 //!           file's original bytes (32 bytes)
 //! (the model comes first, then one file record per external data file)
-//! end       'Z', file count u32, SHA-256 of every byte before it (from the magic to the
-//!           count: a flipped bit anywhere is refused, even one the decoders would not notice);
-//!           nothing may follow
+//! end       'Z', file count u32, CRC-32 (IEEE) u32 of every byte before it (from the magic to
+//!           the count: a flipped bit anywhere is refused, even one the decoders would not
+//!           notice); nothing may follow
 //!
 //! segment   'S', original length u32 (1 ..= 16 MiB), stream count u8, stream*
 //! stream    id u8, codec u8 (0 stored, 1 zstd frame with its checksum), decoded length u32,
@@ -227,8 +227,8 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
     w.write_all(b"Z").map_err(werr)?;
     w.write_all(&(files.len() as u32).to_le_bytes())
         .map_err(werr)?;
-    let sum = w.sha.finalize_reset();
-    w.write_all(&sum).map_err(werr)?;
+    let sum = w.crc.clone().finalize();
+    w.write_all(&sum.to_le_bytes()).map_err(werr)?;
     w.flush().map_err(werr)?;
     drop(w);
     let packed_len = tmp.as_file().metadata().map_err(werr)?.len();
@@ -351,10 +351,10 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
                         "its file count does not match its files (corrupt)".into()
                     ));
                 }
-                let sum = r.sha.finalize_reset();
-                let mut stored = [0u8; 32];
+                let sum = r.crc.clone().finalize();
+                let mut stored = [0u8; 4];
                 read(&mut r, &mut stored, "inside the end record")?;
-                if stored[..] != sum[..] {
+                if u32::from_le_bytes(stored) != sum {
                     return Err(bad(
                         "the checksum of the pack does not match (corrupt)".into()
                     ));
@@ -459,17 +459,17 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
     Ok(PackSummary { files, packed_len })
 }
 
-/// A reader or writer that hashes every byte it passes on.
+/// A reader or writer that checksums every byte it passes on.
 struct Hashing<T> {
     inner: T,
-    sha: Sha256,
+    crc: crc32fast::Hasher,
 }
 
 impl<T> Hashing<T> {
     fn new(inner: T) -> Self {
         Hashing {
             inner,
-            sha: Sha256::new(),
+            crc: crc32fast::Hasher::new(),
         }
     }
 }
@@ -477,7 +477,7 @@ impl<T> Hashing<T> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
+        self.crc.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -485,7 +485,7 @@ impl<R: Read> Read for Hashing<R> {
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
+        self.crc.update(&buf[..n]);
         Ok(n)
     }
 

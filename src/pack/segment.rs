@@ -430,15 +430,24 @@ impl Decoder {
             match kind {
                 Kind::Raw => out.extend_from_slice(&planes[0][start..start + count]),
                 Kind::W4 => {
-                    let p: [&[u8]; 4] = std::array::from_fn(|k| &planes[k][start..start + count]);
-                    for i in 0..count {
-                        let y = u32::from_le_bytes([p[0][i], p[1][i], p[2][i], p[3][i]]);
-                        let x = if flags & FLAG_EXPONENT != 0 {
+                    let base = out.len();
+                    out.resize(base + span, 0);
+                    let exponent = flags & FLAG_EXPONENT != 0;
+                    let (p0, p1, p2, p3) = (
+                        &planes[0][start..start + count],
+                        &planes[1][start..start + count],
+                        &planes[2][start..start + count],
+                        &planes[3][start..start + count],
+                    );
+                    let bytes = p0.iter().zip(p1).zip(p2.iter().zip(p3));
+                    for (o, ((a, b), (c, d))) in out[base..].chunks_exact_mut(4).zip(bytes) {
+                        let y = u32::from_le_bytes([*a, *b, *c, *d]);
+                        let x = if exponent {
                             from_exponent_aligned(y)
                         } else {
                             y
                         };
-                        out.extend_from_slice(&x.to_le_bytes());
+                        o.copy_from_slice(&x.to_le_bytes());
                     }
                 }
                 _ => {
