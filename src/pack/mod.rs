@@ -28,16 +28,17 @@
 //!           notice); nothing may follow
 //!
 //! segment   'S', original length u32 (1 ..= 16 MiB), stream count u8, stream*
-//! stream    id u8, codec u8 (0 stored, 1 zstd frame with its checksum), decoded length u32,
+//! stream    id u8 (0 ..= 16), codec u8 (0 stored, 1 zstd frame with its checksum), decoded length u32,
 //!           stored length u32, stored bytes
 //! ```
 //!
 //! Stream 0 is the segment's layout: a flags byte (bit 0: the 4-byte elements are
 //! exponent-aligned, i.e. each float32 `s|eeeeeeee|m…` is stored as `eeeeeeee|s|m…`, chosen per
 //! segment when a trial shows it compresses better), a varint span count, then per span a kind
-//! byte (0 plain, 2, 4 or 8: the element width) and a varint length. Stream 1 holds the plain
+//! byte (0 plain, 1, 2, 4 or 8: the element width) and a varint length. Stream 1 holds the plain
 //! spans' bytes in order; streams 2–5, 6–7 and 8–15 hold byte 0, 1, … of every 4-, 2- and 8-byte
-//! element, in order. `unpack` interleaves the planes back, checks every file's SHA-256 and
+//! element, in order; stream 16 the 1-byte elements (int8, uint8, float8, packed int4), apart
+//! from the protobuf structure so they are coded on their own statistics. `unpack` interleaves the planes back, checks every file's SHA-256 and
 //! length, and writes nothing unless everything matched.
 //!
 //! Memory is bounded by the segment size: both commands stream, a few buffers of 16 MiB at a

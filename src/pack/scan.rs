@@ -8,8 +8,11 @@
 /// How a run of bytes is split for the entropy coder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
-    /// Kept as they are (protobuf structure, 1-byte elements, strings).
+    /// Kept as they are (protobuf structure, names, strings).
     Raw,
+    /// 1-byte elements (int8, uint8, float8, packed int4): kept as they are, in a stream of
+    /// their own, apart from the protobuf structure.
+    W1,
     /// 2-byte elements (float16, bfloat16, int16), split into 2 byte planes.
     W2,
     /// 4-byte elements (float32, int32, complex64), split into 4 byte planes.
@@ -22,7 +25,7 @@ impl Kind {
     /// Bytes per element (1 for [`Kind::Raw`]).
     pub fn width(self) -> usize {
         match self {
-            Kind::Raw => 1,
+            Kind::Raw | Kind::W1 => 1,
             Kind::W2 => 2,
             Kind::W4 => 4,
             Kind::W8 => 8,
@@ -36,6 +39,7 @@ impl Kind {
             1 | 6 | 12 | 14 => Kind::W4,
             4 | 5 | 10 | 16 => Kind::W2,
             7 | 11 | 13 | 15 => Kind::W8,
+            2 | 3 | 9 | 17..=24 => Kind::W1,
             _ => Kind::Raw,
         }
     }

@@ -11,15 +11,17 @@ use super::scan::{Kind, Range};
 /// The most original bytes one segment holds: what bounds memory while packing and unpacking.
 pub const SEGMENT: usize = 16 << 20;
 
-/// Stream ids: 0 the layout, 1 the plain bytes, then the byte planes of 4-, 2- and 8-byte elements.
+/// Stream ids: 0 the layout, 1 the plain bytes, then the byte planes of 4-, 2- and 8-byte
+/// elements, then the 1-byte elements.
 const LAYOUT: usize = 0;
 const PLAIN: usize = 1;
-const STREAMS: usize = 16;
+const STREAMS: usize = 17;
 
 /// The first stream id of the planes of `kind`'s elements.
 fn first_plane(kind: Kind) -> usize {
     match kind {
         Kind::Raw => PLAIN,
+        Kind::W1 => 16,
         Kind::W4 => 2,
         Kind::W2 => 6,
         Kind::W8 => 8,
@@ -186,7 +188,7 @@ impl Encoder {
             let w = span.kind.width();
             let first = first_plane(span.kind);
             if w == 1 {
-                self.streams[PLAIN].extend_from_slice(bytes);
+                self.streams[first].extend_from_slice(bytes);
                 continue;
             }
             for k in 0..w {
@@ -208,6 +210,7 @@ impl Encoder {
         for s in spans {
             layout.push(match s.kind {
                 Kind::Raw => 0,
+                Kind::W1 => 1,
                 Kind::W2 => 2,
                 Kind::W4 => 4,
                 Kind::W8 => 8,
@@ -406,6 +409,7 @@ impl Decoder {
         for _ in 0..n {
             let kind = match *layout.get(pos)? {
                 0 => Kind::Raw,
+                1 => Kind::W1,
                 2 => Kind::W2,
                 4 => Kind::W4,
                 8 => Kind::W8,
@@ -428,7 +432,7 @@ impl Decoder {
             }
             let planes = &self.streams[first..first + w];
             match kind {
-                Kind::Raw => out.extend_from_slice(&planes[0][start..start + count]),
+                Kind::Raw | Kind::W1 => out.extend_from_slice(&planes[0][start..start + count]),
                 Kind::W4 => {
                     let base = out.len();
                     out.resize(base + span, 0);
@@ -531,6 +535,7 @@ mod tests {
         let mut x = 12345u32;
         for (kind, n) in [
             (Kind::Raw, 37),
+            (Kind::W1, 300),
             (Kind::W4, 4000),
             (Kind::W2, 1002),
             (Kind::W8, 808),
