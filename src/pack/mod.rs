@@ -159,7 +159,7 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
     let dir = dir_of(&out);
     let tmp = temp_file_in(&dir)?;
     let werr = |e: std::io::Error| Error::io("write", &out, e);
-    let mut w = Hashing::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
+    let mut w = Checksummed::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
     w.write_all(MAGIC).map_err(werr)?;
     w.write_all(&VERSION.to_le_bytes()).map_err(werr)?;
     let mut enc = Encoder::new(LEVEL).map_err(werr)?;
@@ -168,7 +168,7 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
         len: bytes.len() as u64,
     }];
     let mut buf = Vec::new();
-    let mut put_file = |w: &mut Hashing<BufWriter<&File>>,
+    let mut put_file = |w: &mut Checksummed<BufWriter<&File>>,
                         name: &str,
                         len: u64,
                         ranges: &[Range],
@@ -304,8 +304,8 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
         .metadata()
         .map_err(|e| Error::io("read", input, e))?
         .len();
-    let mut r = Hashing::new(BufReader::with_capacity(1 << 20, file));
-    let read = |r: &mut Hashing<BufReader<File>>, buf: &mut [u8], what: &str| -> Result<()> {
+    let mut r = Checksummed::new(BufReader::with_capacity(1 << 20, file));
+    let read = |r: &mut Checksummed<BufReader<File>>, buf: &mut [u8], what: &str| -> Result<()> {
         r.read_exact(buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => bad(format!("it is truncated (it ends {what})")),
             _ => Error::io("read", input, e),
@@ -461,21 +461,21 @@ pub fn unpack(input: &Path, output: &Path) -> Result<PackSummary> {
 }
 
 /// A reader or writer that checksums every byte it passes on.
-struct Hashing<T> {
+struct Checksummed<T> {
     inner: T,
     crc: crc32fast::Hasher,
 }
 
-impl<T> Hashing<T> {
+impl<T> Checksummed<T> {
     fn new(inner: T) -> Self {
-        Hashing {
+        Checksummed {
             inner,
             crc: crc32fast::Hasher::new(),
         }
     }
 }
 
-impl<R: Read> Read for Hashing<R> {
+impl<R: Read> Read for Checksummed<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.crc.update(&buf[..n]);
@@ -483,7 +483,7 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl<W: Write> Write for Checksummed<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.crc.update(&buf[..n]);
