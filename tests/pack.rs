@@ -315,7 +315,7 @@ fn find_first_end_record(good: &[u8]) -> usize {
 }
 
 #[test]
-fn pack_refuses_a_missing_model_a_non_model_and_a_folder_as_output() {
+fn pack_refuses_a_missing_model_a_non_model_a_folder_as_output_and_its_own_input() {
     let d = tempfile::tempdir().unwrap();
     let line = refused(d.path(), &["pack", "missing.onnx", "out.slim"]);
     assert!(line.contains("`missing.onnx`"), "{line}");
@@ -326,6 +326,14 @@ fn pack_refuses_a_missing_model_a_non_model_and_a_folder_as_output() {
     let mlp = common::run::fixture("mlp.onnx");
     let line = refused(d.path(), &["pack", mlp.to_str().unwrap(), "folder"]);
     assert!(line.contains("it is a folder"), "{line}");
+    std::fs::copy(&mlp, d.path().join("m.onnx")).unwrap();
+    let line = refused(d.path(), &["pack", "m.onnx", "./m.onnx"]);
+    assert!(line.contains("would overwrite its input"), "{line}");
+    assert_eq!(
+        std::fs::read(d.path().join("m.onnx")).unwrap(),
+        std::fs::read(&mlp).unwrap()
+    );
+    std::fs::remove_file(d.path().join("m.onnx")).unwrap();
     assert_eq!(
         listing(d.path()),
         ["folder", "junk.onnx"].map(PathBuf::from).to_vec()

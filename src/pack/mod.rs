@@ -156,6 +156,16 @@ pub fn pack(input: &Path, output: &Path) -> Result<PackSummary> {
     }
 
     let out = resolve_output(output)?;
+    if let Ok(real_out) = out.canonicalize() {
+        let inputs = model_real.iter().chain(externals.iter().map(|e| &e.1));
+        if let Some(same) = inputs.into_iter().find(|p| **p == real_out) {
+            return Err(Error::Usage(format!(
+                "`pack` would overwrite its input `{}` with `{}`",
+                same.display(),
+                output.display()
+            )));
+        }
+    }
     let dir = dir_of(&out);
     let tmp = temp_file_in(&dir)?;
     let werr = |e: std::io::Error| Error::io("write", &out, e);
