@@ -48,6 +48,10 @@ pub enum Error {
     /// tract could not load or run a model.
     #[error("tract cannot run `{model}`: {reason}")]
     Tract { model: String, reason: String },
+    /// A packed model (`onnx-slim pack`) that cannot be unpacked: another kind of file, another
+    /// format version, truncated or corrupt.
+    #[error("packed model `{path}`: {reason}")]
+    Pack { path: PathBuf, reason: String },
     /// Verification ran and the outputs disagree beyond the tolerance.
     #[error("verification failed: {0}")]
     VerifyFailed(String),
@@ -63,7 +67,8 @@ impl Error {
             | Error::Graph { .. }
             | Error::Node { .. }
             | Error::Tensor { .. }
-            | Error::Usage(_) => 2,
+            | Error::Usage(_)
+            | Error::Pack { .. } => 2,
             Error::Rule { .. } | Error::Tract { .. } | Error::VerifyFailed(_) => 1,
         }
     }

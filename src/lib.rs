@@ -9,6 +9,7 @@ pub mod ir;
 pub mod linalg;
 pub mod onnx;
 pub mod ops;
+pub mod pack;
 pub mod report;
 pub mod rewrite;
 pub mod rules;

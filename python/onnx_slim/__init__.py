@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import _native
 
-__all__ = ["Error", "optimize", "inspect", "verify", "RULE_OPTIONS", "__version__"]
+__all__ = ["Error", "optimize", "inspect", "verify", "pack", "unpack", "RULE_OPTIONS", "__version__"]
 
 __version__: str = _native.__version__
 
@@ -299,6 +299,19 @@ def inspect(model: Any) -> Dict[str, Any]:
         src = _model_path(model, tmp, "model.onnx")
         _, stdout, _ = _run(["inspect", src, "--json"])
     return json.loads(stdout)
+
+
+def pack(src: Any, dst: Any) -> None:
+    """Packs the model file ``src`` and its external data into ``dst`` (paths), losslessly and
+    entropy-coded, as ``onnx-slim pack SRC DST`` does. Raises :class:`Error` on bad input."""
+    _run(["pack", os.fspath(src), os.fspath(dst)])
+
+
+def unpack(src: Any, dst: Any) -> None:
+    """Restores the model packed in ``src`` to ``dst`` byte for byte (external data files beside
+    it), as ``onnx-slim unpack SRC DST`` does. A foreign, truncated or corrupt pack raises
+    :class:`Error` (exit code 2) and writes nothing."""
+    _run(["unpack", os.fspath(src), os.fspath(dst)])
 
 
 def verify(a: Any, b: Any, inputs: Any = None, **options: Any) -> Dict[str, Any]:

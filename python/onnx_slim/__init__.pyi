@@ -248,6 +248,12 @@ def optimize(
 def inspect(model: Model) -> Dict[str, Any]:
     """What is in the model, as ``onnx-slim inspect --json`` says."""
 
+def pack(src: Union[str, os.PathLike[str]], dst: Union[str, os.PathLike[str]]) -> None:
+    """Packs a model file and its external data, losslessly, as ``onnx-slim pack``."""
+
+def unpack(src: Union[str, os.PathLike[str]], dst: Union[str, os.PathLike[str]]) -> None:
+    """Restores a packed model byte for byte, as ``onnx-slim unpack``."""
+
 def verify(
     a: Model,
     b: Model,

@@ -256,6 +256,21 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Store a model and its external data losslessly, entropy-coded, in one file (`unpack`
+    /// restores every byte).
+    Pack {
+        /// The model (its external data files are packed with it).
+        model: PathBuf,
+        /// The packed file to write.
+        packed: PathBuf,
+    },
+    /// Restore a model packed by `pack`, byte for byte, with its external data files beside it.
+    Unpack {
+        /// The packed file.
+        packed: PathBuf,
+        /// Where to write the model.
+        model: PathBuf,
+    },
 }
 
 /// Parses `--tolerance`: a finite number, not negative.

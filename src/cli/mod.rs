@@ -198,6 +198,30 @@ fn dispatch(cli: Cli, extra: &[&dyn Rule], exe: Option<&Path>) -> Result<i32> {
             out,
             svg,
         }) => bench::command(dirs, preset, runs, out.as_deref(), svg.as_deref(), exe),
+        Some(Command::Pack { model, packed }) => {
+            let s = crate::pack::pack(&model, &packed)?;
+            outln!(
+                "packed `{}` ({}): {} bytes into `{}`: {} bytes, {:.3}×",
+                model.display(),
+                files_phrase(&s),
+                s.original_len(),
+                packed.display(),
+                s.packed_len,
+                s.packed_len as f64 / s.original_len().max(1) as f64
+            );
+            Ok(0)
+        }
+        Some(Command::Unpack { packed, model }) => {
+            let s = crate::pack::unpack(&packed, &model)?;
+            outln!(
+                "unpacked `{}` into `{}` ({}): {} bytes, checksums match",
+                packed.display(),
+                model.display(),
+                files_phrase(&s),
+                s.original_len()
+            );
+            Ok(0)
+        }
         None => {
             if cli.run.list_rules {
                 out!("{}", run::list_rules());
@@ -205,6 +229,15 @@ fn dispatch(cli: Cli, extra: &[&dyn Rule], exe: Option<&Path>) -> Result<i32> {
             }
             run::main_job_with_rules(&cli.run, extra)
         }
+    }
+}
+
+/// "model only" or "model + N external data files".
+fn files_phrase(s: &crate::pack::PackSummary) -> String {
+    match s.files.len() {
+        0 | 1 => "model only".into(),
+        2 => "model + 1 external data file".into(),
+        n => format!("model + {} external data files", n - 1),
     }
 }
 

@@ -81,47 +81,12 @@ pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<External
             }
         }
         let location = location.ok_or_else(|| err(base_dir, "no `location` entry".into()))?;
-        let rel = Path::new(&location);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
-        {
-            return Err(err(
-                rel,
-                "location must be a relative path inside the model's folder".into(),
-            ));
-        }
-        let path = base_dir.join(rel);
+        let path = base_dir.join(&location);
         if !files.contains_key(&path) {
-            // The lexical check above is not enough: a symlink inside the folder may point out
-            // of it. Resolve both and compare, and read only regular files (a FIFO would block).
-            let real = path
-                .canonicalize()
-                .map_err(|e| err(&path, format!("cannot open: {e}")))?;
-            let base = match &real_base {
-                Some(b) => b,
-                None => real_base.insert(base_dir.canonicalize().map_err(|e| {
-                    err(base_dir, format!("cannot resolve the model's folder: {e}"))
-                })?),
-            };
-            if !real.starts_with(base.as_path()) {
-                return Err(err(
-                    &path,
-                    format!(
-                        "resolves to `{}`, outside the model's folder",
-                        real.display()
-                    ),
-                ));
-            }
-            // Checked before opening: opening a FIFO blocks until something writes to it.
-            let meta =
-                std::fs::metadata(&real).map_err(|e| err(&path, format!("cannot stat: {e}")))?;
-            if !meta.is_file() {
-                return Err(err(&path, "not a regular file".into()));
-            }
+            let (real, len) = resolve_location(base_dir, &location, &mut real_base)
+                .map_err(|(p, reason)| err(&p, reason))?;
             let f = File::open(&real).map_err(|e| err(&path, format!("cannot open: {e}")))?;
-            files.insert(path.clone(), (f, meta.len()));
+            files.insert(path.clone(), (f, len));
         }
         let Some((file, file_len)) = files.get_mut(&path) else {
             return Err(err(&path, "cannot open".into()));
@@ -155,6 +120,57 @@ pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<External
         Ok(())
     })?;
     Ok(summary)
+}
+
+/// The regular file an external `location` names, checked to lie inside the model's folder
+/// `base_dir` (`real_base` caches the folder's canonical form between calls): its canonical path
+/// and length. On refusal: the path to name and why.
+pub(crate) fn resolve_location(
+    base_dir: &Path,
+    location: &str,
+    real_base: &mut Option<PathBuf>,
+) -> std::result::Result<(PathBuf, u64), (PathBuf, String)> {
+    let rel = Path::new(location);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+    {
+        return Err((
+            rel.to_path_buf(),
+            "location must be a relative path inside the model's folder".into(),
+        ));
+    }
+    let path = base_dir.join(rel);
+    // The lexical check above is not enough: a symlink inside the folder may point out of it.
+    // Resolve both and compare, and read only regular files (a FIFO would block).
+    let real = path
+        .canonicalize()
+        .map_err(|e| (path.clone(), format!("cannot open: {e}")))?;
+    let base = match real_base {
+        Some(b) => b,
+        None => real_base.insert(base_dir.canonicalize().map_err(|e| {
+            (
+                base_dir.to_path_buf(),
+                format!("cannot resolve the model's folder: {e}"),
+            )
+        })?),
+    };
+    if !real.starts_with(base.as_path()) {
+        return Err((
+            path,
+            format!(
+                "resolves to `{}`, outside the model's folder",
+                real.display()
+            ),
+        ));
+    }
+    // Checked before opening: opening a FIFO blocks until something writes to it.
+    let meta = std::fs::metadata(&real).map_err(|e| (path.clone(), format!("cannot stat: {e}")))?;
+    if !meta.is_file() {
+        return Err((path, "not a regular file".into()));
+    }
+    Ok((real, meta.len()))
 }
 
 /// Moves the `raw_data` of every tensor with at least `threshold` bytes out of `model`, pointing it

@@ -51,7 +51,7 @@ pub fn decode_bytes(bytes: Bytes, path: &Path) -> Result<ModelProto> {
 
 /// The bytes of the file at `path`: memory-mapped when it is large (tensor payloads then stay
 /// page-cache pages instead of being copied onto the heap), read otherwise.
-fn map_file(path: &Path) -> Result<Bytes> {
+pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
     const MAP_FROM: u64 = 1 << 20;
     let file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
     let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
@@ -122,7 +122,7 @@ pub struct Written {
 
 /// A temp file in `dir` that becomes an ordinary file on rename: mode 0666 minus the umask, like
 /// `File::create` (tempfile's default, 0600, would leave the output unreadable to others).
-fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+pub(crate) fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
     let mut b = tempfile::Builder::new();
     #[cfg(unix)]
     {
@@ -173,7 +173,7 @@ pub fn resolve_output(out: &Path) -> Result<PathBuf> {
 pub struct PreparedWrite {
     tmp: tempfile::NamedTempFile,
     out: PathBuf,
-    pending_data: Option<(tempfile::NamedTempFile, PathBuf)>,
+    pending_data: Vec<(tempfile::NamedTempFile, PathBuf)>,
     written: Written,
 }
 
@@ -183,21 +183,42 @@ impl PreparedWrite {
         &self.written
     }
 
-    /// Renames the temp files into place: the data file first, then the model (a failure removes
-    /// the data file again, so a data file never lands without its model).
+    /// A write of `tmp` to `out` and of each `(temp, path)` of `data` to its path, prepared by the
+    /// caller with [`temp_file_in`] beside each destination (checked with [`resolve_output`] and
+    /// [`check_data_path`]).
+    pub(crate) fn new(
+        tmp: tempfile::NamedTempFile,
+        out: PathBuf,
+        data: Vec<(tempfile::NamedTempFile, PathBuf)>,
+        written: Written,
+    ) -> Self {
+        PreparedWrite {
+            tmp,
+            out,
+            pending_data: data,
+            written,
+        }
+    }
+
+    /// Renames the temp files into place: the data files first, then the model (a failure removes
+    /// the data files again, so a data file never lands without its model).
     pub fn commit(self) -> Result<Written> {
-        let mut persisted_data = None;
-        if let Some((data_tmp, path)) = self.pending_data {
-            data_tmp
-                .persist(&path)
-                .map_err(|e| Error::io("write", &path, e.error))?;
-            persisted_data = Some(path);
+        let mut persisted_data = Vec::new();
+        let undo = |persisted: &[PathBuf]| {
+            for p in persisted {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        for (data_tmp, path) in self.pending_data {
+            if let Err(e) = data_tmp.persist(&path) {
+                undo(&persisted_data);
+                return Err(Error::io("write", &path, e.error));
+            }
+            persisted_data.push(path);
         }
         let out = self.out;
         self.tmp.persist(&out).map_err(|e| {
-            if let Some(p) = &persisted_data {
-                let _ = std::fs::remove_file(p);
-            }
+            undo(&persisted_data);
             Error::io("write", &out, e.error)
         })?;
         Ok(self.written)
@@ -234,29 +255,20 @@ pub fn prepare_write(
         .to_string_lossy()
         .to_string();
     let mut data_file = None;
-    let mut pending_data = None;
+    let mut pending_data = Vec::new();
     if let Some(threshold) = threshold {
         let location = format!("{file_name}.data");
         let chunks = external::externalize(&mut model, &location, threshold);
         if !chunks.is_empty() {
             let path = dir.join(&location);
-            // The data file is replaced, never written through: a symlink there is replaced
-            // by the file, and a device or folder refuses the write.
-            if let Ok(m) = std::fs::symlink_metadata(&path) {
-                if !m.is_file() && !m.file_type().is_symlink() {
-                    return Err(Error::Usage(format!(
-                        "cannot write `{}`: it exists and is not a regular file",
-                        path.display()
-                    )));
-                }
-            }
+            check_data_path(&path)?;
             let mut tmp = temp_file_in(&dir)?;
             let mut total = 0u64;
             for c in &chunks {
                 tmp.write_all(c).map_err(|e| Error::io("write", &path, e))?;
                 total += c.len() as u64;
             }
-            pending_data = Some((tmp, path.clone()));
+            pending_data.push((tmp, path.clone()));
             data_file = Some((path, total));
         }
     }
@@ -283,6 +295,21 @@ pub fn prepare_write(
     })
 }
 
+/// Refuses `path` as the destination of a data file unless it is absent, a regular file or a
+/// symlink: the data file is replaced, never written through (a symlink there is replaced by the
+/// file), and a device or folder refuses the write.
+pub(crate) fn check_data_path(path: &Path) -> Result<()> {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.is_file() && !m.file_type().is_symlink() {
+            return Err(Error::Usage(format!(
+                "cannot write `{}`: it exists and is not a regular file",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// [`prepare_write`] for bytes that are already a model file (an untouched input, written back
 /// as it was read).
 pub fn prepare_write_bytes(bytes: &[u8], out: &Path) -> Result<PreparedWrite> {
@@ -298,7 +325,7 @@ pub fn prepare_write_bytes(bytes: &[u8], out: &Path) -> Result<PreparedWrite> {
     Ok(PreparedWrite {
         tmp,
         out,
-        pending_data: None,
+        pending_data: Vec::new(),
         written: Written {
             model_bytes: bytes.len() as u64,
             data_file: None,
