@@ -38,6 +38,7 @@ macro_rules! sayln {
 pub mod args;
 mod bench;
 pub mod embed;
+mod inputs;
 mod run;
 mod summary;
 

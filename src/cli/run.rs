@@ -183,6 +183,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             p.display()
         )));
     }
+    super::inputs::check_calibration(&args.calibration, &loaded.model)?;
     let original = loaded.model.clone();
     let mut model = Model::from_proto(loaded.model)?;
     let config = Config {
@@ -212,6 +213,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 loaded.file_len,
             )?;
             say!("{}", summary::render(&o.report));
+            super::inputs::warn_calibration_failures(&o.report);
             say!("{}", o.search.render());
             print_verification(&o.verification);
             print_equivalent(&o.proto);
@@ -244,6 +246,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             )?;
             let mut proto = model.to_proto();
             say!("{}", summary::render(&report));
+            super::inputs::warn_calibration_failures(&report);
             storage = args
                 .sparse_storage
                 .then(|| crate::onnx::sparse::to_sparse_storage(&mut proto));
@@ -325,6 +328,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             "input_bytes": loaded.file_len,
             "output_bytes": written.model_bytes,
             "report": report,
+            "calibration_failures": report.calibration_failures().len(),
             "search": search,
             "verification": verification,
             "sparse_storage": storage,
