@@ -161,8 +161,9 @@ pub struct RunArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct VerifyInputArgs {
     /// Inputs: a test_data_set_N folder, a folder of them, a .npz or a .npy file. Default: the
-    /// model's own test_data_set_* folders if present and no --input-shape is given, else
-    /// seeded random values.
+    /// model's own test_data_set_* folders if present and no --input-shape/--input is given,
+    /// else seeded random values (a symbolic first axis is 1, other symbolic dims need
+    /// --input-shape).
     #[arg(long, value_name = "DIR|FILE")]
     pub inputs: Option<PathBuf>,
     /// Bind an input's shape, e.g. `--input-shape x=1,3,224,224` (repeatable): random inputs
@@ -170,6 +171,10 @@ pub struct VerifyInputArgs {
     /// with --inputs, the loaded tensors must have it.
     #[arg(long, value_name = "NAME=DIMS")]
     pub input_shape: Vec<String>,
+    /// Give an input's value, e.g. `--input sr=16000` (repeatable): a scalar, or comma-separated
+    /// values (a 1-D input, or at its --input-shape); it replaces that input in every input set.
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub input_values: Vec<String>,
     /// Override the element-wise verification tolerance (relative, with an absolute floor), a
     /// number ≥ 0. A lossy run is judged by --budget instead.
     #[arg(long, allow_negative_numbers = true, value_parser = tolerance)]
@@ -189,6 +194,10 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Count MACs at this input shape, e.g. `--input-shape x=1,3,224,224` (repeatable);
+        /// symbolic dims not given count as 1.
+        #[arg(long, value_name = "NAME=DIMS")]
+        input_shape: Vec<String>,
     },
     /// Deterministic text form of the graph.
     Show {

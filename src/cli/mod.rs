@@ -157,9 +157,14 @@ fn one_line(s: &str) -> String {
 
 fn dispatch(cli: Cli, extra: &[&dyn Rule], exe: Option<&Path>) -> Result<i32> {
     match cli.command {
-        Some(Command::Inspect { model, json }) => {
-            let loaded = decode_file(&model)?;
+        Some(Command::Inspect {
+            model,
+            json,
+            input_shape,
+        }) => {
+            let mut loaded = decode_file(&model)?;
             let file_len = loaded.file_len;
+            inputs::bind_declared_shapes(&mut loaded.model, &input_shape)?;
             let m = Model::from_proto(loaded.model)?;
             let report = crate::report::inspect::inspect(&m, file_len);
             if json {

@@ -183,6 +183,9 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             p.display()
         )));
     }
+    if !args.no_verify {
+        super::inputs::check_runnable(&loaded.model, input, &args.verify)?;
+    }
     super::inputs::check_calibration(&args.calibration, &loaded.model)?;
     let original = loaded.model.clone();
     let mut model = Model::from_proto(loaded.model)?;
@@ -623,7 +626,7 @@ fn run_search(
         )));
     }
     let lossless = rewrite::run(&mut model, &exact, config, &DriverOptions::default())?;
-    let verify_sets = input_sets(original, input, &args.verify)?;
+    let verify_sets = super::inputs::input_sets(original, input, &args.verify)?;
     let (calibration, measured_on) = if config.calibration.is_empty() {
         let n = verify_sets.len();
         (
@@ -682,10 +685,11 @@ fn fixed_verification(
         return Ok(None);
     }
     let lossy = report.lossy(rules, config);
-    let tolerance = args
-        .verify
-        .tolerance
-        .unwrap_or_else(|| report.tolerance(rules, config).max(1e-5));
+    let tolerance = args.verify.tolerance.unwrap_or_else(|| {
+        report
+            .tolerance(rules, config)
+            .max(crate::verify::compare::DEFAULT_TOLERANCE)
+    });
     // Verify exactly the bytes that will be written (before external data is split off).
     let bytes = encode_model(proto);
     let written = crate::onnx::decode_bytes(bytes.into(), output)?;
@@ -773,52 +777,6 @@ fn disagreeing(report: &crate::verify::VerifyReport) -> String {
     }
 }
 
-/// The input sets for verification: `--inputs` (whose tensors must have the shapes any
-/// `--input-shape` gives), else one set of seeded random values when `--input-shape` is given
-/// (at those shapes), else the `test_data_set_*` folders beside the model, else seeded random
-/// values.
-pub fn input_sets(
-    model: &crate::onnx::proto::ModelProto,
-    model_path: &Path,
-    args: &VerifyInputArgs,
-) -> Result<Vec<crate::verify::InputSet>> {
-    use crate::verify::inputs;
-    let shapes = inputs::parse_input_shapes(&args.input_shape)?;
-    if let Some(p) = &args.inputs {
-        if !p.exists() {
-            return Err(Error::Usage(format!(
-                "inputs `{}` do not exist",
-                p.display()
-            )));
-        }
-        let sets = inputs::load_inputs(p, model)?;
-        inputs::check_input_shapes(model, &sets, &shapes)?;
-        return Ok(sets);
-    }
-    if !shapes.is_empty() {
-        // An explicit shape wins over the folders found beside the model.
-        return Ok(vec![inputs::random_inputs(model, &shapes, args.seed)?]);
-    }
-    let dir = model_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let has_sets = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()).any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("test_data_set_")
-                    && e.path().is_dir()
-            })
-        })
-        .unwrap_or(false);
-    if has_sets {
-        return inputs::load_test_data_sets(dir, model);
-    }
-    Ok(vec![inputs::random_inputs(model, &shapes, args.seed)?])
-}
-
 /// Runs both models in tract and compares; returns the report and whether it passed.
 pub fn verify_models(
     a: &crate::onnx::proto::ModelProto,
@@ -827,7 +785,7 @@ pub fn verify_models(
     inputs: &VerifyInputArgs,
     tolerance: f32,
 ) -> Result<(crate::verify::VerifyReport, bool)> {
-    let sets = input_sets(a, model_path, inputs)?;
+    let sets = super::inputs::input_sets(a, model_path, inputs)?;
     let report = crate::verify::compare::verify(a, b, &sets, tolerance)?;
     let passed = report.passed;
     Ok((report, passed))
@@ -843,13 +801,20 @@ pub fn verify_command(
 ) -> Result<i32> {
     let ma = decode_file(a)?.model;
     let mb = decode_file(b)?.model;
-    let tol = inputs.tolerance.unwrap_or(1e-4);
+    let tol = inputs
+        .tolerance
+        .unwrap_or(crate::verify::compare::DEFAULT_TOLERANCE);
     let (mut report, _) = verify_models(&ma, &mb, a, inputs, tol)?;
     if let Some(budget) = budget {
         crate::verify::judge(&mut report, budget);
     }
     let ok = report.passed;
     outln!("{report}");
+    if !ok && budget.is_none() {
+        outln!(
+            "(judged element by element; the main command judges a lossy rewrite by a model-level budget instead: `--budget 0.01` judges B as it does)"
+        );
+    }
     if let Some(p) = report_json {
         let (tmp, real) = prepare_small_file(p)?;
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
@@ -894,6 +859,7 @@ mod tests {
                 label: format!("set {i}"),
                 outputs: outs.iter().map(|(n, p)| comparison(n, *p)).collect(),
                 passed: outs.iter().all(|(_, p)| *p),
+                inputs: Vec::new(),
             })
             .collect();
         let passed = sets.iter().all(|s| s.passed);

@@ -715,7 +715,10 @@ impl SplitMix64 {
 }
 
 /// Resolves the concrete shape of each feedable input: `shapes` overrides win; a symbolic dim
-/// takes the size an override gave the same symbol elsewhere, else 1; unknown dims are 1.
+/// takes the size an override gave the same symbol elsewhere; the first axis, when symbolic or
+/// unknown, is the batch and defaults to 1 (and so does its symbol wherever else it appears).
+/// Any other dim without a size is an error naming `--input-shape`: a default of 1 there would
+/// verify the model on, say, an image one pixel wide.
 pub fn resolve_input_shapes(
     model: &ModelProto,
     shapes: &[(String, Vec<usize>)],
@@ -758,6 +761,13 @@ pub fn resolve_input_shapes(
             }
         }
     }
+    // The batch: a symbol on the first axis of an input not bound above is 1.
+    for vi in &inputs {
+        if let Some(DeclaredDim::Symbol(sym)) = declared_shape(vi).and_then(|d| d.first().cloned())
+        {
+            symbols.entry(sym).or_insert(1);
+        }
+    }
     let mut out = Vec::with_capacity(inputs.len());
     for vi in &inputs {
         let name = vi.name.clone().unwrap_or_default();
@@ -765,14 +775,20 @@ pub fn resolve_input_shapes(
             s.clone()
         } else {
             match declared_shape(vi) {
-                Some(decl) => decl
-                    .iter()
-                    .map(|d| match d {
-                        DeclaredDim::Fixed(f) => *f,
-                        DeclaredDim::Symbol(s) => symbols.get(s).copied().unwrap_or(1),
-                        DeclaredDim::Unknown => 1,
-                    })
-                    .collect(),
+                Some(decl) => {
+                    let mut dims = Vec::with_capacity(decl.len());
+                    for (axis, d) in decl.iter().enumerate() {
+                        dims.push(match d {
+                            DeclaredDim::Fixed(f) => *f,
+                            DeclaredDim::Symbol(s) if symbols.contains_key(s) => symbols[s],
+                            DeclaredDim::Unknown if axis == 0 => 1,
+                            DeclaredDim::Symbol(_) | DeclaredDim::Unknown => {
+                                return Err(unsized_dim(&name, &decl, axis))
+                            }
+                        });
+                    }
+                    dims
+                }
                 None => {
                     return Err(Error::Usage(format!(
                         "input `{name}` declares no shape: give one with `--input-shape {name}=...`"
@@ -783,6 +799,30 @@ pub fn resolve_input_shapes(
         out.push((name, shape));
     }
     Ok(out)
+}
+
+/// The error for a dim of input `name` (declared `decl`) that nothing gives a size: it names
+/// the dim and the flag, with the declared shape as the example to fill in.
+fn unsized_dim(name: &str, decl: &[DeclaredDim], axis: usize) -> Error {
+    let dim = |d: &DeclaredDim| match d {
+        DeclaredDim::Fixed(f) => f.to_string(),
+        DeclaredDim::Symbol(s) => s.clone(),
+        DeclaredDim::Unknown => "?".into(),
+    };
+    let example: Vec<String> = decl
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            DeclaredDim::Fixed(_) => dim(d),
+            _ if i == 0 => "1".into(),
+            _ => "N".into(),
+        })
+        .collect();
+    Error::Usage(format!(
+        "input `{name}` has no size for axis {axis} (`{}`) and no input data gives one: give it with `--input-shape {name}={}` or real inputs with `--inputs`",
+        dim(&decl[axis]),
+        example.join(",")
+    ))
 }
 
 /// Makes one input set of seeded random values for every feedable input of `model`.
