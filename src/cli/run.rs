@@ -114,15 +114,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.sparsity_pattern.as_deref(),
     )?;
     let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
-    let default_rules = if plan.search.is_some() {
-        search_selection(args)
-    } else {
-        registry::DEFAULT_SELECTION
-    };
+    let default_rules = default_selection(args, plan.search.is_some());
     let mut rules: Vec<&dyn rewrite::Rule> =
-        registry::select(args.rules.as_deref().unwrap_or(default_rules))?;
+        registry::select(args.rules.as_deref().unwrap_or(&default_rules))?;
     rules.extend_from_slice(extra);
-    check_rule_flags(args, &rules, plan.search.is_some())?;
+    check_rule_flags(args, &rules, &default_rules, plan.search.is_some())?;
     // `-` (or `/dev/stdout`) as OUT or --report-json: that stream carries it, the human report
     // goes to stderr.
     let out_stdio = is_stdio(output);
@@ -415,13 +411,14 @@ impl Sink {
 /// Refuses option flags of rules the selection does not run, and calibration inputs that do not
 /// exist or that nothing would read: a flag that would be ignored is a mistake the user must
 /// hear about.
-fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) -> Result<()> {
+fn check_rule_flags(
+    args: &RunArgs,
+    rules: &[&dyn rewrite::Rule],
+    default_rules: &str,
+    search: bool,
+) -> Result<()> {
     let selected = |name: &str| rules.iter().any(|r| r.meta().name == name);
-    let selection = args.rules.as_deref().unwrap_or(if search {
-        search_selection(args)
-    } else {
-        registry::DEFAULT_SELECTION
-    });
+    let selection = args.rules.as_deref().unwrap_or(default_rules);
     let flags: &[(&str, bool, &str)] = &[
         ("--lowrank-energy", args.lowrank_energy.is_some(), "lowrank"),
         ("--lowrank-rank", args.lowrank_rank.is_some(), "lowrank"),
@@ -508,6 +505,47 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
         )));
     }
     Ok(())
+}
+
+/// The rules run when `--rules` is not given: [`search_selection`] for a search; for a fixed
+/// recipe held to `--budget` (option flags of lossy rules given), `clean` and the rules whose
+/// option flags are given; else [`registry::DEFAULT_SELECTION`].
+fn default_selection(args: &RunArgs, search: bool) -> String {
+    if search {
+        return search_selection(args).to_string();
+    }
+    if args.budget.is_none() {
+        return registry::DEFAULT_SELECTION.to_string();
+    }
+    let mut rules = vec![registry::DEFAULT_SELECTION];
+    let lowrank = args.lowrank_energy.is_some()
+        || args.lowrank_rank.is_some()
+        || args.lowrank_ratio.is_some()
+        || args.lowrank_tolerance.is_some()
+        || args.lowrank_min_saving.is_some();
+    let quantize = args.quantize_weights.is_some()
+        || args.quantize_granularity.is_some()
+        || !args.quantize_exclude.is_empty()
+        || args.quantize_tolerance.is_some()
+        || args.quantize_mode.is_some()
+        || args.quantize_activations
+        || args.quantize_calibrate.is_some();
+    let prune = args.prune_zero
+        || args.prune_ratio.is_some()
+        || args.prune_importance.is_some()
+        || !args.prune_exclude.is_empty();
+    let sparsify = args.sparsity.is_some() || args.sparsity_pattern.is_some();
+    for (on, name) in [
+        (prune, "prune"),
+        (lowrank, "lowrank"),
+        (quantize, "quantize"),
+        (sparsify, "sparsify"),
+    ] {
+        if on {
+            rules.push(name);
+        }
+    }
+    rules.join(",")
 }
 
 /// The rules a `--budget` or `--target-size` run selects when `--rules` is not given.
