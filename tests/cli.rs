@@ -407,10 +407,10 @@ fn verify_passes_equal_models_and_fails_different_ones_with_exit_1() {
     write_model(d.path(), "a.onnx", &scaled(1.0));
     write_model(d.path(), "b.onnx", &scaled(1.001));
     let r = ok(d.path(), &["verify", "a.onnx", "a.onnx"]);
-    assert!(r.stdout.contains("passed at tolerance 0.0001"), "{r:?}");
+    assert!(r.stdout.contains("passed at tolerance 0.00001"), "{r:?}");
     let r = run(d.path(), &["verify", "a.onnx", "b.onnx"]);
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert!(r.stdout.contains("FAILED at tolerance 0.0001"), "{r:?}");
+    assert!(r.stdout.contains("FAILED at tolerance 0.00001"), "{r:?}");
 }
 
 #[test]
@@ -448,7 +448,7 @@ fn verify_report_json_holds_every_comparison() {
     assert_eq!(r.code, Some(1), "{r:?}");
     let v = json(&d.path().join("v.json"));
     assert_eq!(v["passed"], false);
-    assert!((v["tolerance"].as_f64().unwrap() - 1e-4).abs() < 1e-9);
+    assert!((v["tolerance"].as_f64().unwrap() - 1e-5).abs() < 1e-9);
     let sets = v["sets"].as_array().unwrap();
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0]["label"], "random seed 0");

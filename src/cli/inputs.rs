@@ -28,6 +28,41 @@ pub(super) fn check_calibration(paths: &[PathBuf], model: &ModelProto) -> Result
                 p.display()
             )));
         }
+        for set in &sets {
+            check_declared(model, set)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a set whose tensor contradicts its input's declared rank or fixed sizes.
+fn check_declared(model: &ModelProto, set: &InputSet) -> Result<()> {
+    for vi in inputs::model_inputs(model) {
+        let name = vi.name.as_deref().unwrap_or("");
+        let (Some(t), Some(decl)) = (set.get(name), inputs::declared_shape(vi)) else {
+            continue;
+        };
+        let fits = decl.len() == t.rank()
+            && decl
+                .iter()
+                .zip(t.shape())
+                .all(|(d, &s)| !matches!(d, inputs::DeclaredDim::Fixed(f) if *f != s));
+        if !fits {
+            let dims: Vec<String> = decl
+                .iter()
+                .map(|d| match d {
+                    inputs::DeclaredDim::Fixed(f) => f.to_string(),
+                    inputs::DeclaredDim::Symbol(s) => s.clone(),
+                    inputs::DeclaredDim::Unknown => "?".into(),
+                })
+                .collect();
+            return Err(Error::Usage(format!(
+                "input `{name}` of calibration set `{}` has shape {:?} but the model declares [{}]",
+                set.label,
+                t.shape(),
+                dims.join(", ")
+            )));
+        }
     }
     Ok(())
 }
