@@ -72,6 +72,7 @@ def optimize(
     quiet: bool = False,
     in_place: bool = False,
     input_shape: Union[Mapping[str, Sequence[int]], Sequence[str], None] = None,
+    input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
 ) -> onnx.ModelProto:
@@ -116,6 +117,7 @@ def optimize(
     quiet: bool = False,
     in_place: bool = False,
     input_shape: Union[Mapping[str, Sequence[int]], Sequence[str], None] = None,
+    input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
 ) -> bytes:
@@ -160,6 +162,7 @@ def optimize(
     quiet: bool = False,
     in_place: bool = False,
     input_shape: Union[Mapping[str, Sequence[int]], Sequence[str], None] = None,
+    input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
 ) -> pathlib.Path:
@@ -204,6 +207,7 @@ def optimize(
     quiet: bool = False,
     in_place: bool = False,
     input_shape: Union[Mapping[str, Sequence[int]], Sequence[str], None] = None,
+    input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
 ) -> Tuple[Union[onnx.ModelProto, bytes, pathlib.Path], Dict[str, Any]]:
@@ -218,6 +222,7 @@ def verify(
     inputs: Optional[InputSet] = None,
     *,
     input_shape: Union[Mapping[str, Sequence[int]], Sequence[str], None] = None,
+    input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
     budget: Optional[float] = None,
