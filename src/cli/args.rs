@@ -230,6 +230,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         report_json: Option<PathBuf>,
     },
+    /// Print a shell completion script: `onnx-slim completions bash > /etc/bash_completion.d/onnx-slim`
+    /// (zsh: into a folder of `$fpath` as `_onnx-slim`; fish: `~/.config/fish/completions/onnx-slim.fish`).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run presets of the main job on model folders (model.onnx + test_data_set_*) and compare
     /// each result with the original: size, parameters, MACs, tract latency, output error and
     /// the task metric, as a Markdown table (and an SVG chart of size against error).

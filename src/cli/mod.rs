@@ -174,6 +174,13 @@ fn dispatch(cli: Cli, extra: &[&dyn Rule], exe: Option<&Path>) -> Result<i32> {
             }
             Ok(0)
         }
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf: Vec<u8> = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "onnx-slim", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf));
+            Ok(0)
+        }
         Some(Command::Show { model }) => {
             out!("{}", crate::ir::text::to_text(&load(&model)?));
             Ok(0)
