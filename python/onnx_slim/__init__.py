@@ -57,6 +57,7 @@ RULE_OPTIONS: Dict[str, str] = {
     "target_size": "value",
     "objective": "value",
     "quiet": "flag",
+    "verbose": "flag",
     "in_place": "flag",
     "input_shape": "shape",
     "input": "shape",

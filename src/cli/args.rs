@@ -32,10 +32,11 @@ pub struct RunArgs {
     pub output: Option<PathBuf>,
     /// Comma-separated rules, rule codes (`C005`) or groups (clean, share, prune, sparsify,
     /// lowrank, quantize); `all` is every rule, `none` re-encodes losslessly. Default: clean
-    /// (with --budget or --target-size: clean,prune,lowrank,quantize). See --list-rules.
+    /// (with --budget or --target-size: clean,prune,lowrank,quantize; with --budget and option
+    /// flags of lossy rules: clean and those rules). See --list-rules.
     #[arg(long)]
     pub rules: Option<String>,
-    /// List the rules and exit.
+    /// List the rules and the groups `--rules` takes, and exit.
     #[arg(long)]
     pub list_rules: bool,
     /// Write the result without verifying it in tract.
@@ -150,9 +151,14 @@ pub struct RunArgs {
     /// measured per option; not deterministic).
     #[arg(long, value_name = "O")]
     pub objective: Option<String>,
-    /// No progress display on stderr (it is also hidden when stderr is not a terminal).
-    #[arg(long, short = 'q')]
+    /// No report and no progress display: only warnings and errors, on stderr (the progress
+    /// display is also hidden when stderr is not a terminal).
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Every rewrite in the report (not the first 10 per rule), and the rules that had
+    /// nothing to do.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     #[command(flatten)]
     pub verify: VerifyInputArgs,
 }

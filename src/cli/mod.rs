@@ -17,10 +17,12 @@ macro_rules! errln {
     ($($t:tt)*) => { $crate::cli::embed::err(format_args!("{}\n", format_args!($($t)*))) };
 }
 
-/// `print!` of the human report: to stderr when stdout carries the model or the JSON report.
+/// `print!` of the human report: to stderr when stdout carries the model or the JSON report;
+/// nowhere with `--quiet`.
 macro_rules! say {
     ($($t:tt)*) => {
-        if $crate::cli::text_to_stderr() {
+        if $crate::cli::quiet() {
+        } else if $crate::cli::text_to_stderr() {
             $crate::cli::embed::err(format_args!($($t)*))
         } else {
             $crate::cli::embed::out(format_args!($($t)*))
@@ -45,6 +47,17 @@ mod summary;
 thread_local! {
     /// Set by a main job whose OUT or `--report-json` is standard output.
     static TEXT_TO_STDERR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by a main job run with `--quiet`: no human report.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the human report is silenced (`--quiet`).
+pub(crate) fn quiet() -> bool {
+    QUIET.with(std::cell::Cell::get)
+}
+
+fn set_quiet(on: bool) {
+    QUIET.with(|c| c.set(on));
 }
 
 /// Whether the human report goes to stderr (stdout carries a model or a JSON report).
@@ -110,6 +123,7 @@ where
         }
     };
     set_text_to_stderr(false);
+    set_quiet(cli.command.is_none() && cli.run.quiet);
     match dispatch(cli, extra, exe) {
         Ok(code) => (code, None),
         Err(e) => {

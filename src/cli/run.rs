@@ -52,6 +52,30 @@ pub fn list_rules() -> String {
             w3 = w[3]
         );
     }
+    s.push_str(&groups_footer());
+    s
+}
+
+/// The groups `--rules` takes, with their rules, `all`, `none` and the defaults.
+fn groups_footer() -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in registry::all() {
+        let m = r.meta();
+        match groups.iter_mut().find(|(g, _)| *g == m.group) {
+            Some((_, names)) => names.push(m.name),
+            None => groups.push((m.group, vec![m.name])),
+        }
+    }
+    let mut s = String::from("\ngroups (--rules takes rule names, codes and groups):\n");
+    for (g, names) in &groups {
+        let _ = writeln!(s, "  {g:<9} {}", names.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "  all       every rule above\n  none      no rule: a lossless re-encode\ndefault: {} ({} with --budget or --target-size)",
+        registry::DEFAULT_SELECTION,
+        SEARCH_SELECTION
+    );
     s
 }
 
@@ -211,7 +235,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 args,
                 loaded.file_len,
             )?;
-            say!("{}", summary::render(&o.report));
+            say!("{}", summary::render(&o.report, args.verbose));
             super::inputs::warn_calibration_failures(&o.report);
             say!("{}", o.search.render());
             print_verification(&o.verification);
@@ -244,7 +268,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 },
             )?;
             let mut proto = model.to_proto();
-            say!("{}", summary::render(&report));
+            say!("{}", summary::render(&report, args.verbose));
+            let cleans = rules.iter().any(|r| r.meta().group == "clean");
+            if let Some(note) = crate::report::format::growth_note(&report, cleans) {
+                sayln!("{note}");
+            }
             super::inputs::warn_calibration_failures(&report);
             storage = args
                 .sparse_storage
@@ -357,23 +385,22 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             return Err(Error::io("write", path, e.error));
         }
     }
-    if let Some(n) = notice {
+    if let Some(n) = notice.filter(|_| !args.quiet) {
         errln!("{n}");
     }
     sayln!(
-        "wrote {}: {} bytes (input {} bytes){}",
-        if out_stdio {
-            "standard output".to_string()
-        } else {
-            format!("`{}`", output.display())
-        },
-        written.model_bytes,
-        loaded.file_len,
-        written
-            .data_file
-            .as_ref()
-            .map(|(p, n)| format!(", external data `{}`: {n} bytes", p.display()))
-            .unwrap_or_default()
+        "{}",
+        crate::report::format::wrote(
+            &if out_stdio {
+                "standard output".to_string()
+            } else {
+                format!("`{}`", output.display())
+            },
+            written.model_bytes,
+            written.data_file.as_ref().map(|(p, n)| (p.as_path(), *n)),
+            loaded.file_len,
+            loaded.external.bytes,
+        )
     );
     Ok(0)
 }

@@ -239,9 +239,25 @@ impl fmt::Display for VerifyReport {
                 writeln!(f, "inputs{every}: {}", inputs.join(", "))?;
             }
         } else {
+            // One entry per distinct list of inputs, in order of first use, with its set count.
+            let mut groups: Vec<(&Vec<String>, usize)> = Vec::new();
             for s in &self.sets {
-                writeln!(f, "inputs of {}: {}", s.label, s.inputs.join(", "))?;
+                match groups.iter_mut().find(|(i, _)| **i == s.inputs) {
+                    Some((_, n)) => *n += 1,
+                    None => groups.push((&s.inputs, 1)),
+                }
             }
+            let text: Vec<String> = groups
+                .iter()
+                .map(|(i, n)| {
+                    format!(
+                        "{} ({n} set{})",
+                        i.join(", "),
+                        if *n == 1 { "" } else { "s" }
+                    )
+                })
+                .collect();
+            writeln!(f, "inputs: {}", text.join("; "))?;
         }
         let sets = format!(
             "{} input set{}",
