@@ -140,6 +140,14 @@ fn a_lossy_rule_alone_says_why_the_node_count_grew() {
         "{note}"
     );
     assert!(note.contains("`--rules clean,lowrank`"), "{note}");
+    // MACs before and after: MatMul and Gemm 64·64 each on one row, the Conv 32·16·3·3 at 6×6
+    // positions; at rank 1: 64 + 64 per row each, (16·9 + 32)·36 for the Conv pair.
+    let macs = format!(
+        "MACs: {} → {} (−96.2 %)",
+        sep(2 * 4096 + 4608 * 36),
+        sep(2 * 128 + 176 * 36)
+    );
+    assert!(r.stdout.lines().any(|l| l == macs), "{macs}\n{r:?}");
     let mut with_clean = vec!["lowrank.onnx", "b.onnx", "--rules", "clean,lowrank"];
     with_clean.extend(args);
     let r = ok(d.path(), &with_clean);

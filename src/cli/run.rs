@@ -296,6 +296,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             (report, proto, v, None)
         }
     };
+    if !args.quiet && report.patches() > 0 {
+        if let Some(line) = crate::report::format::macs_change(&original, &proto) {
+            sayln!("{line}");
+        }
+    }
     let stored_sparse = storage.as_ref().is_some_and(|s| !s.converted.is_empty());
     let notice = if args.no_verify {
         Some("verification skipped (--no-verify)")

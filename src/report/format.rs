@@ -234,3 +234,31 @@ pub fn wrote(
         pct(in_total, out_total)
     )
 }
+
+/// `MACs: 485,232,640 → 301,000,000 (−38.0 %)` for the rewrite of `before` into `after`, counted
+/// as `inspect` counts them (symbolic dims as 1, named); `None` where some Conv/MatMul/Gemm has
+/// shapes that cannot be inferred on either side, or neither has any MACs.
+pub fn macs_change(
+    before: &crate::onnx::proto::ModelProto,
+    after: &crate::onnx::proto::ModelProto,
+) -> Option<String> {
+    let macs = |p: &crate::onnx::proto::ModelProto| {
+        crate::ir::Model::from_proto(p.clone())
+            .ok()
+            .map(|m| super::inspect::inspect(&m, 0).macs)
+    };
+    let (a, b) = (macs(before)?, macs(after)?);
+    if a.unknown_nodes > 0 || b.unknown_nodes > 0 || a.saturated || b.saturated || a.total == 0 {
+        return None;
+    }
+    let mut syms = a.symbolic_dims_as_one.clone();
+    syms.extend(b.symbolic_dims_as_one.iter().cloned());
+    syms.sort();
+    syms.dedup();
+    let note = if syms.is_empty() {
+        String::new()
+    } else {
+        format!(" (symbolic dims as 1: {})", syms.join(", "))
+    };
+    Some(format!("MACs: {}{note}", change(a.total, b.total)))
+}
