@@ -1049,7 +1049,19 @@ mod tests {
             }),
             ..Default::default()
         };
-        let set = random_inputs(&model, &[("x".into(), vec![4, 3])], 7).unwrap();
+        // `seq` has no size and is not the first axis: an error naming the flag, never a 1.
+        let err = random_inputs(&model, &[("x".into(), vec![4, 3])], 7)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(`seq`)") && err.contains("`--input-shape attention_mask="),
+            "{err}"
+        );
+        let shapes = [
+            ("x".to_string(), vec![4, 3]),
+            ("attention_mask".to_string(), vec![4, 5]),
+        ];
+        let set = random_inputs(&model, &shapes, 7).unwrap();
         let x = set.get("x").unwrap();
         assert_eq!(x.shape(), &[4, 3]);
         assert!(x
@@ -1058,20 +1070,21 @@ mod tests {
             .iter()
             .all(|v| (0.0..1.0).contains(v)));
         let m = set.get("attention_mask").unwrap();
-        assert_eq!(m.shape(), &[4, 1]);
+        assert_eq!(m.shape(), &[4, 5]);
         assert!(m
             .to_plain_array_view::<i64>()
             .unwrap()
             .iter()
             .all(|v| (0..=1).contains(v)));
         let ids = set.get("ids").unwrap();
+        assert_eq!(ids.shape(), &[4], "the batch symbol bound by `x`");
         assert!(ids
             .to_plain_array_view::<i32>()
             .unwrap()
             .iter()
             .all(|v| (0..10).contains(v)));
         // same seed, same values
-        let again = random_inputs(&model, &[("x".into(), vec![4, 3])], 7).unwrap();
+        let again = random_inputs(&model, &shapes, 7).unwrap();
         assert_eq!(again.get("x"), set.get("x"));
         assert!(random_inputs(&model, &[("x".into(), vec![4, 4])], 7).is_err());
         assert!(random_inputs(&model, &[("nope".into(), vec![1])], 7).is_err());
