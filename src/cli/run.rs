@@ -203,7 +203,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             p.display()
         )));
     }
-    if !args.no_verify {
+    // `--rules none` verifies nothing: a re-encode needs no inputs.
+    if !args.no_verify && !rules.is_empty() {
         super::inputs::check_runnable(&loaded.model, input, &args.verify)?;
     }
     super::inputs::check_calibration(&args.calibration, &loaded.model)?;
