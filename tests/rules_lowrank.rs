@@ -606,6 +606,7 @@ fn lowrank_is_listed_with_its_code_and_group() {
     // Columns: code, name, group, exactness, summary, separated by at least two spaces.
     let rows: Vec<Vec<&str>> = s
         .lines()
+        .take_while(|l| !l.is_empty())
         .map(|l| {
             l.split("  ")
                 .map(str::trim)

@@ -736,7 +736,6 @@ fn sparse_storage_applies_after_a_budget_search_too() {
             "--budget",
             "0.01",
             "--sparse-storage",
-            "--quiet",
         ],
     );
     assert!(r.stdout.contains("1 initializer stored sparse"), "{r:?}");

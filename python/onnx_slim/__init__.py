@@ -27,7 +27,8 @@ __version__: str = _native.__version__
 
 # The options of `onnx-slim IN OUT` that `optimize` takes as keywords besides its own parameters,
 # each with how it is spelled on the command line: "flag" (given when true), "value" (one
-# `--name VALUE`), "list" (one `--name VALUE` per item) or "shape" (`--input-shape NAME=DIMS`).
+# `--name VALUE`), "list" (one `--name VALUE` per item) or "shape" (`--input-shape NAME=DIMS`,
+# `--input NAME=VALUE`: a dict of name to dims or values, or a list of `NAME=...` strings).
 # Keyword `lowrank_rank` is flag `--lowrank-rank`; the command line checks every value.
 RULE_OPTIONS: Dict[str, str] = {
     "external_data": "optional",
@@ -65,14 +66,16 @@ RULE_OPTIONS: Dict[str, str] = {
     "skip": "list",
     "infer_shapes": "flag",
     "quiet": "flag",
+    "verbose": "flag",
     "in_place": "flag",
     "input_shape": "shape",
+    "input": "shape",
     "tolerance": "value",
     "seed": "value",
 }
 
 # The options of `onnx-slim verify A B` that `verify` takes as keywords.
-_VERIFY_OPTIONS = ("input_shape", "tolerance", "seed", "budget", "budget_metric")
+_VERIFY_OPTIONS = ("input_shape", "input", "tolerance", "seed", "budget", "budget_metric")
 
 
 class Error(Exception):
@@ -194,7 +197,10 @@ def _option_args(name: str, kind: str, value: Any) -> List[str]:
         return [a for v in items for a in (flag, str(v))]
     if kind == "shape":  # {"x": (1, 3, 224, 224)} or ["x=1,3,224,224"]
         if isinstance(value, dict):
-            items = [f"{k}={','.join(str(d) for d in v)}" for k, v in value.items()]
+            items = [
+                f"{k}={','.join(str(d) for d in v) if isinstance(v, (list, tuple)) else v}"
+                for k, v in value.items()
+            ]
         else:
             items = [value] if isinstance(value, str) else list(value)
         return [a for v in items for a in (flag, str(v))]
@@ -322,7 +328,8 @@ def verify(a: Any, b: Any, inputs: Any = None, **options: Any) -> Dict[str, Any]
     ``a`` and ``b``: ``onnx.ModelProto``, ``bytes`` or paths. ``inputs``: a ``test_data_set_N``
     folder or a folder of them, an ``.npz``/``.npy`` path or a dict of input name to numpy array;
     default as the command line: the ``test_data_set_*`` folders beside ``a``, else seeded random
-    values. Keywords: ``input_shape`` (dict of name to dims), ``tolerance``, ``seed``, ``budget``,
+    values. Keywords: ``input_shape`` (dict of name to dims), ``input`` (dict of name to a value or
+    values, e.g. ``{"sr": 16000}``), ``tolerance``, ``seed``, ``budget``,
     ``budget_metric``. Outputs that disagree give ``passed: False``; bad input raises
     :class:`Error`.
     """
@@ -340,7 +347,7 @@ def verify(a: Any, b: Any, inputs: Any = None, **options: Any) -> Dict[str, Any]
         for p in given:
             argv += ["--inputs", p]
         for name, value in options.items():
-            kind = "shape" if name == "input_shape" else "value"
+            kind = "shape" if name in ("input_shape", "input") else "value"
             argv += _option_args(name, kind, value)
         _, stdout, _ = _run(argv)
         with open(report_path, encoding="utf-8") as f:

@@ -5,9 +5,12 @@
 //! [`capture`] clones the `ModelProto`, adds the wanted values to `graph.output`, drops every
 //! declared output shape and `value_info` entry (declared shapes can be wrong or symbolic, and
 //! tract infers them anyway), binds the graph inputs to the shapes of each input set, and runs
-//! the optimized plan; [`capture_each`] hands over one set's values at a time and can prepare the
-//! model for each input set as the verifier does (decidable `If`s inlined: silero_vad runs),
-//! which [`ranges`] does. [`gram`] turns one captured activation into the rows a layer multiplies
+//! the optimized plan, after preparing the model for each input set as the verifier does
+//! ([`crate::verify::prepare`]: symbolic dims bound, decidable `If`s inlined, so silero_vad runs):
+//! calibration and verification run one model the same way. [`capture_each`] hands over one
+//! set's values at a time. A rule that cannot use the calibration for a layer says so in a skip
+//! reason that holds [`FAILED`] (counted by the report, see
+//! [`crate::rewrite::RunReport::calibration_failures`]). [`gram`] turns one captured activation into the rows a layer multiplies
 //! by its weight: rows of a MatMul's input, columns of a left-hand MatMul's input, `im2col`
 //! patches of a Conv's input.
 
@@ -39,6 +42,15 @@ pub fn load_sets(paths: &[PathBuf], model: &ModelProto) -> Result<Vec<InputSet>>
     Ok(sets)
 }
 
+/// The words every skip reason of a layer whose calibration failed holds, followed by `: ` and
+/// why: the report counts these skips and warns about them.
+pub const FAILED: &str = "calibration failed";
+
+/// `calibration failed: {why}`: the skip reason of a layer whose calibration failed.
+pub fn failed(why: impl std::fmt::Display) -> String {
+    format!("{FAILED}: {why}")
+}
+
 /// One input set's captured values, by name, as `f32`.
 pub type Captured = BTreeMap<String, ArrayD<f32>>;
 
@@ -53,7 +65,7 @@ fn tract_err(reason: impl std::fmt::Display) -> Error {
 /// each wanted value converted to `f32`. Values that are graph inputs are taken from the set.
 pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Result<Vec<Captured>> {
     let mut out = Vec::with_capacity(sets.len());
-    capture_each(model, values, sets, false, |_, c| {
+    capture_each(model, values, sets, |_, c| {
         out.push(c);
         Ok(())
     })?;
@@ -63,15 +75,12 @@ pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Resu
 /// [`capture`], handing each set's values to `f` (with the set's index) as soon as they are
 /// computed, so that only one set's activations are held at a time. Each distinct input
 /// signature (shapes, types, and the values of small inputs, which may decide `If` nodes) is
-/// compiled once; with `prepare`, after preparing it for tract as the verifier does
-/// ([`crate::verify::prepare`]: symbolic dims bound, decidable `If`s inlined), so that models
-/// such as silero_vad run. [`capture`] does not prepare (data-aware lowrank's numbers are
-/// measured that way); [`ranges`] does.
+/// prepared for tract as the verifier prepares it ([`crate::verify::prepare`]: symbolic dims
+/// bound, decidable `If`s inlined) and compiled once.
 pub fn capture_each(
     model: &ModelProto,
     values: &[String],
     sets: &[InputSet],
-    prepare: bool,
     mut f: impl FnMut(usize, Captured) -> Result<()>,
 ) -> Result<()> {
     let mut proto = model.clone();
@@ -119,11 +128,7 @@ pub fn capture_each(
             })
             .collect();
         if !plans.contains_key(&key) {
-            let bytes = if prepare {
-                crate::onnx::encode_model(&crate::verify::prepare(&proto, set)?.model)
-            } else {
-                crate::onnx::encode_model(&proto)
-            };
+            let bytes = crate::onnx::encode_model(&crate::verify::prepare(&proto, set)?.model);
             plans.insert(key.clone(), compile(&bytes, set)?);
         }
         let res = run_plan(&plans[&key], set)?;
@@ -156,7 +161,7 @@ pub fn ranges(
         .iter()
         .map(|v| (v.clone(), range::RangeCollector::new(method)))
         .collect();
-    capture_each(model, values, sets, true, |_, captured| {
+    capture_each(model, values, sets, |_, captured| {
         for (name, act) in captured {
             if let Some(c) = out.get_mut(&name) {
                 c.add(act.iter());

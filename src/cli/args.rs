@@ -32,10 +32,11 @@ pub struct RunArgs {
     pub output: Option<PathBuf>,
     /// Comma-separated rules, rule codes (`C005`) or groups (clean, share, prune, sparsify,
     /// lowrank, quantize, cluster); `all` is every rule, `none` re-encodes losslessly. Default: clean
-    /// (with --budget or --target-size: clean,prune,lowrank,quantize). See --list-rules.
+    /// (with --budget or --target-size: clean,prune,lowrank,quantize; with --budget and option
+    /// flags of lossy rules: clean and those rules). See --list-rules.
     #[arg(long)]
     pub rules: Option<String>,
-    /// List the rules and exit.
+    /// List the rules and the groups `--rules` takes, and exit.
     #[arg(long)]
     pub list_rules: bool,
     /// Write the result without verifying it in tract.
@@ -162,9 +163,14 @@ pub struct RunArgs {
     /// measured per option; not deterministic).
     #[arg(long, value_name = "O")]
     pub objective: Option<String>,
-    /// No progress display on stderr (it is also hidden when stderr is not a terminal).
-    #[arg(long, short = 'q')]
+    /// No report and no progress display: only warnings and errors, on stderr (the progress
+    /// display is also hidden when stderr is not a terminal).
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Every rewrite in the report (not the first 10 per rule), and the rules that had
+    /// nothing to do.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     #[command(flatten)]
     pub conveniences: super::conveniences::ConvenienceArgs,
     #[command(flatten)]
@@ -175,8 +181,9 @@ pub struct RunArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct VerifyInputArgs {
     /// Inputs: a test_data_set_N folder, a folder of them, a .npz or a .npy file. Default: the
-    /// model's own test_data_set_* folders if present and no --input-shape is given, else
-    /// seeded random values.
+    /// model's own test_data_set_* folders if present and no --input-shape/--input is given,
+    /// else seeded random values (a symbolic first axis is 1, other symbolic dims need
+    /// --input-shape).
     #[arg(long, value_name = "DIR|FILE")]
     pub inputs: Option<PathBuf>,
     /// Bind an input's shape, e.g. `--input-shape x=1,3,224,224` (repeatable): random inputs
@@ -184,6 +191,10 @@ pub struct VerifyInputArgs {
     /// with --inputs, the loaded tensors must have it.
     #[arg(long, value_name = "NAME=DIMS")]
     pub input_shape: Vec<String>,
+    /// Give an input's value, e.g. `--input sr=16000` (repeatable): a scalar, or comma-separated
+    /// values (a 1-D input, or at its --input-shape); it replaces that input in every input set.
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub input_values: Vec<String>,
     /// Override the element-wise verification tolerance (relative, with an absolute floor), a
     /// number ≥ 0. A lossy run is judged by --budget instead.
     #[arg(long, allow_negative_numbers = true, value_parser = tolerance)]
@@ -203,6 +214,10 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Count MACs at this input shape, e.g. `--input-shape x=1,3,224,224` (repeatable);
+        /// symbolic dims not given count as 1.
+        #[arg(long, value_name = "NAME=DIMS")]
+        input_shape: Vec<String>,
     },
     /// Deterministic text form of the graph.
     Show {
@@ -234,6 +249,12 @@ pub enum Command {
         /// Write the comparison as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         report_json: Option<PathBuf>,
+    },
+    /// Print a shell completion script: `onnx-slim completions bash > /etc/bash_completion.d/onnx-slim`
+    /// (zsh: into a folder of `$fpath` as `_onnx-slim`; fish: `~/.config/fish/completions/onnx-slim.fish`).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Run presets of the main job on model folders (model.onnx + test_data_set_*) and compare
     /// each result with the original: size, parameters, MACs, tract latency, output error and

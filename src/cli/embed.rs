@@ -30,17 +30,20 @@ fn collect(stderr: bool, args: fmt::Arguments<'_>) -> bool {
     })
 }
 
-/// Prints `args` on stdout, or collects them when [`run`] collects on this thread.
+/// Prints `args` on stdout, or collects them when [`run`] collects on this thread. A closed
+/// stdout (`onnx-slim show m.onnx | head`: a broken pipe) is not an error: what follows is
+/// dropped, as a reader that stopped reading wants (`print!` would panic).
 pub(crate) fn out(args: fmt::Arguments<'_>) {
     if !collect(false, args) {
-        print!("{args}");
+        let _ = std::io::Write::write_fmt(&mut std::io::stdout(), args);
     }
 }
 
-/// Prints `args` on stderr, or collects them when [`run`] collects on this thread.
+/// Prints `args` on stderr, or collects them when [`run`] collects on this thread (a closed
+/// stderr drops them, as [`out`] does).
 pub(crate) fn err(args: fmt::Arguments<'_>) {
     if !collect(true, args) {
-        eprint!("{args}");
+        let _ = std::io::Write::write_fmt(&mut std::io::stderr(), args);
     }
 }
 

@@ -17,10 +17,12 @@ macro_rules! errln {
     ($($t:tt)*) => { $crate::cli::embed::err(format_args!("{}\n", format_args!($($t)*))) };
 }
 
-/// `print!` of the human report: to stderr when stdout carries the model or the JSON report.
+/// `print!` of the human report: to stderr when stdout carries the model or the JSON report;
+/// nowhere with `--quiet`.
 macro_rules! say {
     ($($t:tt)*) => {
-        if $crate::cli::text_to_stderr() {
+        if $crate::cli::quiet() {
+        } else if $crate::cli::text_to_stderr() {
             $crate::cli::embed::err(format_args!($($t)*))
         } else {
             $crate::cli::embed::out(format_args!($($t)*))
@@ -39,12 +41,24 @@ pub mod args;
 mod bench;
 pub mod conveniences;
 pub mod embed;
+mod inputs;
 mod run;
 mod summary;
 
 thread_local! {
     /// Set by a main job whose OUT or `--report-json` is standard output.
     static TEXT_TO_STDERR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by a main job run with `--quiet`: no human report.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the human report is silenced (`--quiet`).
+pub(crate) fn quiet() -> bool {
+    QUIET.with(std::cell::Cell::get)
+}
+
+fn set_quiet(on: bool) {
+    QUIET.with(|c| c.set(on));
 }
 
 /// Whether the human report goes to stderr (stdout carries a model or a JSON report).
@@ -110,6 +124,7 @@ where
         }
     };
     set_text_to_stderr(false);
+    set_quiet(cli.command.is_none() && cli.run.quiet);
     match dispatch(cli, extra, exe) {
         Ok(code) => (code, None),
         Err(e) => {
@@ -157,9 +172,14 @@ fn one_line(s: &str) -> String {
 
 fn dispatch(cli: Cli, extra: &[&dyn Rule], exe: Option<&Path>) -> Result<i32> {
     match cli.command {
-        Some(Command::Inspect { model, json }) => {
-            let loaded = decode_file(&model)?;
+        Some(Command::Inspect {
+            model,
+            json,
+            input_shape,
+        }) => {
+            let mut loaded = decode_file(&model)?;
             let file_len = loaded.file_len;
+            inputs::bind_declared_shapes(&mut loaded.model, &input_shape)?;
             let m = Model::from_proto(loaded.model)?;
             let report = crate::report::inspect::inspect(&m, file_len);
             if json {
@@ -167,6 +187,13 @@ fn dispatch(cli: Cli, extra: &[&dyn Rule], exe: Option<&Path>) -> Result<i32> {
             } else {
                 out!("{report}");
             }
+            Ok(0)
+        }
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf: Vec<u8> = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "onnx-slim", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf));
             Ok(0)
         }
         Some(Command::Show { model }) => {

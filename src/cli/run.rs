@@ -52,6 +52,30 @@ pub fn list_rules() -> String {
             w3 = w[3]
         );
     }
+    s.push_str(&groups_footer());
+    s
+}
+
+/// The groups `--rules` takes, with their rules, `all`, `none` and the defaults.
+fn groups_footer() -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in registry::all() {
+        let m = r.meta();
+        match groups.iter_mut().find(|(g, _)| *g == m.group) {
+            Some((_, names)) => names.push(m.name),
+            None => groups.push((m.group, vec![m.name])),
+        }
+    }
+    let mut s = String::from("\ngroups (--rules takes rule names, codes and groups):\n");
+    for (g, names) in &groups {
+        let _ = writeln!(s, "  {g:<9} {}", names.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "  all       every rule above\n  none      no rule: a lossless re-encode\ndefault: {} ({} with --budget or --target-size)",
+        registry::DEFAULT_SELECTION,
+        SEARCH_SELECTION
+    );
     s
 }
 
@@ -120,20 +144,16 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     )?;
     let plan = Plan::from_args(args, &lowrank, &quantize, &prune)?;
     super::conveniences::check_search(&args.conveniences, plan.search.is_some())?;
-    let default_rules = if plan.search.is_some() {
-        search_selection(args)
-    } else {
-        registry::DEFAULT_SELECTION
-    };
+    let default_rules = default_selection(args, plan.search.is_some());
     let mut rules: Vec<&dyn rewrite::Rule> =
-        registry::select(args.rules.as_deref().unwrap_or(default_rules))?;
+        registry::select(args.rules.as_deref().unwrap_or(&default_rules))?;
     rules.extend_from_slice(extra);
     super::conveniences::select_rules(
         &mut rules,
         &args.conveniences,
-        args.rules.as_deref().unwrap_or(default_rules),
+        args.rules.as_deref().unwrap_or(&default_rules),
     )?;
-    check_rule_flags(args, &rules, plan.search.is_some())?;
+    check_rule_flags(args, &rules, &default_rules, plan.search.is_some())?;
     // `-` (or `/dev/stdout`) as OUT or --report-json: that stream carries it, the human report
     // goes to stderr.
     let out_stdio = is_stdio(output);
@@ -195,6 +215,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             p.display()
         )));
     }
+    // `--rules none` verifies nothing: a re-encode needs no inputs.
+    if !args.no_verify && !rules.is_empty() {
+        super::inputs::check_runnable(&loaded.model, input, &args.verify)?;
+    }
+    super::inputs::check_calibration(&args.calibration, &loaded.model)?;
     let original = loaded.model.clone();
     let mut model = Model::from_proto(loaded.model)?;
     let config = Config {
@@ -226,7 +251,8 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
                 args,
                 loaded.file_len,
             )?;
-            say!("{}", summary::render(&o.report));
+            say!("{}", summary::render(&o.report, args.verbose));
+            super::inputs::warn_calibration_failures(&o.report);
             say!("{}", o.search.render());
             print_verification(&o.verification);
             print_equivalent(&o.proto);
@@ -260,7 +286,12 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             )?;
             let mut proto = model.to_proto();
             inferred = super::conveniences::finish(&mut proto, &args.conveniences)?;
-            say!("{}", summary::render(&report));
+            say!("{}", summary::render(&report, args.verbose));
+            let cleans = rules.iter().any(|r| r.meta().group == "clean");
+            if let Some(note) = crate::report::format::growth_note(&report, cleans) {
+                sayln!("{note}");
+            }
+            super::inputs::warn_calibration_failures(&report);
             storage = args
                 .sparse_storage
                 .then(|| crate::onnx::sparse::to_sparse_storage(&mut proto));
@@ -283,6 +314,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             (report, proto, v, None)
         }
     };
+    if !args.quiet && report.patches() > 0 {
+        if let Some(line) = crate::report::format::macs_change(&original, &proto) {
+            sayln!("{line}");
+        }
+    }
     let stored_sparse = storage.as_ref().is_some_and(|s| !s.converted.is_empty());
     if args.conveniences.infer_shapes {
         sayln!("--infer-shapes: {inferred} value_info entries written");
@@ -348,6 +384,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             "input_bytes": loaded.file_len,
             "output_bytes": written.model_bytes,
             "report": report,
+            "calibration_failures": report.calibration_failures().len(),
             "search": search,
             "verification": verification,
             "sparse_storage": storage,
@@ -377,23 +414,22 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             return Err(Error::io("write", path, e.error));
         }
     }
-    if let Some(n) = notice {
+    if let Some(n) = notice.filter(|_| !args.quiet) {
         errln!("{n}");
     }
     sayln!(
-        "wrote {}: {} bytes (input {} bytes){}",
-        if out_stdio {
-            "standard output".to_string()
-        } else {
-            format!("`{}`", output.display())
-        },
-        written.model_bytes,
-        loaded.file_len,
-        written
-            .data_file
-            .as_ref()
-            .map(|(p, n)| format!(", external data `{}`: {n} bytes", p.display()))
-            .unwrap_or_default()
+        "{}",
+        crate::report::format::wrote(
+            &if out_stdio {
+                "standard output".to_string()
+            } else {
+                format!("`{}`", output.display())
+            },
+            written.model_bytes,
+            written.data_file.as_ref().map(|(p, n)| (p.as_path(), *n)),
+            loaded.file_len,
+            loaded.external.bytes,
+        )
     );
     Ok(0)
 }
@@ -431,13 +467,14 @@ impl Sink {
 /// Refuses option flags of rules the selection does not run, and calibration inputs that do not
 /// exist or that nothing would read: a flag that would be ignored is a mistake the user must
 /// hear about.
-fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) -> Result<()> {
+fn check_rule_flags(
+    args: &RunArgs,
+    rules: &[&dyn rewrite::Rule],
+    default_rules: &str,
+    search: bool,
+) -> Result<()> {
     let selected = |name: &str| rules.iter().any(|r| r.meta().name == name);
-    let selection = args.rules.as_deref().unwrap_or(if search {
-        search_selection(args)
-    } else {
-        registry::DEFAULT_SELECTION
-    });
+    let selection = args.rules.as_deref().unwrap_or(default_rules);
     let flags: &[(&str, bool, &str)] = &[
         ("--lowrank-energy", args.lowrank_energy.is_some(), "lowrank"),
         ("--lowrank-rank", args.lowrank_rank.is_some(), "lowrank"),
@@ -531,6 +568,50 @@ fn check_rule_flags(args: &RunArgs, rules: &[&dyn rewrite::Rule], search: bool) 
         )));
     }
     Ok(())
+}
+
+/// The rules run when `--rules` is not given: [`search_selection`] for a search; for a fixed
+/// recipe held to `--budget` (option flags of lossy rules given), `clean` and the rules whose
+/// option flags are given; else [`registry::DEFAULT_SELECTION`].
+fn default_selection(args: &RunArgs, search: bool) -> String {
+    if search {
+        return search_selection(args).to_string();
+    }
+    if args.budget.is_none() {
+        return registry::DEFAULT_SELECTION.to_string();
+    }
+    let mut rules = vec![registry::DEFAULT_SELECTION];
+    let lowrank = args.lowrank_energy.is_some()
+        || args.lowrank_rank.is_some()
+        || args.lowrank_ratio.is_some()
+        || args.lowrank_tolerance.is_some()
+        || args.lowrank_min_saving.is_some();
+    let quantize = args.quantize_weights.is_some()
+        || args.quantize_granularity.is_some()
+        || !args.quantize_exclude.is_empty()
+        || args.quantize_tolerance.is_some()
+        || args.quantize_mode.is_some()
+        || args.quantize_activations
+        || args.quantize_outputs
+        || args.quantize_calibrate.is_some();
+    let cluster = args.cluster_bits.is_some() || args.cluster_granularity.is_some();
+    let prune = args.prune_zero
+        || args.prune_ratio.is_some()
+        || args.prune_importance.is_some()
+        || !args.prune_exclude.is_empty();
+    let sparsify = args.sparsity.is_some() || args.sparsity_pattern.is_some();
+    for (on, name) in [
+        (prune, "prune"),
+        (lowrank, "lowrank"),
+        (quantize, "quantize"),
+        (sparsify, "sparsify"),
+        (cluster, "cluster"),
+    ] {
+        if on {
+            rules.push(name);
+        }
+    }
+    rules.join(",")
 }
 
 /// The rules a `--budget` or `--target-size` run selects when `--rules` is not given.
@@ -651,7 +732,7 @@ fn run_search(
         )));
     }
     let lossless = rewrite::run(&mut model, &exact, config, &DriverOptions::default())?;
-    let verify_sets = input_sets(original, input, &args.verify)?;
+    let verify_sets = super::inputs::input_sets(original, input, &args.verify)?;
     let (calibration, measured_on) = if config.calibration.is_empty() {
         let n = verify_sets.len();
         (
@@ -710,10 +791,11 @@ fn fixed_verification(
         return Ok(None);
     }
     let lossy = report.lossy(rules, config);
-    let tolerance = args
-        .verify
-        .tolerance
-        .unwrap_or_else(|| report.tolerance(rules, config).max(1e-5));
+    let tolerance = args.verify.tolerance.unwrap_or_else(|| {
+        report
+            .tolerance(rules, config)
+            .max(crate::verify::compare::DEFAULT_TOLERANCE)
+    });
     // Verify exactly the bytes that will be written (before external data is split off).
     let bytes = encode_model(proto);
     let written = crate::onnx::decode_bytes(bytes.into(), output)?;
@@ -801,52 +883,6 @@ fn disagreeing(report: &crate::verify::VerifyReport) -> String {
     }
 }
 
-/// The input sets for verification: `--inputs` (whose tensors must have the shapes any
-/// `--input-shape` gives), else one set of seeded random values when `--input-shape` is given
-/// (at those shapes), else the `test_data_set_*` folders beside the model, else seeded random
-/// values.
-pub fn input_sets(
-    model: &crate::onnx::proto::ModelProto,
-    model_path: &Path,
-    args: &VerifyInputArgs,
-) -> Result<Vec<crate::verify::InputSet>> {
-    use crate::verify::inputs;
-    let shapes = inputs::parse_input_shapes(&args.input_shape)?;
-    if let Some(p) = &args.inputs {
-        if !p.exists() {
-            return Err(Error::Usage(format!(
-                "inputs `{}` do not exist",
-                p.display()
-            )));
-        }
-        let sets = inputs::load_inputs(p, model)?;
-        inputs::check_input_shapes(model, &sets, &shapes)?;
-        return Ok(sets);
-    }
-    if !shapes.is_empty() {
-        // An explicit shape wins over the folders found beside the model.
-        return Ok(vec![inputs::random_inputs(model, &shapes, args.seed)?]);
-    }
-    let dir = model_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let has_sets = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()).any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("test_data_set_")
-                    && e.path().is_dir()
-            })
-        })
-        .unwrap_or(false);
-    if has_sets {
-        return inputs::load_test_data_sets(dir, model);
-    }
-    Ok(vec![inputs::random_inputs(model, &shapes, args.seed)?])
-}
-
 /// Runs both models in tract and compares; returns the report and whether it passed.
 pub fn verify_models(
     a: &crate::onnx::proto::ModelProto,
@@ -855,7 +891,7 @@ pub fn verify_models(
     inputs: &VerifyInputArgs,
     tolerance: f32,
 ) -> Result<(crate::verify::VerifyReport, bool)> {
-    let sets = input_sets(a, model_path, inputs)?;
+    let sets = super::inputs::input_sets(a, model_path, inputs)?;
     let report = crate::verify::compare::verify(a, b, &sets, tolerance)?;
     let passed = report.passed;
     Ok((report, passed))
@@ -871,13 +907,20 @@ pub fn verify_command(
 ) -> Result<i32> {
     let ma = decode_file(a)?.model;
     let mb = decode_file(b)?.model;
-    let tol = inputs.tolerance.unwrap_or(1e-4);
+    let tol = inputs
+        .tolerance
+        .unwrap_or(crate::verify::compare::DEFAULT_TOLERANCE);
     let (mut report, _) = verify_models(&ma, &mb, a, inputs, tol)?;
     if let Some(budget) = budget {
         crate::verify::judge(&mut report, budget);
     }
     let ok = report.passed;
     outln!("{report}");
+    if !ok && budget.is_none() {
+        outln!(
+            "(judged element by element; the main command judges a lossy rewrite by a model-level budget instead: `--budget 0.01` judges B as it does)"
+        );
+    }
     if let Some(p) = report_json {
         let (tmp, real) = prepare_small_file(p)?;
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
@@ -922,6 +965,7 @@ mod tests {
                 label: format!("set {i}"),
                 outputs: outs.iter().map(|(n, p)| comparison(n, *p)).collect(),
                 passed: outs.iter().all(|(_, p)| *p),
+                inputs: Vec::new(),
             })
             .collect();
         let passed = sets.iter().all(|s| s.passed);

@@ -1,2 +1,3 @@
 pub mod diff;
+pub mod format;
 pub mod inspect;

@@ -120,6 +120,16 @@ impl RunReport {
         self.rules.iter().map(|r| r.rewrites.len()).sum()
     }
 
+    /// The skips of layers whose calibration failed (their reason holds
+    /// [`crate::calibrate::FAILED`]), of every rule: each such layer was left as it was.
+    pub fn calibration_failures(&self) -> Vec<&Skip> {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.skips)
+            .filter(|s| s.reason.contains(crate::calibrate::FAILED))
+            .collect()
+    }
+
     /// Whether a rule that changes the outputs (see [`Rule::lossy`]) rewrote something: the run
     /// is then judged by a model-level budget, not element by element.
     pub fn lossy(&self, rules: &[&dyn Rule], config: &Config) -> bool {

@@ -7,10 +7,14 @@
 //! - **cosine**: `Σab / (‖a‖·‖b‖)` over the positions where both are finite (1 when both norms
 //!   are 0, 0 when only one is);
 //! - **argmax agreement**: the fraction of positions along all but the last axis where the index
-//!   of the largest value along the last axis is the same in `a` and `b` (n/a when the last axis
-//!   has fewer than 2 elements);
+//!   of the largest value along the last axis is the same in `a` and `b`, for outputs that look
+//!   like scores (n/a when the last axis has fewer than 2 elements, and for a state the model
+//!   carries from one call to the next: an output of the shape of one of the inputs, such as
+//!   silero_vad's `stateN`);
 //! - **pass**: float outputs pass when every element satisfies `|a − b| ≤ tol · max(1, |a|)`, a
-//!   relative tolerance with an absolute floor of `tol` for values below 1 in magnitude. `NaN`
+//!   relative tolerance with an absolute floor of `tol` for values below 1 in magnitude (so a
+//!   max rel error above `tol` passes where the values are small). The default `tol` is
+//!   [`DEFAULT_TOLERANCE`], for the main command and `verify` alike. `NaN`
 //!   in both at the same place counts as equal, so do equal infinities; `NaN` in only one, or
 //!   an infinity against anything else, fails.
 //!   Integer, bool and string outputs must be exactly equal. Shapes and element types must be
@@ -26,6 +30,15 @@ use super::metric::{worst, Budget, Worst};
 use super::runner::{run_many, Outputs};
 use crate::error::{Error, Result};
 use crate::onnx::proto::ModelProto;
+
+/// The element-wise tolerance of the main command and of `verify` when `--tolerance` is not
+/// given (the main command raises it to the largest tolerance of a rule that rewrote).
+pub const DEFAULT_TOLERANCE: f32 = 1e-5;
+
+/// The element-wise criterion at `tol`, as the reports print it.
+pub fn criterion(tol: f32) -> String {
+    format!("|a − b| ≤ {tol} · max(1, |a|) for every element")
+}
 
 /// How one output of the candidate compares with the reference.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,6 +85,8 @@ pub struct SetReport {
     pub outputs: Vec<Comparison>,
     /// Whether every output passed.
     pub passed: bool,
+    /// The inputs fed, as `name [d1, d2]` or, for at most 4 elements, `name = value`.
+    pub inputs: Vec<String>,
 }
 
 /// The result of [`verify`]: every output of every input set.
@@ -121,8 +136,13 @@ fn num(v: Option<f64>) -> String {
 impl Comparison {
     /// Column titles matching the rows [`Comparison`]'s `Display` prints.
     pub fn header() -> String {
+        Self::header_with(24, 18)
+    }
+
+    /// [`Comparison::header`] with the output column `name` and shape column `shape` wide.
+    pub fn header_with(name: usize, shape: usize) -> String {
         format!(
-            "{:<24} {:<7} {:<18} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
+            "{:<name$} {:<7} {:<shape$} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
             "output",
             "dtype",
             "shape",
@@ -136,13 +156,18 @@ impl Comparison {
     }
 }
 
-impl fmt::Display for Comparison {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shape = if self.shape_equal {
+impl Comparison {
+    fn shape_text(&self) -> String {
+        if self.shape_equal {
             format!("{:?}", self.shape)
         } else {
             format!("{:?}/{:?}", self.shape, self.other_shape)
-        };
+        }
+    }
+
+    /// The row of [`Comparison`]'s `Display` with the output column `name` and shape column
+    /// `shape` wide (wider values are written whole, and the row is longer).
+    pub fn row(&self, name: usize, shape: usize) -> String {
         let cos = match self.cosine {
             Some(c) if c.is_finite() => format!("{c:.6}"),
             other => num(other),
@@ -151,43 +176,88 @@ impl fmt::Display for Comparison {
             Some(a) => format!("{:.1}%", a * 100.0),
             None => "n/a".into(),
         };
-        write!(
-            f,
-            "{:<24} {:<7} {:<18} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
+        let mut s = format!(
+            "{:<name$} {:<7} {:<shape$} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
             self.output,
             self.dtype,
-            shape,
+            self.shape_text(),
             num(self.max_abs_error),
             num(self.max_rel_error),
             num(self.rel_l2),
             cos,
             argmax,
             if self.passed { "ok" } else { "FAIL" }
-        )?;
+        );
         if !self.passed {
             if let Some(n) = &self.note {
-                write!(f, "  ({n})")?;
+                s += &format!("  ({n})");
             } else if self.loss.is_some() {
-                write!(f, "  (over the budget)")?;
+                s += "  (over the budget)";
             } else if self.mismatched > 0 {
-                write!(
-                    f,
-                    "  ({} of {} elements off)",
-                    self.mismatched, self.elements
-                )?;
+                s += &format!("  ({} of {} elements off)", self.mismatched, self.elements);
             }
         }
-        Ok(())
+        s
+    }
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.row(24, 18))
     }
 }
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<20} {}", "input set", Comparison::header())?;
+        let all = || self.sets.iter().flat_map(|s| &s.outputs);
+        let label = self
+            .sets
+            .iter()
+            .map(|s| s.label.chars().count())
+            .fold(20, usize::max);
+        let name = all().map(|c| c.output.chars().count()).fold(24, usize::max);
+        let shape = all().map(|c| c.shape_text().len()).fold(18, usize::max);
+        writeln!(
+            f,
+            "{:<label$} {}",
+            "input set",
+            Comparison::header_with(name, shape).trim_end()
+        )?;
         for s in &self.sets {
             for c in &s.outputs {
-                writeln!(f, "{:<20} {c}", s.label)?;
+                writeln!(f, "{:<label$} {}", s.label, c.row(name, shape))?;
             }
+        }
+        let first = self.sets.first().map(|s| &s.inputs);
+        if self.sets.iter().all(|s| Some(&s.inputs) == first) {
+            if let Some(inputs) = first.filter(|i| !i.is_empty()) {
+                let every = if self.sets.len() > 1 {
+                    " (every set)"
+                } else {
+                    ""
+                };
+                writeln!(f, "inputs{every}: {}", inputs.join(", "))?;
+            }
+        } else {
+            // One entry per distinct list of inputs, in order of first use, with its set count.
+            let mut groups: Vec<(&Vec<String>, usize)> = Vec::new();
+            for s in &self.sets {
+                match groups.iter_mut().find(|(i, _)| **i == s.inputs) {
+                    Some((_, n)) => *n += 1,
+                    None => groups.push((&s.inputs, 1)),
+                }
+            }
+            let text: Vec<String> = groups
+                .iter()
+                .map(|(i, n)| {
+                    format!(
+                        "{} ({n} set{})",
+                        i.join(", "),
+                        if *n == 1 { "" } else { "s" }
+                    )
+                })
+                .collect();
+            writeln!(f, "inputs: {}", text.join("; "))?;
         }
         let sets = format!(
             "{} input set{}",
@@ -197,9 +267,10 @@ impl fmt::Display for VerifyReport {
         match &self.budget {
             None => write!(
                 f,
-                "{} at tolerance {} ({sets})",
+                "{} at tolerance {} ({sets}; pass: {})",
                 if self.passed { "passed" } else { "FAILED" },
                 self.tolerance,
+                criterion(self.tolerance),
             ),
             Some((budget, w)) => write!(
                 f,
@@ -216,6 +287,22 @@ impl fmt::Display for VerifyReport {
             ),
         }
     }
+}
+
+/// `name [1, 3, 224, 224]`, or `name = 16000` for a tensor of at most 4 elements.
+pub fn describe_input(name: &str, t: &Tensor) -> String {
+    if t.len() <= 4 {
+        if let Ok(c) = t.cast_to::<f64>() {
+            if let Ok(v) = c.to_plain_array_view::<f64>() {
+                let vals: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
+                return match t.rank() {
+                    0 => format!("{name} = {}", vals.join(", ")),
+                    _ => format!("{name} {:?} = [{}]", t.shape(), vals.join(", ")),
+                };
+            }
+        }
+    }
+    format!("{name} {:?}", t.shape())
 }
 
 fn floats(t: &Tensor) -> Option<Vec<f64>> {
@@ -543,11 +630,26 @@ pub fn verify_against(
         .iter()
         .zip(reference.iter().zip(&out_b))
         .map(|(set, (oa, ob))| {
-            let outputs = compare_outputs(oa, ob, tolerance);
+            let mut outputs = compare_outputs(oa, ob, tolerance);
+            for c in &mut outputs {
+                // A state carried to the next call (an output shaped like an input) is no score.
+                if set
+                    .tensors
+                    .iter()
+                    .any(|(_, t)| t.shape() == c.shape.as_slice())
+                {
+                    c.argmax_agreement = None;
+                }
+            }
             SetReport {
                 label: set.label.clone(),
                 passed: outputs.iter().all(|c| c.passed),
                 outputs,
+                inputs: set
+                    .tensors
+                    .iter()
+                    .map(|(n, t)| describe_input(n, t))
+                    .collect(),
             }
         })
         .collect();

@@ -715,7 +715,10 @@ impl SplitMix64 {
 }
 
 /// Resolves the concrete shape of each feedable input: `shapes` overrides win; a symbolic dim
-/// takes the size an override gave the same symbol elsewhere, else 1; unknown dims are 1.
+/// takes the size an override gave the same symbol elsewhere; the first axis, when symbolic or
+/// unknown, is the batch and defaults to 1 (and so does its symbol wherever else it appears).
+/// Any other dim without a size is an error naming `--input-shape`: a default of 1 there would
+/// verify the model on, say, an image one pixel wide.
 pub fn resolve_input_shapes(
     model: &ModelProto,
     shapes: &[(String, Vec<usize>)],
@@ -758,6 +761,13 @@ pub fn resolve_input_shapes(
             }
         }
     }
+    // The batch: a symbol on the first axis of an input not bound above is 1.
+    for vi in &inputs {
+        if let Some(DeclaredDim::Symbol(sym)) = declared_shape(vi).and_then(|d| d.first().cloned())
+        {
+            symbols.entry(sym).or_insert(1);
+        }
+    }
     let mut out = Vec::with_capacity(inputs.len());
     for vi in &inputs {
         let name = vi.name.clone().unwrap_or_default();
@@ -765,14 +775,20 @@ pub fn resolve_input_shapes(
             s.clone()
         } else {
             match declared_shape(vi) {
-                Some(decl) => decl
-                    .iter()
-                    .map(|d| match d {
-                        DeclaredDim::Fixed(f) => *f,
-                        DeclaredDim::Symbol(s) => symbols.get(s).copied().unwrap_or(1),
-                        DeclaredDim::Unknown => 1,
-                    })
-                    .collect(),
+                Some(decl) => {
+                    let mut dims = Vec::with_capacity(decl.len());
+                    for (axis, d) in decl.iter().enumerate() {
+                        dims.push(match d {
+                            DeclaredDim::Fixed(f) => *f,
+                            DeclaredDim::Symbol(s) if symbols.contains_key(s) => symbols[s],
+                            DeclaredDim::Unknown if axis == 0 => 1,
+                            DeclaredDim::Symbol(_) | DeclaredDim::Unknown => {
+                                return Err(unsized_dim(&name, &decl, axis))
+                            }
+                        });
+                    }
+                    dims
+                }
                 None => {
                     return Err(Error::Usage(format!(
                         "input `{name}` declares no shape: give one with `--input-shape {name}=...`"
@@ -783,6 +799,30 @@ pub fn resolve_input_shapes(
         out.push((name, shape));
     }
     Ok(out)
+}
+
+/// The error for a dim of input `name` (declared `decl`) that nothing gives a size: it names
+/// the dim and the flag, with the declared shape as the example to fill in.
+fn unsized_dim(name: &str, decl: &[DeclaredDim], axis: usize) -> Error {
+    let dim = |d: &DeclaredDim| match d {
+        DeclaredDim::Fixed(f) => f.to_string(),
+        DeclaredDim::Symbol(s) => s.clone(),
+        DeclaredDim::Unknown => "?".into(),
+    };
+    let example: Vec<String> = decl
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            DeclaredDim::Fixed(_) => dim(d),
+            _ if i == 0 => "1".into(),
+            _ => "N".into(),
+        })
+        .collect();
+    Error::Usage(format!(
+        "input `{name}` has no size for axis {axis} (`{}`) and no input data gives one: give it with `--input-shape {name}={}` or real inputs with `--inputs`",
+        dim(&decl[axis]),
+        example.join(",")
+    ))
 }
 
 /// Makes one input set of seeded random values for every feedable input of `model`.
@@ -1009,7 +1049,19 @@ mod tests {
             }),
             ..Default::default()
         };
-        let set = random_inputs(&model, &[("x".into(), vec![4, 3])], 7).unwrap();
+        // `seq` has no size and is not the first axis: an error naming the flag, never a 1.
+        let err = random_inputs(&model, &[("x".into(), vec![4, 3])], 7)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(`seq`)") && err.contains("`--input-shape attention_mask="),
+            "{err}"
+        );
+        let shapes = [
+            ("x".to_string(), vec![4, 3]),
+            ("attention_mask".to_string(), vec![4, 5]),
+        ];
+        let set = random_inputs(&model, &shapes, 7).unwrap();
         let x = set.get("x").unwrap();
         assert_eq!(x.shape(), &[4, 3]);
         assert!(x
@@ -1018,20 +1070,21 @@ mod tests {
             .iter()
             .all(|v| (0.0..1.0).contains(v)));
         let m = set.get("attention_mask").unwrap();
-        assert_eq!(m.shape(), &[4, 1]);
+        assert_eq!(m.shape(), &[4, 5]);
         assert!(m
             .to_plain_array_view::<i64>()
             .unwrap()
             .iter()
             .all(|v| (0..=1).contains(v)));
         let ids = set.get("ids").unwrap();
+        assert_eq!(ids.shape(), &[4], "the batch symbol bound by `x`");
         assert!(ids
             .to_plain_array_view::<i32>()
             .unwrap()
             .iter()
             .all(|v| (0..10).contains(v)));
         // same seed, same values
-        let again = random_inputs(&model, &[("x".into(), vec![4, 3])], 7).unwrap();
+        let again = random_inputs(&model, &shapes, 7).unwrap();
         assert_eq!(again.get("x"), set.get("x"));
         assert!(random_inputs(&model, &[("x".into(), vec![4, 4])], 7).is_err());
         assert!(random_inputs(&model, &[("nope".into(), vec![1])], 7).is_err());

@@ -2,6 +2,7 @@
 //! compare the outputs of two models.
 
 pub mod compare;
+pub mod given;
 pub mod inputs;
 pub mod metric;
 pub mod prepare;

@@ -312,6 +312,24 @@ fn explain(model: &ModelProto, err: Error) -> Error {
     } else {
         format!("{}; {reason}", lacks.join("; "))
     };
+    let undecided: Vec<String> = model
+        .graph
+        .as_ref()
+        .map(|g| {
+            g.node
+                .iter()
+                .filter(|n| n.op_type.as_deref() == Some("If"))
+                .map(|n| n.name.clone().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    let hint = match undecided.first() {
+        Some(n) => format!(
+            " (the inputs do not decide `If` `{n}`: give the inputs it reads real values, e.g. `--input sr=16000`, or real `--inputs`)"
+        ),
+        None => " (try real inputs with `--inputs`, other sizes with `--input-shape NAME=DIMS`, or values with `--input NAME=VALUE`)".into(),
+    };
+    let reason = reason + &hint;
     Error::Tract {
         model: label,
         reason,

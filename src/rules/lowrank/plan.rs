@@ -113,7 +113,7 @@ pub(super) fn compute_plan(
     let whitener = match gram {
         Some(cg) => match &cg.gram {
             Ok(gm) => Some(Whitener::new(gm, cfg.ridge).map_err(|e| format!("calibration: {e}"))?),
-            Err(e) => return Err(format!("calibration failed: {e}")),
+            Err(e) => return Err(calibrate::failed(e)),
         },
         None => None,
     };

@@ -202,7 +202,7 @@ pub(super) fn refit(
     };
     let x = match x.as_ref() {
         Ok(x) => x,
-        Err(why) => return Err(rule_err(format!("no calibration data: {why}"))),
+        Err(why) => return Err(rule_err(calibrate::failed(why))),
     };
     let l = layer(g, id).ok_or_else(|| rule_err("a consumer is no longer a layer"))?;
     let w_full = const_f32(g, id, l.kernel)?;

@@ -289,7 +289,7 @@ fn calibrated(
         if let Ok(mut cache) = RANGES.lock() {
             for (i, name) in missing.iter().zip(&names) {
                 let m = match &measured {
-                    Err(e) => Err(format!("its range could not be captured: {e}")),
+                    Err(e) => Err(crate::calibrate::failed(e)),
                     Ok(r) => match r.get(name) {
                         None => Err(format!("`{name}` was not captured")),
                         Some(c) => c.range().map(|range| Calibrated {

@@ -127,7 +127,15 @@ fn measure(
     });
     let (sets, base) = match base {
         Ok(v) => v,
-        Err(e) => return which.iter().map(|_| Err(e.to_string())).collect(),
+        Err(e) if config.calibration.is_empty() => {
+            return which.iter().map(|_| Err(e.to_string())).collect()
+        }
+        Err(e) => {
+            return which
+                .iter()
+                .map(|_| Err(crate::calibrate::failed(&e)))
+                .collect()
+        }
     };
     which
         .iter()
