@@ -1357,16 +1357,7 @@ fn raising_to_opset_21_moves_attributes_that_became_inputs_into_constants() {
         vec![0]
     );
     assert_close_int4(&proto, &m);
-    // The raise alone (weights still float) computes what the original computes, bit for bit.
-    let mut raised_only = Model::from_proto(proto.clone()).unwrap();
-    let config = Config {
-        quantize: int4(32),
-        ..Default::default()
-    };
-    assert!(onnx_slim::rules::quantize::raise_opset(&mut raised_only, &config).is_some());
-    assert_eq!(raised_only.opset(""), Some(21));
-    let r = compare_in_tract(&proto, &raised_only, 0.0);
-    assert!(r.passed, "{r}");
+    assert_raise_alone_is_exact(&proto);
     // A Split without sizes states `num_outputs` from 18 on; `split` sizes become input 1.
     for (attrs, moved) in [(vec![], false), (vec![attr_ints("split", &[3, 5])], true)] {
         let mut b = ModelBuilder::new(11);
@@ -1405,15 +1396,22 @@ fn raising_to_opset_21_moves_attributes_that_became_inputs_into_constants() {
             assert_eq!(split.input.len(), 1);
         }
         assert_close_int4(&proto, &m);
-        let mut raised_only = Model::from_proto(proto.clone()).unwrap();
-        let config = Config {
-            quantize: int4(32),
-            ..Default::default()
-        };
-        assert!(onnx_slim::rules::quantize::raise_opset(&mut raised_only, &config).is_some());
-        let r = compare_in_tract(&proto, &raised_only, 0.0);
-        assert!(r.passed, "{attrs:?}: {r}");
+        assert_raise_alone_is_exact(&proto);
     }
+}
+
+/// The raise to opset 21 alone (weights still float) computes what `proto` computes, bit for
+/// bit.
+fn assert_raise_alone_is_exact(proto: &ModelProto) {
+    let mut raised = Model::from_proto(proto.clone()).unwrap();
+    let config = Config {
+        quantize: int4(32),
+        ..Default::default()
+    };
+    assert!(onnx_slim::rules::quantize::raise_opset(&mut raised, &config).is_some());
+    assert_eq!(raised.opset(""), Some(21));
+    let r = compare_in_tract(proto, &raised, 0.0);
+    assert!(r.passed, "{r}");
 }
 
 /// The verifier's int4 criterion (tolerance and the default budget's cosine ≥ 0.99).
