@@ -7,6 +7,7 @@ pub mod inputs;
 pub mod metric;
 pub mod prepare;
 pub mod runner;
+mod tensor;
 
 pub use compare::{
     compare_outputs, compare_tensors, judge, relative_l2_error, verify, verify_against,
