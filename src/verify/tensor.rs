@@ -223,3 +223,67 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         other => Err(tensor_err(name, format!("cannot read {other:?} data"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(dt: DataType, dims: &[i64]) -> TensorProto {
+        TensorProto {
+            name: Some("t".into()),
+            data_type: Some(dt as i32),
+            dims: dims.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn float_from_raw_and_typed() {
+        let mut p = proto(DataType::Float, &[2]);
+        p.raw_data = Some(bytes::Bytes::from(
+            [1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat(),
+        ));
+        let t = tensor_from_proto(&p).unwrap();
+        assert_eq!(t, Tensor::from_shape(&[2], &[1.5f32, -2.0]).unwrap());
+        let mut p = proto(DataType::Float, &[1, 2]);
+        p.float_data = vec![3.0, 4.0];
+        let t = tensor_from_proto(&p).unwrap();
+        assert_eq!(t.shape(), &[1, 2]);
+    }
+
+    #[test]
+    fn int32_data_carries_small_types() {
+        let mut p = proto(DataType::Float16, &[2]);
+        p.int32_data = vec![
+            f16::from_f32(0.5).to_bits() as i32,
+            f16::ONE.to_bits() as i32,
+        ];
+        let t = tensor_from_proto(&p).unwrap();
+        assert_eq!(t.datum_type(), DatumType::F16);
+        let mut p = proto(DataType::Bool, &[3]);
+        p.int32_data = vec![1, 0, 1];
+        let t = tensor_from_proto(&p).unwrap();
+        assert_eq!(t, Tensor::from_shape(&[3], &[true, false, true]).unwrap());
+        let mut p = proto(DataType::Int8, &[]);
+        p.int32_data = vec![-3];
+        assert_eq!(tensor_from_proto(&p).unwrap(), Tensor::from(-3i8));
+    }
+
+    #[test]
+    fn wrong_sizes_and_missing_types_are_errors() {
+        let mut p = proto(DataType::Int64, &[3]);
+        p.int64_data = vec![1, 2];
+        assert!(tensor_from_proto(&p).is_err());
+        let mut p = proto(DataType::Int32, &[2]);
+        p.raw_data = Some(bytes::Bytes::from_static(&[0, 0, 0]));
+        assert!(tensor_from_proto(&p).is_err());
+        let p = proto(DataType::Float8e4m3fn, &[1]);
+        let e = tensor_from_proto(&p).unwrap_err().to_string();
+        assert!(e.contains("float8e4m3fn"), "{e}");
+        let p = proto(DataType::Bfloat16, &[1]);
+        assert!(tensor_from_proto(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("bfloat16"));
+    }
+}
