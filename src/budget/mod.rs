@@ -546,8 +546,8 @@ fn apply(
             if k.parts().any(|p| p == vi) {
                 scope.insert(scope_of(layer).to_string());
             }
-            if k.store == Some(vi) && k.factor.is_some() {
-                scope.extend(crate::rules::lowrank::factor_labels(scope_of(layer)));
+            if let (true, Some(f)) = (k.store == Some(vi), k.factor) {
+                scope.extend(variants[f].rule.rewritten_labels(scope_of(layer)));
             }
         }
         if scope.is_empty() {

@@ -156,4 +156,10 @@ pub trait Rule: Sync {
     fn tolerance(&self, _config: &Config) -> f32 {
         self.meta().exactness.tolerance()
     }
+    /// The labels of the nodes that a rewrite of the node labelled `label` leaves in its place
+    /// when they are not `label` itself (a factored layer becomes two nodes); empty by default.
+    /// A search that scopes a later rule to the layers it chose follows these.
+    fn rewritten_labels(&self, _label: &str) -> Vec<String> {
+        Vec::new()
+    }
 }

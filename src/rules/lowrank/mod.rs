@@ -219,14 +219,6 @@ impl LowrankConfig {
     }
 }
 
-/// The labels of the two nodes a factored layer `label` becomes.
-pub fn factor_labels(label: &str) -> [String; 2] {
-    [
-        format!("{label}{FIRST_SUFFIX}"),
-        format!("{label}{SECOND_SUFFIX}"),
-    ]
-}
-
 /// The fractions of each weight's parameters a `--budget` search offers to keep, when no
 /// `--lowrank-*` flag pins one configuration.
 pub const SEARCH_LADDER: [f64; 4] = [0.5, 0.3, 0.2, 0.1];
@@ -341,5 +333,12 @@ impl Rule for Lowrank {
             Some(b) => (VERIFY_SLACK * b).clamp(1e-4, VERIFY_MAX) as f32,
             None => VERIFY_MAX as f32,
         }
+    }
+    /// A factored layer `label` becomes `label` + the first and second factors' suffixes.
+    fn rewritten_labels(&self, label: &str) -> Vec<String> {
+        vec![
+            format!("{label}{FIRST_SUFFIX}"),
+            format!("{label}{SECOND_SUFFIX}"),
+        ]
     }
 }
