@@ -388,13 +388,16 @@ impl Facts {
     /// Each live node of either is inferred again, and then every reader of a value whose fact
     /// changed, until no fact changes: work in proportion to the nodes whose facts the change
     /// reaches, not to the graph. The result is what [`Facts::infer_with`] on `g` gives, up to
-    /// the numbering of symbols. Returns what [`Facts::undo`] needs.
+    /// the numbering of symbols. Returns what [`Facts::undo`] needs, or `None` when more than
+    /// `limit` nodes would be inferred: the facts are then half updated, for the caller to drop
+    /// (a change whose effect spreads that far costs one inference of the graph when next asked).
     pub fn update(
         &mut self,
         g: &Graph,
         renewed: impl IntoIterator<Item = NodeId>,
         changed: impl IntoIterator<Item = NodeId>,
-    ) -> FactsUndo {
+        limit: usize,
+    ) -> Option<FactsUndo> {
         let mut undo = FactsUndo::default();
         let mut queue: VecDeque<NodeId> = VecDeque::new();
         let mut queued: FxHashSet<NodeId> = FxHashSet::default();
@@ -420,8 +423,13 @@ impl Facts {
                 queue.push_back(id);
             }
         }
+        let mut inferred = 0usize;
         while let Some(id) = queue.pop_front() {
             queued.remove(&id);
+            inferred += 1;
+            if inferred > limit {
+                return None;
+            }
             let n = g.node(id).num_outputs();
             let old: Vec<Option<Fact>> = (0..n)
                 .map(|slot| self.map.get(&ValueRef { node: id, slot }).cloned())
@@ -444,7 +452,7 @@ impl Facts {
                 }
             }
         }
-        undo
+        Some(undo)
     }
 
     /// Takes back an [`Facts::update`] (symbols made since stay, unused).

@@ -412,6 +412,12 @@ fn collect_orphans(graph: &mut Graph, log: &mut Undo, mut candidates: Vec<NodeId
     }
 }
 
+/// How many nodes a patch's update of the facts may infer again ([`Facts::update`]): this many,
+/// plus [`UPDATE_PER_NODE`] per node the patch changed.
+const UPDATE_BASE: usize = 256;
+/// See [`UPDATE_BASE`].
+const UPDATE_PER_NODE: usize = 8;
+
 /// One change [`Patch::apply_logged`] made, with what taking it back needs.
 #[derive(Debug)]
 enum Change {
@@ -670,8 +676,15 @@ impl Undo {
                 Change::Output(..) | Change::Name(..) | Change::NextMajor(_) => {}
             }
         }
-        self.facts_undo = Some(Arc::make_mut(&mut facts).update(graph, renewed, changed));
-        graph.facts = OnceLock::from(facts);
+        // A patch whose effect on the facts spreads far beyond its own nodes (a dtype changed at
+        // the top of a long graph, say) drops them instead: inferring them afresh once is then
+        // cheaper than updating them patch by patch.
+        let limit = UPDATE_BASE + UPDATE_PER_NODE * (renewed.len() + changed.len());
+        let undo = Arc::make_mut(&mut facts).update(graph, renewed, changed, limit);
+        if undo.is_some() {
+            graph.facts = OnceLock::from(facts);
+        }
+        self.facts_undo = undo;
     }
 
     /// Nodes the patch added, removed, changed, or whose edges it changed.
