@@ -18,9 +18,11 @@
 //! enclosing scopes ([`Facts::nested`]): their inputs and initializers, then their nodes, with
 //! the values they capture looked up outward.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use crate::ir::{Graph, NodeKind, ValueRef};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::ir::{Graph, NodeId, NodeKind, ValueRef};
 use crate::onnx::proto::{type_proto, GraphProto, NodeProto, ValueInfoProto};
 use crate::onnx::visit::subgraphs;
 use crate::ops::{self, infer::const_fact, InferCx};
@@ -137,9 +139,10 @@ impl Symbols {
 }
 
 /// How graph inputs with a default value (an initializer of the same name) are taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Defaults {
     /// A caller may feed another value: only the dtype and rank are sure (what rewrites need).
+    #[default]
     Overridable,
     /// As their default values, dims and small values (what a report on the model as stored
     /// shows: older exporters list every weight as an input with a default).
@@ -152,6 +155,19 @@ pub struct Facts {
     map: HashMap<ValueRef, Fact>,
     syms: Symbols,
     opset: Option<i64>,
+    defaults: Defaults,
+    /// The graph's `value_info` entries by name (the last of a name, as a map collected in
+    /// order keeps it): patches edit entries in place, never add, remove or rename them.
+    declared: FxHashMap<String, usize>,
+    /// The node whose inference made each fresh symbol: re-inferring that node after a patch
+    /// gives the unknown sizes it makes their old symbols back (see [`Facts::update`]).
+    origin: FxHashMap<u32, NodeId>,
+}
+
+/// What [`Facts::update`] changed: the old fact of each value it set or removed, in order.
+#[derive(Debug, Default)]
+pub struct FactsUndo {
+    old: Vec<(ValueRef, Option<Fact>)>,
 }
 
 const UNKNOWN: Fact = Fact {
@@ -164,12 +180,12 @@ const UNKNOWN: Fact = Fact {
 /// Output facts of `node` from its input facts, by the op table; unknown for barriers and for
 /// nodes whose number of inputs or outputs the table rejects. Where an output's shape or dtype
 /// stays unknown, a `value_info` declaration fills it in.
-fn infer_node(
+fn infer_node<'d>(
     node: &NodeProto,
     ins: &[Option<Fact>],
     opset: Option<i64>,
     syms: &mut Symbols,
-    declared: &HashMap<&str, &ValueInfoProto>,
+    declared: impl Fn(&str) -> Option<&'d ValueInfoProto>,
 ) -> Vec<Fact> {
     let n_out = node.output.len();
     let mut outs = match ops::lookup_node(node, opset).filter(|d| d.arity_fits(node)) {
@@ -189,7 +205,7 @@ fn infer_node(
         if fact.shape.is_some() && fact.dtype.is_some() {
             continue;
         }
-        if let Some(info) = declared.get(name.as_str()) {
+        if let Some(info) = declared(name.as_str()) {
             let d = syms.from_info(info);
             if fact.shape.is_none() && d.shape.is_some() {
                 fact.shape = d.shape;
@@ -230,71 +246,262 @@ impl Facts {
     pub fn infer_with(g: &Graph, opset: Option<i64>, defaults: Defaults) -> Facts {
         let mut f = Facts {
             opset,
+            defaults,
             ..Facts::default()
         };
-        let declared: HashMap<&str, &ValueInfoProto> = g
-            .value_infos()
-            .iter()
-            .filter_map(|vi| Some((vi.name.as_deref()?, vi)))
-            .collect();
+        for (i, vi) in g.value_infos().iter().enumerate() {
+            if let Some(name) = vi.name.as_deref() {
+                f.declared.insert(name.to_string(), i);
+            }
+        }
         for id in g.topo_order() {
-            let node = g.node(id);
-            match &node.kind {
-                NodeKind::Input {
-                    default: Some((t, _)),
-                    ..
-                } if defaults == Defaults::AsValues => {
-                    f.map.insert(ValueRef { node: id, slot: 0 }, const_fact(t));
-                }
-                NodeKind::Input { info, default } => {
-                    let mut fact = f.syms.from_info(info);
-                    fact.declared = false;
-                    if default.is_some() {
-                        // Overridable: only the dtype and rank are sure.
-                        if let Some(s) = fact.shape.as_mut() {
-                            for d in s.iter_mut() {
-                                *d = f.syms.fresh();
-                            }
+            for (slot, fact) in f.infer_one(g, id).into_iter().enumerate() {
+                f.map.insert(ValueRef { node: id, slot }, fact);
+            }
+        }
+        f
+    }
+
+    /// The facts of `id`'s outputs from those of its inputs (already known).
+    fn infer_one(&mut self, g: &Graph, id: NodeId) -> Vec<Fact> {
+        let node = g.node(id);
+        match &node.kind {
+            NodeKind::Input {
+                default: Some((t, _)),
+                ..
+            } if self.defaults == Defaults::AsValues => vec![const_fact(t)],
+            NodeKind::Input { info, default } => {
+                let mark = self.syms.next;
+                let mut fact = self.syms.from_info(info);
+                fact.declared = false;
+                if default.is_some() {
+                    // Overridable: only the dtype and rank are sure.
+                    if let Some(s) = fact.shape.as_mut() {
+                        for d in s.iter_mut() {
+                            *d = self.syms.fresh();
                         }
                     }
-                    f.map.insert(ValueRef { node: id, slot: 0 }, fact);
                 }
-                NodeKind::Initializer(_) => {
-                    let v = ValueRef { node: id, slot: 0 };
-                    let fact = match g.const_tensor(v) {
-                        Some(t) => const_fact(t),
-                        None => Fact::default(),
-                    };
-                    f.map.insert(v, fact);
-                }
-                // The dense shape and the values' type; the values themselves are not tracked.
-                NodeKind::SparseInitializer(s) => {
-                    let fact = Fact {
-                        dtype: s
-                            .values
-                            .as_ref()
-                            .and_then(|t| t.data_type)
-                            .filter(|d| *d != 0),
-                        shape: Some(s.dims.iter().map(|d| Dim::K(*d)).collect()),
-                        value: None,
-                        declared: false,
-                    };
-                    f.map.insert(ValueRef { node: id, slot: 0 }, fact);
-                }
-                NodeKind::Op(p) => {
-                    let ins: Vec<Option<Fact>> = g
-                        .node_inputs(id)
-                        .iter()
-                        .map(|i| i.map(|v| f.get(v).clone()))
-                        .collect();
-                    let outs = infer_node(p, &ins, opset, &mut f.syms, &declared);
-                    for (slot, fact) in outs.into_iter().enumerate() {
-                        f.map.insert(ValueRef { node: id, slot }, fact);
+                self.note_origin(mark, id);
+                vec![fact]
+            }
+            NodeKind::Initializer(_) => {
+                let v = ValueRef { node: id, slot: 0 };
+                vec![match g.const_tensor(v) {
+                    Some(t) => const_fact(t),
+                    None => Fact::default(),
+                }]
+            }
+            // The dense shape and the values' type; the values themselves are not tracked.
+            NodeKind::SparseInitializer(s) => vec![Fact {
+                dtype: s
+                    .values
+                    .as_ref()
+                    .and_then(|t| t.data_type)
+                    .filter(|d| *d != 0),
+                shape: Some(s.dims.iter().map(|d| Dim::K(*d)).collect()),
+                value: None,
+                declared: false,
+            }],
+            NodeKind::Op(p) => {
+                let ins: Vec<Option<Fact>> = g
+                    .node_inputs(id)
+                    .iter()
+                    .map(|i| i.map(|v| self.get(v).clone()))
+                    .collect();
+                let mark = self.syms.next;
+                let infos = g.value_infos();
+                let declared = &self.declared;
+                let lookup = |name: &str| {
+                    declared
+                        .get(name)
+                        .and_then(|i| infos.get(*i))
+                        .filter(|vi| vi.name.as_deref() == Some(name))
+                };
+                let outs = infer_node(p, &ins, self.opset, &mut self.syms, lookup);
+                self.note_origin(mark, id);
+                outs
+            }
+        }
+    }
+
+    /// Records `id` as the origin of the fresh symbols made since the counter stood at `mark`.
+    fn note_origin(&mut self, mark: u32, id: NodeId) {
+        for s in mark + 1..=self.syms.next {
+            if self.syms.name(s).is_none() {
+                self.origin.insert(s, id);
+            }
+        }
+    }
+
+    /// Gives the fresh symbols `id`'s re-inference made in `outs` (those above `mark`) the
+    /// symbols its earlier inference made at the same places in `old`, when each pairs with
+    /// exactly one: the same unknown size of the same node's output, so the facts downstream,
+    /// which copied the old symbols, stay as they are.
+    fn reuse_symbols(&self, id: NodeId, mark: u32, outs: &mut [Fact], old: &[Option<Fact>]) {
+        let fresh = |d: &Dim| match *d {
+            Dim::S(s) if s > mark && self.syms.name(s).is_none() => Some(s),
+            _ => None,
+        };
+        let own = |d: &Dim| match *d {
+            Dim::S(s) if self.origin.get(&s) == Some(&id) => Some(s),
+            _ => None,
+        };
+        let mut pairs: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut back: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut clash = false;
+        for (new, old) in outs.iter().zip(old) {
+            let Some(old) = old else { continue };
+            let lists = [
+                (new.shape.as_ref(), old.shape.as_ref()),
+                (new.value.as_ref(), old.value.as_ref()),
+            ];
+            for (n, o) in lists {
+                let (Some(n), Some(o)) = (n, o) else { continue };
+                for (a, b) in n.iter().zip(o) {
+                    if let (Some(a), Some(b)) = (fresh(a), own(b)) {
+                        clash |= *pairs.entry(a).or_insert(b) != b;
+                        clash |= *back.entry(b).or_insert(a) != a;
                     }
                 }
             }
         }
-        f
+        if clash || pairs.is_empty() {
+            return;
+        }
+        for f in outs.iter_mut() {
+            for list in [f.shape.as_mut(), f.value.as_mut()].into_iter().flatten() {
+                for d in list.iter_mut() {
+                    if let Dim::S(s) = *d {
+                        if let Some(b) = pairs.get(&s) {
+                            *d = Dim::S(*b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings the facts of a graph up to date after a change to it, now `g`: `renewed` are the
+    /// nodes the change added or removed (a removed node's id may be reused by an added one),
+    /// `changed` those whose inputs, attributes, output names or declared types it changed.
+    /// Each live node of either is inferred again, and then every reader of a value whose fact
+    /// changed, until no fact changes: work in proportion to the nodes whose facts the change
+    /// reaches, not to the graph. The result is what [`Facts::infer_with`] on `g` gives, up to
+    /// the numbering of symbols. Returns what [`Facts::undo`] needs, or `None` when more than
+    /// `limit` nodes would be inferred: the facts are then half updated, for the caller to drop
+    /// (a change whose effect spreads that far costs one inference of the graph when next asked).
+    pub fn update(
+        &mut self,
+        g: &Graph,
+        renewed: impl IntoIterator<Item = NodeId>,
+        changed: impl IntoIterator<Item = NodeId>,
+        limit: usize,
+    ) -> Option<FactsUndo> {
+        let mut undo = FactsUndo::default();
+        let mut queue: VecDeque<NodeId> = VecDeque::new();
+        let mut queued: FxHashSet<NodeId> = FxHashSet::default();
+        let mut gone: FxHashSet<NodeId> = FxHashSet::default();
+        for id in renewed {
+            if !gone.insert(id) {
+                continue;
+            }
+            // Inference gives every output a fact: slots from 0 up to the first without.
+            for slot in 0.. {
+                let v = ValueRef { node: id, slot };
+                match self.map.remove(&v) {
+                    Some(old) => undo.old.push((v, Some(old))),
+                    None => break,
+                }
+            }
+            if g.contains(id) && queued.insert(id) {
+                queue.push_back(id);
+            }
+        }
+        for id in changed {
+            if g.contains(id) && queued.insert(id) {
+                queue.push_back(id);
+            }
+        }
+        let mut inferred = 0usize;
+        while let Some(id) = queue.pop_front() {
+            queued.remove(&id);
+            inferred += 1;
+            if inferred > limit {
+                return None;
+            }
+            let n = g.node(id).num_outputs();
+            let old: Vec<Option<Fact>> = (0..n)
+                .map(|slot| self.map.get(&ValueRef { node: id, slot }).cloned())
+                .collect();
+            let mark = self.syms.next;
+            let mut outs = self.infer_one(g, id);
+            outs.resize(n, Fact::default());
+            self.reuse_symbols(id, mark, &mut outs, &old);
+            for (slot, (fact, old)) in outs.into_iter().zip(old).enumerate() {
+                if old.as_ref() == Some(&fact) {
+                    continue;
+                }
+                let v = ValueRef { node: id, slot };
+                undo.old.push((v, old));
+                self.map.insert(v, fact);
+                for (c, _) in g.consumers(v) {
+                    if queued.insert(c) {
+                        queue.push_back(c);
+                    }
+                }
+            }
+        }
+        Some(undo)
+    }
+
+    /// Takes back an [`Facts::update`] (symbols made since stay, unused).
+    pub fn undo(&mut self, undo: FactsUndo) {
+        for (v, old) in undo.old.into_iter().rev() {
+            match old {
+                Some(f) => self.map.insert(v, f),
+                None => self.map.remove(&v),
+            };
+        }
+    }
+
+    /// Whether `self` and `other` give every value of `g` the same fact, up to a one-to-one
+    /// renaming of symbols: a check of [`Facts::update`] against a fresh inference.
+    pub fn same_up_to_symbols(&self, other: &Facts, g: &Graph) -> std::result::Result<(), String> {
+        let mut fwd: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut back: FxHashMap<u32, u32> = FxHashMap::default();
+        for id in g.g.node_indices().map(NodeId) {
+            for slot in 0..g.node(id).num_outputs() {
+                let v = ValueRef { node: id, slot };
+                let (a, b) = (self.get(v), other.get(v));
+                let same_dims =
+                    |x: &Option<Vec<Dim>>,
+                     y: &Option<Vec<Dim>>,
+                     fwd: &mut FxHashMap<u32, u32>,
+                     back: &mut FxHashMap<u32, u32>| match (x, y) {
+                        (None, None) => true,
+                        (Some(x), Some(y)) if x.len() == y.len() => {
+                            x.iter().zip(y).all(|(p, q)| match (p, q) {
+                                (Dim::K(p), Dim::K(q)) => p == q,
+                                (Dim::S(p), Dim::S(q)) => {
+                                    *fwd.entry(*p).or_insert(*q) == *q
+                                        && *back.entry(*q).or_insert(*p) == *p
+                                }
+                                _ => false,
+                            })
+                        }
+                        _ => false,
+                    };
+                if a.dtype != b.dtype
+                    || a.declared != b.declared
+                    || !same_dims(&a.shape, &b.shape, &mut fwd, &mut back)
+                    || !same_dims(&a.value, &b.value, &mut fwd, &mut back)
+                {
+                    return Err(format!("`{}`: {a:?} against {b:?}", g.value_name(v)));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Facts of the values inside the subgraphs of `g`'s nodes (nested ones included), each body
@@ -394,7 +601,9 @@ impl<'g> NestedFacts<'g> {
                     })
                 })
                 .collect();
-            let outs = infer_node(node, &ins, opset, &mut self.syms, &declared);
+            let outs = infer_node(node, &ins, opset, &mut self.syms, |n| {
+                declared.get(n).copied()
+            });
             for (name, f) in node.output.iter().zip(outs) {
                 if !name.is_empty() {
                     values.insert(name.clone(), f);

@@ -2,9 +2,13 @@
 //! channels through them (prune's coupled groups) and rewrite them: the axis of `Concat`,
 //! `Split` and `Flatten`, the sizes of `Split`, the bounds of `Slice`, the target of `Reshape`
 //! — attributes in early opsets, inputs later. Their [`super::Flow`] says how channels move;
-//! this says where the numbers are.
+//! this says where the numbers are. It also says which sizes a `Shape` lists and which entries
+//! of such a list a `Slice` or `Gather` reads ([`shape_axes`], [`vector_picks`]): a channel
+//! count that only reaches readers of the other entries does not stop a rule from changing it.
 
-use super::infer::{attr_i, attr_ints, norm_axis, slice_bounds};
+use std::ops::Range;
+
+use super::infer::{attr_i, attr_ints, norm_axis, slice_bounds, slice_len};
 use crate::onnx::proto::NodeProto;
 
 /// Where an op keeps a list of integers.
@@ -137,6 +141,146 @@ pub fn slice_params(
     (p.ends.len() == n && p.axes.len() == n && p.steps.len() == n).then_some(p)
 }
 
+/// The axes of its input, of rank `rank`, whose sizes a `Shape` node lists, in order: `[start,
+/// end)` from its attributes (opset 15; negative counts from the end, clamped to the rank), all
+/// of them by default.
+pub fn shape_axes(node: &NodeProto, rank: usize) -> Range<usize> {
+    let r = rank as i64;
+    let at = |name: &str, default: i64| {
+        let a = attr_i(node, name).unwrap_or(default);
+        let a = if a < 0 { a.saturating_add(r) } else { a };
+        a.clamp(0, r) as usize
+    };
+    let (s, e) = (at("start", 0), at("end", r));
+    s..e.max(s)
+}
+
+/// The entries of a 1-D vector of `len` elements (a shape) that `node`, reading it at input 0,
+/// puts in its output: a `Slice` (any step) and a `Gather` on axis 0 whose parameters or
+/// indices `value(slot)` knows. `None` for any other op, or when they are not known: it may
+/// then read every entry.
+pub fn vector_picks(
+    node: &NodeProto,
+    opset: i64,
+    len: usize,
+    value: impl Fn(usize) -> Option<Vec<i64>>,
+) -> Option<Vec<usize>> {
+    if !node.domain.as_deref().unwrap_or("").is_empty() {
+        return None;
+    }
+    let n = len as i64;
+    match node.op_type.as_deref()? {
+        "Slice" => {
+            let p = slice_params(node, opset, value)?;
+            let mut picks: Vec<usize> = (0..len).collect();
+            for i in 0..p.starts.len() {
+                if norm_axis(p.axes[i], 1) != Some(0) || p.steps[i] == 0 {
+                    return None;
+                }
+                let (b, e, st) = slice_bounds(p.starts[i], p.ends[i], p.steps[i], n);
+                let count = slice_len(b, e, st);
+                picks = (0..count)
+                    .map(|k| picks.get((b + k * st) as usize).copied())
+                    .collect::<Option<Vec<usize>>>()?;
+            }
+            Some(picks)
+        }
+        "Gather" => {
+            if norm_axis(attr_i(node, "axis").unwrap_or(0), 1) != Some(0) {
+                return None;
+            }
+            value(1)?
+                .into_iter()
+                .map(|i| {
+                    let i = if i < 0 { i + n } else { i };
+                    (0..n).contains(&i).then_some(i as usize)
+                })
+                .collect()
+        }
+        _ => None,
+    }
+}
+
+/// Where each axis of the input of a `Transpose`, `Squeeze` or `Unsqueeze` goes in its output,
+/// for an input of dims `dims` (`None`: unknown): the output axis per input axis, `None` for a
+/// squeezed one. Their parameters: `perm` (reversed axes by default); `axes` as attribute or
+/// input 1 (`value(1)`), a Squeeze without them dropping the dims known to be 1. `None` for
+/// another op, or when a parameter is not known or not valid.
+pub fn axis_moves(
+    node: &NodeProto,
+    dims: &[Option<i64>],
+    value: impl Fn(usize) -> Option<Vec<i64>>,
+) -> Option<Vec<Option<usize>>> {
+    if !node.domain.as_deref().unwrap_or("").is_empty() {
+        return None;
+    }
+    let r = dims.len();
+    let axes = || match attr_ints(node, "axes") {
+        Some(a) => Some(a.to_vec()),
+        None if node.input.get(1).is_some_and(|n| !n.is_empty()) => value(1),
+        None => Some(Vec::new()),
+    };
+    match node.op_type.as_deref()? {
+        "Transpose" => {
+            let perm: Vec<i64> = attr_ints(node, "perm")
+                .map(<[i64]>::to_vec)
+                .unwrap_or_else(|| (0..r as i64).rev().collect());
+            if perm.len() != r {
+                return None;
+            }
+            let mut out = vec![None; r];
+            for (i, p) in perm.iter().enumerate() {
+                let p = norm_axis(*p, r)?;
+                if out[p].replace(i).is_some() {
+                    return None;
+                }
+            }
+            Some(out)
+        }
+        "Squeeze" => {
+            let axes = axes()?;
+            let drop: Vec<usize> = if axes.is_empty() {
+                dims.iter()
+                    .map(|d| d.map(|d| d == 1))
+                    .collect::<Option<Vec<bool>>>()?
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, one)| one.then_some(i))
+                    .collect()
+            } else {
+                axes.iter()
+                    .map(|a| norm_axis(*a, r))
+                    .collect::<Option<Vec<usize>>>()?
+            };
+            let mut next = 0;
+            Some(
+                (0..r)
+                    .map(|i| {
+                        (!drop.contains(&i)).then(|| {
+                            next += 1;
+                            next - 1
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        "Unsqueeze" => {
+            let axes = axes()?;
+            let n = r + axes.len();
+            let mut at: Vec<usize> = Vec::new();
+            for a in &axes {
+                let a = norm_axis(*a, n)?;
+                if at.contains(&a) {
+                    return None;
+                }
+                at.push(a);
+            }
+            Some((0..n).filter(|i| !at.contains(i)).map(Some).collect())
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +337,70 @@ mod tests {
         assert_eq!(split_sizes(12), Spelling::Attr("split"));
         assert_eq!(split_sizes(13), Spelling::Input(1));
         assert_eq!(reshape_target(13), Spelling::Input(1));
+    }
+
+    #[test]
+    fn shape_lists_its_start_to_end_axes_and_slice_and_gather_pick_entries_of_a_shape() {
+        assert_eq!(shape_axes(&node("Shape", &["x"], vec![]), 4), 0..4);
+        let tail = node("Shape", &["x"], vec![attr_i("start", -2), attr_i("end", 9)]);
+        assert_eq!(shape_axes(&tail, 4), 2..4);
+        let slice = node("Slice", &["s", "b", "e"], vec![]);
+        let bounds = |b: i64, e: i64| move |s: usize| Some(vec![[0, b, e][s]]);
+        assert_eq!(vector_picks(&slice, 15, 4, bounds(0, 1)), Some(vec![0]));
+        assert_eq!(
+            vector_picks(&slice, 15, 4, bounds(-2, 99)),
+            Some(vec![2, 3])
+        );
+        let back = node("Slice", &["s", "b", "e", "a", "st"], vec![]);
+        let steps = |s: usize| Some(vec![[0, -1, -99, 0, -2][s]]);
+        assert_eq!(vector_picks(&back, 15, 4, steps), Some(vec![3, 1]));
+        assert_eq!(vector_picks(&slice, 15, 4, |_| None), None);
+        let gather = node("Gather", &["s", "i"], vec![]);
+        let idx = |v: Vec<i64>| move |_: usize| Some(v.clone());
+        assert_eq!(
+            vector_picks(&gather, 15, 4, idx(vec![0, -1])),
+            Some(vec![0, 3])
+        );
+        assert_eq!(vector_picks(&gather, 15, 4, idx(vec![4])), None);
+        let on1 = node("Gather", &["s", "i"], vec![attr_i("axis", 1)]);
+        assert_eq!(vector_picks(&on1, 15, 4, idx(vec![0])), None);
+        assert_eq!(
+            vector_picks(&node("Concat", &["s"], vec![]), 15, 4, idx(vec![0])),
+            None
+        );
+    }
+
+    #[test]
+    fn transpose_squeeze_and_unsqueeze_move_each_axis_where_their_parameters_say() {
+        let d4 = [Some(1), Some(8), Some(1), Some(5)];
+        let t = node("Transpose", &["x"], vec![attr_ints("perm", &[0, 2, 3, 1])]);
+        assert_eq!(
+            axis_moves(&t, &d4, |_| None),
+            Some(vec![Some(0), Some(3), Some(1), Some(2)])
+        );
+        let rev = node("Transpose", &["x"], vec![]);
+        assert_eq!(
+            axis_moves(&rev, &d4[..2], |_| None),
+            Some(vec![Some(1), Some(0)])
+        );
+        let twice = node("Transpose", &["x"], vec![attr_ints("perm", &[0, 0, 1, 2])]);
+        assert_eq!(axis_moves(&twice, &d4, |_| None), None);
+        let sq = node("Squeeze", &["x", "a"], vec![]);
+        assert_eq!(
+            axis_moves(&sq, &d4, |_| Some(vec![-2])),
+            Some(vec![Some(0), Some(1), None, Some(2)])
+        );
+        let all = node("Squeeze", &["x"], vec![]);
+        assert_eq!(
+            axis_moves(&all, &d4, |_| None),
+            Some(vec![None, Some(0), None, Some(1)])
+        );
+        assert_eq!(axis_moves(&all, &[None, Some(8)], |_| None), None);
+        let un = node("Unsqueeze", &["x"], vec![attr_ints("axes", &[0, -1])]);
+        assert_eq!(
+            axis_moves(&un, &d4[..2], |_| None),
+            Some(vec![Some(1), Some(2)])
+        );
+        assert_eq!(axis_moves(&sq, &d4, |_| None), None, "axes not known");
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::ir::facts::Facts;
+use crate::ir::facts::{Dim, Facts};
 use crate::ir::{Graph, NodeId, ValueRef};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::NodeProto;
@@ -203,6 +203,15 @@ pub(super) enum Role {
     Slice,
     /// A `Flatten` or `Reshape` to `[N, C·H·W]`: a `Reshape`'s explicit target shrinks.
     Reshape,
+    /// A `Transpose`, `Squeeze` or `Unsqueeze` that keeps the channel axis (moved, perhaps):
+    /// nothing of it changes.
+    Move,
+}
+
+/// Whether `op` only moves, drops or inserts axes (of size 1): the channels keep their axis's
+/// contents, wherever it goes.
+fn moves_axes(op: &str) -> bool {
+    matches!(op, "Transpose" | "Squeeze" | "Unsqueeze")
 }
 
 /// A coupled group: every value whose channel axis shrinks together, and the members.
@@ -423,6 +432,9 @@ impl Walk<'_> {
             Flow::Split if moved(Role::Split) => Ok(()),
             Flow::Slice if moved(Role::Slice) => Ok(()),
             Flow::Reshape if moved(Role::Reshape) => Ok(()),
+            Flow::Transpose | Flow::Reshape if moves_axes(g.node(id).op_type()) => {
+                self.move_back(id, map)
+            }
             Flow::Concat => self.concat_back(id, map),
             Flow::Split => self.split_back(id, v.slot, map),
             Flow::Slice => self.slice_back(id, map),
@@ -562,6 +574,56 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Where each input axis of Transpose, Squeeze or Unsqueeze `id` goes in its output (see
+    /// [`moves::axis_moves`]), or a barrier.
+    fn axis_moves(&self, id: NodeId) -> std::result::Result<Vec<Option<usize>>, Barrier> {
+        let g = self.g;
+        let x = g
+            .input(id, 0)
+            .ok_or_else(|| self.barrier(id, "has no input"))?;
+        let dims: Vec<Option<i64>> = self
+            .facts
+            .get(x)
+            .shape
+            .as_ref()
+            .ok_or_else(|| self.barrier(id, "has an input of unknown rank"))?
+            .iter()
+            .map(|d| d.known())
+            .collect();
+        let value = |s: usize| g.input(id, s).and_then(|v| self.facts.get(v).known_value());
+        moves::axis_moves(self.op(id), &dims, value)
+            .ok_or_else(|| self.barrier(id, "has axes that are not known"))
+    }
+
+    /// The group's channels enter Transpose, Squeeze or Unsqueeze `c`: they go on along the axis
+    /// the channel axis becomes, unless it squeezes that axis.
+    fn move_fwd(&mut self, c: NodeId, slot: usize, map: Map) -> Step {
+        if slot != 0 {
+            return Err(self.barrier(c, "reads the channels as its axes"));
+        }
+        let to = self.axis_moves(c)?;
+        let Some(Some(axis)) = to.get(map.axis).copied() else {
+            return Err(self.barrier(c, "removes the channel axis"));
+        };
+        self.join(c, Role::Move);
+        self.push(ValueRef { node: c, slot: 0 }, map.on(axis))
+    }
+
+    /// The group's channels leave Transpose, Squeeze or Unsqueeze `id`: they sit in its input on
+    /// the axis that becomes the channel axis.
+    fn move_back(&mut self, id: NodeId, map: Map) -> Step {
+        let to = self.axis_moves(id)?;
+        let Some(axis) = to.iter().position(|a| *a == Some(map.axis)) else {
+            return Err(self.barrier(id, "makes the channel axis"));
+        };
+        let x = self
+            .g
+            .input(id, 0)
+            .ok_or_else(|| self.barrier(id, "has no input"))?;
+        self.join(id, Role::Move);
+        self.push(x, map.on(axis))
     }
 
     /// Records that Concat `id` takes the group's channels through input `slot`.
@@ -784,12 +846,20 @@ impl Walk<'_> {
                     .shape
                     .as_ref()
                     .and_then(|s| s.first().copied());
-                let target = g.input(c, 1).and_then(|v| self.facts.get(v).known_value());
-                if n_in.is_none() || n_in != n_out || target.as_ref().is_none_or(|t| t.len() != 2) {
+                // `[N, -1]` stays valid whatever the channel count, also when `N` is computed
+                // (from a `Shape` that the walk checks reads no channel count); an explicit
+                // `C·H·W` must be a constant the rewrite can shrink.
+                let target = g.input(c, 1).and_then(|v| self.facts.get(v).value.clone());
+                let Some(target) = target.filter(|t| t.len() == 2) else {
+                    return Err(not());
+                };
+                if n_in.is_none() || n_in != n_out {
                     return Err(not());
                 }
-                if target.is_some_and(|t| t[1] != -1) {
-                    self.int64_constant(c, 1, "a shape")?;
+                match target[1] {
+                    Dim::K(-1) => {}
+                    Dim::K(_) => self.int64_constant(c, 1, "a shape")?,
+                    Dim::S(_) => return Err(not()),
                 }
             }
             _ => return Err(not()),
@@ -839,6 +909,9 @@ impl Walk<'_> {
             }
             return Ok(());
         }
+        if g.node(c).op_type() == "Shape" && g.node(c).domain().is_empty() {
+            return self.shape_reader(c, map);
+        }
         match ops::flow(p) {
             Flow::Pass { .. } if slot == 0 => self.pass(c, map),
             Flow::Broadcast => {
@@ -858,8 +931,53 @@ impl Walk<'_> {
             Flow::Reshape if matches!(g.node(c).op_type(), "Flatten" | "Reshape") => {
                 self.reshape_fwd(c, slot, map)
             }
+            Flow::Transpose | Flow::Reshape if moves_axes(g.node(c).op_type()) => {
+                self.move_fwd(c, slot, map)
+            }
             _ => Err(self.barrier(c, "is a barrier to channel pruning")),
         }
+    }
+
+    /// The group value placed by `map` is read by `Shape` `c`: no barrier when its list of sizes
+    /// leaves out the channel axis, or when every reader of that list is a `Slice` or `Gather`
+    /// that picks other entries (the batch size of a `Reshape` to `[N, -1]`, say): what it gives
+    /// does not change with the channel count. It joins no role: nothing of it is rewritten.
+    fn shape_reader(&mut self, c: NodeId, map: Map) -> Step {
+        let g = self.g;
+        let x = g
+            .input(c, 0)
+            .ok_or_else(|| self.barrier(c, "has no input"))?;
+        let r =
+            rank(self.facts, x).ok_or_else(|| self.barrier(c, "reads a value of unknown rank"))?;
+        let axes = moves::shape_axes(self.op(c), r);
+        if !axes.contains(&map.axis) {
+            return Ok(());
+        }
+        let at = map.axis - axes.start;
+        let y = ValueRef { node: c, slot: 0 };
+        if g.is_graph_output(y) || g.is_captured(y) {
+            return Err(self.barrier(c, "gives the channel count to a graph output or subgraph"));
+        }
+        for (reader, slot) in g.consumers(y) {
+            let value = |s: usize| {
+                g.input(reader, s)
+                    .and_then(|v| self.facts.get(v).known_value())
+            };
+            let picks = match (slot, g.node(reader).op()) {
+                (0, Some(op)) => moves::vector_picks(op, self.opset, axes.len(), value),
+                _ => None,
+            };
+            if picks.is_none_or(|p| p.contains(&at)) {
+                return Err(self.barrier(
+                    c,
+                    format!(
+                        "gives the channel count to {}, which may read it",
+                        label(g, reader)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn value(&mut self, v: ValueRef, map: Map) -> Step {

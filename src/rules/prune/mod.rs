@@ -17,8 +17,13 @@
 //! all go keeps one), `Slice` on it with constant bounds and step 1 (channels outside are dead
 //! for that reader; the bounds move), and `Flatten` (axis 1) or `Reshape` to `[N, C·H·W]` (channel
 //! `c` becomes the block `[c·H·W, (c+1)·H·W)`, `H·W` from the facts; an explicit `C·H·W` in the
-//! target shrinks); up to the consuming layers' input axis (`in_axis`), where a channel is one
-//! index or one block. `moves.rs` rewrites Split, Slice and Reshape.
+//! target shrinks; a `-1` there stays, also in a target computed from the batch size), and
+//! `Transpose`, `Squeeze` and `Unsqueeze` that keep the channel axis (the group follows it
+//! where it goes; nothing of them changes); up to the consuming layers' input axis (`in_axis`),
+//! where a channel is one index or one block. `moves.rs` rewrites Split, Slice and Reshape. A
+//! `Shape` reading a group value is no barrier when its list leaves out the channel axis or
+//! every reader of the list is a `Slice` or `Gather` of other entries (the op table's
+//! [`crate::ops::moves::vector_picks`]): what it computes does not change.
 //!
 //! **`--prune-zero`** (what `--rules prune` does without flags): channel `c` is removed when
 //! every consuming layer provably reads one constant `k` all over it, and can take `k` in its bias
@@ -66,8 +71,9 @@
 //! **Barriers, skipped with a reason naming the node:** graph outputs, values read by subgraphs,
 //! a Concat joining two of the group's values or another axis, a Split or Slice cutting through
 //! a channel's block, a Slice with a step other than 1 or bounds that are not constant int64,
-//! other Reshapes, Squeeze/Unsqueeze, a Flatten or Reshape reached from its output, Transpose,
-//! Resize, Pad, grouped (non-depthwise) Conv, unknown ops and every op the table calls a
+//! other Reshapes, a Squeeze of the channel axis, a Flatten or Reshape reached from its output,
+//! a `Shape` whose channel entry is read by anything else, Resize, Pad, grouped (non-depthwise)
+//! Conv, unknown ops and every op the table calls a
 //! barrier, channel dims the facts do not know, weights that are not constant float32 or that
 //! are also read outside the group. With `--prune-ratio`, a group with a producer that is a
 //! factor of a low-rank pair `lowrank` made is left alone: `--rules lowrank,prune` prunes first

@@ -10,7 +10,7 @@ use ndarray::Array1;
 use super::group::{dim, rank, Group, Role};
 use super::rule_err;
 use crate::error::Result;
-use crate::ir::facts::Facts;
+use crate::ir::facts::{Dim, Facts};
 use crate::ir::{tensor, Graph, NodeId, ValueRef};
 use crate::onnx::proto::{NodeProto, TensorProto};
 use crate::ops::moves::{self, Spelling};
@@ -224,14 +224,18 @@ fn reshape(
     let shape = g
         .input(id, 1)
         .ok_or_else(|| rule_err("a Reshape lost its shape"))?;
-    let target = facts
-        .get(shape)
+    let target = facts.get(shape);
+    if target
+        .value
+        .as_ref()
+        .is_some_and(|t| t.len() == 2 && t[1] == Dim::K(-1))
+    {
+        return Ok(());
+    }
+    let target = target
         .known_value()
         .filter(|t| t.len() == 2)
         .ok_or_else(|| rule_err("a Reshape's target is not known"))?;
-    if target[1] == -1 {
-        return Ok(());
-    }
     let new = [target[0], (m.dim - m.removed(remove).len()) as i64];
     let w = p.add_initializer(ints(g.value_name(shape), &new));
     p.rewire(id, 1, Some(w));

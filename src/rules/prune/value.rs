@@ -255,7 +255,7 @@ pub(super) fn removed_values(g: &Graph, group: &Group, mode: Mode) -> Result<Rea
             };
             let out = match role {
                 Role::Consumer => unreachable!("consumers make no group value"),
-                Role::Concat | Role::Split | Role::Slice | Role::Reshape => inputs
+                Role::Concat | Role::Split | Role::Slice | Role::Reshape | Role::Move => inputs
                     .iter()
                     .flatten()
                     .find_map(|u| vals.get(u).cloned())
