@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use rustc_hash::FxHashMap;
+
 use super::graph::{free_names, has_subgraphs, Edge, Graph, NodeKind, OrderKey, ValueRef};
 use crate::error::{Error, Result};
 use crate::onnx::proto::GraphProto;
@@ -18,6 +20,13 @@ impl Graph {
         let nodes = std::mem::take(&mut proto.node);
         let outputs = std::mem::take(&mut proto.output);
         g.value_info = std::mem::take(&mut proto.value_info);
+        let mut at: FxHashMap<String, Vec<usize>> = FxHashMap::default();
+        for (i, vi) in g.value_info.iter().enumerate() {
+            at.entry(vi.name.clone().unwrap_or_default())
+                .or_default()
+                .push(i);
+        }
+        g.value_info_at = std::sync::Arc::new(at);
         g.shell = proto;
 
         let dup = |name: &str| Error::Graph {

@@ -93,6 +93,9 @@ pub struct Graph {
     pub(crate) outputs: Vec<(ValueRef, ValueInfoProto)>,
     /// `value_info` entries in their original order.
     pub(crate) value_info: Vec<ValueInfoProto>,
+    /// Where each name's entries sit in `value_info` (built once: entries are edited in place,
+    /// never added, removed or moved), so that edits and lookups cost per name, not per entry.
+    pub(crate) value_info_at: Arc<FxHashMap<String, Vec<usize>>>,
     /// `value_info` names that named no value when decoded; kept verbatim.
     pub(crate) orphan_value_info: HashSet<String>,
     /// Encoded bytes that edits of `value_info` entries ([`Graph::set_declared_dims`]) added
@@ -244,6 +247,7 @@ impl Graph {
             shell: GraphProto::default(),
             outputs: Vec::new(),
             value_info: Vec::new(),
+            value_info_at: Arc::default(),
             orphan_value_info: HashSet::new(),
             value_info_edits: 0,
             names: FxHashMap::default(),
@@ -540,10 +544,16 @@ impl Graph {
                 }
             }
         }
-        self.value_info
-            .iter()
-            .chain(self.outputs.iter().map(|(_, i)| i))
-            .find(|vi| vi.name.as_deref() == Some(name))
+        self.value_info_at
+            .get(name)
+            .and_then(|at| at.first())
+            .map(|&i| &self.value_info[i])
+            .or_else(|| {
+                self.outputs
+                    .iter()
+                    .map(|(_, i)| i)
+                    .find(|vi| vi.name.as_deref() == Some(name))
+            })
             .and_then(from_info)
     }
 
@@ -597,10 +607,12 @@ impl Graph {
         }
         // The encoder drops the `value_info` of values that no longer exist.
         if !gone.is_empty() {
-            for vi in &self.value_info {
-                let name = vi.name.as_deref().unwrap_or("");
-                if gone.contains(name) && !self.orphan_value_info.contains(name) {
-                    let n = vi.encoded_len();
+            for name in gone
+                .iter()
+                .filter(|n| !self.orphan_value_info.contains(**n))
+            {
+                for &i in self.value_info_at.get(*name).into_iter().flatten() {
+                    let n = self.value_info[i].encoded_len();
                     delta -= (1 + prost::length_delimiter_len(n) + n) as i64;
                 }
             }
@@ -814,28 +826,21 @@ impl Graph {
         if edits.is_empty() {
             return;
         }
-        let by_name: std::collections::HashMap<&str, Vec<(usize, i64)>> =
-            edits.iter().fold(Default::default(), |mut m, (n, a, s)| {
-                m.entry(n.as_str()).or_insert_with(Vec::new).push((*a, *s));
-                m
-            });
         let field = |n: usize| (1 + prost::length_delimiter_len(n) + n) as i64;
         let mut delta = 0i64;
-        for vi in self.value_info.iter_mut() {
-            let Some(dims) = vi.name.as_deref().and_then(|n| by_name.get(n)) else {
-                continue;
-            };
-            let old = field(vi.encoded_len());
-            if let Some(type_proto::Value::TensorType(t)) =
-                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
-            {
-                for &(axis, size) in dims {
-                    if let Some(d) = t.shape.as_mut().and_then(|s| s.dim.get_mut(axis)) {
-                        d.value = Some(Value::DimValue(size));
+        for (name, axis, size) in edits {
+            for &i in self.value_info_at.get(name).into_iter().flatten() {
+                let vi = &mut self.value_info[i];
+                let old = field(vi.encoded_len());
+                if let Some(type_proto::Value::TensorType(t)) =
+                    vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+                {
+                    if let Some(d) = t.shape.as_mut().and_then(|s| s.dim.get_mut(*axis)) {
+                        d.value = Some(Value::DimValue(*size));
                     }
                 }
+                delta += field(vi.encoded_len()) - old;
             }
-            delta += field(vi.encoded_len()) - old;
         }
         self.value_info_edits += delta;
         self.touch();
@@ -848,21 +853,19 @@ impl Graph {
         if edits.is_empty() {
             return;
         }
-        let by_name: std::collections::HashMap<&str, i32> =
-            edits.iter().map(|(n, t)| (n.as_str(), *t)).collect();
         let field = |n: usize| (1 + prost::length_delimiter_len(n) + n) as i64;
         let mut delta = 0i64;
-        for vi in self.value_info.iter_mut() {
-            let Some(&elem) = vi.name.as_deref().and_then(|n| by_name.get(n)) else {
-                continue;
-            };
-            let old = field(vi.encoded_len());
-            if let Some(type_proto::Value::TensorType(t)) =
-                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
-            {
-                t.elem_type = Some(elem);
+        for (name, elem) in edits {
+            for &i in self.value_info_at.get(name).into_iter().flatten() {
+                let vi = &mut self.value_info[i];
+                let old = field(vi.encoded_len());
+                if let Some(type_proto::Value::TensorType(t)) =
+                    vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+                {
+                    t.elem_type = Some(*elem);
+                }
+                delta += field(vi.encoded_len()) - old;
             }
-            delta += field(vi.encoded_len()) - old;
         }
         self.value_info_edits += delta;
         self.touch();

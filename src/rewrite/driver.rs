@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use rustc_hash::FxHashSet;
 
-use super::patch::{value_info_index, Undo};
+use super::patch::Undo;
 use super::rule::{Exactness, Match, Rule, Skip};
 use super::{Config, Patch};
 use crate::error::{Error, Result};
@@ -268,7 +268,6 @@ fn apply_batch(
     budget: usize,
 ) -> Batch {
     let mut work = model.graph.clone();
-    let mut value_info = None;
     // Nodes changed in any way by the batch's patches so far, and those changed in place.
     let mut written: FxHashSet<NodeId> = FxHashSet::default();
     let mut rewritten: FxHashSet<NodeId> = FxHashSet::default();
@@ -330,8 +329,7 @@ fn apply_batch(
         let may_grow = patch.may_grow();
         let mut log = Undo::new(&work);
         let result = patch.apply_logged(&mut work, &mut log).and_then(|()| {
-            let vi = value_info.get_or_insert_with(|| value_info_index(&work));
-            match log.growth(&work, vi) {
+            match log.growth(&work, &work.value_info_at) {
                 g if g > 0 && !may_grow => Err(grows(rule, g)),
                 _ => Ok(()),
             }

@@ -616,11 +616,7 @@ impl Undo {
             return;
         }
         let names: HashSet<&str> = edits.iter().map(|(n, _, _)| n.as_str()).collect();
-        for (i, vi) in graph.value_info.iter().enumerate() {
-            if vi.name.as_deref().is_some_and(|n| names.contains(n)) {
-                self.changes.push(Change::ValueInfo(i, vi.clone()));
-            }
-        }
+        self.keep_value_infos(graph, names);
         graph.set_declared_dims(edits);
     }
 
@@ -629,12 +625,18 @@ impl Undo {
             return;
         }
         let names: HashSet<&str> = edits.iter().map(|(n, _)| n.as_str()).collect();
-        for (i, vi) in graph.value_info.iter().enumerate() {
-            if vi.name.as_deref().is_some_and(|n| names.contains(n)) {
-                self.changes.push(Change::ValueInfo(i, vi.clone()));
+        self.keep_value_infos(graph, names);
+        graph.set_declared_types(edits);
+    }
+
+    /// Logs the `value_info` entries named in `names` as they are, before an edit.
+    fn keep_value_infos(&mut self, graph: &Graph, names: HashSet<&str>) {
+        for name in names {
+            for &i in graph.value_info_at.get(name).into_iter().flatten() {
+                self.changes
+                    .push(Change::ValueInfo(i, graph.value_info[i].clone()));
             }
         }
-        graph.set_declared_types(edits);
     }
 
     /// Brings the facts the graph had before the patch up to date with it, in proportion to
@@ -830,24 +832,13 @@ impl Undo {
     }
 }
 
-/// `graph`'s `value_info` entries by name, for [`Undo::growth`].
-pub(crate) fn value_info_index(graph: &Graph) -> FxHashMap<String, Vec<usize>> {
-    let mut m: FxHashMap<String, Vec<usize>> = FxHashMap::default();
-    for (i, vi) in graph.value_info.iter().enumerate() {
-        m.entry(vi.name.clone().unwrap_or_default())
-            .or_default()
-            .push(i);
-    }
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
     use prost::Message;
 
-    use super::{value_info_index, Undo};
+    use super::Undo;
     use crate::ir::Model;
     use crate::onnx::decode_file;
     use crate::rewrite::{registry, Config};
@@ -879,7 +870,7 @@ mod tests {
                     let mut g = model.graph.clone();
                     let mut log = Undo::new(&g);
                     if patch.apply_logged(&mut g, &mut log).is_ok() {
-                        let local = log.growth(&g, &value_info_index(&g));
+                        let local = log.growth(&g, &g.value_info_at);
                         assert_eq!(local, g.encoded_delta(&model.graph), "{label}");
                         measured += 1;
                     }
