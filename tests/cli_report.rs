@@ -140,6 +140,10 @@ fn a_lossy_rule_alone_says_why_the_node_count_grew() {
         "{note}"
     );
     assert!(note.contains("`--rules clean,lowrank`"), "{note}");
+    assert!(
+        note.contains("what the rewrites left unread went with them"),
+        "{note}"
+    );
     // MACs before and after: MatMul and Gemm 64·64 each on one row, the Conv 32·16·3·3 at 6×6
     // positions; at rank 1: 64 + 64 per row each, (16·9 + 32)·36 for the Conv pair.
     let macs = format!(
@@ -152,6 +156,94 @@ fn a_lossy_rule_alone_says_why_the_node_count_grew() {
     with_clean.extend(args);
     let r = ok(d.path(), &with_clean);
     assert!(!r.stdout.contains("note: nodes "), "{r:?}");
+}
+
+/// `(nodes before, nodes after)` from the report's `total:` line.
+fn total_nodes(stdout: &str) -> (usize, usize) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("total: "))
+        .unwrap_or_else(|| panic!("no total line:\n{stdout}"));
+    let nodes = line.split(", nodes ").nth(1).expect("nodes");
+    let mut it = nodes.split(' ');
+    let a = it.next().unwrap().replace(',', "").parse().unwrap();
+    assert_eq!(it.next(), Some("→"));
+    let b = it.next().unwrap().replace(',', "").parse().unwrap();
+    (a, b)
+}
+
+/// `--rules lowrank` alone: the node count grows by exactly one per factored layer, the note
+/// says so, and the clean-up its rewrite makes possible is done: `--rules clean` finds on the
+/// result exactly what it finds on the input (nothing left behind by the rewrite).
+fn lowrank_alone_leaves_no_clean_up_of_its_own(
+    dir: &std::path::Path,
+    model: &str,
+    flags: &[&str],
+) -> (usize, usize, usize) {
+    let mut args = vec![model, "lr.onnx", "--rules", "lowrank", "--no-verify"];
+    args.extend(flags);
+    let r = ok(dir, &args);
+    let (before, after) = total_nodes(&r.stdout);
+    let rewrites = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("total: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("{r:?}"));
+    assert_eq!(after, before + rewrites, "{r:?}");
+    let note = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("note: nodes "))
+        .unwrap_or_else(|| panic!("{r:?}"));
+    assert!(
+        note.contains(&format!(
+            "lowrank +{} (each factored layer is two)",
+            sep(rewrites as u64)
+        )) && note.contains("`--rules clean,lowrank`"),
+        "{note}"
+    );
+    let clean = |m: &str, out: &str| {
+        total_nodes(&ok(dir, &[m, out, "--rules", "clean", "--no-verify"]).stdout)
+    };
+    let (a, b) = clean(model, "c_in.onnx");
+    let (c, e) = clean("lr.onnx", "c_lr.onnx");
+    assert_eq!((a, c), (before, after));
+    assert_eq!(
+        a - b,
+        c - e,
+        "clean removes {} nodes from the input, {} from lowrank's output",
+        a - b,
+        c - e
+    );
+    (before, after, a - b)
+}
+
+#[test]
+fn lowrank_alone_grows_by_its_factored_layers_and_leaves_nothing_to_clean() {
+    let d = dir_with(&["lowrank.onnx"]);
+    assert_eq!(
+        lowrank_alone_leaves_no_clean_up_of_its_own(
+            d.path(),
+            "lowrank.onnx",
+            &["--lowrank-rank", "1"]
+        ),
+        (4, 7, 0)
+    );
+    let Some(model) = shared_model("ddddocr_det_yolox") else {
+        return;
+    };
+    std::fs::copy(&model, d.path().join("yolox.onnx")).unwrap();
+    // 30 layers factored at the default energy; clean merges the same 4 slices either way.
+    assert_eq!(
+        lowrank_alone_leaves_no_clean_up_of_its_own(
+            d.path(),
+            "yolox.onnx",
+            &["--lowrank-energy", "0.95"]
+        ),
+        (279, 309, 4)
+    );
 }
 
 #[test]

@@ -246,6 +246,9 @@ def optimize(
     list of these. Every other option of the command line is a keyword, ``--lowrank-rank 16``
     being ``lowrank_rank=16`` (see ``RULE_OPTIONS``): flags take ``True``, repeatable lists a
     list, ``input_shape`` a dict of name to dims, ``external_data`` ``True`` or a threshold.
+    ``input_shape={"x": [1, 3, 224, 224]}`` only sets the shape verification runs at; the model
+    keeps its declared shapes. ``input_shapes="x:1,3,224,224"`` writes the shape into the model
+    (and verification runs at it); the two naming one input at different shapes raise.
 
     Raises :class:`Error` with the command line's one-line message when the input or an option
     is bad, or when the result did not verify (nothing is then written).

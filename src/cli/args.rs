@@ -186,9 +186,10 @@ pub struct VerifyInputArgs {
     /// --input-shape).
     #[arg(long, value_name = "DIR|FILE")]
     pub inputs: Option<PathBuf>,
-    /// Bind an input's shape, e.g. `--input-shape x=1,3,224,224` (repeatable): random inputs
-    /// are made at this shape (test_data_set folders beside the model are then not used);
-    /// with --inputs, the loaded tensors must have it.
+    /// Verification only: run the models at this input shape, e.g. `--input-shape
+    /// x=1,3,224,224` (repeatable); random inputs are made at it (test_data_set folders beside
+    /// the model are then not used), with --inputs the loaded tensors must have it. The written
+    /// model keeps its declared shapes (--input-shapes NAME:DIMS writes them into it).
     #[arg(long, value_name = "NAME=DIMS")]
     pub input_shape: Vec<String>,
     /// Give an input's value, e.g. `--input sr=16000` (repeatable): a scalar, or comma-separated

@@ -20,9 +20,10 @@ pub struct ConvenienceArgs {
     /// needs it; graph inputs and outputs keep their type (lossy, judged by --budget).
     #[arg(long, value_name = "fp16")]
     pub dtype: Option<String>,
-    /// Fix the shape of graph inputs in the written model, e.g. `x:1,3,224,224` or
-    /// `x:1,64,y:1,10` (repeatable); the input's symbolic dims become these sizes everywhere
-    /// the model declares them.
+    /// Write input shapes into the model: OUT declares these graph inputs with these sizes,
+    /// e.g. `x:1,3,224,224` or `x:1,64,y:1,10` (repeatable); the input's symbolic dims become
+    /// these sizes everywhere the model declares them, and verification runs at them. (To run
+    /// verification at a shape without changing the model: --input-shape NAME=DIMS.)
     #[arg(long, value_name = "NAME:DIMS")]
     pub input_shapes: Vec<String>,
     /// Cut the graph: these values become its outputs (comma-separated, repeatable); what
@@ -171,8 +172,13 @@ pub fn parse_input_shapes(specs: &[String]) -> Result<Vec<(String, Vec<i64>)>> {
             None => word,
         };
         let Some((name, dims)) = out.last_mut() else {
+            let hint = if word.contains('=') {
+                " (`NAME=DIMS` is the form of --input-shape, which only binds a shape for verification)"
+            } else {
+                ""
+            };
             return Err(Error::Usage(format!(
-                "--input-shapes `{word}`: expected NAME:DIMS, e.g. `x:1,3,224,224`"
+                "--input-shapes `{word}`: expected NAME:DIMS, e.g. `x:1,3,224,224`{hint}"
             )));
         };
         match dim.parse::<i64>() {
@@ -185,6 +191,35 @@ pub fn parse_input_shapes(specs: &[String]) -> Result<Vec<(String, Vec<i64>)>> {
         }
     }
     Ok(out)
+}
+
+/// Refuses `--input-shape` (the verification's binding, `bound`) naming an input that
+/// `--input-shapes` writes into the model at another shape: the model would be written at one
+/// shape and verified at another, which cannot both hold.
+pub fn check_against_verification(
+    args: &ConvenienceArgs,
+    bound: &[(String, Vec<usize>)],
+) -> Result<()> {
+    if args.input_shapes.is_empty() || bound.is_empty() {
+        return Ok(());
+    }
+    let fixed = parse_input_shapes(&args.input_shapes)?;
+    for (name, dims) in &fixed {
+        let Some((_, shape)) = bound.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        if shape.len() != dims.len() || shape.iter().zip(dims).any(|(&a, &b)| a as i64 != b) {
+            let join = |d: Vec<String>| d.join(",");
+            return Err(Error::Usage(format!(
+                "`--input-shape {name}={}` (the shape verification runs at) contradicts \
+                 `--input-shapes {name}:{}` (the shape written into the model); give one: \
+                 --input-shapes alone also verifies at the shape it writes",
+                join(shape.iter().map(|d| d.to_string()).collect()),
+                join(dims.iter().map(|d| d.to_string()).collect()),
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn tensor_dims(vi: &mut ValueInfoProto) -> Option<&mut TensorShapeProto> {

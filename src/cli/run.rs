@@ -208,6 +208,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
     let prepared_model = super::conveniences::prepare(&mut loaded.model, &args.conveniences)?;
     // The verification flags are checked even when nothing ends up verified.
     let shapes = crate::verify::inputs::parse_input_shapes(&args.verify.input_shape)?;
+    super::conveniences::check_against_verification(&args.conveniences, &shapes)?;
     crate::verify::inputs::check_input_shapes(&loaded.model, &[], &shapes)?;
     if let Some(p) = args.verify.inputs.as_ref().filter(|p| !p.exists()) {
         return Err(Error::Usage(format!(

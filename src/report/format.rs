@@ -136,8 +136,9 @@ pub fn render(report: &RunReport, verbose: bool) -> String {
 
 /// Why a lossy rule run without the clean group grew the node count: one line per such rule,
 /// or nothing. Its rewrite is what adds the nodes (a factored layer is two, a quantized weight
-/// is read through a dequantizing node); the rest of the graph is left as it was, which
-/// `--rules clean,RULE` cleans too.
+/// is read through a dequantizing node); the clean-up the rewrite itself makes possible (the
+/// weights and nodes it leaves unread) is done by its patch, and the rest of the graph is left
+/// as it was, which `--rules clean,RULE` cleans too.
 pub fn growth_note(report: &RunReport, clean_selected: bool) -> Option<String> {
     if clean_selected || report.after.nodes <= report.before.nodes {
         return None;
@@ -165,7 +166,7 @@ pub fn growth_note(report: &RunReport, clean_selected: bool) -> Option<String> {
         return None;
     }
     Some(format!(
-        "note: nodes {}: {}; no clean-up ran (the clean group was not selected: `--rules clean,{}` runs it too)",
+        "note: nodes {}: {}; what the rewrites left unread went with them, the rest of the graph is as it was (the clean group was not selected: `--rules clean,{}` cleans it too)",
         change(report.before.nodes as u64, report.after.nodes as u64),
         grew.join(", "),
         report

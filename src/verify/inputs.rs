@@ -395,8 +395,13 @@ pub fn load_inputs(path: &Path, model: &ModelProto) -> Result<Vec<InputSet>> {
 /// Parses an `--input-shape` value, `name=1,3,224,224` (`name=` alone is a scalar).
 pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
     let Some((name, dims)) = spec.rsplit_once('=') else {
+        let hint = if spec.contains(':') {
+            " (`NAME:DIMS` is the form of the main command's --input-shapes, which writes the shape into the model)"
+        } else {
+            ""
+        };
         return Err(Error::Usage(format!(
-            "`--input-shape {spec}`: expected `name=d1,d2,...`"
+            "`--input-shape {spec}`: expected `name=d1,d2,...`{hint}"
         )));
     };
     if name.is_empty() {
