@@ -7,10 +7,11 @@ pub mod inputs;
 pub mod metric;
 pub mod prepare;
 pub mod runner;
+pub mod segment;
 mod tensor;
 
 pub use compare::{
-    compare_outputs, compare_tensors, judge, relative_l2_error, verify, verify_against,
+    compare_outputs, compare_tensors, judge, report_from_outputs, relative_l2_error, verify, verify_against,
     verify_labeled, Comparison, SetReport, VerifyReport,
 };
 pub use inputs::{
@@ -20,3 +21,4 @@ pub use inputs::{
 pub use metric::{Budget, Metric, Worst};
 pub use prepare::{prepare, IfDecision, Prepared};
 pub use runner::{run, run_many, run_prepared, Outputs};
+pub use segment::{verify_within, Segmented};
