@@ -918,7 +918,14 @@ pub fn verify_models(
         .memory_limit
         .unwrap_or_else(crate::verify::segment::default_memory_limit);
     let report = crate::verify::verify_within(
-        a, "original", b, "rewritten", &sets, tolerance, limit, budget,
+        a,
+        "original",
+        b,
+        "rewritten",
+        &sets,
+        tolerance,
+        limit,
+        budget,
     )?;
     let passed = report.passed;
     Ok((report, passed))

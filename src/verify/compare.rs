@@ -638,7 +638,9 @@ pub fn verify_against(
     tolerance: f32,
 ) -> Result<VerifyReport> {
     let out_b = run_many(b, input_sets, label_b)?;
-    Ok(report_from_outputs(reference, &out_b, input_sets, tolerance))
+    Ok(report_from_outputs(
+        reference, &out_b, input_sets, tolerance,
+    ))
 }
 
 /// The report of comparing the candidate's outputs `out_b` with the `reference` on `input_sets`

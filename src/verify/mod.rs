@@ -11,8 +11,8 @@ pub mod segment;
 mod tensor;
 
 pub use compare::{
-    compare_outputs, compare_tensors, judge, report_from_outputs, relative_l2_error, verify, verify_against,
-    verify_labeled, Comparison, SetReport, VerifyReport,
+    compare_outputs, compare_tensors, judge, relative_l2_error, report_from_outputs, verify,
+    verify_against, verify_labeled, Comparison, SetReport, VerifyReport,
 };
 pub use inputs::{
     load_inputs, load_npy, load_npz, load_test_data_set, load_test_data_sets, parse_input_shape,

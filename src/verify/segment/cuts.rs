@@ -169,7 +169,10 @@ impl<'a> Scan<'a> {
     /// Bytes of the constants the nodes `nodes` read, each counted once.
     pub(crate) fn weight_of(&self, nodes: &[usize]) -> u64 {
         let mut counted = HashSet::new();
-        nodes.iter().map(|&i| self.new_weight(i, &mut counted)).sum()
+        nodes
+            .iter()
+            .map(|&i| self.new_weight(i, &mut counted))
+            .sum()
     }
 
     /// Bytes of every constant of the graph.
@@ -503,7 +506,10 @@ fn live_sets(
         }
         for (slot, o) in sa.graph.node[sa.order[p]].output.iter().enumerate() {
             let o = o.as_str();
-            if !o.is_empty() && made_at.get(o) == Some(&p) && last_read.get(o).is_some_and(|&l| l > p) {
+            if !o.is_empty()
+                && made_at.get(o) == Some(&p)
+                && last_read.get(o).is_some_and(|&l| l > p)
+            {
                 live.insert((p, slot), o);
                 key.insert(o, (p, slot));
             }
@@ -513,8 +519,8 @@ fn live_sets(
 }
 
 /// Assigns the rewritten model's nodes to segments: a node goes to the first segment whose end
-/// cut it is an ancestor of, else (nodes that lead only to graph outputs) to the latest segment
-/// its inputs reach. `Err` lists the cuts (indices into `cuts`) that do not separate the rewritten graph.
+/// cut it is an ancestor of, else (nodes that lead only to graph outputs) as late as its readers
+/// and inputs allow. `Err` lists the cuts (indices into `cuts`) that do not separate the rewritten graph.
 fn assign_rewritten(sb: &Scan, cuts: &[Vec<String>]) -> Result<Vec<Vec<usize>>, HashSet<usize>> {
     let n = sb.graph.node.len();
     let mut seg: Vec<Option<usize>> = vec![None; n];
@@ -548,32 +554,40 @@ fn assign_rewritten(sb: &Scan, cuts: &[Vec<String>]) -> Result<Vec<Vec<usize>>, 
             }
         }
     }
-    let mut offending = HashSet::new();
-    for &i in &sb.order {
+    // The other nodes lead only to graph outputs: each goes as late as its readers and the
+    // values it reads allow (a cut value is there until the segment after the last cut holding
+    // it, another value only in the segment making it).
+    let last = cuts.len();
+    let mut readers_min: Vec<usize> = vec![last; n];
+    for &i in sb.order.iter().rev() {
         let s = match seg[i] {
             Some(s) => s,
             None => {
-                // As late as its inputs allow: a cut value is there until the segment after the
-                // last cut holding it (where the original reads it last).
-                let s = sb.reads[i]
-                    .iter()
-                    .filter_map(|r| {
-                        let m = sb.maker(r)?;
-                        Some(match span.get(r) {
-                            Some(&(_, hi)) => hi + 1,
-                            None => seg[m].unwrap_or(0),
-                        })
-                    })
-                    .max()
-                    .unwrap_or(0);
+                let mut s = readers_min[i];
+                for r in &sb.reads[i] {
+                    if let Some(sm) = sb.maker(r).and_then(|m| seg[m]) {
+                        s = s.min(span.get(r).map_or(sm, |&(_, hi)| hi + 1));
+                    }
+                }
                 seg[i] = Some(s);
                 s
             }
         };
         for r in &sb.reads[i] {
+            if let Some(m) = sb.maker(r) {
+                readers_min[m] = readers_min[m].min(s);
+            }
+        }
+    }
+    let mut offending = HashSet::new();
+    for &i in &sb.order {
+        let s = seg[i].unwrap_or(0);
+        for r in &sb.reads[i] {
             let Some(m) = sb.maker(r) else { continue };
             let sm = seg[m].unwrap_or(0);
-            if sm >= s {
+            if sm > s {
+                // Read before it is made: no cut between the two may stay.
+                offending.extend(s..sm);
                 continue;
             }
             // `r` crosses cuts sm .. s-1 (cut k lies between segments k and k + 1).

@@ -66,7 +66,12 @@ pub fn default_memory_limit() -> u64 {
 
 /// `1.50G`, `512M`, `12K` or `100B`: a size in the units `--memory-limit` takes.
 pub fn format_size(bytes: u64) -> String {
-    let units = [(1u64 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    let units = [
+        (1u64 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
     for (scale, u) in units {
         if bytes >= scale {
             let v = bytes as f64 / scale as f64;

@@ -192,7 +192,16 @@ pub fn verify_within(
     if whole_model_need(a, b) <= memory_limit {
         return verify_labeled(a, label_a, b, label_b, sets, tolerance);
     }
-    verify_segmented(a, label_a, b, label_b, sets, tolerance, memory_limit, budget)
+    verify_segmented(
+        a,
+        label_a,
+        b,
+        label_b,
+        sets,
+        tolerance,
+        memory_limit,
+        budget,
+    )
 }
 
 /// Verifies segment by segment (see the module documentation), whatever the size of the models.
@@ -275,7 +284,10 @@ pub fn verify_segmented(
         drop(ma);
         let (mb, ins_b) = sub_model(b, &sb, &seg.rewritten[s], &want_b);
         let (outs_chain, outs_fed) = if want_b.is_empty() {
-            (vec![Vec::new(); sets.len()], Ok(vec![Vec::new(); sets.len()]))
+            (
+                vec![Vec::new(); sets.len()],
+                Ok(vec![Vec::new(); sets.len()]),
+            )
         } else {
             let chain = run_many(&mb, &feeds(sets, &store_b, &ins_b), &label_sb)?;
             let fed = run_many(&mb, &feeds(sets, &store_a, &ins_b), &label_sb);
@@ -295,7 +307,9 @@ pub fn verify_segmented(
                             let x = find(&outs_a[i], n)?;
                             Some(match find(&fed[i], n) {
                                 Some(y) => compare_tensors(n, x, y, tolerance),
-                                None => failed_comparison(n, "not made by the rewritten segment".into()),
+                                None => {
+                                    failed_comparison(n, "not made by the rewritten segment".into())
+                                }
                             })
                         })
                         .collect(),
