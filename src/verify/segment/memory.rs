@@ -2,8 +2,8 @@
 //! what verifying a model whole needs.
 
 /// tract's memory while it runs one model, as a multiple of that model's weights: the bytes
-/// handed to tract, tract's own tensors, and the packed copies its optimizer makes. Measured on
-/// `ddddocr_det_yolox` (README, "Verifying in bounded memory").
+/// handed to tract, tract's own tensors, and the packed copies its optimizer makes (measured as
+/// anonymous memory on a MatMul chain of 64 MB: README, "Verifying in bounded memory").
 pub const TRACT_FACTOR: u64 = 3;
 
 /// The default `--memory-limit` is this fraction (1/N) of the machine's RAM.
