@@ -11,6 +11,7 @@ use common::proto::{f32_tensor, model, node, value_info};
 use common::run::{ok, refused, run};
 use onnx_slim::onnx::proto::tensor_proto::DataType;
 use onnx_slim::onnx::proto::{AttributeProto, GraphProto, ModelProto, TensorProto};
+use onnx_slim::verify::compare::DEFAULT_TOLERANCE;
 use onnx_slim::verify::segment::{plan, verify_segmented, verify_within, weight_bytes};
 use onnx_slim::verify::{load_test_data_sets, verify_labeled, InputSet};
 use prost::Message;
@@ -544,8 +545,9 @@ fn segment_wise_verdicts_equal_whole_model_verdicts_on_the_shared_models() {
         let (t, weight) = largest_weight(&mut broken);
         corrupt_tensor(t, 0.5);
         for (b, what) in [(&b, "clean"), (&broken, "broken")] {
-            let whole = verify_labeled(&a, "a", b, "b", &sets, 1e-4).unwrap();
-            let seg = verify_segmented(&a, "a", b, "b", &sets, 1e-4, limit, None).unwrap();
+            let whole = verify_labeled(&a, "a", b, "b", &sets, DEFAULT_TOLERANCE).unwrap();
+            let seg =
+                verify_segmented(&a, "a", b, "b", &sets, DEFAULT_TOLERANCE, limit, None).unwrap();
             let s = seg.segmented.as_ref().unwrap();
             assert_eq!(
                 whole.passed, seg.passed,

@@ -506,6 +506,14 @@ fn sub_model(
             }
         }
     }
+    // A graph output that is an initializer as it stands.
+    for o in outputs {
+        if let Some(&t) = scan.initializers.get(o.as_str()) {
+            if !made.contains(o.as_str()) && seen_names.insert(o) {
+                inits.push(t);
+            }
+        }
+    }
     let vi = |name: &str| ValueInfoProto {
         name: Some(name.to_string()),
         ..Default::default()
