@@ -59,7 +59,9 @@ pub struct SegmentReport {
     /// How many values the segment receives at its start cut.
     pub cut_values: usize,
     /// The original's values at the start cut fed into the rewritten segment, compared with the
-    /// original at the end cut (and any graph output the segment makes).
+    /// original at the end cut (and any graph output the segment makes): by the run's budget,
+    /// else element-wise where the relative L2 error exceeds the tolerance (see
+    /// `forgive_noise`).
     pub report: VerifyReport,
 }
 
@@ -333,8 +335,9 @@ pub fn verify_segmented(
             sets: set_reports,
             segmented: None,
         };
-        if let Some(b) = budget {
-            judge(&mut report, b);
+        match budget {
+            Some(b) => judge(&mut report, b),
+            None => forgive_noise(&mut report, tolerance),
         }
         let label = |scan: &Scan, nodes: &[usize], first: bool| {
             let i = if first { nodes.first() } else { nodes.last() };
@@ -389,6 +392,23 @@ pub fn verify_segmented(
         dropped_cuts: seg.dropped,
     });
     Ok(report)
+}
+
+/// An intermediate value that fails the element-wise criterion with a relative L2 error of at
+/// most `tolerance` passes in a per-segment report: float reassociation of an exact rewrite
+/// (a fused Conv and BatchNormalization) moves single elements of an activation by about the
+/// tolerance, while a wrong rewrite moves the whole value. The end-to-end verdict stays
+/// element-wise.
+fn forgive_noise(report: &mut VerifyReport, tolerance: f32) {
+    for s in &mut report.sets {
+        for c in &mut s.outputs {
+            if !c.passed && c.note.is_none() && c.rel_l2.is_some_and(|e| e <= tolerance as f64) {
+                c.passed = true;
+            }
+        }
+        s.passed = s.outputs.iter().all(|c| c.passed);
+    }
+    report.passed = report.sets.iter().all(|s| s.passed);
 }
 
 fn node_label(n: &crate::onnx::proto::NodeProto) -> String {
