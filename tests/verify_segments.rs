@@ -556,6 +556,7 @@ fn segment_wise_verdicts_equal_whole_model_verdicts_on_the_shared_models() {
             assert!(s.segments.len() >= 2, "{name}: {seg}");
             if what == "clean" {
                 assert!(whole.passed, "{name}: {whole}");
+                assert!(s.first_failing().is_none(), "{name}: {seg}");
             } else if !whole.passed {
                 failing += 1;
                 // The first segment to fail on the original's values is the one reading the
@@ -589,8 +590,7 @@ fn segment_wise_verdicts_equal_whole_model_verdicts_on_the_shared_models() {
     assert_eq!(compared, 12);
     // A weight off by 0.5 everywhere moves the outputs of every shared model.
     assert_eq!(failing, 6);
-    // Where a non-constant node reads the weight directly (not ppocr's weights, `Constant`s
-    // read through constant nodes, nor silero's, read inside an `If` body), its segment is named.
-    assert!(localized >= 4, "{localized}");
+    // In each, the segment named is the one whose node reads the corrupted weight.
+    assert_eq!(localized, 6);
     eprintln!("{localized} of {failing} broken models localized to the reading segment");
 }
