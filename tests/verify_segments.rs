@@ -442,6 +442,43 @@ fn the_verify_command_names_the_failing_segment() {
 }
 
 #[test]
+fn a_budget_judges_the_segments_of_a_lossy_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = chain(4, false);
+    let mut b = a.clone();
+    corrupt(&mut b, "w2", 0.002);
+    std::fs::write(dir.path().join("a.onnx"), a.encode_to_vec()).unwrap();
+    std::fs::write(dir.path().join("b.onnx"), b.encode_to_vec()).unwrap();
+    let limit = (layer_bytes(&a) * 3).to_string();
+    let args = [
+        "verify",
+        "a.onnx",
+        "b.onnx",
+        "--memory-limit",
+        &limit,
+        "--report-json",
+        "r.json",
+    ];
+    // Element by element, segment 3 moved; within a cosine budget of 0.01, nothing did.
+    let r = run(dir.path(), &args);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stdout.contains("3/4  `mm2` … `relu2`") && r.stdout.contains("FAIL"),
+        "{r:?}"
+    );
+    let r = ok(dir.path(), &[&args[..], &["--budget", "0.01"]].concat());
+    assert!(r.stdout.contains("verified in 4 segments"), "{r:?}");
+    assert!(r.stdout.contains("within budget"), "{r:?}");
+    let json = common::run::json(&dir.path().join("r.json"));
+    let segs = json["segmented"]["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 4);
+    for s in segs {
+        assert_eq!(s["report"]["passed"], true, "{s}");
+        assert!(s["report"]["budget"].is_array(), "{s}");
+    }
+}
+
+#[test]
 fn the_main_command_verifies_in_segments_under_a_small_limit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("m.onnx"), chain(6, true).encode_to_vec()).unwrap();

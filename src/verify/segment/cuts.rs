@@ -520,7 +520,8 @@ fn live_sets(
 
 /// Assigns the rewritten model's nodes to segments: a node goes to the first segment whose end
 /// cut it is an ancestor of, else (nodes that lead only to graph outputs) as late as its readers
-/// and inputs allow. `Err` lists the cuts (indices into `cuts`) that do not separate the rewritten graph.
+/// and inputs allow. `Err` lists the cuts (indices into `cuts`) that do not separate the
+/// rewritten graph.
 fn assign_rewritten(sb: &Scan, cuts: &[Vec<String>]) -> Result<Vec<Vec<usize>>, HashSet<usize>> {
     let n = sb.graph.node.len();
     let mut seg: Vec<Option<usize>> = vec![None; n];
