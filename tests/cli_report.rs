@@ -350,6 +350,7 @@ fn the_verification_table_stays_aligned_with_long_output_names() {
             inputs: vec!["x [1, 16]".into()],
         }],
         passed: true,
+        segmented: None,
     };
     let text = report.to_string();
     let lines: Vec<&str> = text.lines().take(3).collect();

@@ -72,10 +72,19 @@ RULE_OPTIONS: Dict[str, str] = {
     "input": "shape",
     "tolerance": "value",
     "seed": "value",
+    "memory_limit": "value",
 }
 
 # The options of `onnx-slim verify A B` that `verify` takes as keywords.
-_VERIFY_OPTIONS = ("input_shape", "input", "tolerance", "seed", "budget", "budget_metric")
+_VERIFY_OPTIONS = (
+    "input_shape",
+    "input",
+    "tolerance",
+    "seed",
+    "memory_limit",
+    "budget",
+    "budget_metric",
+)
 
 
 class Error(Exception):
@@ -332,7 +341,8 @@ def verify(a: Any, b: Any, inputs: Any = None, **options: Any) -> Dict[str, Any]
     folder or a folder of them, an ``.npz``/``.npy`` path or a dict of input name to numpy array;
     default as the command line: the ``test_data_set_*`` folders beside ``a``, else seeded random
     values. Keywords: ``input_shape`` (dict of name to dims), ``input`` (dict of name to a value or
-    values, e.g. ``{"sr": 16000}``), ``tolerance``, ``seed``, ``budget``,
+    values, e.g. ``{"sr": 16000}``), ``tolerance``, ``seed``, ``memory_limit`` (``"8G"`` or
+    bytes: above it, verification runs segment by segment), ``budget``,
     ``budget_metric``. Outputs that disagree give ``passed: False``; bad input raises
     :class:`Error`.
     """

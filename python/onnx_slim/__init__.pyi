@@ -85,6 +85,7 @@ def optimize(
     input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
+    memory_limit: Union[str, int, None] = None,
 ) -> onnx.ModelProto:
     """Rewrites, verifies and returns the model as an ``onnx.ModelProto``."""
 
@@ -140,6 +141,7 @@ def optimize(
     input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
+    memory_limit: Union[str, int, None] = None,
 ) -> bytes:
     """Rewrites, verifies and returns the model's serialized bytes, as the CLI writes them."""
 
@@ -195,6 +197,7 @@ def optimize(
     input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
+    memory_limit: Union[str, int, None] = None,
 ) -> pathlib.Path:
     """Rewrites and verifies the model, writes it to ``output`` and returns that path."""
 
@@ -250,6 +253,7 @@ def optimize(
     input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
+    memory_limit: Union[str, int, None] = None,
 ) -> Tuple[Union[onnx.ModelProto, bytes, pathlib.Path], Dict[str, Any]]:
     """Rewrites and verifies the model; returns the result and the report dict."""
 
@@ -271,6 +275,7 @@ def verify(
     input: Union[Mapping[str, Any], Sequence[str], None] = None,
     tolerance: Optional[float] = None,
     seed: Optional[int] = None,
+    memory_limit: Union[str, int, None] = None,
     budget: Optional[float] = None,
     budget_metric: Optional[Literal["cosine", "rel-l2", "argmax", "max-abs"]] = None,
 ) -> Dict[str, Any]:

@@ -203,6 +203,11 @@ pub struct VerifyInputArgs {
     /// Seed for random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Memory verification may take, e.g. `8G`, `512M`, `1.5G` or bytes: when tract would need
+    /// more to hold a model whole (about 3× its weights), both models are verified segment by
+    /// segment, each segment's weights within a third of it. Default: a quarter of the RAM.
+    #[arg(long, value_name = "SIZE", value_parser = memory_limit)]
+    pub memory_limit: Option<u64>,
 }
 
 /// Subcommands.
@@ -302,4 +307,9 @@ fn tolerance(s: &str) -> std::result::Result<f32, String> {
         Ok(t) => Err(format!("must be a finite number ≥ 0, got {t}")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Parses `--memory-limit`: a size such as `512M`, `8G`, `1.5G` or bytes.
+fn memory_limit(s: &str) -> std::result::Result<u64, String> {
+    crate::verify::segment::parse_size(s)
 }

@@ -800,7 +800,15 @@ fn fixed_verification(
     // Verify exactly the bytes that will be written (before external data is split off).
     let bytes = encode_model(proto);
     let written = crate::onnx::decode_bytes(bytes.into(), output)?;
-    let (mut v, _) = verify_models(original, &written, input, &args.verify, tolerance)?;
+    let per_segment = lossy.then_some(budget);
+    let (mut v, _) = verify_models(
+        original,
+        &written,
+        input,
+        &args.verify,
+        tolerance,
+        per_segment,
+    )?;
     if lossy {
         crate::verify::judge(&mut v, budget);
     }
@@ -814,8 +822,9 @@ fn fixed_verification(
             )
         } else {
             format!(
-                "{} beyond tolerance {tolerance}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)",
-                disagreeing(&v)
+                "{} beyond tolerance {tolerance}{}; nothing was written (use --max-patches to bisect, --no-verify to write anyway)",
+                disagreeing(&v),
+                failing_segment(&v)
             )
         };
         return Err(Error::VerifyFailed(how));
@@ -884,16 +893,41 @@ fn disagreeing(report: &crate::verify::VerifyReport) -> String {
     }
 }
 
-/// Runs both models in tract and compares; returns the report and whether it passed.
+/// ", first in segment 2 of 5 (nodes `a` … `b`)" when a segment-wise verification localized it.
+fn failing_segment(v: &crate::verify::VerifyReport) -> String {
+    v.segmented
+        .as_ref()
+        .and_then(|s| {
+            let f = s.first_failing()?;
+            Some(format!(", first in {}", f.describe(s.segments.len())))
+        })
+        .unwrap_or_default()
+}
+
+/// Runs both models in tract and compares, whole or segment by segment within `--memory-limit`
+/// (`budget` judges the segments of a lossy run); returns the report and whether it passed.
 pub fn verify_models(
     a: &crate::onnx::proto::ModelProto,
     b: &crate::onnx::proto::ModelProto,
     model_path: &Path,
     inputs: &VerifyInputArgs,
     tolerance: f32,
+    budget: Option<crate::verify::Budget>,
 ) -> Result<(crate::verify::VerifyReport, bool)> {
     let sets = super::inputs::input_sets(a, model_path, inputs)?;
-    let report = crate::verify::compare::verify(a, b, &sets, tolerance)?;
+    let limit = inputs
+        .memory_limit
+        .unwrap_or_else(crate::verify::segment::default_memory_limit);
+    let report = crate::verify::verify_within(
+        a,
+        "original",
+        b,
+        "rewritten",
+        &sets,
+        tolerance,
+        limit,
+        budget,
+    )?;
     let passed = report.passed;
     Ok((report, passed))
 }
@@ -911,7 +945,7 @@ pub fn verify_command(
     let tol = inputs
         .tolerance
         .unwrap_or(crate::verify::compare::DEFAULT_TOLERANCE);
-    let (mut report, _) = verify_models(&ma, &mb, a, inputs, tol)?;
+    let (mut report, _) = verify_models(&ma, &mb, a, inputs, tol, budget)?;
     if let Some(budget) = budget {
         crate::verify::judge(&mut report, budget);
     }
@@ -975,6 +1009,7 @@ mod tests {
             budget: None,
             sets,
             passed,
+            segmented: None,
         }
     }
 

@@ -101,6 +101,10 @@ pub struct VerifyReport {
     pub sets: Vec<SetReport>,
     /// Whether every output of every set passed.
     pub passed: bool,
+    /// How the models were verified segment by segment, when they were (see
+    /// [`super::segment`]); the sets above are then the end-to-end comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segmented: Option<super::segment::Segmented>,
 }
 
 impl VerifyReport {
@@ -258,6 +262,9 @@ impl fmt::Display for VerifyReport {
                 })
                 .collect();
             writeln!(f, "inputs: {}", text.join("; "))?;
+        }
+        if let Some(sg) = &self.segmented {
+            write!(f, "{sg}")?;
         }
         let sets = format!(
             "{} input set{}",
@@ -466,6 +473,11 @@ pub fn compare_tensors(name: &str, a: &Tensor, b: &Tensor, tol: f32) -> Comparis
 }
 
 fn missing(name: &str, which: &str) -> Comparison {
+    failed_comparison(name, format!("missing in the {which} model"))
+}
+
+/// A comparison of output `name` that failed for the reason `note`, with no values.
+pub(crate) fn failed_comparison(name: &str, note: String) -> Comparison {
     Comparison {
         output: name.to_string(),
         dtype: "-".into(),
@@ -480,7 +492,7 @@ fn missing(name: &str, which: &str) -> Comparison {
         argmax_agreement: None,
         mismatched: 0,
         passed: false,
-        note: Some(format!("missing in the {which} model")),
+        note: Some(note),
         loss: None,
     }
 }
@@ -626,9 +638,22 @@ pub fn verify_against(
     tolerance: f32,
 ) -> Result<VerifyReport> {
     let out_b = run_many(b, input_sets, label_b)?;
+    Ok(report_from_outputs(
+        reference, &out_b, input_sets, tolerance,
+    ))
+}
+
+/// The report of comparing the candidate's outputs `out_b` with the `reference` on `input_sets`
+/// (one [`Outputs`] per set, in order) at `tolerance`.
+pub fn report_from_outputs(
+    reference: &[Outputs],
+    out_b: &[Outputs],
+    input_sets: &[InputSet],
+    tolerance: f32,
+) -> VerifyReport {
     let sets: Vec<SetReport> = input_sets
         .iter()
-        .zip(reference.iter().zip(&out_b))
+        .zip(reference.iter().zip(out_b))
         .map(|(set, (oa, ob))| {
             let mut outputs = compare_outputs(oa, ob, tolerance);
             for c in &mut outputs {
@@ -653,12 +678,13 @@ pub fn verify_against(
             }
         })
         .collect();
-    Ok(VerifyReport {
+    VerifyReport {
         tolerance,
         budget: None,
         passed: sets.iter().all(|s| s.passed),
         sets,
-    })
+        segmented: None,
+    }
 }
 
 /// Judges `report` by a model-level `budget` instead of its element-wise tolerance: an output

@@ -7,11 +7,12 @@ pub mod inputs;
 pub mod metric;
 pub mod prepare;
 pub mod runner;
+pub mod segment;
 mod tensor;
 
 pub use compare::{
-    compare_outputs, compare_tensors, judge, relative_l2_error, verify, verify_against,
-    verify_labeled, Comparison, SetReport, VerifyReport,
+    compare_outputs, compare_tensors, judge, relative_l2_error, report_from_outputs, verify,
+    verify_against, verify_labeled, Comparison, SetReport, VerifyReport,
 };
 pub use inputs::{
     load_inputs, load_npy, load_npz, load_test_data_set, load_test_data_sets, parse_input_shape,
@@ -20,3 +21,4 @@ pub use inputs::{
 pub use metric::{Budget, Metric, Worst};
 pub use prepare::{prepare, IfDecision, Prepared};
 pub use runner::{run, run_many, run_prepared, Outputs};
+pub use segment::{verify_within, Segmented};
