@@ -10,7 +10,7 @@
 //! n2 = LayerNormalization(n1 + Relu(n1·W1 + b1)·W2 + b2)      W1: hidden×4·hidden, W2: 4·hidden×hidden
 //! ```
 //!
-//! so a block holds 12·hidden² + 7·hidden weights. An `Identity` sits before the first block and
+//! so a block holds 12·hidden² + 10·hidden weights. An `Identity` sits before the first block and
 //! between blocks: `--rules clean` always has something to remove, so a verified run verifies.
 //! The weights (uniform in ±1/√hidden from a fixed seed) are written one tensor at a time straight
 //! to `<name>.data`, never held in memory together.
@@ -54,7 +54,7 @@ impl StackSpec {
 
     fn block_bytes(hidden: usize) -> u64 {
         let h = hidden as u64;
-        4 * (12 * h * h + 7 * h)
+        4 * (12 * h * h + 10 * h)
     }
 
     /// Bytes of all weights (float32).
