@@ -15,9 +15,9 @@
 //! `/proc/PID/status`, polled every 5 ms: heap, not the page cache of mapped files), the last
 //! `VmHWM` seen there and the peak RSS the kernel reports at exit (`ru_maxrss`, mapped file pages
 //! included). `--memory-limit` is passed to the verified runs when the binary lists it in its
-//! `--help`. Generated files are deleted after each size. A last table fits time and anonymous
-//! memory linearly in the weight size over the measured sizes and extrapolates to 7 B and 70 B
-//! float32 parameters (28 and 280 GB): extrapolated, not measured.
+//! `--help`. Generated files are deleted after each size. A last table extrapolates to 7 B and
+//! 70 B float32 parameters (28 and 280 GB): time in proportion to the weights (from the largest
+//! size measured), anonymous memory by a least-squares line over the sizes. Not measured.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -266,8 +266,11 @@ fn main() {
             let _ = std::fs::remove_file(dir.join(f));
         }
     }
-    println!("\nextrapolated (linear fit over the sizes above, float32 weights; not measured):\n");
-    println!("| run | s per GB | anon GB = a + b·weights GB | 7 B (28 GB): s, anon GB | 70 B (280 GB): s, anon GB |");
+    println!(
+        "\nextrapolated (not measured): time scaled linearly from the largest size measured; \
+         anonymous memory by a least-squares line a + b·W over the sizes (float32 weights)\n"
+    );
+    println!("| run | s per GB | anon GB = a + b·W | 7 B (28 GB): s, anon GB | 70 B (280 GB): s, anon GB |");
     println!("|---|---|---|---|---|");
     for label in [
         "clean --no-verify",
@@ -281,25 +284,26 @@ fn main() {
             .filter(|p| p.1 == label)
             .map(|p| (p.0 / GB, p.2, p.3 / GB))
             .collect();
-        if pts.len() < 2 {
+        let Some(&(wmax, tmax, _)) = pts.iter().max_by(|a, b| a.0.total_cmp(&b.0)) else {
             continue;
-        }
-        let line = |ys: &dyn Fn(&(f64, f64, f64)) -> f64| {
-            let n = pts.len() as f64;
-            let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
-            let my = pts.iter().map(ys).sum::<f64>() / n;
-            let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (ys(p) - my)).sum();
-            let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-            let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-            (my - b * mx, b)
         };
-        let (ta, tb) = line(&|p| p.1);
-        let (ma, mb) = line(&|p| p.2);
+        let n = pts.len() as f64;
+        let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+        let my = pts.iter().map(|p| p.2).sum::<f64>() / n;
+        let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.2 - my)).sum();
+        let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        // One size: memory proportional to the weights.
+        let (ma, mb) = if sxx > 0.0 {
+            (my - sxy / sxx * mx, sxy / sxx)
+        } else {
+            (0.0, my / mx)
+        };
+        let per_gb = tmax / wmax;
         println!(
-            "| {label} | {tb:.1} | {ma:.2} + {mb:.3}·W | {:.0} s, {:.1} | {:.0} s, {:.1} |",
-            ta + tb * 28.0,
+            "| {label} | {per_gb:.1} | {ma:.2} + {mb:.3}·W | {:.0} s, {:.1} | {:.0} s, {:.1} |",
+            per_gb * 28.0,
             ma + mb * 28.0,
-            ta + tb * 280.0,
+            per_gb * 280.0,
             ma + mb * 280.0
         );
     }
