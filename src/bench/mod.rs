@@ -26,6 +26,7 @@
 //!   Labels of another kind (text) are reported as n/a.
 
 pub mod chart;
+pub mod stack;
 pub mod table;
 
 use std::ffi::OsString;

@@ -47,6 +47,7 @@ mod settle;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use prost::Message as _;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -599,8 +600,9 @@ fn verify_written(
     sets: &[InputSet],
     budget: Budget,
 ) -> Result<(ModelProto, VerifyReport)> {
-    let bytes = crate::onnx::encode_model(&model.to_proto());
-    let proto = crate::onnx::decode_bytes(bytes.into(), std::path::Path::new("rewritten"))?;
+    // What the written bytes decode to (prost's decode(encode(m)) == m): verified as it is, with
+    // no whole-model encode.
+    let proto = model.to_proto();
     let mut report = verify::verify_against(reference, &proto, "rewritten", sets, 0.0)?;
     verify::judge(&mut report, budget);
     Ok((proto, report))
@@ -667,7 +669,7 @@ pub fn search(
         goal.budget
     };
     let to_save = |m: &Model| {
-        let current = crate::onnx::encode_model(&m.to_proto()).len() as f64;
+        let current = m.to_proto().encoded_len() as f64;
         goal.target_size
             .map(|r| (current - r * input_bytes as f64).max(0.0))
     };
@@ -889,7 +891,7 @@ pub fn search(
         // Both passes were verified: keep the one better at the objective (ties: no pruning).
         let cost = |m: &Model, p: &ModelProto| -> Result<f64> {
             Ok(match goal.objective {
-                Objective::Size => crate::onnx::encode_model(p).len() as f64,
+                Objective::Size => p.encoded_len() as f64,
                 Objective::Macs => macs(m) as f64,
                 Objective::Latency => match measure_sets.first() {
                     Some(set) => latency_us(p, set)?,

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use prost::Message as _;
+
 use super::*;
 
 /// The mutable state of one allocation-and-verification pass over a base model.
@@ -70,7 +72,7 @@ pub(super) fn settle(
         let (out, rules_report) = apply(base, variants, &st.opts, &st.chosen)?;
         if let (Some(r), Some(save)) = (goal.target_size, st.to_save) {
             let target = r * input_bytes as f64;
-            let got = crate::onnx::encode_model(&out.to_proto()).len() as f64;
+            let got = out.to_proto().encoded_len() as f64;
             if got > target && st.target_tries < 4 {
                 st.target_tries += 1;
                 let more = save + (got - target);

@@ -1,12 +1,13 @@
 //! Tensor data stored outside the `.onnx` file (`data_location = EXTERNAL`).
 //!
-//! Reading: each external tensor's `location` is resolved relative to the model's folder and only
-//! its `offset..offset+length` range is read. Writing: tensors whose payload reaches a threshold are
+//! Reading: each external tensor's `location` is resolved relative to the model's folder, the file
+//! is memory-mapped once (never populated up front, never copied) and the tensor's `raw_data`
+//! becomes the `offset..offset+length` slice of that map: weights stay page-cache pages the kernel
+//! can drop and reload, so a model larger than memory loads in memory bounded by its graph. Writing: tensors whose payload reaches a threshold are
 //! moved into one data file beside the model, each described by `location`, `offset` and `length`.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
@@ -20,9 +21,9 @@ use crate::error::{Error, Result};
 /// What loading found out about external data, so that saving can keep the same layout.
 #[derive(Debug, Clone, Default)]
 pub struct ExternalSummary {
-    /// Number of tensors read from external files.
+    /// Number of tensors taken from external files.
     pub tensors: usize,
-    /// Total bytes read from external files.
+    /// Total bytes of those tensors (mapped, not read in).
     pub bytes: u64,
     /// Smallest external payload seen: a good threshold for writing the model back out.
     pub min_len: Option<u64>,
@@ -37,11 +38,12 @@ fn tensor_label(t: &TensorProto) -> String {
     t.name.clone().unwrap_or_else(|| "<unnamed>".into())
 }
 
-/// Reads every external tensor of `model` into its `raw_data`, resolving locations against
-/// `base_dir`, and clears the external markers.
+/// Points the `raw_data` of every external tensor of `model` at its bytes in the external file,
+/// resolving locations against `base_dir`, and clears the external markers. Each file is mapped
+/// once ([`map_data_file`]) and each tensor holds a `Bytes` slice of the map: nothing is copied.
 pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<ExternalSummary> {
     let mut summary = ExternalSummary::default();
-    let mut files: HashMap<PathBuf, (File, u64)> = HashMap::new();
+    let mut files: HashMap<PathBuf, Bytes> = HashMap::new();
     let mut real_base: Option<PathBuf> = None;
     let base_dir = if base_dir.as_os_str().is_empty() {
         Path::new(".")
@@ -86,11 +88,14 @@ pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<External
             let (real, len) = resolve_location(base_dir, &location, &mut real_base)
                 .map_err(|(p, reason)| err(&p, reason))?;
             let f = File::open(&real).map_err(|e| err(&path, format!("cannot open: {e}")))?;
-            files.insert(path.clone(), (f, len));
+            let data =
+                map_data_file(&f, len).map_err(|e| err(&path, format!("cannot read: {e}")))?;
+            files.insert(path.clone(), data);
         }
-        let Some((file, file_len)) = files.get_mut(&path) else {
+        let Some(data) = files.get(&path) else {
             return Err(err(&path, "cannot open".into()));
         };
+        let file_len = data.len() as u64;
         let length = match length {
             Some(l) => l,
             None => match dtype::byte_len(t.data_type.unwrap_or(0), &t.dims) {
@@ -101,25 +106,41 @@ pub fn load_external(model: &mut ModelProto, base_dir: &Path) -> Result<External
         let end = offset
             .checked_add(length)
             .ok_or_else(|| err(&path, "offset + length overflows".into()))?;
-        if end > *file_len {
+        if end > file_len {
             return Err(err(
                 &path,
                 format!("file is too short: needs bytes {offset}..{end}, has {file_len}"),
             ));
         }
-        let mut buf = vec![0u8; length as usize];
-        file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.read_exact(&mut buf))
-            .map_err(|e| err(&path, format!("cannot read: {e}")))?;
+        // `end <= file_len == data.len()`, so both fit a usize.
+        let payload = data.slice(offset as usize..end as usize);
         summary.tensors += 1;
         summary.bytes += length;
         summary.min_len = Some(summary.min_len.map_or(length, |m| m.min(length)));
-        t.raw_data = Some(Bytes::from(buf));
+        t.raw_data = Some(payload);
         t.data_location = None;
         t.external_data.clear();
         Ok(())
     })?;
     Ok(summary)
+}
+
+/// The bytes of an external data file of `len` bytes: a read-only memory map, populated up front
+/// only when small ([`super::io::POPULATE_BELOW`]): the pages of a large one are faulted in as
+/// tensors are read and stay page cache, which the kernel may drop and reload. An empty file is an
+/// empty `Bytes` (a zero-length map is refused by the kernel); a file that cannot be mapped is read.
+pub(crate) fn map_data_file(file: &File, len: u64) -> std::io::Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    if let Ok(map) = super::io::map_readonly(file, len) {
+        if map.len() as u64 == len {
+            return Ok(Bytes::from_owner(map));
+        }
+    }
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    std::io::Read::read_to_end(&mut &*file, &mut data)?;
+    Ok(Bytes::from(data))
 }
 
 /// The regular file an external `location` names, checked to lie inside the model's folder

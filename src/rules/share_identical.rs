@@ -14,8 +14,6 @@
 
 use std::collections::BTreeMap;
 
-use prost::Message;
-
 use crate::error::Result;
 use crate::ir::{tensor, Graph, Model, NodeId, ValueRef};
 use crate::onnx::proto::TensorProto;
@@ -24,13 +22,39 @@ use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, 
 /// See the module docs.
 pub struct ShareIdentical;
 
-/// The tensor's contents without its name, for a full comparison.
-pub(crate) fn contents(t: &TensorProto) -> Vec<u8> {
-    let mut t = t.clone();
-    t.name = None;
-    t.doc_string = None;
-    t.metadata_props.clear();
-    t.encode_to_vec()
+/// Whether `a` and `b` hold the same contents (dtype, dims, payload, everything but name, doc
+/// string and metadata), floats compared bitwise. Payloads are compared where they lie: encoding
+/// both to compare them copied every candidate weight.
+pub(crate) fn same_contents(a: &TensorProto, b: &TensorProto) -> bool {
+    // Everything but the payload fields compared by value; `raw_data` is `Bytes` (a cheap clone).
+    let shell = |t: &TensorProto| TensorProto {
+        name: None,
+        doc_string: None,
+        metadata_props: Vec::new(),
+        float_data: Vec::new(),
+        double_data: Vec::new(),
+        int32_data: Vec::new(),
+        int64_data: Vec::new(),
+        uint64_data: Vec::new(),
+        string_data: Vec::new(),
+        raw_data: None,
+        data_type: t.data_type,
+        dims: t.dims.clone(),
+        segment: t.segment.clone(),
+        data_location: t.data_location,
+        external_data: t.external_data.clone(),
+    };
+    let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    shell(a) == shell(b)
+        && a.raw_data == b.raw_data
+        && a.float_data.len() == b.float_data.len()
+        && bits32(&a.float_data) == bits32(&b.float_data)
+        && bits64(&a.double_data) == bits64(&b.double_data)
+        && a.int32_data == b.int32_data
+        && a.int64_data == b.int64_data
+        && a.uint64_data == b.uint64_data
+        && a.string_data == b.string_data
 }
 
 fn pinned(g: &Graph, v: ValueRef) -> bool {
@@ -85,9 +109,8 @@ impl Rule for ShareIdentical {
             }
             for same in by_hash.into_values().filter(|v| v.len() > 1) {
                 let (keep, kt) = same[0];
-                let kept = contents(kt);
                 for &(dup, dt) in &same[1..] {
-                    if contents(dt) != kept {
+                    if !same_contents(kt, dt) {
                         continue;
                     }
                     let dv = ValueRef { node: dup, slot: 0 };

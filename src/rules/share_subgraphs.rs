@@ -27,7 +27,7 @@ use crate::onnx::visit::{nested_subgraphs, subgraphs_mut};
 use crate::rewrite::{Config, Exactness, Findings, Match, Patch, Rule, RuleMeta, Wire};
 
 use super::constant_to_initializer::constant_value;
-use super::share_identical::contents;
+use super::share_identical::same_contents;
 
 /// See the module docs.
 pub struct ShareIntoSubgraphs;
@@ -188,38 +188,40 @@ fn analyse(model: &Model) -> (Vec<Class>, Vec<(NodeId, String)>) {
             tensor::content_hash(t),
         )
     };
-    let mut top_consts: BTreeMap<Key, Vec<(ValueRef, Vec<u8>)>> = BTreeMap::new();
-    for id in g.topo_order() {
+    let mut top_consts: BTreeMap<Key, Vec<(ValueRef, TensorProto)>> = BTreeMap::new();
+    // Hashing every top-level weight is only worth it when a subgraph has a constant to share.
+    let tops = if members.is_empty() {
+        Vec::new()
+    } else {
+        g.topo_order()
+    };
+    for id in tops {
         let v = ValueRef { node: id, slot: 0 };
         if !matches!(g.node(id).kind, NodeKind::Initializer(_) | NodeKind::Op(_)) {
             continue;
         }
         if let Some(t) = g.const_tensor(v) {
             if let Ok(t) = shareable(t) {
-                top_consts
-                    .entry(key(&t))
-                    .or_default()
-                    .push((v, contents(&t)));
+                top_consts.entry(key(&t)).or_default().push((v, t));
             }
         }
     }
     // Per key, the members grouped by their full contents.
-    type SameContents = Vec<(Vec<u8>, Vec<Member>)>;
+    type SameContents = Vec<(TensorProto, Vec<Member>)>;
     let mut by_key: BTreeMap<Key, SameContents> = BTreeMap::new();
     for m in members {
-        let bytes = contents(&m.tensor);
         let slot = by_key.entry(key(&m.tensor)).or_default();
-        match slot.iter_mut().find(|(b, _)| *b == bytes) {
+        match slot.iter_mut().find(|(b, _)| same_contents(b, &m.tensor)) {
             Some((_, v)) => v.push(m),
-            None => slot.push((bytes, vec![m])),
+            None => slot.push((m.tensor.clone(), vec![m])),
         }
     }
     let mut classes = Vec::new();
     for (k, groups) in by_key {
-        for (bytes, ms) in groups {
+        for (contents, ms) in groups {
             let target = top_consts
                 .get(&k)
-                .and_then(|v| v.iter().find(|(_, b)| *b == bytes))
+                .and_then(|v| v.iter().find(|(_, b)| same_contents(b, &contents)))
                 .map(|(v, _)| *v);
             if target.is_none() && ms.len() < 2 {
                 continue;
