@@ -6,11 +6,14 @@
 /// anonymous memory on a MatMul chain of 64 MB: README, "Verifying in bounded memory").
 pub const TRACT_FACTOR: u64 = 3;
 
-/// The default `--memory-limit` is this fraction (1/N) of the machine's RAM.
-pub const DEFAULT_RAM_FRACTION: u64 = 4;
+/// The default `--memory-limit` is this fraction (1/N) of the machine's RAM: a tenth keeps the
+/// verification of a model of any size under 3 GB of anonymous memory on a 24 GB machine
+/// (README, "Models larger than memory"), while models of up to a thirtieth of the RAM in
+/// weights still verify whole.
+pub const DEFAULT_RAM_FRACTION: u64 = 10;
 
-/// The default `--memory-limit` where the RAM size is unknown (not Linux): 4 GiB.
-pub const FALLBACK_LIMIT: u64 = 4 << 30;
+/// The default `--memory-limit` where the RAM size is unknown (not Linux): 2 GiB.
+pub const FALLBACK_LIMIT: u64 = 2 << 30;
 
 /// Parses a size: plain bytes (`1048576`) or a number with a binary unit `K`, `M`, `G` or `T`
 /// (`512M`, `8G`, `1.5G`; a trailing `B` or `iB` and lowercase are accepted). The error is the
