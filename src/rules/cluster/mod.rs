@@ -52,12 +52,24 @@
 //! codebooks), weights holding NaN or infinities, and models below opset 7 (numpy-style
 //! broadcasting of `Add`). A weight whose codes and codebook would not be smaller than it is
 //! stays float with the sizes in the skip; a rewrite that would still grow the model (the
-//! nodes cost bytes too) is refused by the driver. Calibration inputs are not read: the
-//! k-means weighs every value alike.
+//! nodes cost bytes too) is refused by the driver.
+//!
+//! **Weighted by calibration** (`--calibration DIR`): each value weighs the mean square of the
+//! input feature it multiplies on the calibration data (the diagonal of `XᵀX`, damped; see
+//! `importance.rs`), and Lloyd's iterations settle each centroid on the weighted mean of its
+//! values, so the weights that meet large inputs are fitted better. The report line gives the
+//! rows and the weighted error beside the plain one; a weight that cannot be weighted (LSTM,
+//! `Gather` tables, grouped convolutions, shared weights) is clustered unweighted, saying why.
+//! Without `--calibration` every value weighs alike. Weighting changes only where the centroids
+//! settle: the lossless case and the fixed zero hold as without it.
 
+mod importance;
 mod kmeans;
 
-pub use kmeans::{cluster, relative_error, Codebook};
+pub use importance::DAMPING;
+pub use kmeans::{cluster, cluster_weighted, relative_error, Codebook};
+
+use importance::{weightings, Weighting};
 
 use bytes::Bytes;
 
@@ -278,7 +290,12 @@ impl Rule for Cluster {
             &mut f,
             (OPSET, "`Add` with numpy-style broadcasting"),
         );
-        for (reader, weight) in weights {
+        let weighting = weightings(model, &weights, config);
+        for ((reader, weight), w) in weights.into_iter().zip(weighting) {
+            if let Weighting::Failed(why) = w {
+                f.skip(model, reader, why);
+                continue;
+            }
             match plan_cluster(model, cfg, weight) {
                 Ok(_) => f.matches.push(Match {
                     anchor: reader,
@@ -341,11 +358,21 @@ impl Rule for Cluster {
         }
         let (channels, inner) = (planned.channels, planned.inner);
         let k = cfg.k();
+        let weighting = weightings(model, &[(m.anchor, weight)], config)
+            .pop()
+            .unwrap_or(Weighting::Plain);
+        let importance = match &weighting {
+            Weighting::Failed(why) => return Err(fail(why.clone())),
+            Weighting::Weighted { weights, .. } if weights.len() == values.len() => {
+                Some(weights.as_slice())
+            }
+            _ => None,
+        };
         // One codebook per channel slice (or one for all), codes local to their codebook.
         let mut codes = vec![0u8; values.len()];
         let mut books: Vec<Vec<f32>> = Vec::with_capacity(channels);
         if channels == 1 {
-            let cb = cluster(&values, k);
+            let cb = cluster_weighted(&values, importance, k);
             codes = cb.codes;
             books.push(cb.centroids);
         } else {
@@ -355,7 +382,8 @@ impl Rule for Cluster {
             }
             for idx in &members {
                 let vals: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
-                let cb = cluster(&vals, k);
+                let w: Option<Vec<f64>> = importance.map(|w| idx.iter().map(|&i| w[i]).collect());
+                let cb = cluster_weighted(&vals, w.as_deref(), k);
                 for (&i, code) in idx.iter().zip(&cb.codes) {
                     codes[i] = *code;
                 }
@@ -382,6 +410,7 @@ impl Rule for Cluster {
                 codebook[ch * per + *c as usize]
             })
             .collect();
+        let weighted_error = importance.map(|w| weighted_relative_error(&values, &decoded, w));
         let rel_error = relative_error(&values, decoded.into_iter());
         let n = values.len() as u64;
         let name = weight_name(g, weight).to_string();
@@ -511,6 +540,14 @@ impl Rule for Cluster {
         if rel_error == 0.0 {
             notes.push("exact: every value is a centroid".into());
         }
+        match (&weighting, weighted_error) {
+            (Weighting::Weighted { rows, .. }, Some(e)) => notes.push(format!(
+                "weighted by calibration input energy, {rows} rows: weighted error {:.3} %",
+                e * 100.0
+            )),
+            (Weighting::Unweighted(why), _) => notes.push(format!("unweighted: {why}")),
+            _ => {}
+        }
         p.description = format!(
             "{}: {} {scheme}, {storage}, {before} → {after} bytes, weight error {:.3} %{}",
             m.what,
@@ -533,6 +570,21 @@ impl Rule for Cluster {
 
     fn tolerance(&self, _config: &Config) -> f32 {
         VERIFY_TOLERANCE
+    }
+}
+
+/// `sqrt(Σ wᵢ(vᵢ − dᵢ)² / Σ wᵢvᵢ²)` (0 for an all-zero weight).
+fn weighted_relative_error(values: &[f32], decoded: &[f32], w: &[f64]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for ((v, d), w) in values.iter().zip(decoded).zip(w) {
+        let e = (*v as f64) - (*d as f64);
+        num += w * e * e;
+        den += w * (*v as f64) * (*v as f64);
+    }
+    if den == 0.0 {
+        0.0
+    } else {
+        (num / den).sqrt()
     }
 }
 
