@@ -265,68 +265,8 @@ pub enum Sampling {
     },
 }
 
-/// What the rows a layer multiplies by its weight are accumulated into: a Gram matrix `XᵀX`
-/// ([`Gram`], for data-aware factorisation) or only its diagonal ([`SquareSums`], the
-/// per-feature input energy that weights `cluster`'s k-means).
-pub trait RowSink {
-    /// Width `K` of the rows.
-    fn dim(&self) -> usize;
-    /// Adds the rows of `x` (`rows × K`).
-    fn add_rows(&mut self, x: ArrayView2<f32>);
-}
-
-impl RowSink for Gram {
-    fn dim(&self) -> usize {
-        Gram::dim(self)
-    }
-    fn add_rows(&mut self, x: ArrayView2<f32>) {
-        Gram::add_rows(self, x)
-    }
-}
-
-/// The diagonal of `XᵀX`: per feature `j`, `Σ x_j²` over the rows seen, in `f64`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SquareSums {
-    /// `Σ x_j²` per feature.
-    pub sums: Vec<f64>,
-    /// Rows seen.
-    pub rows: usize,
-}
-
-impl SquareSums {
-    /// Empty sums for `k`-wide rows.
-    pub fn new(k: usize) -> SquareSums {
-        SquareSums {
-            sums: vec![0.0; k],
-            rows: 0,
-        }
-    }
-
-    /// Per feature, the mean of `x_j²` over the rows seen (zeros before any row).
-    pub fn means(&self) -> Vec<f64> {
-        let n = self.rows.max(1) as f64;
-        self.sums.iter().map(|s| s / n).collect()
-    }
-}
-
-impl RowSink for SquareSums {
-    fn dim(&self) -> usize {
-        self.sums.len()
-    }
-    fn add_rows(&mut self, x: ArrayView2<f32>) {
-        assert_eq!(x.ncols(), self.sums.len());
-        for row in x.rows() {
-            for (s, v) in self.sums.iter_mut().zip(row) {
-                *s += (*v as f64) * (*v as f64);
-            }
-        }
-        self.rows += x.nrows();
-    }
-}
-
-/// Adds the rows `act` contributes under `sampling` to `gram` (width `K`): a Gram matrix or
-/// any other [`RowSink`].
-pub fn gram<R: RowSink>(gram: &mut R, act: &ArrayD<f32>, sampling: &Sampling) -> Result<()> {
+/// Adds the rows `act` contributes under `sampling` to `gram` (width `K`).
+pub fn gram(gram: &mut Gram, act: &ArrayD<f32>, sampling: &Sampling) -> Result<()> {
     let k = gram.dim();
     let bad = |why: String| Error::Tensor {
         name: "calibration activation".into(),
@@ -387,7 +327,7 @@ pub fn gram<R: RowSink>(gram: &mut R, act: &ArrayD<f32>, sampling: &Sampling) ->
     Ok(())
 }
 
-fn gram_rows<R: RowSink>(gram: &mut R, act: &ArrayD<f32>) -> Result<()> {
+fn gram_rows(gram: &mut Gram, act: &ArrayD<f32>) -> Result<()> {
     let k = gram.dim();
     let view = act
         .view()
@@ -443,8 +383,8 @@ fn axis_geometry(
 }
 
 /// `im2col` Gram of a 1-D or 2-D convolution input `[N, C, (H,) W]`.
-fn conv_gram<R: RowSink>(
-    gram: &mut R,
+fn conv_gram(
+    gram: &mut Gram,
     act: &ArrayD<f32>,
     kernel: &[usize],
     strides: &[usize],
@@ -514,7 +454,7 @@ fn conv_gram<R: RowSink>(
     let chunk = (2_000_000 / k.max(1)).clamp(1, positions.max(1));
     let mut buf = Array2::<f32>::zeros((chunk, k));
     let mut filled = 0;
-    let flush = |buf: &Array2<f32>, filled: usize, gram: &mut R| {
+    let flush = |buf: &Array2<f32>, filled: usize, gram: &mut Gram| {
         let v: ArrayView2<f32> = buf.slice(ndarray::s![..filled, ..]);
         gram.add_rows(v);
     };

@@ -57,11 +57,13 @@
 //! **Weighted by calibration** (`--calibration DIR`): each value weighs the mean square of the
 //! input feature it multiplies on the calibration data (the diagonal of `XᵀX`, damped; see
 //! `importance.rs`), and Lloyd's iterations settle each centroid on the weighted mean of its
-//! values, so the weights that meet large inputs are fitted better. The report line gives the
-//! rows and the weighted error beside the plain one; a weight that cannot be weighted (LSTM,
-//! `Gather` tables, grouped convolutions, shared weights) is clustered unweighted, saying why.
-//! Without `--calibration` every value weighs alike. Weighting changes only where the centroids
-//! settle: the lossless case and the fixed zero hold as without it.
+//! values, so the weights that meet large inputs are fitted better. Both codebooks are made and
+//! the weighted one is kept only where the layer's output error on the calibration rows
+//! (`Σ eᵀ(XᵀX)e` with the full Gram) is smaller; the report line gives both errors and which was
+//! kept. A weight that cannot be weighted (LSTM, `Gather` tables, grouped convolutions, shared
+//! weights) is clustered unweighted, saying why. Without `--calibration` every value weighs
+//! alike. Weighting changes only where the centroids settle: the lossless case and the fixed
+//! zero hold as without it.
 
 mod importance;
 mod kmeans;
@@ -363,32 +365,21 @@ impl Rule for Cluster {
             .unwrap_or(Weighting::Plain);
         let importance = match &weighting {
             Weighting::Failed(why) => return Err(fail(why.clone())),
-            Weighting::Weighted { weights, .. } if weights.len() == values.len() => {
-                Some(weights.as_slice())
-            }
+            Weighting::Weighted(w) if w.weights.len() == values.len() => Some(w),
             _ => None,
         };
-        // One codebook per channel slice (or one for all), codes local to their codebook.
-        let mut codes = vec![0u8; values.len()];
-        let mut books: Vec<Vec<f32>> = Vec::with_capacity(channels);
-        if channels == 1 {
-            let cb = cluster_weighted(&values, importance, k);
-            codes = cb.codes;
-            books.push(cb.centroids);
-        } else {
-            let mut members: Vec<Vec<usize>> = vec![Vec::new(); channels];
-            for i in 0..values.len() {
-                members[(i / inner) % channels].push(i);
+        let (mut codes, mut books) = codebooks(&values, channels, inner, k, None);
+        // Weighted: kept only where the layer's calibration output error is smaller.
+        let mut chosen = None;
+        if let Some(w) = importance {
+            let (wc, wb) = codebooks(&values, channels, inner, k, Some(&w.weights));
+            let plain = w.output_error(&values, &decode(&codes, &books, channels, inner));
+            let weighted = w.output_error(&values, &decode(&wc, &wb, channels, inner));
+            let take = weighted < plain;
+            if take {
+                (codes, books) = (wc, wb);
             }
-            for idx in &members {
-                let vals: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
-                let w: Option<Vec<f64>> = importance.map(|w| idx.iter().map(|&i| w[i]).collect());
-                let cb = cluster_weighted(&vals, w.as_deref(), k);
-                for (&i, code) in idx.iter().zip(&cb.codes) {
-                    codes[i] = *code;
-                }
-                books.push(cb.centroids);
-            }
+            chosen = Some((take, w.rows, weighted, plain));
         }
         let per = books.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let mut codebook = Vec::with_capacity(per * channels);
@@ -398,19 +389,7 @@ impl Rule for Cluster {
             let last = b.last().copied().unwrap_or(0.0);
             codebook.resize(codebook.len().div_ceil(per) * per, last);
         }
-        let decoded: Vec<f32> = codes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let ch = if channels == 1 {
-                    0
-                } else {
-                    (i / inner) % channels
-                };
-                codebook[ch * per + *c as usize]
-            })
-            .collect();
-        let weighted_error = importance.map(|w| weighted_relative_error(&values, &decoded, w));
+        let decoded = decode(&codes, &books, channels, inner);
         let rel_error = relative_error(&values, decoded.into_iter());
         let n = values.len() as u64;
         let name = weight_name(g, weight).to_string();
@@ -540,10 +519,16 @@ impl Rule for Cluster {
         if rel_error == 0.0 {
             notes.push("exact: every value is a centroid".into());
         }
-        match (&weighting, weighted_error) {
-            (Weighting::Weighted { rows, .. }, Some(e)) => notes.push(format!(
-                "weighted by calibration input energy, {rows} rows: weighted error {:.3} %",
-                e * 100.0
+        match (&weighting, chosen) {
+            (_, Some((true, rows, weighted, plain))) => notes.push(format!(
+                "weighted by calibration input energy: output error {:.3} % on {rows} calibration rows, unweighted {:.3} %",
+                weighted * 100.0,
+                plain * 100.0
+            )),
+            (_, Some((false, rows, weighted, plain))) => notes.push(format!(
+                "unweighted: output error {:.3} % on {rows} calibration rows, weighted by input energy {:.3} %",
+                plain * 100.0,
+                weighted * 100.0
             )),
             (Weighting::Unweighted(why), _) => notes.push(format!("unweighted: {why}")),
             _ => {}
@@ -573,19 +558,51 @@ impl Rule for Cluster {
     }
 }
 
-/// `sqrt(Σ wᵢ(vᵢ − dᵢ)² / Σ wᵢvᵢ²)` (0 for an all-zero weight).
-fn weighted_relative_error(values: &[f32], decoded: &[f32], w: &[f64]) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for ((v, d), w) in values.iter().zip(decoded).zip(w) {
-        let e = (*v as f64) - (*d as f64);
-        num += w * e * e;
-        den += w * (*v as f64) * (*v as f64);
+/// Codes and one codebook per channel slice (or one for all), codes local to their codebook;
+/// k-means weighted by `weights` (one per value) when given.
+fn codebooks(
+    values: &[f32],
+    channels: usize,
+    inner: usize,
+    k: usize,
+    weights: Option<&[f64]>,
+) -> (Vec<u8>, Vec<Vec<f32>>) {
+    if channels == 1 {
+        let cb = cluster_weighted(values, weights, k);
+        return (cb.codes, vec![cb.centroids]);
     }
-    if den == 0.0 {
-        0.0
-    } else {
-        (num / den).sqrt()
+    let mut codes = vec![0u8; values.len()];
+    let mut books = Vec::with_capacity(channels);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); channels];
+    for i in 0..values.len() {
+        members[(i / inner) % channels].push(i);
     }
+    for idx in &members {
+        let vals: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
+        let w: Option<Vec<f64>> = weights.map(|w| idx.iter().map(|&i| w[i]).collect());
+        let cb = cluster_weighted(&vals, w.as_deref(), k);
+        for (&i, code) in idx.iter().zip(&cb.codes) {
+            codes[i] = *code;
+        }
+        books.push(cb.centroids);
+    }
+    (codes, books)
+}
+
+/// The value each code stands for, in its channel's codebook.
+fn decode(codes: &[u8], books: &[Vec<f32>], channels: usize, inner: usize) -> Vec<f32> {
+    codes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let ch = if channels == 1 {
+                0
+            } else {
+                (i / inner) % channels
+            };
+            books[ch][*c as usize]
+        })
+        .collect()
 }
 
 fn raw_tensor(name: &str, dims: Vec<i64>, ty: DataType, raw: Vec<u8>) -> TensorProto {
