@@ -361,3 +361,31 @@ fn rel_l2(base: &[verify::Outputs], outs: &[verify::Outputs]) -> f64 {
     assert!(compared > 0);
     worst
 }
+
+#[test]
+fn the_command_takes_calibration_for_cluster_and_says_which_codebook_it_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let cal = d.path().join("cal");
+    std::fs::create_dir(&cal).unwrap();
+    dominated_inputs(&cal);
+    let proto = matmul(seeded_f32(&[16, 12], 77));
+    std::fs::write(d.path().join("in.onnx"), encode_model(&proto)).unwrap();
+    let r = common::run::ok(
+        d.path(),
+        &[
+            "in.onnx",
+            "out.onnx",
+            "--rules",
+            "cluster",
+            "--calibration",
+            "cal",
+            "--verbose",
+        ],
+    );
+    assert!(
+        r.stdout
+            .contains("weighted by calibration input energy: output error "),
+        "{r:?}"
+    );
+    assert!(d.path().join("out.onnx").is_file());
+}
