@@ -53,7 +53,7 @@ pub(super) enum Weighting {
 
 type Sums = std::result::Result<Gram, String>;
 
-static SUMS: Mutex<BTreeMap<u64, Arc<Sums>>> = Mutex::new(BTreeMap::new());
+static GRAMS: Mutex<BTreeMap<u64, Arc<Sums>>> = Mutex::new(BTreeMap::new());
 
 /// The layer `weight` feeds, for weighting, or why it cannot be weighted.
 fn layer_of(model: &Model, reader: NodeId, weight: ValueRef) -> std::result::Result<Layer, String> {
@@ -118,7 +118,7 @@ pub(super) fn weightings(
         })
         .collect();
     let missing: Vec<&(Layer, u64)> = {
-        let cache = SUMS.lock().expect("cluster importance cache");
+        let cache = GRAMS.lock().expect("cluster importance cache");
         let mut seen = std::collections::BTreeSet::new();
         layers
             .iter()
@@ -128,12 +128,12 @@ pub(super) fn weightings(
     };
     if !missing.is_empty() {
         let sums = capture(model, &missing, config);
-        let mut cache = SUMS.lock().expect("cluster importance cache");
+        let mut cache = GRAMS.lock().expect("cluster importance cache");
         for ((_, k), s) in missing.iter().zip(sums) {
             cache.insert(*k, Arc::new(s));
         }
     }
-    let cache = SUMS.lock().expect("cluster importance cache");
+    let cache = GRAMS.lock().expect("cluster importance cache");
     layers
         .into_iter()
         .map(|l| match l {
