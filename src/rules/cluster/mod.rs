@@ -67,6 +67,7 @@
 
 mod importance;
 mod kmeans;
+mod quantized;
 
 pub use importance::DAMPING;
 pub use kmeans::{cluster, cluster_weighted, relative_error, Codebook};
@@ -307,6 +308,9 @@ impl Rule for Cluster {
                 Err(reason) => f.skip(model, reader, reason),
             }
         }
+        if model.opset("").unwrap_or(1) >= OPSET {
+            quantized::find(model, cfg, &mut f);
+        }
         f
     }
 
@@ -349,6 +353,9 @@ impl Rule for Cluster {
             .nodes
             .first()
             .ok_or_else(|| fail(format!("{}: no weight in the match", m.what)))?;
+        if g.node(m.anchor).op_type() == "DequantizeLinear" {
+            return quantized::rewrite(model, cfg, m.anchor, &m.what);
+        }
         let planned = plan_cluster(model, cfg, ValueRef { node, slot: 0 }).map_err(fail)?;
         let weight = planned.c.weight;
         let t = g
@@ -396,108 +403,14 @@ impl Rule for Cluster {
         let packed = packs(n, per);
         let mut p = Patch::new(String::new(), Some(m.anchor));
         let dims = t.dims.clone();
-        let codes_tensor = if packed {
-            let bytes: Vec<u8> = codes.chunks(2).map(|c| c[0] | (c[1] << 4)).collect();
-            raw_tensor(
-                &format!("{name}_codes"),
-                vec![bytes.len() as i64],
-                DataType::Uint8,
-                bytes,
-            )
-        } else {
-            raw_tensor(
-                &format!("{name}_codes"),
-                dims.clone(),
-                DataType::Uint8,
-                codes,
-            )
-        };
-        let codes_wire = p.add_initializer(codes_tensor);
-        let to_int32 = |p: &mut Patch, node: &str, out: &str, x: Wire| -> Wire {
-            let mut cast = make_node("Cast", node, 1, &[out]);
-            cast.attribute
-                .push(make_attr_i("to", DataType::Int32 as i32 as i64));
-            p.add_op(cast, &[Some(x)])[0]
-        };
-        let unpacked = if packed {
-            let nibbles = nibble_table(g, &mut p);
-            let idx = to_int32(
-                &mut p,
-                &format!("{name}_packed_index"),
-                &format!("{name}_packed_indices"),
-                codes_wire,
-            );
-            let pairs = p.add_op(
-                make_node(
-                    "Gather",
-                    &format!("{name}_unpack"),
-                    2,
-                    &[&format!("{name}_code_pairs")],
-                ),
-                &[Some(nibbles), Some(idx)],
-            )[0];
-            let shape = p.add_initializer(raw_tensor(
-                &format!("{name}_shape"),
-                vec![dims.len() as i64],
-                DataType::Int64,
-                dims.iter().flat_map(|d| d.to_le_bytes()).collect(),
-            ));
-            p.add_op(
-                make_node(
-                    "Reshape",
-                    &format!("{name}_unpacked"),
-                    2,
-                    &[&format!("{name}_unpacked_codes")],
-                ),
-                &[Some(pairs), Some(shape)],
-            )[0]
-        } else {
-            codes_wire
-        };
-        let mut idx = to_int32(
-            &mut p,
-            &format!("{name}_index"),
-            &format!("{name}_indices"),
-            unpacked,
-        );
-        if let (Some(axis), true) = (planned.c.axis, channels > 1) {
-            // `[C, 1, …]`: broadcasts along `axis` of the weight (trailing axes aligned).
-            let mut odims = vec![channels as i64];
-            odims.resize(dims.len() - axis, 1);
-            let offsets: Vec<u8> = (0..channels)
-                .flat_map(|c| ((c * per) as i32).to_le_bytes())
-                .collect();
-            let off = p.add_initializer(raw_tensor(
-                &format!("{name}_code_offsets"),
-                odims,
-                DataType::Int32,
-                offsets,
-            ));
-            idx = p.add_op(
-                make_node(
-                    "Add",
-                    &format!("{name}_offset"),
-                    2,
-                    &[&format!("{name}_book_indices")],
-                ),
-                &[Some(idx), Some(off)],
-            )[0];
-        }
-        let book = p.add_initializer(raw_tensor(
+        let axis = planned.c.axis.filter(|_| channels > 1);
+        let book = raw_tensor(
             &format!("{name}_codebook"),
             vec![codebook.len() as i64],
             DataType::Float,
             codebook.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
-        let out = p.add_op(
-            make_node(
-                "Gather",
-                &format!("{name}_decode"),
-                2,
-                &[&format!("{name}_clustered")],
-            ),
-            &[Some(book), Some(idx)],
-        )[0];
+        );
+        let out = emit_decoding(g, &mut p, &name, &dims, codes, packed, axis, per, book);
         p.shunt(weight, out);
         p.keep_name(weight, out);
         p.remove(weight.node);
@@ -603,6 +516,122 @@ fn decode(codes: &[u8], books: &[Vec<f32>], channels: usize, inner: usize) -> Ve
             books[ch][*c as usize]
         })
         .collect()
+}
+
+/// Adds the decoding of `codes` (one per element of a weight of `dims`, local to their
+/// channel's codebook when `axis` is given) to `p`: packed two per byte when `packed`, the
+/// nibble-table `Gather` and `Reshape`; `Cast` to int32; per channel the `Add` of the channel
+/// offsets (`per` entries per channel); the `Gather` from `book`. Returns the decoded weight.
+#[allow(clippy::too_many_arguments)]
+fn emit_decoding(
+    g: &Graph,
+    p: &mut Patch,
+    name: &str,
+    dims: &[i64],
+    codes: Vec<u8>,
+    packed: bool,
+    axis: Option<usize>,
+    per: usize,
+    book: TensorProto,
+) -> Wire {
+    let codes_tensor = if packed {
+        let bytes: Vec<u8> = codes.chunks(2).map(|c| c[0] | (c[1] << 4)).collect();
+        raw_tensor(
+            &format!("{name}_codes"),
+            vec![bytes.len() as i64],
+            DataType::Uint8,
+            bytes,
+        )
+    } else {
+        raw_tensor(
+            &format!("{name}_codes"),
+            dims.to_vec(),
+            DataType::Uint8,
+            codes,
+        )
+    };
+    let codes_wire = p.add_initializer(codes_tensor);
+    let to_int32 = |p: &mut Patch, node: &str, out: &str, x: Wire| -> Wire {
+        let mut cast = make_node("Cast", node, 1, &[out]);
+        cast.attribute
+            .push(make_attr_i("to", DataType::Int32 as i32 as i64));
+        p.add_op(cast, &[Some(x)])[0]
+    };
+    let unpacked = if packed {
+        let nibbles = nibble_table(g, p);
+        let idx = to_int32(
+            p,
+            &format!("{name}_packed_index"),
+            &format!("{name}_packed_indices"),
+            codes_wire,
+        );
+        let pairs = p.add_op(
+            make_node(
+                "Gather",
+                &format!("{name}_unpack"),
+                2,
+                &[&format!("{name}_code_pairs")],
+            ),
+            &[Some(nibbles), Some(idx)],
+        )[0];
+        let shape = p.add_initializer(raw_tensor(
+            &format!("{name}_shape"),
+            vec![dims.len() as i64],
+            DataType::Int64,
+            dims.iter().flat_map(|d| d.to_le_bytes()).collect(),
+        ));
+        p.add_op(
+            make_node(
+                "Reshape",
+                &format!("{name}_unpacked"),
+                2,
+                &[&format!("{name}_unpacked_codes")],
+            ),
+            &[Some(pairs), Some(shape)],
+        )[0]
+    } else {
+        codes_wire
+    };
+    let mut idx = to_int32(
+        p,
+        &format!("{name}_index"),
+        &format!("{name}_indices"),
+        unpacked,
+    );
+    if let Some(axis) = axis {
+        let channels = dims[axis].max(1) as usize;
+        // `[C, 1, …]`: broadcasts along `axis` of the weight (trailing axes aligned).
+        let mut odims = vec![channels as i64];
+        odims.resize(dims.len() - axis, 1);
+        let offsets: Vec<u8> = (0..channels)
+            .flat_map(|c| ((c * per) as i32).to_le_bytes())
+            .collect();
+        let off = p.add_initializer(raw_tensor(
+            &format!("{name}_code_offsets"),
+            odims,
+            DataType::Int32,
+            offsets,
+        ));
+        idx = p.add_op(
+            make_node(
+                "Add",
+                &format!("{name}_offset"),
+                2,
+                &[&format!("{name}_book_indices")],
+            ),
+            &[Some(idx), Some(off)],
+        )[0];
+    }
+    let book = p.add_initializer(book);
+    p.add_op(
+        make_node(
+            "Gather",
+            &format!("{name}_decode"),
+            2,
+            &[&format!("{name}_clustered")],
+        ),
+        &[Some(book), Some(idx)],
+    )[0]
 }
 
 fn raw_tensor(name: &str, dims: Vec<i64>, ty: DataType, raw: Vec<u8>) -> TensorProto {
