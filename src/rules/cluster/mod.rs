@@ -47,12 +47,15 @@
 //!
 //! **Left alone, with a reason:** what `quantize` leaves (not float32, not constant, graph
 //! outputs, read inside subgraphs other than as weights — a weight the subgraphs read only as a
-//! weight is clustered per tensor), weights already quantized (the integer input of a
-//! `DequantizeLinear`: they are left as they are), weights already clustered (and their
+//! weight is clustered per tensor), weights already clustered (and their
 //! codebooks), weights holding NaN or infinities, and models below opset 7 (numpy-style
 //! broadcasting of `Add`). A weight whose codes and codebook would not be smaller than it is
 //! stays float with the sizes in the skip; a rewrite that would still grow the model (the
 //! nodes cost bytes too) is refused by the driver.
+//!
+//! **Quantized weights** (the int8/uint8 input of a `DequantizeLinear` feeding Conv, MatMul or
+//! Gemm) are clustered on their integers into an integer codebook of their own type, the
+//! `DequantizeLinear` kept and its zero point a fixed centroid (see `quantized.rs`); unweighted.
 //!
 //! **Weighted by calibration** (`--calibration DIR`): each value weighs the mean square of the
 //! input feature it multiplies on the calibration data (the diagonal of `XᵀX`, damped; see
