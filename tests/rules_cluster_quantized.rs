@@ -10,7 +10,7 @@ use std::process::Command;
 use bytes::Bytes;
 use ndarray::{ArrayD, IxDyn};
 use onnx_slim::ir::builder::{attr_i, seeded_f32, ModelBuilder};
-use onnx_slim::ir::Model;
+use onnx_slim::ir::{text, Model};
 use onnx_slim::onnx::encode_model;
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto, TensorProto};
 use onnx_slim::rewrite::{self, registry, Config, DriverOptions, RunReport};
@@ -303,4 +303,23 @@ fn onnxruntime_runs_a_clustered_int8_model_with_the_outputs_tract_saw() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(checked, 2);
+}
+
+/// The rewrite as the text form shows it: the integer codes, the nibble unpacking, the int8
+/// codebook `Gather` under the weight's name, and the `DequantizeLinear` as it was.
+#[test]
+fn the_quantized_rewrite_snapshot() {
+    let q = raw("Q", &[64, 48], DataType::Int8, sixteen_levels_int8());
+    let zero = raw("zero", &[], DataType::Int8, vec![0]);
+    let proto = qmlp(q, scale_per_tensor(), zero, 4);
+    let before = text::to_text(&Model::from_proto(proto.clone()).unwrap());
+    let (m, report) = cluster(&proto, ClusterConfig::default());
+    insta::assert_snapshot!(
+        "qmlp_before_after",
+        format!(
+            "--- before\n{before}\n--- after\n{}\n--- report\n{}",
+            text::to_text(&m),
+            rewrites(&report).join("\n")
+        )
+    );
 }
