@@ -323,3 +323,43 @@ fn the_quantized_rewrite_snapshot() {
         )
     );
 }
+
+/// Per channel asked, but 16 elements per channel: the codebooks would cost more than the codes,
+/// so one codebook for the tensor, saying why, as for float weights.
+#[test]
+fn small_channels_share_one_codebook_saying_why() {
+    let q: Vec<u8> = picks(16 * 256, 255, 5)
+        .into_iter()
+        .map(|v| (v as i64 - 127) as i8 as u8)
+        .collect();
+    let scales: Vec<u8> = (0..256).flat_map(|_| 0.01f32.to_le_bytes()).collect();
+    let mut b = ModelBuilder::new(13);
+    b.input("x", DataType::Float, &[2, 16])
+        .initializer(raw("Q", &[16, 256], DataType::Int8, q))
+        .initializer(raw("scale", &[256], DataType::Float, scales))
+        .initializer(raw("zero", &[256], DataType::Int8, vec![0; 256]))
+        .node_named(
+            "dq",
+            "DequantizeLinear",
+            &["Q", "scale", "zero"],
+            &["W"],
+            vec![attr_i("axis", 1)],
+        )
+        .node_named("fc", "MatMul", &["x", "W"], &["y"], vec![])
+        .output("y", DataType::Float, &[2, 256]);
+    let (_, report) = cluster(
+        &b.build(),
+        ClusterConfig {
+            bits: 4,
+            granularity: ClusterGranularity::Channel,
+        },
+    );
+    let lines = rewrites(&report);
+    assert_eq!(lines.len(), 1, "{:?}", skips(&report));
+    assert!(
+        lines[0].contains("4-bit per tensor, 16 centroids")
+            && lines[0].contains("per tensor: 16 elements per channel, too few to pay"),
+        "{}",
+        lines[0]
+    );
+}

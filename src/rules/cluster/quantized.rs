@@ -190,6 +190,20 @@ pub(super) fn plan(
     } else if cfg.granularity == super::ClusterGranularity::Channel {
         note = Some("per tensor: its scale is per tensor".to_string());
     }
+    if axis.is_some() && uniform_zero {
+        // As for float weights: a codebook per channel only where the codebooks and offsets
+        // cost at most as much as the codes; small channels share one.
+        let c = dims[axis.unwrap_or(0)].max(1);
+        let per = cfg.k().min((n / c).max(1));
+        let codes = if packs(n as u64, per) { n / 2 } else { n };
+        if c * (per + 4) > codes {
+            axis = None;
+            note = Some(format!(
+                "per tensor: {} elements per channel, too few to pay for a codebook each",
+                n / c
+            ));
+        }
+    }
     let (channels, inner) = match axis {
         Some(a) => (
             dims[a].max(1),
