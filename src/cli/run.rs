@@ -559,12 +559,14 @@ fn check_rule_flags(
     }
     let reads_calibration = search
         || selected("lowrank")
+        || selected("cluster")
         || (selected("quantize") && args.quantize_tolerance.is_some())
         || (selected("quantize") && args.quantize_activations)
         || (selected("prune") && args.prune_ratio.is_some());
     if !args.calibration.is_empty() && !reads_calibration {
         return Err(Error::Usage(format!(
-            "--calibration is read by `lowrank`, `quantize --quantize-tolerance`, `quantize --quantize-activations`, `prune --prune-ratio` and --budget, and `--rules {selection}` uses none of them"
+            "--calibration is read by `lowrank`, `cluster`, `quantize --quantize-tolerance`, \
+             `quantize --quantize-activations`, `prune --prune-ratio` and --budget, and `--rules {selection}` uses none of them"
         )));
     }
     Ok(())

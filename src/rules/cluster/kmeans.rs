@@ -31,9 +31,20 @@ impl Codebook {
 
 /// Clusters `values` (finite) into at most `k` (2 ≤ k ≤ 256) centroids. Deterministic.
 pub fn cluster(values: &[f32], k: usize) -> Codebook {
+    cluster_weighted(values, None, k)
+}
+
+/// [`cluster`] minimising `Σ wᵢ (vᵢ − c(vᵢ))²`: with `weights` (one per value, finite and
+/// ≥ 0; `None` is all ones) each centroid settles on the weighted mean of its values, so the
+/// values that matter more are fitted better. The assignment (nearest centroid), the linear
+/// initialisation, the lossless case and the fixed zero are those of [`cluster`]; all weights
+/// equal give exactly [`cluster`]'s codebook. A centroid whose values all weigh 0 stays where it is.
+pub fn cluster_weighted(values: &[f32], weights: Option<&[f64]>, k: usize) -> Codebook {
     debug_assert!((2..=256).contains(&k));
-    let mut sorted: Vec<f32> = values.to_vec();
-    sorted.sort_by(f32::total_cmp);
+    debug_assert!(weights.is_none_or(|w| w.len() == values.len()));
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let sorted: Vec<f32> = order.iter().map(|&i| values[i]).collect();
     let mut distinct = sorted.clone();
     distinct.dedup_by(|a, b| a.to_bits() == b.to_bits());
     if distinct.len() <= k {
@@ -48,10 +59,15 @@ pub fn cluster(values: &[f32], k: usize) -> Codebook {
         };
     }
     let xs: Vec<f64> = sorted.iter().map(|v| *v as f64).collect();
+    // Prefix sums of w·x and of w (w = 1 unweighted: the sums are then exact counts).
     let mut prefix = Vec::with_capacity(xs.len() + 1);
+    let mut mass = Vec::with_capacity(xs.len() + 1);
     prefix.push(0.0f64);
-    for x in &xs {
-        prefix.push(prefix[prefix.len() - 1] + x);
+    mass.push(0.0f64);
+    for (j, x) in xs.iter().enumerate() {
+        let w = weights.map_or(1.0, |w| w[order[j]]);
+        prefix.push(prefix[j] + w * x);
+        mass.push(mass[j] + w);
     }
     let (lo, hi) = (xs[0], xs[xs.len() - 1]);
     let mut c: Vec<f64> = (0..k)
@@ -71,10 +87,11 @@ pub fn cluster(values: &[f32], k: usize) -> Codebook {
         let mut moved = false;
         for j in 0..k {
             let (a, b) = (bounds[j], bounds[j + 1]);
-            if Some(j) == fixed || b <= a {
+            let m = mass[b] - mass[a];
+            if Some(j) == fixed || b <= a || m <= 0.0 {
                 continue;
             }
-            let mean = (prefix[b] - prefix[a]) / (b - a) as f64;
+            let mean = (prefix[b] - prefix[a]) / m;
             if mean != c[j] {
                 moved = true;
                 c[j] = mean;
@@ -198,5 +215,54 @@ mod tests {
     fn the_same_values_give_the_same_codebook() {
         let v: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32).sin()).collect();
         assert_eq!(cluster(&v, 16), cluster(&v, 16));
+    }
+
+    #[test]
+    fn equal_weights_give_the_unweighted_codebook() {
+        let v: Vec<f32> = (0..3000)
+            .map(|i| ((i * 7919 % 1013) as f32 / 500.0 - 1.0).powi(3))
+            .collect();
+        let w = vec![2.5f64; v.len()];
+        assert_eq!(cluster_weighted(&v, Some(&w), 16), cluster(&v, 16));
+    }
+
+    #[test]
+    fn heavy_values_are_fitted_better_and_zero_and_the_lossless_case_hold() {
+        // 1000 values spread over [-1, 1]; the 8 heavy ones (weight 1e4) sit off the grid.
+        let mut v: Vec<f32> = (0..1000).map(|i| (i as f32 / 999.0) * 2.0 - 1.0).collect();
+        let heavy = [3usize, 150, 333, 401, 512, 640, 777, 901];
+        for (j, &i) in heavy.iter().enumerate() {
+            v[i] = -0.93 + 0.237 * j as f32 + 0.0123;
+        }
+        v[500] = 0.0;
+        let mut w = vec![1.0f64; v.len()];
+        for &i in &heavy {
+            w[i] = 1e4;
+        }
+        let err = |cb: &Codebook| -> f64 {
+            heavy
+                .iter()
+                .map(|&i| ((v[i] - cb.centroids[cb.codes[i] as usize]) as f64).powi(2))
+                .sum()
+        };
+        let (plain, weighted) = (cluster(&v, 16), cluster_weighted(&v, Some(&w), 16));
+        assert_ne!(plain, weighted);
+        assert!(
+            err(&weighted) < err(&plain) / 10.0,
+            "{} vs {}",
+            err(&weighted),
+            err(&plain)
+        );
+        assert_eq!(
+            weighted.centroids[weighted.codes[500] as usize].to_bits(),
+            0.0f32.to_bits()
+        );
+        // At most k distinct values: lossless whatever the weights.
+        let few: Vec<f32> = (0..400).map(|i| [0.5f32, -0.25, 0.0, 7.0][i % 4]).collect();
+        let cb = cluster_weighted(&few, Some(&vec![3.0; 400]), 4);
+        assert!(cb
+            .decoded()
+            .zip(&few)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }

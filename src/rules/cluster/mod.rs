@@ -47,17 +47,35 @@
 //!
 //! **Left alone, with a reason:** what `quantize` leaves (not float32, not constant, graph
 //! outputs, read inside subgraphs other than as weights — a weight the subgraphs read only as a
-//! weight is clustered per tensor), weights already quantized (the integer input of a
-//! `DequantizeLinear`: they are left as they are), weights already clustered (and their
+//! weight is clustered per tensor), weights already clustered (and their
 //! codebooks), weights holding NaN or infinities, and models below opset 7 (numpy-style
 //! broadcasting of `Add`). A weight whose codes and codebook would not be smaller than it is
 //! stays float with the sizes in the skip; a rewrite that would still grow the model (the
-//! nodes cost bytes too) is refused by the driver. Calibration inputs are not read: the
-//! k-means weighs every value alike.
+//! nodes cost bytes too) is refused by the driver.
+//!
+//! **Quantized weights** (the int8/uint8 input of a `DequantizeLinear` feeding Conv, MatMul or
+//! Gemm) are clustered on their integers into an integer codebook of their own type, the
+//! `DequantizeLinear` kept and its zero point a fixed centroid (see `quantized.rs`); unweighted.
+//!
+//! **Weighted by calibration** (`--calibration DIR`): each value weighs the mean square of the
+//! input feature it multiplies on the calibration data (the diagonal of `XᵀX`, damped; see
+//! `importance.rs`), and Lloyd's iterations settle each centroid on the weighted mean of its
+//! values, so the weights that meet large inputs are fitted better. Both codebooks are made and
+//! the weighted one is kept only where the layer's output error on the calibration rows
+//! (`Σ eᵀ(XᵀX)e` with the full Gram) is smaller; the report line gives both errors and which was
+//! kept. A weight that cannot be weighted (LSTM, `Gather` tables, grouped convolutions, shared
+//! weights) is clustered unweighted, saying why. Without `--calibration` every value weighs
+//! alike. Weighting changes only where the centroids settle: the lossless case and the fixed
+//! zero hold as without it.
 
+mod importance;
 mod kmeans;
+mod quantized;
 
-pub use kmeans::{cluster, relative_error, Codebook};
+pub use importance::DAMPING;
+pub use kmeans::{cluster, cluster_weighted, relative_error, Codebook};
+
+use importance::{weightings, Weighting};
 
 use bytes::Bytes;
 
@@ -278,7 +296,12 @@ impl Rule for Cluster {
             &mut f,
             (OPSET, "`Add` with numpy-style broadcasting"),
         );
-        for (reader, weight) in weights {
+        let weighting = weightings(model, &weights, config);
+        for ((reader, weight), w) in weights.into_iter().zip(weighting) {
+            if let Weighting::Failed(why) = w {
+                f.skip(model, reader, why);
+                continue;
+            }
             match plan_cluster(model, cfg, weight) {
                 Ok(_) => f.matches.push(Match {
                     anchor: reader,
@@ -287,6 +310,9 @@ impl Rule for Cluster {
                 }),
                 Err(reason) => f.skip(model, reader, reason),
             }
+        }
+        if model.opset("").unwrap_or(1) >= OPSET {
+            quantized::find(model, cfg, &mut f);
         }
         f
     }
@@ -330,6 +356,9 @@ impl Rule for Cluster {
             .nodes
             .first()
             .ok_or_else(|| fail(format!("{}: no weight in the match", m.what)))?;
+        if g.node(m.anchor).op_type() == "DequantizeLinear" {
+            return quantized::rewrite(model, cfg, m.anchor, &m.what);
+        }
         let planned = plan_cluster(model, cfg, ValueRef { node, slot: 0 }).map_err(fail)?;
         let weight = planned.c.weight;
         let t = g
@@ -341,26 +370,26 @@ impl Rule for Cluster {
         }
         let (channels, inner) = (planned.channels, planned.inner);
         let k = cfg.k();
-        // One codebook per channel slice (or one for all), codes local to their codebook.
-        let mut codes = vec![0u8; values.len()];
-        let mut books: Vec<Vec<f32>> = Vec::with_capacity(channels);
-        if channels == 1 {
-            let cb = cluster(&values, k);
-            codes = cb.codes;
-            books.push(cb.centroids);
-        } else {
-            let mut members: Vec<Vec<usize>> = vec![Vec::new(); channels];
-            for i in 0..values.len() {
-                members[(i / inner) % channels].push(i);
+        let weighting = weightings(model, &[(m.anchor, weight)], config)
+            .pop()
+            .unwrap_or(Weighting::Plain);
+        let importance = match &weighting {
+            Weighting::Failed(why) => return Err(fail(why.clone())),
+            Weighting::Weighted(w) if w.weights.len() == values.len() => Some(w),
+            _ => None,
+        };
+        let (mut codes, mut books) = codebooks(&values, channels, inner, k, None);
+        // Weighted: kept only where the layer's calibration output error is smaller.
+        let mut chosen = None;
+        if let Some(w) = importance {
+            let (wc, wb) = codebooks(&values, channels, inner, k, Some(&w.weights));
+            let plain = w.output_error(&values, &decode(&codes, &books, channels, inner));
+            let weighted = w.output_error(&values, &decode(&wc, &wb, channels, inner));
+            let take = weighted < plain;
+            if take {
+                (codes, books) = (wc, wb);
             }
-            for idx in &members {
-                let vals: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
-                let cb = cluster(&vals, k);
-                for (&i, code) in idx.iter().zip(&cb.codes) {
-                    codes[i] = *code;
-                }
-                books.push(cb.centroids);
-            }
+            chosen = Some((take, w.rows, weighted, plain));
         }
         let per = books.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let mut codebook = Vec::with_capacity(per * channels);
@@ -370,126 +399,21 @@ impl Rule for Cluster {
             let last = b.last().copied().unwrap_or(0.0);
             codebook.resize(codebook.len().div_ceil(per) * per, last);
         }
-        let decoded: Vec<f32> = codes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let ch = if channels == 1 {
-                    0
-                } else {
-                    (i / inner) % channels
-                };
-                codebook[ch * per + *c as usize]
-            })
-            .collect();
+        let decoded = decode(&codes, &books, channels, inner);
         let rel_error = relative_error(&values, decoded.into_iter());
         let n = values.len() as u64;
         let name = weight_name(g, weight).to_string();
         let packed = packs(n, per);
         let mut p = Patch::new(String::new(), Some(m.anchor));
         let dims = t.dims.clone();
-        let codes_tensor = if packed {
-            let bytes: Vec<u8> = codes.chunks(2).map(|c| c[0] | (c[1] << 4)).collect();
-            raw_tensor(
-                &format!("{name}_codes"),
-                vec![bytes.len() as i64],
-                DataType::Uint8,
-                bytes,
-            )
-        } else {
-            raw_tensor(
-                &format!("{name}_codes"),
-                dims.clone(),
-                DataType::Uint8,
-                codes,
-            )
-        };
-        let codes_wire = p.add_initializer(codes_tensor);
-        let to_int32 = |p: &mut Patch, node: &str, out: &str, x: Wire| -> Wire {
-            let mut cast = make_node("Cast", node, 1, &[out]);
-            cast.attribute
-                .push(make_attr_i("to", DataType::Int32 as i32 as i64));
-            p.add_op(cast, &[Some(x)])[0]
-        };
-        let unpacked = if packed {
-            let nibbles = nibble_table(g, &mut p);
-            let idx = to_int32(
-                &mut p,
-                &format!("{name}_packed_index"),
-                &format!("{name}_packed_indices"),
-                codes_wire,
-            );
-            let pairs = p.add_op(
-                make_node(
-                    "Gather",
-                    &format!("{name}_unpack"),
-                    2,
-                    &[&format!("{name}_code_pairs")],
-                ),
-                &[Some(nibbles), Some(idx)],
-            )[0];
-            let shape = p.add_initializer(raw_tensor(
-                &format!("{name}_shape"),
-                vec![dims.len() as i64],
-                DataType::Int64,
-                dims.iter().flat_map(|d| d.to_le_bytes()).collect(),
-            ));
-            p.add_op(
-                make_node(
-                    "Reshape",
-                    &format!("{name}_unpacked"),
-                    2,
-                    &[&format!("{name}_unpacked_codes")],
-                ),
-                &[Some(pairs), Some(shape)],
-            )[0]
-        } else {
-            codes_wire
-        };
-        let mut idx = to_int32(
-            &mut p,
-            &format!("{name}_index"),
-            &format!("{name}_indices"),
-            unpacked,
-        );
-        if let (Some(axis), true) = (planned.c.axis, channels > 1) {
-            // `[C, 1, …]`: broadcasts along `axis` of the weight (trailing axes aligned).
-            let mut odims = vec![channels as i64];
-            odims.resize(dims.len() - axis, 1);
-            let offsets: Vec<u8> = (0..channels)
-                .flat_map(|c| ((c * per) as i32).to_le_bytes())
-                .collect();
-            let off = p.add_initializer(raw_tensor(
-                &format!("{name}_code_offsets"),
-                odims,
-                DataType::Int32,
-                offsets,
-            ));
-            idx = p.add_op(
-                make_node(
-                    "Add",
-                    &format!("{name}_offset"),
-                    2,
-                    &[&format!("{name}_book_indices")],
-                ),
-                &[Some(idx), Some(off)],
-            )[0];
-        }
-        let book = p.add_initializer(raw_tensor(
+        let axis = planned.c.axis.filter(|_| channels > 1);
+        let book = raw_tensor(
             &format!("{name}_codebook"),
             vec![codebook.len() as i64],
             DataType::Float,
             codebook.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
-        let out = p.add_op(
-            make_node(
-                "Gather",
-                &format!("{name}_decode"),
-                2,
-                &[&format!("{name}_clustered")],
-            ),
-            &[Some(book), Some(idx)],
-        )[0];
+        );
+        let out = emit_decoding(g, &mut p, &name, &dims, codes, packed, axis, per, book);
         p.shunt(weight, out);
         p.keep_name(weight, out);
         p.remove(weight.node);
@@ -510,6 +434,20 @@ impl Rule for Cluster {
         let mut notes: Vec<String> = planned.c.note.clone().into_iter().collect();
         if rel_error == 0.0 {
             notes.push("exact: every value is a centroid".into());
+        }
+        match (&weighting, chosen) {
+            (_, Some((true, rows, weighted, plain))) => notes.push(format!(
+                "weighted by calibration input energy: output error {:.3} % on {rows} calibration rows, unweighted {:.3} %",
+                weighted * 100.0,
+                plain * 100.0
+            )),
+            (_, Some((false, rows, weighted, plain))) => notes.push(format!(
+                "unweighted: output error {:.3} % on {rows} calibration rows, weighted by input energy {:.3} %",
+                plain * 100.0,
+                weighted * 100.0
+            )),
+            (Weighting::Unweighted(why), _) => notes.push(format!("unweighted: {why}")),
+            _ => {}
         }
         p.description = format!(
             "{}: {} {scheme}, {storage}, {before} → {after} bytes, weight error {:.3} %{}",
@@ -534,6 +472,169 @@ impl Rule for Cluster {
     fn tolerance(&self, _config: &Config) -> f32 {
         VERIFY_TOLERANCE
     }
+}
+
+/// Codes and one codebook per channel slice (or one for all), codes local to their codebook;
+/// k-means weighted by `weights` (one per value) when given.
+fn codebooks(
+    values: &[f32],
+    channels: usize,
+    inner: usize,
+    k: usize,
+    weights: Option<&[f64]>,
+) -> (Vec<u8>, Vec<Vec<f32>>) {
+    if channels == 1 {
+        let cb = cluster_weighted(values, weights, k);
+        return (cb.codes, vec![cb.centroids]);
+    }
+    let mut codes = vec![0u8; values.len()];
+    let mut books = Vec::with_capacity(channels);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); channels];
+    for i in 0..values.len() {
+        members[(i / inner) % channels].push(i);
+    }
+    for idx in &members {
+        let vals: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
+        let w: Option<Vec<f64>> = weights.map(|w| idx.iter().map(|&i| w[i]).collect());
+        let cb = cluster_weighted(&vals, w.as_deref(), k);
+        for (&i, code) in idx.iter().zip(&cb.codes) {
+            codes[i] = *code;
+        }
+        books.push(cb.centroids);
+    }
+    (codes, books)
+}
+
+/// The value each code stands for, in its channel's codebook.
+fn decode(codes: &[u8], books: &[Vec<f32>], channels: usize, inner: usize) -> Vec<f32> {
+    codes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let ch = if channels == 1 {
+                0
+            } else {
+                (i / inner) % channels
+            };
+            books[ch][*c as usize]
+        })
+        .collect()
+}
+
+/// Adds the decoding of `codes` (one per element of a weight of `dims`, local to their
+/// channel's codebook when `axis` is given) to `p`: packed two per byte when `packed`, the
+/// nibble-table `Gather` and `Reshape`; `Cast` to int32; per channel the `Add` of the channel
+/// offsets (`per` entries per channel); the `Gather` from `book`. Returns the decoded weight.
+#[allow(clippy::too_many_arguments)]
+fn emit_decoding(
+    g: &Graph,
+    p: &mut Patch,
+    name: &str,
+    dims: &[i64],
+    codes: Vec<u8>,
+    packed: bool,
+    axis: Option<usize>,
+    per: usize,
+    book: TensorProto,
+) -> Wire {
+    let codes_tensor = if packed {
+        let bytes: Vec<u8> = codes.chunks(2).map(|c| c[0] | (c[1] << 4)).collect();
+        raw_tensor(
+            &format!("{name}_codes"),
+            vec![bytes.len() as i64],
+            DataType::Uint8,
+            bytes,
+        )
+    } else {
+        raw_tensor(
+            &format!("{name}_codes"),
+            dims.to_vec(),
+            DataType::Uint8,
+            codes,
+        )
+    };
+    let codes_wire = p.add_initializer(codes_tensor);
+    let to_int32 = |p: &mut Patch, node: &str, out: &str, x: Wire| -> Wire {
+        let mut cast = make_node("Cast", node, 1, &[out]);
+        cast.attribute
+            .push(make_attr_i("to", DataType::Int32 as i32 as i64));
+        p.add_op(cast, &[Some(x)])[0]
+    };
+    let unpacked = if packed {
+        let nibbles = nibble_table(g, p);
+        let idx = to_int32(
+            p,
+            &format!("{name}_packed_index"),
+            &format!("{name}_packed_indices"),
+            codes_wire,
+        );
+        let pairs = p.add_op(
+            make_node(
+                "Gather",
+                &format!("{name}_unpack"),
+                2,
+                &[&format!("{name}_code_pairs")],
+            ),
+            &[Some(nibbles), Some(idx)],
+        )[0];
+        let shape = p.add_initializer(raw_tensor(
+            &format!("{name}_shape"),
+            vec![dims.len() as i64],
+            DataType::Int64,
+            dims.iter().flat_map(|d| d.to_le_bytes()).collect(),
+        ));
+        p.add_op(
+            make_node(
+                "Reshape",
+                &format!("{name}_unpacked"),
+                2,
+                &[&format!("{name}_unpacked_codes")],
+            ),
+            &[Some(pairs), Some(shape)],
+        )[0]
+    } else {
+        codes_wire
+    };
+    let mut idx = to_int32(
+        p,
+        &format!("{name}_index"),
+        &format!("{name}_indices"),
+        unpacked,
+    );
+    if let Some(axis) = axis {
+        let channels = dims[axis].max(1) as usize;
+        // `[C, 1, …]`: broadcasts along `axis` of the weight (trailing axes aligned).
+        let mut odims = vec![channels as i64];
+        odims.resize(dims.len() - axis, 1);
+        let offsets: Vec<u8> = (0..channels)
+            .flat_map(|c| ((c * per) as i32).to_le_bytes())
+            .collect();
+        let off = p.add_initializer(raw_tensor(
+            &format!("{name}_code_offsets"),
+            odims,
+            DataType::Int32,
+            offsets,
+        ));
+        idx = p.add_op(
+            make_node(
+                "Add",
+                &format!("{name}_offset"),
+                2,
+                &[&format!("{name}_book_indices")],
+            ),
+            &[Some(idx), Some(off)],
+        )[0];
+    }
+    let book = p.add_initializer(book);
+    p.add_op(
+        make_node(
+            "Gather",
+            &format!("{name}_decode"),
+            2,
+            &[&format!("{name}_clustered")],
+        ),
+        &[Some(book), Some(idx)],
+    )[0]
 }
 
 fn raw_tensor(name: &str, dims: Vec<i64>, ty: DataType, raw: Vec<u8>) -> TensorProto {

@@ -7,7 +7,7 @@ use super::*;
 
 /// How the weight enters the op.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Form {
+pub(crate) enum Form {
     /// `MatMul(X, W[K,N])`.
     Right,
     /// `MatMul(W[M,K], X)`; factored as `Wᵀ[K,M]`.
@@ -20,17 +20,17 @@ pub(super) enum Form {
 
 /// A layer that may be factored: its op, weight and the matrix shape `K × N` being factored.
 #[derive(Debug, Clone)]
-pub(super) struct Layer {
-    pub(super) node: NodeId,
-    pub(super) op: &'static str,
-    pub(super) form: Form,
-    pub(super) act: ValueRef,
-    pub(super) weight: ValueRef,
-    pub(super) dims: Vec<i64>,
+pub(crate) struct Layer {
+    pub(crate) node: NodeId,
+    pub(crate) op: &'static str,
+    pub(crate) form: Form,
+    pub(crate) act: ValueRef,
+    pub(crate) weight: ValueRef,
+    pub(crate) dims: Vec<i64>,
     /// The weight's output-channel axis (0 or 1): `N` is along it, `K` along the others.
-    pub(super) out_axis: usize,
-    pub(super) k: usize,
-    pub(super) n: usize,
+    pub(crate) out_axis: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
 }
 
 impl Layer {
@@ -39,7 +39,7 @@ impl Layer {
         format!("W[{}]", d.join("×"))
     }
 
-    pub(super) fn sampling(&self, g: &Graph) -> Sampling {
+    pub(crate) fn sampling(&self, g: &Graph) -> Sampling {
         match &self.form {
             Form::Right => Sampling::Rows,
             Form::Left => Sampling::BatchColumns,
@@ -83,7 +83,7 @@ pub(super) fn operand(node: &NodeProto, role: WeightRole) -> Option<WeightOperan
 /// Parses `id` as a MatMul, Gemm or Conv with a constant weight: the layer, or why not. Which
 /// input is the weight and which of its axes is the output channel is the op table's word
 /// ([`crate::ops::OpDef::weights`]); `K` is the weight's other axes, flattened.
-pub(super) fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, String> {
+pub(crate) fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, String> {
     let g = &model.graph;
     let node = g.node(id);
     let op = node.op_type();

@@ -90,6 +90,11 @@ use layer::*;
 use patch::*;
 use plan::*;
 
+/// What `cluster`'s calibration weighting shares with `lowrank`: which activation a weight
+/// multiplies and how ([`Layer::sampling`]), and the weight content hash of the caches.
+pub(crate) use layer::{parse as parse_layer, Layer};
+pub(crate) use plan::{fx, weight_hash};
+
 /// Options of the `lowrank` rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LowrankConfig {

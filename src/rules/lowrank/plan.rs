@@ -11,7 +11,7 @@ use super::*;
 pub(super) type Plan = std::result::Result<Arc<Factors>, String>;
 
 /// A fast 64-bit hash (FxHash-style) of a byte slice.
-pub(super) fn fx(bytes: &[u8], mut h: u64) -> u64 {
+pub(crate) fn fx(bytes: &[u8], mut h: u64) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
@@ -24,7 +24,7 @@ pub(super) fn fx(bytes: &[u8], mut h: u64) -> u64 {
     h
 }
 
-pub(super) fn weight_hash(t: &TensorProto) -> u64 {
+pub(crate) fn weight_hash(t: &TensorProto) -> u64 {
     let mut h = fx(&t.data_type.unwrap_or(0).to_le_bytes(), 0);
     for d in &t.dims {
         h = fx(&d.to_le_bytes(), h);
