@@ -6,6 +6,7 @@
 mod common;
 
 use common::compare::assert_outputs_match;
+use common::{initializer_dims as dims, skips};
 use ndarray::{ArrayD, Axis, IxDyn};
 use onnx_slim::ir::builder::{attr_i, attr_ints, seeded_f32, ModelBuilder};
 use onnx_slim::ir::Model;
@@ -28,30 +29,6 @@ fn prune(proto: &ModelProto) -> (ModelProto, RunReport) {
     let rules = registry::select("prune").expect("prune is registered");
     let report = rewrite::run(&mut m, &rules, &config, &DriverOptions::default()).expect("runs");
     (m.to_proto(), report)
-}
-
-fn skips(r: &RunReport) -> Vec<String> {
-    r.rules
-        .iter()
-        .flat_map(|rr| {
-            rr.skips
-                .iter()
-                .map(|s| format!("{} `{}`: {}", s.op, s.node, s.reason))
-        })
-        .collect()
-}
-
-fn dims(m: &ModelProto, name: &str) -> Vec<i64> {
-    m.graph
-        .as_ref()
-        .and_then(|g| {
-            g.initializer
-                .iter()
-                .find(|t| t.name.as_deref() == Some(name))
-        })
-        .unwrap_or_else(|| panic!("no initializer `{name}`"))
-        .dims
-        .clone()
 }
 
 /// `w` with the slices at `zero` of `axis` set to 0.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::skips;
 use ndarray::{ArrayD, IxDyn};
 use onnx_slim::ir::builder::{attr_f, attr_i, attr_ints, seeded_f32, ModelBuilder};
 use onnx_slim::ir::{tensor, Model};
@@ -34,17 +35,6 @@ fn rewrites(r: &RunReport) -> Vec<String> {
     r.rules
         .iter()
         .flat_map(|rr| rr.rewrites.iter().map(|w| w.description.clone()))
-        .collect()
-}
-
-fn skips(r: &RunReport) -> Vec<String> {
-    r.rules
-        .iter()
-        .flat_map(|rr| {
-            rr.skips
-                .iter()
-                .map(|s| format!("{} `{}`: {}", s.op, s.node, s.reason))
-        })
         .collect()
 }
 

@@ -284,3 +284,29 @@ pub fn readme_metrics(
     };
     format!("{acc}agreement {} %, min cosine {:.5}", pct(agree), min_cos)
 }
+
+/// Every skip of a run, as `Op \`node\`: reason`, in report order.
+pub fn skips(r: &onnx_slim::rewrite::RunReport) -> Vec<String> {
+    r.rules
+        .iter()
+        .flat_map(|rr| {
+            rr.skips
+                .iter()
+                .map(|s| format!("{} `{}`: {}", s.op, s.node, s.reason))
+        })
+        .collect()
+}
+
+/// Dims of the initializer `name` of `m` (panics naming it when there is none).
+pub fn initializer_dims(m: &onnx_slim::onnx::proto::ModelProto, name: &str) -> Vec<i64> {
+    m.graph
+        .as_ref()
+        .and_then(|g| {
+            g.initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(name))
+        })
+        .unwrap_or_else(|| panic!("no initializer `{name}`"))
+        .dims
+        .clone()
+}
