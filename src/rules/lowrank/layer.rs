@@ -187,6 +187,14 @@ pub(crate) fn parse(model: &Model, id: NodeId) -> std::result::Result<Layer, Str
 pub(super) const FIRST_SUFFIX: &str = "/lowrank1";
 pub(super) const SECOND_SUFFIX: &str = "/lowrank2";
 
+/// The labels of the two nodes the layer labelled `label` becomes.
+pub(super) fn factor_labels(label: &str) -> (String, String) {
+    (
+        format!("{label}{FIRST_SUFFIX}"),
+        format!("{label}{SECOND_SUFFIX}"),
+    )
+}
+
 /// Whether `a` feeds only `b`, as `b`'s activation, and the two form a low-rank pair.
 pub(super) fn pair_with(model: &Model, a: &Layer, b: &Layer) -> bool {
     let g = &model.graph;

@@ -341,9 +341,7 @@ impl Rule for Lowrank {
     }
     /// A factored layer `label` becomes `label` + the first and second factors' suffixes.
     fn rewritten_labels(&self, label: &str) -> Vec<String> {
-        vec![
-            format!("{label}{FIRST_SUFFIX}"),
-            format!("{label}{SECOND_SUFFIX}"),
-        ]
+        let (first, second) = layer::factor_labels(label);
+        vec![first, second]
     }
 }

@@ -129,10 +129,7 @@ pub(super) fn build_patch(
     let (k, n) = (layer.k, layer.n);
     let act = Wire::Value(layer.act);
     let mid = format!("{label}/lowrank_mid");
-    let (n1, n2) = (
-        format!("{label}{FIRST_SUFFIX}"),
-        format!("{label}{SECOND_SUFFIX}"),
-    );
+    let (n1, n2) = factor_labels(&label);
     let (w1n, w2n) = (format!("{wname}.lowrank1"), format!("{wname}.lowrank2"));
     let out2 = format!("{out_name}.lowrank");
     let a = f.a.clone();
