@@ -822,22 +822,17 @@ fn shared_models_cluster_to_the_readme_numbers() {
         return;
     };
     assert_eq!(models.len(), 6);
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
+    let mut rows = common::readme::Rows::new();
     for dir in &models {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
-        let original = loaded.model;
-        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let shared = common::readme::Shared::load(dir);
+        let (name, original, sets, base) =
+            (&shared.name, &shared.original, &shared.sets, &shared.base);
         let mut cells = Vec::new();
         for (bits, granularity) in SETTINGS {
             let (m, report) = cluster(&original, cfg(bits, granularity));
             assert!(report.patches() > 0, "{name}: nothing clustered");
             let bytes = encode_model(&m.to_proto()).len();
-            let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+            let ratio = shared.ratio(bytes);
             let outs = verify::run_many(&m.to_proto(), &sets, "clustered")
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             cells.push((ratio, common::readme_metrics(dir, &sets, &base, &outs)));
@@ -850,22 +845,17 @@ fn shared_models_cluster_to_the_readme_numbers() {
                 .collect::<Vec<_>>()
                 .join(" | ")
         );
-        match README_CLUSTER.iter().find(|r| r.0 == name) {
-            Some(r)
-                if r.1
-                    .iter()
+        let asserted = README_CLUSTER
+            .iter()
+            .find(|r| r.0 == name)
+            .is_some_and(|r| {
+                r.1.iter()
                     .zip(&cells)
-                    .all(|(a, b)| (a.0, a.1) == (b.0.as_str(), b.1.as_str())) => {}
-            _ => failures.push(format!("{row}: not the asserted row")),
-        }
-        if !readme.contains(&row) {
-            failures.push(format!("{row}: not in README.md"));
-        }
-        rows.push(row);
+                    .all(|(a, b)| (a.0, a.1) == (b.0.as_str(), b.1.as_str()))
+            });
+        rows.check(row, asserted);
     }
-    common::skip_loudly(&rows.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(rows.len(), README_CLUSTER.len());
+    rows.finish(README_CLUSTER.len());
 }
 
 /// The targets: 4-bit clusters of digits_mlp at most 0.14× the file, at least 97.0 % accurate.

@@ -300,10 +300,7 @@ fn shared_models_cluster_weighted_by_calibration_to_the_readme_numbers() {
     let Some(models) = common::shared_models() else {
         return;
     };
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
+    let mut rows = common::readme::Rows::new();
     for name in [
         "digits_mlp",
         "ppocr_mobile_v2_cls",
@@ -313,10 +310,8 @@ fn shared_models_cluster_weighted_by_calibration_to_the_readme_numbers() {
             .iter()
             .find(|d| d.ends_with(name))
             .expect("a shared model");
-        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
-        let original = loaded.model;
-        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let shared = common::readme::Shared::load(dir);
+        let (original, sets, base) = (&shared.original, &shared.sets, &shared.base);
         let mut cells = Vec::new();
         for calibration in [None, Some(dir.join("calibration"))] {
             let (m, report) = cluster(&original, ClusterConfig::default(), calibration.as_deref());
@@ -329,21 +324,15 @@ fn shared_models_cluster_weighted_by_calibration_to_the_readme_numbers() {
                 "{}, rel-l2 {rel:.4}",
                 common::readme_metrics(dir, &sets, &base, &outs)
             ));
-            let _ = encode_model(&m.to_proto()).len();
         }
         let row = format!("| {name} | {} | {} |", cells[0], cells[1]);
-        match README_WEIGHTED.iter().find(|r| r.0 == name) {
-            Some(r) if (r.1, r.2) == (cells[0].as_str(), cells[1].as_str()) => {}
-            _ => failures.push(format!("{row}: not the asserted row")),
-        }
-        if !readme.contains(&row) {
-            failures.push(format!("{row}: not in README.md"));
-        }
-        rows.push(row);
+        let asserted = README_WEIGHTED
+            .iter()
+            .find(|r| r.0 == name)
+            .is_some_and(|r| (r.1, r.2) == (cells[0].as_str(), cells[1].as_str()));
+        rows.check(row, asserted);
     }
-    common::skip_loudly(&rows.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(rows.len(), README_WEIGHTED.len());
+    rows.finish(README_WEIGHTED.len());
 }
 
 /// The largest relative L2 error of any output over the sets (a NaN fails).

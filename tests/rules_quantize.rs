@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::readme::Shared;
 use common::skips;
 use ndarray::{ArrayD, IxDyn};
 use onnx_slim::ir::builder::{attr_f, attr_i, attr_ints, seeded_f32, ModelBuilder};
@@ -831,18 +832,18 @@ fn shared_models_quantize_to_the_readme_numbers() {
         return;
     };
     assert_eq!(models.len(), 6);
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
     let clean_quantize = registry::select("clean,quantize").expect("registered");
     let mut lines = Vec::new();
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
+    let mut rows = common::readme::Rows::new();
     for dir in &models {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
-        let original = loaded.model;
-        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let shared = Shared::load(dir);
+        let Shared {
+            name,
+            original,
+            sets,
+            base,
+            ..
+        } = &shared;
         // The usual deployment step, `clean,quantize`: its own table.
         let mut m = Model::from_proto(original.clone()).expect("valid model");
         rewrite::run(
@@ -853,19 +854,16 @@ fn shared_models_quantize_to_the_readme_numbers() {
         )
         .expect("runs");
         let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
-        let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+        let ratio = shared.ratio(bytes);
         let outs = verify::run_many(&m.to_proto(), &sets, "clean,quantize")
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let got = common::readme_metrics(dir, &sets, &base, &outs);
         let row = format!("| {name} | `clean,quantize` | {ratio} | {got} |");
-        match README_CLEAN_QUANTIZE.iter().find(|r| r.0 == name) {
-            Some(r) if (r.1, r.2) == (ratio.as_str(), got.as_str()) => {}
-            _ => failures.push(format!("{row}: not the asserted row")),
-        }
-        if !readme.contains(&row) {
-            failures.push(format!("{row}: not in README.md"));
-        }
-        rows.push(row);
+        let asserted = README_CLEAN_QUANTIZE
+            .iter()
+            .find(|r| r.0 == name)
+            .is_some_and(|r| (r.1, r.2) == (ratio.as_str(), got.as_str()));
+        rows.check(row, asserted);
         for granularity in [Granularity::Channel, Granularity::Tensor] {
             let (m, report) = quantize(
                 &original,
@@ -875,7 +873,7 @@ fn shared_models_quantize_to_the_readme_numbers() {
                 },
             );
             let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
-            let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+            let ratio = shared.ratio(bytes);
             let outs = verify::run_many(&m.to_proto(), &sets, "quantized")
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let got = common::readme_metrics(dir, &sets, &base, &outs);
@@ -888,17 +886,15 @@ fn shared_models_quantize_to_the_readme_numbers() {
                 .find(|r| r.0 == name && r.1 == granularity)
             {
                 Some(r) if (r.2, r.3) == (ratio.as_str(), got.as_str()) => {}
-                Some(r) => failures.push(format!("{line}: the README says {} ×, {}", r.2, r.3)),
-                None => failures.push(format!("{line}: not in the README table")),
+                Some(r) => rows.fail(format!("{line}: the README says {} ×, {}", r.2, r.3)),
+                None => rows.fail(format!("{line}: not in the README table")),
             }
             lines.push(line);
         }
     }
     common::skip_loudly(&lines.join("\n"));
-    common::skip_loudly(&rows.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    rows.finish(README_CLEAN_QUANTIZE.len());
     assert_eq!(lines.len(), README_QUANTIZE.len());
-    assert_eq!(rows.len(), README_CLEAN_QUANTIZE.len());
 }
 
 #[test]
@@ -1644,16 +1640,16 @@ fn shared_models_int4_to_the_readme_numbers() {
     let Some(models) = common::shared_models() else {
         return;
     };
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
+    let mut rows = common::readme::Rows::new();
     for dir in &models {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
-        let original = loaded.model;
-        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let shared = Shared::load(dir);
+        let Shared {
+            name,
+            original,
+            sets,
+            base,
+            ..
+        } = &shared;
         for granularity in [Granularity::Block(32), Granularity::Channel] {
             let cfg = QuantizeConfig {
                 weights: WeightType::Int4,
@@ -1662,7 +1658,7 @@ fn shared_models_int4_to_the_readme_numbers() {
             };
             let (m, report, _) = quantize_raised(&original, cfg);
             let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
-            let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+            let ratio = shared.ratio(bytes);
             let got = if report.patches() == 0 {
                 let s = skips(&report);
                 let why = s
@@ -1681,22 +1677,14 @@ fn shared_models_int4_to_the_readme_numbers() {
                 "| {name} | `{}` | {ratio} | {got} |",
                 int4_cell(granularity)
             );
-            match README_INT4
+            let asserted = README_INT4
                 .iter()
                 .find(|r| r.0 == name && r.1 == granularity)
-            {
-                Some(r) if (r.2, r.3) == (ratio.as_str(), got.as_str()) => {}
-                _ => failures.push(format!("{row}: not the asserted row")),
-            }
-            if !readme.contains(&row) {
-                failures.push(format!("{row}: not in README.md"));
-            }
-            rows.push(row);
+                .is_some_and(|r| (r.2, r.3) == (ratio.as_str(), got.as_str()));
+            rows.check(row, asserted);
         }
     }
-    common::skip_loudly(&rows.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(rows.len(), README_INT4.len());
+    rows.finish(README_INT4.len());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1973,16 +1961,16 @@ fn shared_models_dynamic_to_the_readme_numbers() {
     let Some(models) = common::shared_models() else {
         return;
     };
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
+    let mut rows = common::readme::Rows::new();
     for dir in &models {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
-        let original = loaded.model;
-        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let shared = Shared::load(dir);
+        let Shared {
+            name,
+            original,
+            sets,
+            base,
+            ..
+        } = &shared;
         let (m, _) = quantize(
             &original,
             QuantizeConfig {
@@ -1991,24 +1979,19 @@ fn shared_models_dynamic_to_the_readme_numbers() {
             },
         );
         let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
-        let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+        let ratio = shared.ratio(bytes);
         let integer = op_counts(&m, &["MatMulInteger"])[0];
         let outs = verify::run_many(&m.to_proto(), &sets, "dynamic")
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let got = common::readme_metrics(dir, &sets, &base, &outs);
         let row = format!("| {name} | {ratio} | {integer} | {got} |");
-        match README_DYNAMIC.iter().find(|r| r.0 == name) {
-            Some(r) if (r.1, r.2, r.3) == (ratio.as_str(), integer, got.as_str()) => {}
-            _ => failures.push(format!("{row}: not the asserted row")),
-        }
-        if !readme.contains(&row) {
-            failures.push(format!("{row}: not in README.md"));
-        }
-        rows.push(row);
+        let asserted = README_DYNAMIC
+            .iter()
+            .find(|r| r.0 == name)
+            .is_some_and(|r| (r.1, r.2, r.3) == (ratio.as_str(), integer, got.as_str()));
+        rows.check(row, asserted);
     }
-    common::skip_loudly(&rows.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(rows.len(), README_DYNAMIC.len());
+    rows.finish(README_DYNAMIC.len());
 }
 
 /// The README's `--quantize-granularity auto` table (int8; per tensor where a weight has fewer
@@ -2058,16 +2041,16 @@ fn shared_models_auto_granularity_to_the_readme_numbers() {
     let Some(models) = common::shared_models() else {
         return;
     };
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
+    let mut rows = common::readme::Rows::new();
     for dir in &models {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
-        let original = loaded.model;
-        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let shared = Shared::load(dir);
+        let Shared {
+            name,
+            original,
+            sets,
+            base,
+            ..
+        } = &shared;
         let (m, report) = quantize(
             &original,
             QuantizeConfig {
@@ -2076,7 +2059,7 @@ fn shared_models_auto_granularity_to_the_readme_numbers() {
             },
         );
         let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
-        let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+        let ratio = shared.ratio(bytes);
         let per_tensor = rewrites(&report)
             .iter()
             .filter(|l| l.contains("(per tensor (auto): "))
@@ -2088,18 +2071,13 @@ fn shared_models_auto_granularity_to_the_readme_numbers() {
             "| {name} | {ratio} | {per_tensor} of {} | {got} |",
             report.patches()
         );
-        match README_AUTO.iter().find(|r| r.0 == name) {
-            Some(r) if (r.1, r.2, r.3) == (ratio.as_str(), per_tensor, got.as_str()) => {}
-            _ => failures.push(format!("{row}: not the asserted row")),
-        }
-        if !readme.contains(&row) {
-            failures.push(format!("{row}: not in README.md"));
-        }
-        rows.push(row);
+        let asserted = README_AUTO
+            .iter()
+            .find(|r| r.0 == name)
+            .is_some_and(|r| (r.1, r.2, r.3) == (ratio.as_str(), per_tensor, got.as_str()));
+        rows.check(row, asserted);
     }
-    common::skip_loudly(&rows.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(rows.len(), README_AUTO.len());
+    rows.finish(README_AUTO.len());
 }
 
 #[test]

@@ -734,16 +734,11 @@ fn shared_models_static_qdq_to_the_readme_numbers() {
         return;
     };
     assert_eq!(models.len(), 6);
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
+    let mut rows = common::readme::Rows::new();
     for dir in &models {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let loaded = onnx_slim::onnx::decode_file(&dir.join("model.onnx")).expect("decodes");
-        let original = loaded.model;
-        let sets = verify::load_test_data_sets(dir, &original).expect("test sets");
-        let base = verify::run_many(&original, &sets, "original").expect("original runs");
+        let shared = common::readme::Shared::load(dir);
+        let (name, original, sets, base) =
+            (&shared.name, &shared.original, &shared.sets, &shared.base);
         for (method, outputs) in METHODS {
             let config = Config {
                 calibration: vec![dir.join("calibration")],
@@ -757,7 +752,7 @@ fn shared_models_static_qdq_to_the_readme_numbers() {
             let (m, report) = quantize(&original, &config);
             let pairs = ops(&m, "QuantizeLinear");
             let bytes = onnx_slim::onnx::encode_model(&m.to_proto()).len();
-            let ratio = format!("{:.3}", bytes as f64 / loaded.file_len as f64);
+            let ratio = shared.ratio(bytes);
             let outs = verify::run_many(&m.to_proto(), &sets, "static qdq")
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{}", lines(&report)));
             let got = metrics(dir, &sets, &base, &outs);
@@ -767,17 +762,12 @@ fn shared_models_static_qdq_to_the_readme_numbers() {
                 method.name()
             };
             let row = format!("| {name} | {method} | {ratio} | {pairs} | {got} |");
-            match README_STATIC.iter().find(|r| r.0 == name && r.1 == method) {
-                Some(r) if (r.2, r.3, r.4) == (ratio.as_str(), pairs, got.as_str()) => {}
-                _ => failures.push(format!("{row}: not the asserted row")),
-            }
-            if !readme.contains(&row) {
-                failures.push(format!("{row}: not in README.md"));
-            }
-            rows.push(row);
+            let asserted = README_STATIC
+                .iter()
+                .find(|r| r.0 == name && r.1 == method)
+                .is_some_and(|r| (r.2, r.3, r.4) == (ratio.as_str(), pairs, got.as_str()));
+            rows.check(row, asserted);
         }
     }
-    common::skip_loudly(&rows.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(rows.len(), README_STATIC.len());
+    rows.finish(README_STATIC.len());
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod compare;
 pub mod ort;
 pub mod proto;
+pub mod readme;
 pub mod run;
 
 /// `../shared` relative to the crate root, or `$ONNX_SLIM_SHARED` when set (set it to a missing
