@@ -45,23 +45,8 @@ fn check(py: &Path, model: &Path, data: &[PathBuf], failures: &mut Vec<String>) 
             ));
             continue;
         }
-        let chk = Command::new(py)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
-            .args([model.as_os_str(), out.as_os_str()])
-            .arg(tol.max(1e-6).to_string())
-            .args(data)
-            .output()
-            .unwrap();
-        if !chk.status.success() {
-            failures.push(format!(
-                "{} --rules {rules}: {}{}",
-                model.display(),
-                String::from_utf8_lossy(&chk.stdout),
-                String::from_utf8_lossy(&chk.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ));
+        if let Err(e) = common::ort::ort_check(py, model, &out, tol.max(1e-6) as f64, data) {
+            failures.push(format!("{} --rules {rules}: {e}", model.display()));
         }
     }
 }
@@ -273,37 +258,20 @@ fn check_quantized(
                 continue;
             }
         };
-        let chk = Command::new(py)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
-            .args([model.as_os_str(), out.as_os_str()])
-            .arg(tol.to_string())
-            .args(["--expected", &ORT_DEFAULT_VS_TRACT.to_string()])
-            .args(if label.starts_with("static") {
-                vec![
-                    "--as-close".to_string(),
-                    STATIC_ORT_COSINE_MARGIN.to_string(),
-                    "--optimized".to_string(),
-                    optimized.to_string_lossy().to_string(),
-                ]
-            } else {
-                vec![]
-            })
-            .args(&dirs)
-            .output()
-            .unwrap();
-        common::skip_loudly(&format!(
-            "{what}:\n{}",
-            String::from_utf8_lossy(&chk.stdout)
-        ));
-        if !chk.status.success() {
-            failures.push(format!(
-                "{what}: {}{}",
-                String::from_utf8_lossy(&chk.stdout),
-                String::from_utf8_lossy(&chk.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ));
+        let mut args = vec!["--expected".to_string(), ORT_DEFAULT_VS_TRACT.to_string()];
+        if label.starts_with("static") {
+            args.extend([
+                "--as-close".to_string(),
+                STATIC_ORT_COSINE_MARGIN.to_string(),
+                "--optimized".to_string(),
+                optimized.to_string_lossy().to_string(),
+            ]);
+        }
+        args.extend(dirs.iter().map(|d| d.to_string_lossy().to_string()));
+        let chk = common::ort::ort_check(py, model, &out, tol as f64, &args);
+        common::skip_loudly(&format!("{what}:\n{}", chk.as_ref().unwrap_or_else(|e| e)));
+        if let Err(e) = chk {
+            failures.push(format!("{what}: {e}"));
         } else if label.contains("outputs") {
             // Every Conv/MatMul/Gemm between a DequantizeLinear'd input and a QuantizeLinear'd
             // output runs in integers in onnxruntime: the placement is the one it fuses.

@@ -546,27 +546,12 @@ fn check_in_ort(
                 continue;
             }
         };
-        let chk = Command::new(py)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
-            .args([model.as_os_str(), out.as_os_str()])
-            .arg(ORT_VS_TRACT.to_string())
-            .args(["--expected", &ORT_VS_TRACT.to_string()])
-            .args(&dirs)
-            .output()
-            .unwrap();
-        common::skip_loudly(&format!(
-            "{what}:\n{}",
-            String::from_utf8_lossy(&chk.stdout)
-        ));
-        if !chk.status.success() {
-            failures.push(format!(
-                "{what}: {}{}",
-                String::from_utf8_lossy(&chk.stdout),
-                String::from_utf8_lossy(&chk.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ));
+        let mut args = vec!["--expected".to_string(), ORT_VS_TRACT.to_string()];
+        args.extend(dirs.iter().map(|d| d.to_string_lossy().to_string()));
+        let chk = common::ort::ort_check(py, model, &out, ORT_VS_TRACT as f64, &args);
+        common::skip_loudly(&format!("{what}:\n{}", chk.as_ref().unwrap_or_else(|e| e)));
+        if let Err(e) = chk {
+            failures.push(format!("{what}: {e}"));
         }
         checked += 1;
     }

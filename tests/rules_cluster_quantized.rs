@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use bytes::Bytes;
 use ndarray::{ArrayD, IxDyn};
 use onnx_slim::ir::builder::{attr_i, seeded_f32, ModelBuilder};
@@ -284,20 +282,10 @@ fn onnxruntime_runs_a_clustered_int8_model_with_the_outputs_tract_saw() {
         let sets = [x_set(4, seeded_f32(&[4, 256], 9))];
         let dirs = common::ort::tract_test_sets(&d.path().join(format!("{g:?}")), &c, &sets)
             .expect("tract runs");
-        let chk = Command::new(&py)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
-            .args([orig.as_os_str(), out.as_os_str()])
-            .arg("1e-4")
-            .args(["--expected", &ORT_DEFAULT_VS_TRACT.to_string()])
-            .args(&dirs)
-            .output()
-            .unwrap();
-        if !chk.status.success() {
-            failures.push(format!(
-                "{g:?}: {}{}",
-                String::from_utf8_lossy(&chk.stdout),
-                String::from_utf8_lossy(&chk.stderr)
-            ));
+        let mut args = vec!["--expected".to_string(), ORT_DEFAULT_VS_TRACT.to_string()];
+        args.extend(dirs.iter().map(|d| d.to_string_lossy().to_string()));
+        if let Err(e) = common::ort::ort_check(&py, &orig, &out, 1e-4, &args) {
+            failures.push(format!("{g:?}: {e}"));
         }
         checked += 1;
     }

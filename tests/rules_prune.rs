@@ -2445,18 +2445,9 @@ fn models_pruned_through_concat_split_slice_and_flatten_pass_the_checker_and_mat
         let b = d.path().join(format!("{i}.pruned.onnx"));
         std::fs::write(&a, prost::Message::encode_to_vec(&original)).unwrap();
         std::fs::write(&b, prost::Message::encode_to_vec(&pruned)).unwrap();
-        let o = std::process::Command::new(&py)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
-            .args([&a, &b])
-            .arg("1e-5")
-            .output()
-            .expect("python runs");
-        assert!(
-            o.status.success(),
-            "{what}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        if let Err(e) = common::ort::ort_check(&py, &a, &b, 1e-5, std::iter::empty::<&str>()) {
+            panic!("{what}: {e}");
+        }
         checked += 1;
     }
     assert_eq!(checked, 9);

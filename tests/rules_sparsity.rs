@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::compare::assert_outputs_match;
 use common::run::{ok, refused, run};
@@ -555,20 +554,9 @@ fn ort_sparse_matches_dense(py: &Path, model: &Path, data: &[PathBuf]) -> usize 
     args.extend_from_slice(&common);
     ok(dir.path(), &args);
     let stored = decode(&sparse).graph.unwrap().sparse_initializer.len();
-    let chk = Command::new(py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
-        .args([dense.as_os_str(), sparse.as_os_str()])
-        .arg("1e-6")
-        .args(data)
-        .output()
-        .unwrap();
-    assert!(
-        chk.status.success(),
-        "{}: {}{}",
-        model.display(),
-        String::from_utf8_lossy(&chk.stdout),
-        String::from_utf8_lossy(&chk.stderr)
-    );
+    if let Err(e) = common::ort::ort_check(py, &dense, &sparse, 1e-6, data) {
+        panic!("{}: {e}", model.display());
+    }
     stored
 }
 

@@ -68,3 +68,29 @@ pub fn tract_test_sets(
     }
     Ok(dirs)
 }
+
+/// Runs `scripts/ort_check.py ORIGINAL REWRITTEN TOLERANCE [args…]` with `py` (the arguments
+/// after the tolerance are its flags, then test data folders). `Ok` with its report when it
+/// passes; `Err` with the report and the last line of its stderr when it does not.
+pub fn ort_check<S: AsRef<std::ffi::OsStr>>(
+    py: &Path,
+    original: &Path,
+    rewritten: &Path,
+    tolerance: f64,
+    args: impl IntoIterator<Item = S>,
+) -> Result<String, String> {
+    let out = std::process::Command::new(py)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_check.py"))
+        .args([original, rewritten])
+        .arg(tolerance.to_string())
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", py.display()))?;
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        Ok(report)
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(format!("{report}{}", stderr.lines().last().unwrap_or("")))
+    }
+}
