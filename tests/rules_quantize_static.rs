@@ -13,7 +13,7 @@ use onnx_slim::ir::{tensor, text, Model};
 use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{self, registry, Config, DriverOptions, RunReport};
 use onnx_slim::rules::quantize::QuantizeConfig;
-use onnx_slim::verify::{self, compare, InputSet, Outputs};
+use onnx_slim::verify::{self, InputSet};
 use prost::Message;
 
 fn static_config(calibration: &Path, method: RangeMethod) -> Config {
@@ -504,45 +504,6 @@ fn the_main_command_writes_static_qdq_within_the_budget() {
 // ---------------------------------------------------------------------------------------------
 // The shared models.
 
-/// The README's metrics of `outs` on `sets` (as `tests/rules_quantize.rs` computes them).
-fn metrics(dir: &Path, sets: &[InputSet], original: &[Outputs], outs: &[Outputs]) -> String {
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
-            .expect("meta.json is JSON");
-    let (mut ok, mut agree, mut n) = (0usize, 0usize, 0usize);
-    let mut min_cos = f64::INFINITY;
-    let mut compared = 0;
-    for ((s, a), b) in sets.iter().zip(original).zip(outs) {
-        let want = common::argmax_rows(&a[0].1);
-        let got = common::argmax_rows(&b[0].1);
-        assert_eq!(want.len(), got.len(), "{}", s.label);
-        n += got.len();
-        agree += want.iter().zip(&got).filter(|(x, y)| x == y).count();
-        if let Some(labels) = meta["labels"][&s.label].as_array() {
-            assert_eq!(labels.len(), got.len(), "{}", s.label);
-            ok += got
-                .iter()
-                .zip(labels)
-                .filter(|(p, l)| Some(**p as u64) == l.as_u64())
-                .count();
-        }
-        for c in compare::compare_outputs(a, b, f32::INFINITY) {
-            assert!(c.shape_equal, "{}: {c:?}", s.label);
-            min_cos = min_cos.min(c.cosine.expect("float outputs"));
-            compared += 1;
-        }
-    }
-    assert!(n > 0 && compared > 0);
-    let pct = |k: usize| format!("{:.2}", 100.0 * k as f64 / n as f64);
-    let classes = sets.iter().all(|s| meta["labels"][&s.label].is_array());
-    let acc = if classes {
-        format!("accuracy {} %, ", pct(ok))
-    } else {
-        String::new()
-    };
-    format!("{acc}agreement {} %, min cosine {:.5}", pct(agree), min_cos)
-}
-
 /// The README's static-QDQ table: model, `--quantize-calibrate` (and `--quantize-outputs`), size
 /// ratio, activation pairs, metrics (ranges on the model's own `calibration/`, int8 weights per channel, metrics on the
 /// test sets).
@@ -755,7 +716,7 @@ fn shared_models_static_qdq_to_the_readme_numbers() {
             let ratio = shared.ratio(bytes);
             let outs = verify::run_many(&m.to_proto(), &sets, "static qdq")
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{}", lines(&report)));
-            let got = metrics(dir, &sets, &base, &outs);
+            let got = common::readme_metrics(dir, sets, base, &outs);
             let method = if outputs {
                 format!("{}, `--quantize-outputs`", method.name())
             } else {

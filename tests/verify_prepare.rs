@@ -9,11 +9,9 @@ use common::proto::node;
 use bytes::Bytes;
 use onnx_slim::onnx::proto::attribute_proto::AttributeType;
 use onnx_slim::onnx::proto::tensor_proto::DataType;
-use onnx_slim::onnx::proto::tensor_shape_proto::{dimension, Dimension};
-use onnx_slim::onnx::proto::type_proto;
 use onnx_slim::onnx::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    ValueInfoProto,
 };
 use onnx_slim::verify::{
     load_inputs, load_npy, load_npz, load_test_data_set, load_test_data_sets, prepare,
@@ -24,27 +22,7 @@ use prost::Message;
 use tract_onnx::prelude::Tensor;
 
 fn vi(name: &str, elem: DataType, dims: &[&str]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d.parse::<i64>() {
-                Ok(v) => dimension::Value::DimValue(v),
-                Err(_) => dimension::Value::DimParam(d.to_string()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(elem as i32),
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    common::proto::value_info_dims(name, elem, dims)
 }
 
 fn out(name: &str) -> ValueInfoProto {

@@ -29,24 +29,31 @@ pub fn f32_tensor(name: &str, dims: &[i64], seed: u32) -> TensorProto {
 
 /// A tensor-typed value; a negative dim becomes the symbol `N`.
 pub fn value_info(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
+    let dims: Vec<String> = dims
+        .iter()
+        .map(|&d| if d < 0 { "N".into() } else { d.to_string() })
+        .collect();
+    value_info_dims(name, elem, &dims)
+}
+
+/// A tensor-typed value whose dims are numbers or symbols (`"1"`, `"batch"`).
+pub fn value_info_dims<S: AsRef<str>>(name: &str, elem: DataType, dims: &[S]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d.as_ref().parse::<i64>() {
+                Ok(v) => dimension::Value::DimValue(v),
+                Err(_) => dimension::Value::DimParam(d.as_ref().to_string()),
+            }),
+            denotation: None,
+        })
+        .collect();
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                 elem_type: Some(elem as i32),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(if *d < 0 {
-                                dimension::Value::DimParam("N".into())
-                            } else {
-                                dimension::Value::DimValue(*d)
-                            }),
-                            denotation: None,
-                        })
-                        .collect(),
-                }),
+                shape: Some(TensorShapeProto { dim }),
             })),
             denotation: None,
         }),
