@@ -151,9 +151,26 @@ impl OptionKey {
     }
 }
 
-/// The suffix of a `Structure` variant's layer key: its matches change groups of layers, so
-/// their options are kept apart from the per-layer options of the other stages.
-const GROUP_SUFFIX: &str = " (channels)";
+/// What the search allocates options to: the driver scope its options apply to (the anchor's
+/// label, or the match's description), and whether it is a group — a `Structure` variant's
+/// match changes a group of coupled layers, so its options are kept apart from the per-layer
+/// options of the other stages on the same anchor. Shown as the scope, with ` (channels)` for
+/// a group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Layer {
+    scope: String,
+    group: bool,
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.scope)?;
+        if self.group {
+            f.write_str(" (channels)")?;
+        }
+        Ok(())
+    }
+}
 
 /// An option with its estimated cost and saving.
 #[derive(Debug, Clone)]
@@ -253,11 +270,6 @@ fn variants<'a>(rules: &[&'a dyn Rule], config: &Config) -> Vec<Variant<'a>> {
     out
 }
 
-/// The driver scope of a layer key (the anchor's label, or the match's description).
-fn scope_of(key: &str) -> &str {
-    key.strip_suffix(GROUP_SUFFIX).unwrap_or(key)
-}
-
 fn macs(model: &Model) -> i64 {
     crate::report::inspect::inspect(model, 0).macs.total as i64
 }
@@ -316,10 +328,10 @@ fn latency_us(model: &ModelProto, set: &InputSet) -> Result<f64> {
 }
 
 /// Every variant's matches on `base`, by `(variant, layer label)`.
-type Matches = BTreeMap<(usize, String), rewrite::Match>;
+type Matches = BTreeMap<(usize, Layer), rewrite::Match>;
 
 /// Every measured option: `(variant, layer) → measurement`.
-type Measurements = BTreeMap<(usize, String), Measured>;
+type Measurements = BTreeMap<(usize, Layer), Measured>;
 
 /// Measures the variants `which` on every layer they match: `(variant, layer) → measurement`.
 #[allow(clippy::too_many_arguments)]
@@ -369,14 +381,14 @@ fn sensitivity(
     for (vi, m) in jobs {
         let v = &variants[vi];
         let label = base.graph.node(m.anchor).label();
-        let mut layer = if per_anchor[&(vi, label.clone())] > 1 {
-            m.what.clone()
-        } else {
-            label
+        let layer = Layer {
+            scope: if per_anchor[&(vi, label.clone())] > 1 {
+                m.what.clone()
+            } else {
+                label
+            },
+            group: v.stage == Stage::Structure,
         };
-        if v.stage == Stage::Structure {
-            layer.push_str(GROUP_SUFFIX);
-        }
         progress.message(&format!("{} on `{layer}`", v.name));
         // A candidate that cannot be built or run is simply not an option.
         if let Ok(x) = measure_one(
@@ -402,11 +414,11 @@ fn sensitivity(
 /// Every layer's options with their estimated costs (the unchanged option first).
 fn options(
     variants: &[Variant],
-    measured: &BTreeMap<(usize, String), Measured>,
+    measured: &Measurements,
     metric: Metric,
     weight_bytes: &BTreeMap<String, f64>,
-) -> BTreeMap<String, Vec<Costed>> {
-    let mut by_layer: BTreeMap<String, Vec<Costed>> = BTreeMap::new();
+) -> BTreeMap<Layer, Vec<Costed>> {
+    let mut by_layer: BTreeMap<Layer, Vec<Costed>> = BTreeMap::new();
     let none = OptionKey::NONE;
     for ((vi, layer), m) in measured {
         let list = by_layer.entry(layer.clone()).or_insert_with(|| {
@@ -435,7 +447,7 @@ fn options(
     // A factor variant then a store variant on its factors: losses add; the store variant saves
     // on what the factors keep.
     for (layer, list) in by_layer.iter_mut() {
-        let w = weight_bytes.get(layer).copied().unwrap_or(0.0);
+        let w = weight_bytes.get(&layer.scope).copied().unwrap_or(0.0);
         let lows: Vec<Costed> = list
             .iter()
             .filter(|c| c.key.factor.is_some())
@@ -481,13 +493,13 @@ fn saving(c: &Costed, objective: Objective) -> f64 {
 /// saving per unit of added loss, until the loss limit (budget mode) or the byte target (target
 /// mode) is reached. Returns the chosen option index per layer.
 fn allocate(
-    opts: &BTreeMap<String, Vec<Costed>>,
+    opts: &BTreeMap<Layer, Vec<Costed>>,
     limit: f64,
     bytes_to_save: Option<f64>,
     objective: Objective,
-    start: &BTreeMap<String, usize>,
-) -> BTreeMap<String, usize> {
-    let mut cur: BTreeMap<String, usize> = opts.keys().map(|k| (k.clone(), 0)).collect();
+    start: &BTreeMap<Layer, usize>,
+) -> BTreeMap<Layer, usize> {
+    let mut cur: BTreeMap<Layer, usize> = opts.keys().map(|k| (k.clone(), 0)).collect();
     cur.extend(start.iter().map(|(k, v)| (k.clone(), *v)));
     let objective = if bytes_to_save.is_some() {
         Objective::Size
@@ -500,7 +512,7 @@ fn allocate(
         if bytes_to_save.is_some_and(|b| saved >= b) {
             break;
         }
-        let mut best: Option<(f64, &String, usize)> = None;
+        let mut best: Option<(f64, &Layer, usize)> = None;
         for (layer, list) in opts {
             let c = &list[cur[layer]];
             for (i, o) in list.iter().enumerate() {
@@ -535,8 +547,8 @@ fn allocate(
 fn apply(
     base: &Model,
     variants: &[Variant],
-    opts: &BTreeMap<String, Vec<Costed>>,
-    chosen: &BTreeMap<String, usize>,
+    opts: &BTreeMap<Layer, Vec<Costed>>,
+    chosen: &BTreeMap<Layer, usize>,
 ) -> Result<(Model, Option<RunReport>)> {
     let mut model = base.clone();
     let mut report: Option<RunReport> = None;
@@ -545,10 +557,10 @@ fn apply(
         for (layer, &i) in chosen {
             let k = opts[layer][i].key;
             if k.parts().any(|p| p == vi) {
-                scope.insert(scope_of(layer).to_string());
+                scope.insert(layer.scope.clone());
             }
             if let (true, Some(f)) = (k.store == Some(vi), k.factor) {
-                scope.extend(variants[f].rule.rewritten_labels(scope_of(layer)));
+                scope.extend(variants[f].rule.rewritten_labels(&layer.scope));
             }
         }
         if scope.is_empty() {
@@ -583,9 +595,9 @@ fn describe(variants: &[Variant], key: OptionKey) -> String {
 /// Each layer's chosen option as text, by layer.
 fn describe_all(
     variants: &[Variant],
-    opts: &BTreeMap<String, Vec<Costed>>,
-    chosen: &BTreeMap<String, usize>,
-) -> BTreeMap<String, String> {
+    opts: &BTreeMap<Layer, Vec<Costed>>,
+    chosen: &BTreeMap<Layer, usize>,
+) -> BTreeMap<Layer, String> {
     chosen
         .iter()
         .map(|(l, &i)| (l.clone(), describe(variants, opts[l][i].key)))
@@ -681,7 +693,7 @@ pub fn search(
         goal.objective,
         &BTreeMap::new(),
     );
-    let structure: BTreeMap<String, usize> = joint
+    let structure: BTreeMap<Layer, usize> = joint
         .iter()
         .filter(|(l, &i)| i != 0 && opts[*l][i].key.structure.is_some())
         .map(|(l, &i)| (l.clone(), i))
@@ -704,15 +716,15 @@ pub fn search(
         // Pruned groups compound through depth far more than their losses alone add up to:
         // measure them together, and keep the longest prefix, by saving per unit of loss, that
         // stays within STRUCTURE_SHARE of the budget (found by bisection).
-        let mut order: Vec<(String, usize)> = structure.into_iter().collect();
-        let rate = |(l, i): &(String, usize)| {
+        let mut order: Vec<(Layer, usize)> = structure.into_iter().collect();
+        let rate = |(l, i): &(Layer, usize)| {
             let c = &opts[l][*i];
             saving(c, goal.objective) / c.loss.max(1e-12)
         };
         order.sort_by(|a, b| rate(b).total_cmp(&rate(a)).then_with(|| a.0.cmp(&b.0)));
         let probe = |k: usize| -> Result<(Model, Option<RunReport>, f64)> {
             progress.message(&format!("applying {k} structure option(s) together"));
-            let some: BTreeMap<String, usize> = order[..k].iter().cloned().collect();
+            let some: BTreeMap<Layer, usize> = order[..k].iter().cloned().collect();
             let (pruned, report) = apply(&model, &variants, &opts, &some)?;
             let r = verify::verify_against(
                 &measure_ref,
@@ -754,7 +766,7 @@ pub fn search(
                     .unwrap_or_default()
             ));
         }
-        let structure: BTreeMap<String, usize> = order[..lo].iter().cloned().collect();
+        let structure: BTreeMap<Layer, usize> = order[..lo].iter().cloned().collect();
         if let Some((pruned, pruned_report, base_loss)) = kept {
             let rest: Vec<usize> = all
                 .iter()
@@ -810,7 +822,7 @@ pub fn search(
                         chosen.extend(st.chosen);
 
                         let mut all_opts = opts.clone();
-                        all_opts.retain(|l, _| l.ends_with(GROUP_SUFFIX));
+                        all_opts.retain(|l, _| l.group);
                         all_opts.extend(st.opts);
                         let mut all_measured = measured.clone();
                         all_measured.retain(|(v, _), _| variants[*v].stage == Stage::Structure);
@@ -943,9 +955,9 @@ struct OutcomeParts<'a> {
     proto: ModelProto,
     report: RunReport,
     verification: VerifyReport,
-    opts: &'a BTreeMap<String, Vec<Costed>>,
-    chosen: &'a BTreeMap<String, usize>,
-    measured: &'a BTreeMap<(usize, String), Measured>,
+    opts: &'a BTreeMap<Layer, Vec<Costed>>,
+    chosen: &'a BTreeMap<Layer, usize>,
+    measured: &'a Measurements,
     backoffs: Vec<String>,
     structure: Vec<String>,
 }
@@ -964,7 +976,7 @@ fn outcome(variants: &[Variant], p: OutcomeParts, goal: &Goal, measured_on: &str
                 .map(|((vi, _), m)| (variants[*vi].name.clone(), m.loss))
                 .collect();
             Choice {
-                layer: layer.clone(),
+                layer: layer.to_string(),
                 choice: describe(variants, list[i].key),
                 measured: measured_alone,
                 saved_bytes: list[i].saved_bytes.round() as i64,
@@ -992,12 +1004,12 @@ fn outcome(variants: &[Variant], p: OutcomeParts, goal: &Goal, measured_on: &str
 /// The chosen options of `chosen`, as text.
 fn describe_list(
     variants: &[Variant],
-    opts: &BTreeMap<String, Vec<Costed>>,
-    chosen: &BTreeMap<String, usize>,
+    opts: &BTreeMap<Layer, Vec<Costed>>,
+    chosen: &BTreeMap<Layer, usize>,
 ) -> String {
     describe_all(variants, opts, chosen)
         .iter()
-        .map(|(l, c)| format!("`{}` {c}", scope_of(l)))
+        .map(|(l, c)| format!("`{}` {c}", l.scope))
         .collect::<Vec<_>>()
         .join(", ")
 }

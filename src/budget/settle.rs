@@ -10,12 +10,12 @@ use super::*;
 /// The mutable state of one allocation-and-verification pass over a base model.
 pub(super) struct Pass {
     /// `(variant, layer) → measurement`; over a pruned base, losses are what each option adds.
-    pub(super) measured: BTreeMap<(usize, String), Measured>,
+    pub(super) measured: Measurements,
     pub(super) matches: Matches,
-    pub(super) opts: BTreeMap<String, Vec<Costed>>,
-    pub(super) chosen: BTreeMap<String, usize>,
+    pub(super) opts: BTreeMap<Layer, Vec<Costed>>,
+    pub(super) chosen: BTreeMap<Layer, usize>,
     /// `(variant, layer, verification set)` measured after a failed verification.
-    pub(super) rechecked: BTreeSet<(usize, String, String)>,
+    pub(super) rechecked: BTreeSet<(usize, Layer, String)>,
     pub(super) backoffs: Vec<String>,
     pub(super) to_save: Option<f64>,
     pub(super) alloc_limit: f64,
