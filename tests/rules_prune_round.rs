@@ -18,9 +18,20 @@ use onnx_slim::verify::{self, InputSet};
 const F32: DataType = DataType::Float;
 
 fn run(proto: &ModelProto, rules: &str, prune: PruneConfig) -> (ModelProto, RunReport) {
+    run_calibrated(proto, rules, prune, vec![])
+}
+
+/// [`run`] with `--calibration` folders (prune's re-fit).
+fn run_calibrated(
+    proto: &ModelProto,
+    rules: &str,
+    prune: PruneConfig,
+    calibration: Vec<std::path::PathBuf>,
+) -> (ModelProto, RunReport) {
     let mut m = Model::from_proto(proto.clone()).expect("valid model");
     let config = Config {
         prune,
+        calibration,
         ..Default::default()
     };
     let rules = registry::select(rules).expect("registered rules");
@@ -398,7 +409,13 @@ fn readme_prune_and_fuse_batchnorm_orders_on_lcnet() {
     let (folded_first, _) = run(&original, "fuse-batchnorm,prune", cfg.clone());
     let (rescaled, n) = rescaled_to_folded_filters(&original);
     assert_eq!(n, 27);
-    let (rescaled_pruned, _) = run(&rescaled, "prune", cfg);
+    let (rescaled_pruned, _) = run(&rescaled, "prune", cfg.clone());
+    let fold = |m: &ModelProto| run(m, "fuse-batchnorm", PruneConfig::default()).0;
+    let r16 = ratio_round(0.3, Some(16));
+    let r16_folded = fold(&run(&original, "prune", r16.clone()).0);
+    let cal = vec![dir.join("calibration")];
+    let refit_folded = fold(&run_calibrated(&original, "prune", cfg.clone(), cal.clone()).0);
+    let r16_refit_folded = fold(&run_calibrated(&original, "prune", r16, cal).0);
     let mut rows = Vec::new();
     for (what, m) in [
         ("prune", &pruned),
@@ -406,6 +423,12 @@ fn readme_prune_and_fuse_batchnorm_orders_on_lcnet() {
         ("fuse-batchnorm,prune", &folded_first),
         ("rescaled", &rescaled),
         ("rescaled, prune", &rescaled_pruned),
+        ("prune --prune-round 16, then fuse-batchnorm", &r16_folded),
+        ("prune --calibration, then fuse-batchnorm", &refit_folded),
+        (
+            "prune --prune-round 16 --calibration, then fuse-batchnorm",
+            &r16_refit_folded,
+        ),
     ] {
         let r = format!("{what}: {}", row(&dir, &original, m));
         eprintln!("{r}");
@@ -425,4 +448,10 @@ const README_ORDERS: &[&str] = &[
      accuracy 100.00 %, agreement 100.00 %, min cosine 1.00000",
     "rescaled, prune: params 1687593 → 852031, channels 5232 → 3673, \
      accuracy 25.00 %, agreement 25.00 %, min cosine 0.44273",
+    "prune --prune-round 16, then fuse-batchnorm: params 1687593 → 822809, \
+     channels 5232 → 3648, accuracy 34.38 %, agreement 34.38 %, min cosine 0.52650",
+    "prune --calibration, then fuse-batchnorm: params 1687593 → 838399, \
+     channels 5232 → 3673, accuracy 100.00 %, agreement 100.00 %, min cosine 0.99812",
+    "prune --prune-round 16 --calibration, then fuse-batchnorm: params 1687593 → 822809, \
+     channels 5232 → 3648, accuracy 100.00 %, agreement 100.00 %, min cosine 0.98756",
 ];
