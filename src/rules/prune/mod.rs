@@ -40,7 +40,9 @@
 //! **`--prune-ratio R`** (with `--prune-importance l1|l2|bn`): in each group, also remove the
 //! channels of lowest importance (the L1 or L2 norm of each producer's kernel slice, summed over
 //! the group's producers, or `|gamma|` summed over its BatchNormalizations) until `⌊R·C⌋` are
-//! gone; at least one stays. A removed channel is valued as if its producers' kernel slices were
+//! gone; at least one stays. With `--prune-round N` the count kept is rounded to the nearest
+//! multiple of `N` ([`rounded_keep`]: never 0, never above `C`), so that tract's matrix kernels,
+//! which pad output channels to their panel height, compute no padded rows. A removed channel is valued as if its producers' kernel slices were
 //! 0, a BatchNormalization giving its expected output `beta`, and that constant is folded into
 //! the consumers where they can take it (padding ignored); elsewhere it is dropped. With
 //! `--calibration DIR`, MatMul, Gemm and 1×1 Conv consumers are instead re-fitted by least
