@@ -42,7 +42,9 @@
 //! the group's producers, or `|gamma|` summed over its BatchNormalizations) until `⌊R·C⌋` are
 //! gone; at least one stays. With `--prune-round N` the count kept is rounded to the nearest
 //! multiple of `N` ([`rounded_keep`]: never 0, never above `C`), so that tract's matrix kernels,
-//! which pad output channels to their panel height, compute no padded rows. A removed channel is valued as if its producers' kernel slices were
+//! which pad output channels to their panel height, compute no padded rows when `N` is that
+//! height (16 for the AVX-512 f32 kernels). A removed channel is valued as if its producers'
+//! kernel slices were
 //! 0, a BatchNormalization giving its expected output `beta`, and that constant is folded into
 //! the consumers where they can take it (padding ignored); elsewhere it is dropped. With
 //! `--calibration DIR`, MatMul, Gemm and 1×1 Conv consumers are instead re-fitted by least
