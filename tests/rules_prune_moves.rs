@@ -222,3 +222,51 @@ fn a_shape_whose_channel_entry_is_read_is_a_barrier() {
         "{s:?}"
     );
 }
+
+#[test]
+fn a_squeeze_of_the_channel_axis_itself_is_a_barrier_in_both_opset_spellings() {
+    // Only a one-channel group can reach it (an objectness head: Conv to 1 channel, Squeeze of
+    // axis 1 to [1,4,4]); its filter is 0, so the skip is reported, and nothing changes: the
+    // channel axis is gone after the Squeeze, and the MatMul contracts the width instead.
+    let mut compared = 0;
+    for opset in [11, 13] {
+        let mut b = ModelBuilder::new(opset);
+        b.input("x", F32, &[1, 3, 4, 4])
+            .initializer_f32("w", ArrayD::zeros(IxDyn(&[1, 3, 1, 1])))
+            .initializer_f32("bias", ArrayD::from_elem(IxDyn(&[1]), 0.5))
+            .initializer_f32("k", seeded_f32(&[4, 5], 2))
+            .node_named("head", "Conv", &["x", "w", "bias"], &["c"], vec![])
+            .node("Sigmoid", &["c"], &["s"], vec![]);
+        if opset >= 13 {
+            b.initializer_i64("axes", i64s(&[1])).node_named(
+                "sq",
+                "Squeeze",
+                &["s", "axes"],
+                &["q"],
+                vec![],
+            );
+        } else {
+            b.node_named(
+                "sq",
+                "Squeeze",
+                &["s"],
+                &["q"],
+                vec![attr_ints("axes", &[1])],
+            );
+        }
+        b.node("MatMul", &["q", "k"], &["y"], vec![])
+            .output("y", F32, &[1, 4, 5]);
+        let original = b.build();
+        let (pruned, report) = prune(&original);
+        assert_eq!(report.patches(), 0, "opset {opset}: {:?}", skips(&report));
+        assert_eq!(pruned, original, "opset {opset}");
+        assert_eq!(
+            skips(&report),
+            ["Conv `head`: its channels reach a barrier: `sq` (Squeeze) removes the channel axis"],
+            "opset {opset}"
+        );
+        same_outputs(&original, &pruned);
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+}

@@ -42,6 +42,7 @@ RULE_OPTIONS: Dict[str, str] = {
     "prune_ratio": "value",
     "prune_importance": "value",
     "prune_exclude": "list",
+    "prune_round": "value",
     "quantize_weights": "value",
     "quantize_granularity": "value",
     "quantize_mode": "value",

@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// producers' filters, or `bn` (|gamma| of the BatchNormalizations).
     #[arg(long, value_name = "l1|l2|bn")]
     pub prune_importance: Option<String>,
+    /// prune: round the channels --prune-ratio keeps in each group to the nearest multiple of N
+    /// (never to 0, never above the group's count), for the panel sizes of matrix kernels.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub prune_round: Option<i64>,
     /// prune: node or weight names whose groups are left alone (comma-separated, repeatable).
     #[arg(long, value_name = "NAME,...")]
     pub prune_exclude: Vec<String>,

@@ -120,6 +120,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         args.prune_ratio,
         args.prune_importance.as_deref(),
         &args.prune_exclude,
+        args.prune_round,
     )?;
     let quantize = crate::rules::quantize::QuantizeConfig::from_flags(
         args.quantize_weights.as_deref(),
@@ -535,6 +536,7 @@ fn check_rule_flags(
             "prune",
         ),
         ("--prune-exclude", !args.prune_exclude.is_empty(), "prune"),
+        ("--prune-round", args.prune_round.is_some(), "prune"),
         ("--sparsity", args.sparsity.is_some(), "sparsify"),
         (
             "--sparsity-pattern",
@@ -600,6 +602,7 @@ fn default_selection(args: &RunArgs, search: bool) -> String {
     let prune = args.prune_zero
         || args.prune_ratio.is_some()
         || args.prune_importance.is_some()
+        || args.prune_round.is_some()
         || !args.prune_exclude.is_empty();
     let sparsify = args.sparsity.is_some() || args.sparsity_pattern.is_some();
     for (on, name) in [

@@ -40,7 +40,11 @@
 //! **`--prune-ratio R`** (with `--prune-importance l1|l2|bn`): in each group, also remove the
 //! channels of lowest importance (the L1 or L2 norm of each producer's kernel slice, summed over
 //! the group's producers, or `|gamma|` summed over its BatchNormalizations) until `⌊R·C⌋` are
-//! gone; at least one stays. A removed channel is valued as if its producers' kernel slices were
+//! gone; at least one stays. With `--prune-round N` the count kept is rounded to the nearest
+//! multiple of `N` ([`rounded_keep`]: never 0, never above `C`), so that tract's matrix kernels,
+//! which pad output channels to their panel height, compute no padded rows when `N` is that
+//! height (16 for the AVX-512 f32 kernels). A removed channel is valued as if its producers'
+//! kernel slices were
 //! 0, a BatchNormalization giving its expected output `beta`, and that constant is folded into
 //! the consumers where they can take it (padding ignored); elsewhere it is dropped. With
 //! `--calibration DIR`, MatMul, Gemm and 1×1 Conv consumers are instead re-fitted by least
@@ -139,6 +143,38 @@ pub struct PruneConfig {
     pub importance: Importance,
     /// `--prune-exclude`: node or weight names whose groups are left alone.
     pub exclude: Vec<String>,
+    /// `--prune-round N`: with `ratio`, the channels each group keeps are rounded to a multiple
+    /// of `N` (see [`rounded_keep`]). `None` (or 1) keeps `C − ⌊R·C⌋`.
+    pub round: Option<usize>,
+}
+
+/// How many of `c` channels a group keeps at `--prune-ratio r` and `--prune-round n`: `c − ⌊r·c⌋`
+/// (at least 1), rounded to the *nearest* multiple of `n` (a tie rounds up, keeping more), but
+/// never to 0 and never above `c`: where the nearest multiple is 0 (the group has fewer than
+/// `n/2` channels to keep) the count stays unrounded, and where it is above `c` the group keeps
+/// all `c` (the ratio removes nothing from it).
+///
+/// Why nearest, not up (Torch-Pruning's `round_to` keeps `⌈k/n⌉·n`): tract's matrix kernels
+/// pad the output-channel dimension to their panel height anyway, so rounding the kept count
+/// *up* never saves a panel over the unrounded count; it only keeps more channels. Rounding
+/// *down* always removes more than asked. The nearest multiple saves a panel where the ratio
+/// came within half a multiple of one and keeps the removed fraction near `r` on average; the
+/// removed fraction then differs from `r` per group (the report says how many go from each).
+pub fn rounded_keep(c: usize, r: f64, n: Option<usize>) -> usize {
+    let keep = c - ((r * c as f64).floor() as usize).min(c - 1);
+    let Some(n) = n.filter(|n| *n > 1) else {
+        return keep;
+    };
+    let down = keep / n * n;
+    let up = down + n;
+    let nearest = if keep - down < up - keep { down } else { up };
+    if nearest == 0 {
+        keep
+    } else if nearest > c {
+        c
+    } else {
+        nearest
+    }
 }
 
 impl PruneConfig {
@@ -148,6 +184,7 @@ impl PruneConfig {
         ratio: Option<f64>,
         importance: Option<&str>,
         exclude: &[String],
+        round: Option<i64>,
     ) -> Result<PruneConfig> {
         let mut cfg = PruneConfig {
             zero,
@@ -176,6 +213,20 @@ impl PruneConfig {
                 "--prune-importance ranks channels for --prune-ratio; give --prune-ratio too"
                     .into(),
             ));
+        }
+        if let Some(n) = round {
+            if n < 1 {
+                return Err(Error::Usage(format!(
+                    "--prune-round must be a whole number of channels, at least 1, got `{n}`"
+                )));
+            }
+            if ratio.is_none() {
+                return Err(Error::Usage(
+                    "--prune-round rounds the channels --prune-ratio keeps; give --prune-ratio too"
+                        .into(),
+                ));
+            }
+            cfg.round = usize::try_from(n).ok();
         }
         cfg.exclude = exclude
             .iter()
@@ -267,7 +318,7 @@ fn plan(
     // not cut the pair's rank (lowrank's choice) nor the factored layer's channels a second time.
     let factor = lowrank_factor(g, group);
     if let Some(r) = cfg.ratio.filter(|_| !marked(g, group) && factor.is_none()) {
-        let target = ((r * c as f64).floor() as usize).min(c - 1);
+        let target = c - rounded_keep(c, r, cfg.round);
         if target > n_exact {
             let s = match select::importance(g, group, cfg.importance)? {
                 Ok(s) => s,
@@ -294,10 +345,18 @@ fn plan(
         }
     }
     if remove.is_empty() {
-        if let Some(f) = factor.filter(|_| cfg.ratio.is_some()) {
+        if let Some(f) = factor.as_ref().filter(|_| cfg.ratio.is_some()) {
             return Ok(Err(Some(format!(
                 "`{f}` is a factor of a low-rank pair made by lowrank after prune's turn: its rank is lowrank's choice, and prune had its turn at its channels before"
             ))));
+        }
+        if let (Some(r), Some(n)) = (cfg.ratio, cfg.round.filter(|n| *n > 1)) {
+            let plain = rounded_keep(c, r, None);
+            if factor.is_none() && !marked(g, group) && plain < c {
+                return Ok(Err(Some(format!(
+                    "--prune-round {n} keeps all {c} channels (the nearest multiple of {n} to the {plain} the ratio keeps is above or at {c})"
+                ))));
+            }
         }
         return Ok(Err(exact.reason));
     }
@@ -331,8 +390,15 @@ fn plan(
     }))
 }
 
-/// One line on what `plan` removes from the group after `producers`.
-fn describe(g: &Graph, group: &Group, plan: &Plan, producers: &[NodeId]) -> String {
+/// One line on what `plan` removes from the group after `producers` (with `--prune-round`, how
+/// many it keeps and what fraction goes, which the rounding moves away from the ratio).
+fn describe(
+    g: &Graph,
+    group: &Group,
+    plan: &Plan,
+    producers: &[NodeId],
+    round: Option<usize>,
+) -> String {
     let who = producers
         .iter()
         .map(|p| format!("`{}`", g.node(*p).label()))
@@ -341,8 +407,16 @@ fn describe(g: &Graph, group: &Group, plan: &Plan, producers: &[NodeId]) -> Stri
     let n = plan.remove.len();
     let c = group.channels;
     if plan.lossy {
+        let kept = match round.filter(|n| *n > 1) {
+            Some(r) => format!(
+                "; {} kept, --prune-round {r}, {:.1} % removed",
+                c - n,
+                100.0 * n as f64 / c as f64
+            ),
+            None => String::new(),
+        };
         format!(
-            "remove {n} of {c} channels after {who} ({} of least importance, {} constant)",
+            "remove {n} of {c} channels after {who} ({} of least importance, {} constant{kept})",
             n - plan.exact,
             plan.exact
         )
@@ -399,7 +473,7 @@ impl Rule for Prune {
                         f.matches.push(Match {
                             anchor: id,
                             nodes: group.members.iter().map(|(n, _)| *n).collect(),
-                            what: describe(g, &group, &p, &producers),
+                            what: describe(g, &group, &p, &producers, cfg.round),
                         });
                         if p.lossy {
                             lossy.push(group);
@@ -446,7 +520,10 @@ impl Rule for Prune {
             .filter(|(_, r)| *r == Role::Producer)
             .map(|(n, _)| *n)
             .collect();
-        let mut p = Patch::new(describe(g, &group, &plan, &producers), Some(m.anchor));
+        let mut p = Patch::new(
+            describe(g, &group, &plan, &producers, config.prune.round),
+            Some(m.anchor),
+        );
         // Every cut constant, with where it is cut and the (node, slot) pairs reading it.
         let mut by_value: Vec<(ValueRef, Vec<Map>, Vec<(NodeId, usize)>)> = Vec::new();
         for k in &group.cuts {
