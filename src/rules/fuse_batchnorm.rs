@@ -268,7 +268,11 @@ impl Rule for FuseBatchnorm {
         let wv = g.input(pl.producer, 1).expect("checked");
         let base = g.value_name(wv).to_string();
         let mut p = Patch::new(m.what.clone(), Some(m.anchor));
-        let w = p.add_initializer(tensor::from_f32(&format!("{base}_bn"), &pl.w));
+        let mut kernel = tensor::from_f32(&format!("{base}_bn"), &pl.w);
+        // The folded kernel is the same weight rescaled: it keeps the original's `doc_string`
+        // (prune's mark that its channels were already cut by ratio).
+        kernel.doc_string = g.const_tensor(wv).and_then(|t| t.doc_string.clone());
+        let w = p.add_initializer(kernel);
         let b = p.add_initializer(tensor::from_f32(&format!("{base}_bn_bias"), &pl.b));
         let out = ValueRef {
             node: m.anchor,

@@ -56,7 +56,11 @@ pub(crate) mod util;
 use crate::rewrite::Rule;
 
 /// Every rule in canonical order. Clean-up rules that expose dead code run before `remove-dead`,
-/// which stays last in the clean group.
+/// which stays last in the clean group. `prune` runs after the clean-up that removes its
+/// barriers (Identity, Dropout, constants) but before `fuse-batchnorm`: it ranks and values
+/// channels through the BatchNormalizations (their `beta` is what a removed channel gave on
+/// average), which folding loses; `fuse-batchnorm` keeps the kernel's `doc_string`, so prune's
+/// mark survives the fold and the next round does not cut the group again.
 pub static ALL: &[&dyn Rule] = &[
     &constant_to_initializer::ConstantToInitializer,
     &eliminate_identity::EliminateIdentity,
@@ -66,6 +70,7 @@ pub static ALL: &[&dyn Rule] = &[
     &fold_constants::FoldConstants,
     &static_reshape::StaticReshape,
     &merge_slices::MergeSlices,
+    &prune::Prune,
     &fuse_batchnorm::FuseBatchnorm,
     &fuse_conv_add::FuseConvAdd,
     &matmul_add_to_gemm::MatMulAddToGemm,
@@ -75,7 +80,6 @@ pub static ALL: &[&dyn Rule] = &[
     &share_identical::ShareIdentical,
     &share_transposed::ShareTransposed,
     &share_subgraphs::ShareIntoSubgraphs,
-    &prune::Prune,
     &sparsify::Sparsify,
     &lowrank::Lowrank,
     &quantize::Quantize,
