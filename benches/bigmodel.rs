@@ -15,7 +15,8 @@
 //! `/proc/PID/status`, polled every 5 ms: heap, not the page cache of mapped files), the last
 //! `VmHWM` seen there and the peak RSS the kernel reports at exit (`ru_maxrss`, mapped file pages
 //! included). `--memory-limit` is passed to the verified runs when the binary lists it in its
-//! `--help`. Generated files are deleted after each size. A last table extrapolates to 7 B and
+//! `--help`. With `--generate-only` it writes the model of each size (`stack-<gb>.onnx`) into
+//! `--dir`, keeps it and runs nothing (to profile one run by hand). Otherwise generated files are deleted after each size. A last table extrapolates to 7 B and
 //! 70 B float32 parameters (28 and 280 GB): time in proportion to the weights (from the largest
 //! size measured), anonymous memory by a least-squares line over the sizes. Not measured.
 
@@ -196,7 +197,13 @@ fn main() {
             continue;
         }
         let t = Instant::now();
-        let model = write_stack(&spec, &dir, "stack.onnx").expect("generate the stack");
+        let generate_only = args.iter().any(|a| a == "--generate-only");
+        let name = if generate_only {
+            format!("stack-{size}.onnx")
+        } else {
+            "stack.onnx".to_string()
+        };
+        let model = write_stack(&spec, &dir, &name).expect("generate the stack");
         eprintln!(
             "generated {} ({} layers, {:.2} GB) in {:.1} s",
             model.display(),
@@ -204,6 +211,9 @@ fn main() {
             w / GB,
             t.elapsed().as_secs_f64()
         );
+        if generate_only {
+            continue;
+        }
         let out = dir.join("out.onnx");
         let runs: [(&str, Vec<&str>, bool); 4] = [
             (

@@ -115,3 +115,16 @@ mod tests {
         assert_eq!(parse_size(&format_size(3 << 29)), Ok(3 << 29));
     }
 }
+
+/// Gives the heap's free pages back to the system (glibc's `malloc_trim`, over every arena).
+/// Called after each segment's tract models are dropped: glibc raises its threshold for serving
+/// allocations from `mmap` up to 32 MiB after large frees, so the freed weights of a segment
+/// otherwise stay in the heap as anonymous memory beside the next segment (0.7–1.3 GB on the
+/// bench's stacks; README, "Models larger than memory"). Elsewhere a no-op.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages of the allocator's own heaps to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
