@@ -7,9 +7,9 @@
 pub const TRACT_FACTOR: u64 = 3;
 
 /// The default `--memory-limit` is this fraction (1/N) of the machine's RAM: on a 24 GB machine
-/// a tenth kept verified `clean` at 2.47–3.21 GB of anonymous memory from 2 to 12 GB of weights
-/// (README, "Models larger than memory"), while models of up to a thirtieth of the RAM in
-/// weights still verify whole.
+/// a tenth kept verified `clean` at 2.42–2.43 GB and verified `quantize` at 2.53–2.54 GB of
+/// anonymous memory from 2 to 12 GB of weights (README, "Models larger than memory"), while
+/// models of up to a thirtieth of the RAM in weights still verify whole.
 pub const DEFAULT_RAM_FRACTION: u64 = 10;
 
 /// The default `--memory-limit` where the RAM size is unknown (not Linux): 2 GiB.
