@@ -10,12 +10,14 @@
 //!
 //! For each size it writes `stack.onnx` + `stack.onnx.data`, then runs `onnx-slim` as a child
 //! process for `--rules clean` and `--rules quantize`, each with `--no-verify` and verified, and
-//! one tract pass of the original model (load, optimize, run once: a child process
-//! of this bench), and records for each the wall time, the peak anonymous memory (`RssAnon` of
-//! `/proc/PID/status`, polled every 5 ms: heap, not the page cache of mapped files), the last
-//! `VmHWM` seen there and the peak RSS the kernel reports at exit (`ru_maxrss`, mapped file pages
-//! included). `--memory-limit` is passed to the verified runs when the binary lists it in its
-//! `--help`. Generated files are deleted after each size. A last table extrapolates to 7 B and
+//! one tract pass of the original model (load, optimize, run once: a child process of this
+//! bench), and records for each the wall time, the CPU time (user + system), the peak anonymous
+//! memory (`RssAnon` of `/proc/PID/status`, polled every 5 ms: heap, not the page cache of mapped
+//! files), the last `VmHWM` seen there and the peak RSS the kernel reports at exit (`ru_maxrss`,
+//! mapped file pages included). `--memory-limit` is passed to the verified runs when the binary
+//! lists it in its `--help`. With `--generate-only` it writes the model of each size
+//! (`stack-<gb>.onnx`) into `--dir`, keeps it and runs nothing (to profile one run by hand).
+//! Otherwise generated files are deleted after each size. A last table extrapolates to 7 B and
 //! 70 B float32 parameters (28 and 280 GB): time in proportion to the weights (from the largest
 //! size measured), anonymous memory by a least-squares line over the sizes. Not measured.
 
@@ -32,6 +34,9 @@ const KEEP_FREE: f64 = 10.0 * GB;
 
 struct Sample {
     wall: f64,
+    /// User plus system CPU seconds of the child (from `wait4`): follows the work when other
+    /// jobs share the cores, where wall time does not.
+    cpu: f64,
     anon: u64,
     hwm: u64,
     maxrss: u64,
@@ -61,7 +66,7 @@ fn measure(mut cmd: Command, log: &Path) -> Sample {
         .expect("spawn onnx-slim");
     let pid = child.id();
     let (mut anon, mut hwm) = (0u64, 0u64);
-    let (status, maxrss) = loop {
+    let (status, maxrss, cpu) = loop {
         if let Some(a) = status_kb(pid, "RssAnon:") {
             anon = anon.max(a * 1024);
         }
@@ -73,10 +78,15 @@ fn measure(mut cmd: Command, log: &Path) -> Sample {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::wait4(pid as i32, &mut st, libc::WNOHANG, &mut ru) };
         if r == pid as i32 {
-            break (st, ru.ru_maxrss as u64 * 1024);
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            break (
+                st,
+                ru.ru_maxrss as u64 * 1024,
+                secs(ru.ru_utime) + secs(ru.ru_stime),
+            );
         }
         if r < 0 {
-            break (-1, 0);
+            break (-1, 0, 0.0);
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -90,6 +100,7 @@ fn measure(mut cmd: Command, log: &Path) -> Sample {
     };
     Sample {
         wall,
+        cpu,
         anon,
         hwm,
         maxrss,
@@ -178,8 +189,8 @@ fn main() {
             _ => "whole-model (this binary has no --memory-limit)".into(),
         }
     );
-    println!("\n| weights GB | params | run | wall s | peak RssAnon GB | VmHWM GB | ru_maxrss GB | exit |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("\n| weights GB | params | run | wall s | CPU s | peak RssAnon GB | VmHWM GB | ru_maxrss GB | exit |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     // (weight bytes, run, wall, anon) for the extrapolation.
     let mut fit: Vec<(f64, &str, f64, f64)> = Vec::new();
     for size in sizes {
@@ -196,7 +207,13 @@ fn main() {
             continue;
         }
         let t = Instant::now();
-        let model = write_stack(&spec, &dir, "stack.onnx").expect("generate the stack");
+        let generate_only = args.iter().any(|a| a == "--generate-only");
+        let name = if generate_only {
+            format!("stack-{size}.onnx")
+        } else {
+            "stack.onnx".to_string()
+        };
+        let model = write_stack(&spec, &dir, &name).expect("generate the stack");
         eprintln!(
             "generated {} ({} layers, {:.2} GB) in {:.1} s",
             model.display(),
@@ -204,6 +221,9 @@ fn main() {
             w / GB,
             t.elapsed().as_secs_f64()
         );
+        if generate_only {
+            continue;
+        }
         let out = dir.join("out.onnx");
         let runs: [(&str, Vec<&str>, bool); 4] = [
             (
@@ -236,10 +256,11 @@ fn main() {
         results.push(("one tract pass", measure(cmd, &dir.join("run.log"))));
         for (label, s) in &results {
             println!(
-                "| {:.2} | {:.0} M | {label} | {:.1} | {} | {} | {} | {} |",
+                "| {:.2} | {:.0} M | {label} | {:.1} | {:.1} | {} | {} | {} | {} |",
                 w / GB,
                 spec.parameters() as f64 / 1e6,
                 s.wall,
+                s.cpu,
                 gb(s.anon),
                 gb(s.hwm),
                 gb(s.maxrss),
@@ -253,13 +274,15 @@ fn main() {
                 fit.push((w, label, s.wall, s.anon as f64));
             }
         }
-        let pass = results[4].1.wall;
+        let (pass, pass_cpu) = (results[4].1.wall, results[4].1.cpu);
         for (i, (label, s)) in results[2..4].iter().enumerate() {
-            let no_verify = results[i].1.wall;
+            let (no_verify, no_verify_cpu) = (results[i].1.wall, results[i].1.cpu);
             eprintln!(
-                "{label}: {:.2}× (its --no-verify run + one tract pass = {:.1} s)",
+                "{label}: {:.2}× wall, {:.2}× CPU (its --no-verify run + one tract pass = {:.1} s, {:.1} CPU s)",
                 s.wall / (no_verify + pass),
-                no_verify + pass
+                s.cpu / (no_verify_cpu + pass_cpu),
+                no_verify + pass,
+                no_verify_cpu + pass_cpu
             );
         }
         for f in ["stack.onnx", "stack.onnx.data", "run.log"] {

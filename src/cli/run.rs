@@ -192,6 +192,11 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
             )));
         }
     }
+    if !out_stdio {
+        // New large tensors wait for the writer in a temp file where the output goes.
+        let dir = output.parent().filter(|d| !d.as_os_str().is_empty());
+        crate::ir::spill::set_dir(dir.unwrap_or(Path::new(".")));
+    }
     // The report's temp file is made up front: an unwritable report stops the run before any
     // work, and at the end the report and OUT land together.
     let report_file = match &args.report_json {

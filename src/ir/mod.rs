@@ -13,6 +13,7 @@ pub mod builder;
 mod emit;
 pub mod facts;
 pub mod graph;
+pub mod spill;
 pub mod tensor;
 pub mod text;
 

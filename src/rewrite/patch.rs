@@ -82,8 +82,11 @@ impl Patch {
             && self.rewires.is_empty()
     }
 
-    /// Adds an initializer; its name is made unique from `tensor.name` on apply.
-    pub fn add_initializer(&mut self, tensor: TensorProto) -> Wire {
+    /// Adds an initializer; its name is made unique from `tensor.name` on apply. A large payload
+    /// the tensor alone owns moves to the spill file ([`crate::ir::spill`]): rules make new
+    /// weights one tensor at a time, and the model's new weights stay page cache, not heap.
+    pub fn add_initializer(&mut self, mut tensor: TensorProto) -> Wire {
+        tensor.raw_data = tensor.raw_data.take().map(crate::ir::spill::spill);
         self.added.push(NewNode {
             kind: NodeKind::Initializer(tensor),
             inputs: vec![],

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub mod compare;
+pub mod memory;
 pub mod ort;
 pub mod proto;
 pub mod readme;

@@ -7,9 +7,9 @@
 pub const TRACT_FACTOR: u64 = 3;
 
 /// The default `--memory-limit` is this fraction (1/N) of the machine's RAM: on a 24 GB machine
-/// a tenth kept verified `clean` at 2.47–3.21 GB of anonymous memory from 2 to 12 GB of weights
-/// (README, "Models larger than memory"), while models of up to a thirtieth of the RAM in
-/// weights still verify whole.
+/// a tenth kept verified `clean` at 2.42–2.43 GB and verified `quantize` at 2.53–2.54 GB of
+/// anonymous memory from 2 to 12 GB of weights (README, "Models larger than memory"), while
+/// models of up to a thirtieth of the RAM in weights still verify whole.
 pub const DEFAULT_RAM_FRACTION: u64 = 10;
 
 /// The default `--memory-limit` where the RAM size is unknown (not Linux): 2 GiB.
@@ -113,5 +113,18 @@ mod tests {
         assert_eq!(format_size(3 << 29), "1.50G");
         assert_eq!(format_size(100), "100B");
         assert_eq!(parse_size(&format_size(3 << 29)), Ok(3 << 29));
+    }
+}
+
+/// Gives the heap's free pages back to the system (glibc's `malloc_trim`, over every arena).
+/// Called after each segment's tract models are dropped: glibc raises its threshold for serving
+/// allocations from `mmap` up to 32 MiB after large frees, so the freed weights of a segment
+/// otherwise stay in the heap as anonymous memory beside the next segment (0.7–1.3 GB on the
+/// bench's stacks; README, "Models larger than memory"). Elsewhere a no-op.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages of the allocator's own heaps to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -284,6 +284,7 @@ pub fn verify_segmented(
             run_many(&ma, &feeds(sets, &store_a, &ins_a), &label_sa)?
         };
         drop(ma);
+        memory::release_freed_memory();
         let (mb, ins_b) = sub_model(b, &sb, &seg.rewritten[s], &want_b);
         let (outs_chain, outs_fed) = if want_b.is_empty() {
             (
@@ -308,6 +309,7 @@ pub fn verify_segmented(
             (chain, fed)
         };
         drop(mb);
+        memory::release_freed_memory();
         // Per segment: the rewritten segment on the original's values against the original.
         let set_reports: Vec<SetReport> = sets
             .iter()
