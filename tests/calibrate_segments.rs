@@ -323,3 +323,160 @@ fn segment_wise_capture_of_a_strided_slice_is_exact() {
         }
     }
 }
+
+/// Static quantization (`--quantize-activations --calibration DIR`) under `--memory-limit 1K`
+/// (calibration and verification segment by segment) writes what it writes without the limit:
+/// byte for byte where the captured ranges are bit-equal (see the shared-model capture test),
+/// else the same graph with every initializer within [`REL`] (a scale) or one step (a zero
+/// point); a model the budget refuses is refused with the same message.
+#[test]
+fn quantize_with_calibration_under_a_memory_limit_writes_the_same_model() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut identical, mut close, mut refused_alike) = (Vec::new(), Vec::new(), Vec::new());
+    for dir in &models {
+        let name = common::case_name(dir);
+        let src = dir.join("model.onnx");
+        let cal = dir.join("calibration");
+        let outs = [
+            tmp.path().join(format!("{name}.onnx")),
+            tmp.path().join(format!("{name}_limited.onnx")),
+        ];
+        let runs: Vec<common::run::Run> = outs
+            .iter()
+            .zip([None, Some("1K")])
+            .map(|(out, limit)| {
+                let mut args = vec![
+                    src.to_str().unwrap(),
+                    out.to_str().unwrap(),
+                    "--rules",
+                    "quantize",
+                    "--quantize-activations",
+                    "--calibration",
+                    cal.to_str().unwrap(),
+                ];
+                if let Some(l) = limit {
+                    args.extend(["--memory-limit", l]);
+                }
+                common::run::run(tmp.path(), &args)
+            })
+            .collect();
+        assert_eq!(
+            runs[0].code, runs[1].code,
+            "{name}: {:?}\n{:?}",
+            runs[0], runs[1]
+        );
+        if runs[0].code != Some(0) {
+            assert_eq!(runs[0].stderr, runs[1].stderr, "{name}");
+            assert!(!outs[0].exists() && !outs[1].exists(), "{name}");
+            refused_alike.push(name);
+            continue;
+        }
+        assert!(
+            runs[1].stdout.contains("verified in ") && runs[1].stdout.contains(" segments"),
+            "{name}: {:?}",
+            runs[1]
+        );
+        let (a, b) = (
+            std::fs::read(&outs[0]).unwrap(),
+            std::fs::read(&outs[1]).unwrap(),
+        );
+        if a == b {
+            identical.push(name);
+            continue;
+        }
+        let (ma, mb) = (decode(&outs[0]), decode(&outs[1]));
+        let (ga, gb) = (ma.graph.unwrap(), mb.graph.unwrap());
+        assert_eq!(ga.node, gb.node, "{name}: the graphs");
+        assert_eq!(ga.initializer.len(), gb.initializer.len(), "{name}");
+        let mut differing = 0;
+        for (x, y) in ga.initializer.iter().zip(&gb.initializer) {
+            assert_eq!(
+                (&x.name, &x.dims, x.data_type),
+                (&y.name, &y.dims, y.data_type)
+            );
+            if x == y {
+                continue;
+            }
+            differing += 1;
+            let values = |t: &onnx_slim::onnx::proto::TensorProto| -> Vec<f64> {
+                match onnx_slim::ir::tensor::to_f32(t) {
+                    Ok(a) => a.iter().map(|&v| v as f64).collect(),
+                    Err(_) => onnx_slim::ir::tensor::to_i64(t)
+                        .unwrap()
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect(),
+                }
+            };
+            let float = onnx_slim::ir::tensor::to_f32(x).is_ok();
+            for (p, q) in values(x).iter().zip(&values(y)) {
+                let ok = if float {
+                    (p - q).abs() <= REL as f64 * p.abs().max(1.0)
+                } else {
+                    (p - q).abs() <= 1.0
+                };
+                assert!(ok, "{name} `{:?}`: {p} and {q}", x.name);
+            }
+        }
+        eprintln!("{name}: {differing} initializers differ, all within tolerance");
+        assert!(differing > 0);
+        close.push(name);
+    }
+    eprintln!("identical {identical:?}, close {close:?}, refused alike {refused_alike:?}");
+    assert_eq!(identical.len() + close.len() + refused_alike.len(), 6);
+    // The four whose captured ranges are bit-equal, less silero_vad, which the budget refuses.
+    assert_eq!(
+        identical,
+        ["captcha_crnn", "ddddocr_det_yolox", "digits_mlp"],
+        "{close:?}"
+    );
+}
+
+/// `--memory-limit` reaches calibration: the same static quantization run in this thread
+/// captures segment by segment under a limit below the model's weights, and whole without one.
+#[test]
+fn memory_limit_sends_calibration_segment_by_segment() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let dir = models
+        .iter()
+        .find(|d| common::case_name(d) == "digits_mlp")
+        .expect("digits_mlp");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut counts = Vec::new();
+    for (i, limit) in [None, Some("1K")].into_iter().enumerate() {
+        // A calibration path of its own per run: quantize caches ranges by path.
+        let cal = tmp.path().join(format!("calibration{i}"));
+        std::os::unix::fs::symlink(dir.join("calibration"), &cal).unwrap();
+        let out = tmp.path().join(format!("out{i}.onnx"));
+        let mut argv = vec![
+            "onnx-slim".to_string(),
+            dir.join("model.onnx").to_string_lossy().into_owned(),
+            out.to_string_lossy().into_owned(),
+            "--rules".into(),
+            "quantize".into(),
+            "--quantize-activations".into(),
+            "--calibration".into(),
+            cal.to_string_lossy().into_owned(),
+        ];
+        if let Some(l) = limit {
+            argv.extend(["--memory-limit".into(), l.into()]);
+        }
+        let before = onnx_slim::calibrate::segment_wise_captures();
+        let o = onnx_slim::cli::embed::run(
+            argv,
+            &onnx_slim::cli::embed::Embed {
+                capture: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(o.code, 0, "{o:?}");
+        counts.push(onnx_slim::calibrate::segment_wise_captures() - before);
+    }
+    assert_eq!(counts[0], 0);
+    assert!(counts[1] >= 1, "{counts:?}");
+}

@@ -104,6 +104,17 @@ pub fn capture_each(
     capture_whole(model, values, sets, f)
 }
 
+thread_local! {
+    static SEGMENT_WISE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many captures this thread has run segment by segment ([`capture_segmented`]): what shows
+/// that a run kept calibration within `--memory-limit` (the command runs on the calling thread,
+/// see [`crate::cli::embed::run`]).
+pub fn segment_wise_captures() -> usize {
+    SEGMENT_WISE.with(|c| c.get())
+}
+
 /// [`capture_each`] segment by segment, whatever the size of the model; returns the number of
 /// segments.
 pub fn capture_segmented(
@@ -141,6 +152,7 @@ pub fn capture_segmented(
         }
         Ok(c)
     };
+    SEGMENT_WISE.with(|c| c.set(c.get() + 1));
     let mut given = vec![false; sets.len()];
     let segments = crate::verify::segment::run_segments(
         model,
