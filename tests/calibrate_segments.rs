@@ -480,3 +480,91 @@ fn memory_limit_sends_calibration_segment_by_segment() {
     assert_eq!(counts[0], 0);
     assert!(counts[1] >= 1, "{counts:?}");
 }
+
+/// The runs of `--quantize-tolerance` (the error each candidate layer adds) and of a `--budget`
+/// search (each option's loss, the written candidate) go segment by segment under `--memory-limit
+/// 1K` and choose what they choose without it: the same bytes are written.
+#[test]
+fn tolerance_and_budget_runs_under_a_memory_limit_write_the_same_model() {
+    let Some(models) = common::shared_models() else {
+        return;
+    };
+    let find = |n: &str| {
+        models
+            .iter()
+            .find(|d| common::case_name(d) == n)
+            .unwrap_or_else(|| panic!("{n}"))
+            .clone()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tolerance: &[&str] = &["--rules", "quantize", "--quantize-tolerance", "0.05"];
+    let budget: &[&str] = &["--budget", "0.01"];
+    let cases = [
+        ("digits_mlp", tolerance),
+        ("captcha_crnn", tolerance),
+        ("digits_mlp", budget),
+    ];
+    let mut compared = 0;
+    for (k, (model, flags)) in cases.iter().enumerate() {
+        let dir = find(model);
+        let src = dir.join("model.onnx");
+        let cal = dir.join("calibration");
+        let mut written = Vec::new();
+        for limit in [None, Some("1K")] {
+            let out = tmp.path().join(format!("{k}{}.onnx", limit.is_some()));
+            let mut args = vec![src.to_str().unwrap(), out.to_str().unwrap()];
+            args.extend_from_slice(flags);
+            args.extend(["--calibration", cal.to_str().unwrap()]);
+            if let Some(l) = limit {
+                args.extend(["--memory-limit", l]);
+            }
+            common::run::ok(tmp.path(), &args);
+            written.push(std::fs::read(&out).unwrap());
+        }
+        assert!(
+            written[0] == written[1],
+            "{model} {flags:?}: the limit changed the model"
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 3);
+    // In this thread: the limit is what sends the runs segment by segment.
+    let dir = find("digits_mlp");
+    let mut counts = Vec::new();
+    for (i, (flags, limit)) in [
+        (tolerance, None),
+        (tolerance, Some("1K")),
+        (budget, None),
+        (budget, Some("1K")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A calibration path of its own per run: the rules cache what they measure by path.
+        let cal = tmp.path().join(format!("calibration{i}"));
+        std::os::unix::fs::symlink(dir.join("calibration"), &cal).unwrap();
+        let out = tmp.path().join(format!("inproc{i}.onnx"));
+        let mut argv: Vec<String> = vec![
+            "onnx-slim".into(),
+            dir.join("model.onnx").to_string_lossy().into_owned(),
+            out.to_string_lossy().into_owned(),
+        ];
+        argv.extend(flags.iter().map(|s| s.to_string()));
+        argv.extend(["--calibration".into(), cal.to_string_lossy().into_owned()]);
+        if let Some(l) = limit {
+            argv.extend(["--memory-limit".into(), l.into()]);
+        }
+        let before = onnx_slim::verify::segment::segment_wise_runs();
+        let o = onnx_slim::cli::embed::run(
+            argv,
+            &onnx_slim::cli::embed::Embed {
+                capture: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(o.code, 0, "{o:?}");
+        counts.push(onnx_slim::verify::segment::segment_wise_runs() - before);
+    }
+    assert_eq!((counts[0], counts[2]), (0, 0), "{counts:?}");
+    assert!(counts[1] >= 2 && counts[3] >= 2, "{counts:?}");
+}

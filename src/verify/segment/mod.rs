@@ -565,6 +565,17 @@ fn run_segment_many(
     Ok(all)
 }
 
+thread_local! {
+    static SEGMENT_WISE_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many [`run_many_within`] calls of this thread ran their model segment by segment: what
+/// shows that the runs of `--quantize-tolerance` and of a `--budget` search kept within
+/// `--memory-limit` (the command runs on the calling thread, see [`crate::cli::embed::run`]).
+pub fn segment_wise_runs() -> usize {
+    SEGMENT_WISE_RUNS.with(|c| c.get())
+}
+
 /// [`run_many`] within `memory_limit`: whole when [`model_need`] fits, else by
 /// [`run_segments`]. Each set's outputs are named after the graph outputs, in graph order (a
 /// graph input that is a graph output taken from the set).
@@ -577,6 +588,7 @@ pub fn run_many_within(
     if model_need(model) <= memory_limit {
         return run_many(model, sets, label);
     }
+    SEGMENT_WISE_RUNS.with(|c| c.set(c.get() + 1));
     let names = graph_outputs(model.graph.as_ref().ok_or_else(|| Error::Graph {
         reason: "the model has no graph".into(),
     })?);
@@ -600,6 +612,21 @@ pub fn run_many_within(
                 .collect()
         })
         .collect()
+}
+
+/// [`crate::verify::verify_against`] within `memory_limit`: the candidate `b` runs whole or
+/// segment by segment ([`run_many_within`]) and its graph outputs are compared with the
+/// `reference` outputs as a whole-model run compares them.
+pub fn verify_against_within(
+    reference: &[Outputs],
+    b: &ModelProto,
+    label_b: &str,
+    sets: &[InputSet],
+    tolerance: f32,
+    memory_limit: u64,
+) -> Result<VerifyReport> {
+    let out_b = run_many_within(b, sets, memory_limit, label_b)?;
+    Ok(report_from_outputs(reference, &out_b, sets, tolerance))
 }
 
 /// An intermediate value that fails the element-wise criterion with a relative L2 error of at
