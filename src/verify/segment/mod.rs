@@ -14,6 +14,12 @@
 //!
 //! The verdict is the end-to-end comparison of the graph outputs, judged as a whole-model run
 //! judges them (tolerance or budget); the per-segment reports localize a failure.
+//!
+//! One model alone runs the same way ([`run_segments`], cut against itself): calibration keeps
+//! from each segment the activations rules asked for ([`crate::calibrate::capture_each`]), and
+//! [`run_many_within`] the graph outputs (`--quantize-tolerance`, the `--budget` search). A
+//! small integer value crossing a cut (a shape computed before it) is given to the next
+//! segment as a constant, as it is one inside the whole model.
 
 pub mod cuts;
 pub mod memory;
