@@ -299,7 +299,14 @@ fn measure_one(
         let mut p = proto.clone();
         saved_bytes += crate::onnx::sparse::to_sparse_storage(&mut p).saved() as i64 - base_sparse;
     }
-    let report = verify::verify_against(reference, &proto, "candidate", sets, 0.0)?;
+    let report = verify::segment::verify_against_within(
+        reference,
+        &proto,
+        "candidate",
+        sets,
+        0.0,
+        v.config.memory_limit(),
+    )?;
     let loss = verify::metric::worst(&report, metric).map_or(0.0, |w| w.loss);
     let saved_us = match timing {
         Some((set, base_us)) => base_us - latency_us(&proto, set)?,
@@ -611,11 +618,19 @@ fn verify_written(
     reference: &[Outputs],
     sets: &[InputSet],
     budget: Budget,
+    memory_limit: u64,
 ) -> Result<(ModelProto, VerifyReport)> {
     // What the written bytes decode to (prost's decode(encode(m)) == m): verified as it is, with
     // no whole-model encode.
     let proto = model.to_proto();
-    let mut report = verify::verify_against(reference, &proto, "rewritten", sets, 0.0)?;
+    let mut report = verify::segment::verify_against_within(
+        reference,
+        &proto,
+        "rewritten",
+        sets,
+        0.0,
+        memory_limit,
+    )?;
     verify::judge(&mut report, budget);
     Ok((proto, report))
 }
@@ -647,11 +662,15 @@ pub fn search(
     let measure_sets = calibration.unwrap_or(verify_sets);
     let metric = goal.budget.metric;
     progress.message("running the original in tract");
-    let measure_ref = verify::run_many(original, measure_sets, "original")?;
+    let memory_limit = config.memory_limit();
+    let measure_ref =
+        verify::segment::run_many_within(original, measure_sets, memory_limit, "original")?;
     // Without calibration inputs the losses are measured on the verification inputs: the
     // original runs on them once.
     let verify_ref = match calibration {
-        Some(_) => verify::run_many(original, verify_sets, "original")?,
+        Some(_) => {
+            verify::segment::run_many_within(original, verify_sets, memory_limit, "original")?
+        }
         None => measure_ref.clone(),
     };
     let variants = variants(lossy, config);
@@ -709,6 +728,7 @@ pub fn search(
         verify_sets,
         input_bytes,
         progress,
+        memory_limit,
     };
     let mut notes = Vec::new();
     let mut structured = None;
@@ -726,12 +746,13 @@ pub fn search(
             progress.message(&format!("applying {k} structure option(s) together"));
             let some: BTreeMap<Layer, usize> = order[..k].iter().cloned().collect();
             let (pruned, report) = apply(&model, &variants, &opts, &some)?;
-            let r = verify::verify_against(
+            let r = verify::segment::verify_against_within(
                 &measure_ref,
                 &pruned.to_proto(),
                 "pruned",
                 measure_sets,
                 0.0,
+                memory_limit,
             )?;
             let loss = verify::metric::worst(&r, metric).map_or(f64::INFINITY, |w| w.loss);
             Ok((pruned, report, loss))

@@ -46,6 +46,8 @@ pub(super) struct Ctx<'a, 'v> {
     pub(super) verify_sets: &'a [InputSet],
     pub(super) input_bytes: u64,
     pub(super) progress: &'a Progress,
+    /// `--memory-limit`: the candidates run segment by segment above it.
+    pub(super) memory_limit: u64,
 }
 
 /// Applies `st`'s choices to `base`, verifies the bytes, and backs off until the budget holds
@@ -66,6 +68,7 @@ pub(super) fn settle(
         verify_sets,
         input_bytes,
         progress,
+        memory_limit,
     } = *cx;
     loop {
         progress.message("applying the chosen options");
@@ -91,7 +94,8 @@ pub(super) fn settle(
             }
         }
         progress.message("verifying the whole model");
-        let (proto, verification) = verify_written(&out, verify_ref, verify_sets, budget)?;
+        let (proto, verification) =
+            verify_written(&out, verify_ref, verify_sets, budget, memory_limit)?;
         if verification.passed {
             return Ok((out, rules_report, proto, verification));
         }
@@ -119,7 +123,14 @@ pub(super) fn settle(
                 let reference = std::slice::from_ref(&verify_ref[si]);
                 // Over a pruned base, an option's loss is what it adds to the base's own.
                 let floor = if st.base_loss > 0.0 {
-                    let r = verify::verify_against(reference, &base.to_proto(), "base", set, 0.0)?;
+                    let r = verify::segment::verify_against_within(
+                        reference,
+                        &base.to_proto(),
+                        "base",
+                        set,
+                        0.0,
+                        memory_limit,
+                    )?;
                     verify::metric::worst(&r, metric).map_or(0.0, |w| w.loss)
                 } else {
                     0.0

@@ -63,21 +63,127 @@ fn tract_err(reason: impl std::fmt::Display) -> Error {
 
 /// Runs `model` on every set of `sets` with `values` added as graph outputs; returns, per set,
 /// each wanted value converted to `f32`. Values that are graph inputs are taken from the set.
-pub fn capture(model: &ModelProto, values: &[String], sets: &[InputSet]) -> Result<Vec<Captured>> {
-    let mut out = Vec::with_capacity(sets.len());
-    capture_each(model, values, sets, |_, c| {
-        out.push(c);
+/// Within `memory_limit` as [`capture_each`] runs it.
+pub fn capture(
+    model: &ModelProto,
+    values: &[String],
+    sets: &[InputSet],
+    memory_limit: u64,
+) -> Result<Vec<Captured>> {
+    let mut out = vec![Captured::new(); sets.len()];
+    capture_each(model, values, sets, memory_limit, |i, c| {
+        out[i].extend(c);
         Ok(())
     })?;
     Ok(out)
 }
 
 /// [`capture`], handing each set's values to `f` (with the set's index) as soon as they are
-/// computed, so that only one set's activations are held at a time. Each distinct input
-/// signature (shapes, types, and the values of small inputs, which may decide `If` nodes) is
-/// prepared for tract as the verifier prepares it ([`crate::verify::prepare`]: symbolic dims
-/// bound, decidable `If`s inlined) and compiled once.
+/// computed, so that only one set's activations are held at a time.
+///
+/// When tract can hold the model whole within `memory_limit` bytes
+/// ([`crate::verify::segment::model_need`]), one run per set captures everything: each distinct
+/// input signature (shapes, types, and the values of small inputs, which may decide `If` nodes)
+/// is prepared for tract as the verifier prepares it ([`crate::verify::prepare`]: symbolic dims
+/// bound, decidable `If`s inlined) and compiled once, and `f` is called once per set. Otherwise
+/// the model runs segment by segment with the cuts verification uses
+/// ([`crate::verify::segment::run_segments`]), holding only the cut values and the wanted values
+/// of one segment and set: `f` is then called once per segment and set with the values that
+/// segment made (graph inputs with the set's first call). Either way each value reaches `f` once
+/// per set, its sets in order.
 pub fn capture_each(
+    model: &ModelProto,
+    values: &[String],
+    sets: &[InputSet],
+    memory_limit: u64,
+    f: impl FnMut(usize, Captured) -> Result<()>,
+) -> Result<()> {
+    if crate::verify::segment::model_need(model) > memory_limit {
+        return capture_segmented(model, values, sets, memory_limit, f).map(|_| ());
+    }
+    capture_whole(model, values, sets, f)
+}
+
+thread_local! {
+    static SEGMENT_WISE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many captures this thread has run segment by segment ([`capture_segmented`]): what shows
+/// that a run kept calibration within `--memory-limit` (the command runs on the calling thread,
+/// see [`crate::cli::embed::run`]).
+pub fn segment_wise_captures() -> usize {
+    SEGMENT_WISE.with(|c| c.get())
+}
+
+/// [`capture_each`] segment by segment, whatever the size of the model; returns the number of
+/// segments.
+pub fn capture_segmented(
+    model: &ModelProto,
+    values: &[String],
+    sets: &[InputSet],
+    memory_limit: u64,
+    mut f: impl FnMut(usize, Captured) -> Result<()>,
+) -> Result<usize> {
+    let graph = model.graph.as_ref().ok_or_else(|| Error::Graph {
+        reason: "the model has no graph".into(),
+    })?;
+    let inputs: HashSet<&str> = graph
+        .input
+        .iter()
+        .filter_map(|i| i.name.as_deref())
+        .collect();
+    let mut keep: Vec<String> = Vec::new();
+    let mut wanted_inputs: Vec<&String> = Vec::new();
+    for v in values {
+        if inputs.contains(v.as_str()) {
+            if !wanted_inputs.contains(&v) {
+                wanted_inputs.push(v);
+            }
+        } else if !keep.contains(v) {
+            keep.push(v.clone());
+        }
+    }
+    let set_inputs = |i: usize| -> Result<Captured> {
+        let mut c = Captured::new();
+        for v in &wanted_inputs {
+            if let Some(t) = sets[i].get(v) {
+                c.insert((*v).clone(), to_f32(t, v)?);
+            }
+        }
+        Ok(c)
+    };
+    SEGMENT_WISE.with(|c| c.set(c.get() + 1));
+    let mut given = vec![false; sets.len()];
+    let segments = crate::verify::segment::run_segments(
+        model,
+        sets,
+        memory_limit,
+        &keep,
+        "calibration model",
+        |i, outs| {
+            let mut captured = if given[i] {
+                Captured::new()
+            } else {
+                given[i] = true;
+                set_inputs(i)?
+            };
+            for (name, t) in outs {
+                let a = to_f32(&t, &name)?;
+                captured.insert(name, a);
+            }
+            f(i, captured)
+        },
+    )?;
+    for i in 0..sets.len() {
+        if !given[i] && !wanted_inputs.is_empty() {
+            f(i, set_inputs(i)?)?;
+        }
+    }
+    Ok(segments)
+}
+
+/// [`capture_each`] with the whole model in tract.
+fn capture_whole(
     model: &ModelProto,
     values: &[String],
     sets: &[InputSet],
@@ -149,19 +255,20 @@ pub fn capture_each(
     Ok(())
 }
 
-/// The range of each of `values` over `sets` by `method`, captured in one tract run per set
-/// ([`capture_each`]) and reduced set by set (see [`range`]).
+/// The range of each of `values` over `sets` by `method`, captured within `memory_limit` by
+/// [`capture_each`] and reduced set by set (see [`range`]).
 pub fn ranges(
     model: &ModelProto,
     values: &[String],
     sets: &[InputSet],
     method: range::RangeMethod,
+    memory_limit: u64,
 ) -> Result<BTreeMap<String, range::RangeCollector>> {
     let mut out: BTreeMap<String, range::RangeCollector> = values
         .iter()
         .map(|v| (v.clone(), range::RangeCollector::new(method)))
         .collect();
-    capture_each(model, values, sets, |_, captured| {
+    capture_each(model, values, sets, memory_limit, |_, captured| {
         for (name, act) in captured {
             if let Some(c) = out.get_mut(&name) {
                 c.add(act.iter());

@@ -209,7 +209,8 @@ pub struct VerifyInputArgs {
     pub seed: u64,
     /// Memory verification may take, e.g. `8G`, `512M`, `1.5G` or bytes: when tract would need
     /// more to hold a model whole (about 3× its weights), both models are verified segment by
-    /// segment, each segment's weights within a third of it. Default: a tenth of the RAM.
+    /// segment, each segment's weights within a third of it; calibration and the runs of
+    /// --quantize-tolerance and --budget too. Default: a tenth of the RAM.
     #[arg(long, value_name = "SIZE", value_parser = memory_limit)]
     pub memory_limit: Option<u64>,
 }

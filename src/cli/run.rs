@@ -237,6 +237,7 @@ pub fn main_job_with_rules(args: &RunArgs, extra: &[&dyn rewrite::Rule]) -> Resu
         sparsify,
         fp16: args.conveniences.fp16()?,
         cluster,
+        memory_limit: args.verify.memory_limit,
     };
     if rules.iter().any(|r| r.meta().code == "Q001") {
         if let Some(note) = crate::rules::quantize::raise_opset(&mut model, &config) {

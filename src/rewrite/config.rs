@@ -17,4 +17,15 @@ pub struct Config {
     pub cluster: crate::rules::cluster::ClusterConfig,
     /// `to-fp16` (D001): convert to float16 (`--dtype fp16`); the rule does nothing without it.
     pub fp16: bool,
+    /// `--memory-limit` in bytes: calibration and the runs of data-aware rules go segment by
+    /// segment above it. `None`: the default ([`crate::verify::segment::default_memory_limit`]).
+    pub memory_limit: Option<u64>,
+}
+
+impl Config {
+    /// The memory limit in bytes: `memory_limit`, else the default.
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit
+            .unwrap_or_else(crate::verify::segment::default_memory_limit)
+    }
 }

@@ -20,5 +20,5 @@ pub use inputs::{
 };
 pub use metric::{Budget, Metric, Worst};
 pub use prepare::{prepare, IfDecision, Prepared};
-pub use runner::{run, run_many, run_prepared, Outputs};
+pub use runner::{run, run_each, run_many, run_prepared, Outputs};
 pub use segment::{verify_within, Segmented};

@@ -37,9 +37,24 @@ pub fn run(model: &ModelProto, inputs: &InputSet, label: &str) -> Result<Outputs
 /// Runs `model` on every input set; sets with the same input shapes, element types and small
 /// input values share one prepared and compiled plan.
 pub fn run_many(model: &ModelProto, sets: &[InputSet], label: &str) -> Result<Vec<Outputs>> {
-    let mut plans: HashMap<String, Compiled> = HashMap::new();
     let mut all = Vec::with_capacity(sets.len());
-    for set in sets {
+    run_each(model, sets, label, |_, outputs| {
+        all.push(outputs);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+/// [`run_many`], handing each set's outputs to `f` (with the set's index) as soon as they are
+/// computed, so that only one set's outputs are held at a time.
+pub fn run_each(
+    model: &ModelProto,
+    sets: &[InputSet],
+    label: &str,
+    mut f: impl FnMut(usize, Outputs) -> Result<()>,
+) -> Result<()> {
+    let mut plans: HashMap<String, Compiled> = HashMap::new();
+    for (index, set) in sets.iter().enumerate() {
         let key = signature(set);
         let outputs = match plans.get(&key) {
             Some(plan) => plan.run(set, label)?,
@@ -50,9 +65,9 @@ pub fn run_many(model: &ModelProto, sets: &[InputSet], label: &str) -> Result<Ve
                 outputs
             }
         };
-        all.push(outputs);
+        f(index, outputs)?;
     }
-    Ok(all)
+    Ok(())
 }
 
 /// Runs a model that is already prepared for `inputs` (see [`prepare`]) in tract.
@@ -62,7 +77,7 @@ pub fn run_prepared(model: &ModelProto, inputs: &InputSet, label: &str) -> Resul
 
 /// What decides whether two input sets can share a plan: names, types, shapes, and the values
 /// of the small inputs (they may decide `If` nodes).
-fn signature(set: &InputSet) -> String {
+pub(crate) fn signature(set: &InputSet) -> String {
     let mut s = String::new();
     for (name, t) in &set.tensors {
         s.push_str(&format!("{name}:{:?}{:?}", t.datum_type(), t.shape()));

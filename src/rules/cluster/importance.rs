@@ -159,21 +159,40 @@ fn capture(model: &Model, layers: &[&(Layer, u64)], config: &Config) -> Vec<Sums
     }
     let mut sums: Vec<Sums> = layers.iter().map(|(l, _)| Ok(Gram::new(l.k))).collect();
     let samplings: Vec<_> = layers.iter().map(|(l, _)| l.sampling(g)).collect();
+    // How many sets each layer's activation came from (a segment-wise capture hands a set's
+    // values in several calls, each value once).
+    let mut seen = vec![0usize; layers.len()];
     let run = calibrate::load_sets(&config.calibration, &proto).and_then(|sets| {
-        calibrate::capture_each(&proto, &names, &sets, |_, captured| {
-            for (((l, _), s), sampling) in layers.iter().zip(sums.iter_mut()).zip(&samplings) {
-                let Ok(acc) = s else { continue };
-                let name = g.value_name(l.act);
-                let r = match captured.get(name) {
-                    Some(act) => calibrate::gram(acc, act, sampling).map_err(|e| e.to_string()),
-                    None => Err(format!("`{name}` was not captured")),
-                };
-                if let Err(e) = r {
-                    *s = Err(e);
+        calibrate::capture_each(
+            &proto,
+            &names,
+            &sets,
+            config.memory_limit(),
+            |_, captured| {
+                for ((((l, _), s), sampling), n) in layers
+                    .iter()
+                    .zip(sums.iter_mut())
+                    .zip(&samplings)
+                    .zip(seen.iter_mut())
+                {
+                    let Ok(acc) = s else { continue };
+                    let Some(act) = captured.get(g.value_name(l.act)) else {
+                        continue;
+                    };
+                    *n += 1;
+                    if let Err(e) = calibrate::gram(acc, act, sampling) {
+                        *s = Err(e.to_string());
+                    }
                 }
+                Ok(())
+            },
+        )?;
+        for (((l, _), s), n) in layers.iter().zip(sums.iter_mut()).zip(&seen) {
+            if s.is_ok() && *n != sets.len() {
+                *s = Err(format!("`{}` was not captured", g.value_name(l.act)));
             }
-            Ok(())
-        })
+        }
+        Ok(())
     });
     match run {
         Ok(()) => sums,

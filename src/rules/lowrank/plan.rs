@@ -255,7 +255,7 @@ pub(super) fn capture_grams(
         }
     }
     let captured = calibrate::load_sets(&config.calibration, &proto)
-        .and_then(|sets| calibrate::capture(&proto, &names, &sets));
+        .and_then(|sets| calibrate::capture(&proto, &names, &sets, config.memory_limit()));
     let captured = match captured {
         Ok(c) => c,
         Err(e) => return which.iter().map(|_| Err(e.to_string())).collect(),

@@ -114,7 +114,7 @@ pub(super) fn capture(model: &Model, groups: &[&Group], config: &Config) {
     let proto = model.to_proto();
     let names: Vec<String> = wanted.iter().map(|(_, n, _)| n.clone()).collect();
     let captured = calibrate::load_sets(&config.calibration, &proto)
-        .and_then(|sets| calibrate::capture(&proto, &names, &sets));
+        .and_then(|sets| calibrate::capture(&proto, &names, &sets, config.memory_limit()));
     let Ok(mut cache) = CAPTURED.lock() else {
         return;
     };

@@ -284,8 +284,9 @@ fn calibrated(
             .map(|i| g.value_name(acts[*i].value).to_string())
             .collect();
         let proto = model.to_proto();
-        let measured = crate::calibrate::load_sets(&config.calibration, &proto)
-            .and_then(|sets| crate::calibrate::ranges(&proto, &names, &sets, method));
+        let measured = crate::calibrate::load_sets(&config.calibration, &proto).and_then(|sets| {
+            crate::calibrate::ranges(&proto, &names, &sets, method, config.memory_limit())
+        });
         if let Ok(mut cache) = RANGES.lock() {
             for (i, name) in missing.iter().zip(&names) {
                 let m = match &measured {

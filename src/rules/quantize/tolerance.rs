@@ -122,7 +122,12 @@ fn measure(
         crate::calibrate::load_sets(&config.calibration, &proto)
     };
     let base = sets.and_then(|sets| {
-        let out = crate::verify::run_many(&proto, &sets, "original")?;
+        let out = crate::verify::segment::run_many_within(
+            &proto,
+            &sets,
+            config.memory_limit(),
+            "original",
+        )?;
         Ok((sets, out))
     });
     let (sets, base) = match base {
@@ -144,8 +149,13 @@ fn measure(
             let patch = rule.rewrite(model, m, config).map_err(|e| e.to_string())?;
             let mut copy = model.clone();
             patch.apply(&mut copy.graph).map_err(|e| e.to_string())?;
-            let outs = crate::verify::run_many(&copy.to_proto(), &sets, "quantized")
-                .map_err(|e| e.to_string())?;
+            let outs = crate::verify::segment::run_many_within(
+                &copy.to_proto(),
+                &sets,
+                config.memory_limit(),
+                "quantized",
+            )
+            .map_err(|e| e.to_string())?;
             Ok(base
                 .iter()
                 .zip(&outs)

@@ -14,6 +14,12 @@
 //!
 //! The verdict is the end-to-end comparison of the graph outputs, judged as a whole-model run
 //! judges them (tolerance or budget); the per-segment reports localize a failure.
+//!
+//! One model alone runs the same way ([`run_segments`], cut against itself): calibration keeps
+//! from each segment the activations rules asked for ([`crate::calibrate::capture_each`]), and
+//! [`run_many_within`] the graph outputs (`--quantize-tolerance`, the `--budget` search). A
+//! small integer value crossing a cut (a shape computed before it) is given to the next
+//! segment as a constant, as it is one inside the whole model.
 
 pub mod cuts;
 pub mod memory;
@@ -22,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
-use tract_onnx::prelude::Tensor;
+use tract_onnx::prelude::{DatumType, Tensor};
 
 use super::compare::{
     compare_tensors, failed_comparison, judge, report_from_outputs, verify_labeled, SetReport,
@@ -30,7 +36,8 @@ use super::compare::{
 };
 use super::inputs::InputSet;
 use super::metric::Budget;
-use super::runner::{run_many, Outputs};
+use super::prepare::SMALL_INPUT;
+use super::runner::{run_each, run_many, signature, Outputs, Plan};
 use crate::error::{Error, Result};
 use crate::onnx::proto::{GraphProto, ModelProto, ValueInfoProto};
 pub use cuts::{plan, Segmentation};
@@ -254,34 +261,15 @@ pub fn verify_segmented(
     for s in 0..k {
         let next_cut: &[String] = seg.cuts.get(s).map(|c| c.as_slice()).unwrap_or(&[]);
         let last = s + 1 == k;
-        let wanted = |scan: &Scan, nodes: &[usize], outs: &[String]| -> Vec<String> {
-            let made: HashSet<&str> = nodes
-                .iter()
-                .flat_map(|&i| scan.graph.node[i].output.iter().map(String::as_str))
-                .collect();
-            let mut w: Vec<String> = next_cut
-                .iter()
-                .filter(|v| made.contains(v.as_str()))
-                .cloned()
-                .collect();
-            for o in outs {
-                let here = made.contains(o.as_str())
-                    || (last && scan.is_constant(o) && !made.contains(o.as_str()));
-                if here && !w.contains(o) {
-                    w.push(o.clone());
-                }
-            }
-            w
-        };
-        let want_a = wanted(&sa, &seg.original[s], &outs_a_names);
-        let want_b = wanted(&sb, &seg.rewritten[s], &outs_b_names);
+        let want_a = segment_outputs(&sa, &seg.original[s], next_cut, &outs_a_names, last);
+        let want_b = segment_outputs(&sb, &seg.rewritten[s], next_cut, &outs_b_names, last);
         let label_sa = format!("{label_a} segment {}/{k}", s + 1);
         let label_sb = format!("{label_b} segment {}/{k}", s + 1);
         let (ma, ins_a) = sub_model(a, &sa, &seg.original[s], &want_a);
         let outs_a = if want_a.is_empty() {
             vec![Vec::new(); sets.len()]
         } else {
-            run_many(&ma, &feeds(sets, &store_a, &ins_a), &label_sa)?
+            run_segment_many(&ma, &feeds(sets, &store_a, &ins_a), &fed, &label_sa)?
         };
         drop(ma);
         memory::release_freed_memory();
@@ -294,19 +282,19 @@ pub fn verify_segmented(
         } else {
             let chain_feeds = feeds(sets, &store_b, &ins_b);
             let original_feeds = feeds(sets, &store_a, &ins_b);
-            let chain = run_many(&mb, &chain_feeds, &label_sb)?;
+            let chain = run_segment_many(&mb, &chain_feeds, &fed, &label_sb)?;
             // Where the rewritten chain's values at the cut equal the original's bit for bit
             // (an exact rewrite before it), the per-segment run would repeat the chain's.
             let same = chain_feeds
                 .iter()
                 .zip(&original_feeds)
                 .all(|(x, y)| x.tensors == y.tensors);
-            let fed = if same {
+            let on_original = if same {
                 Ok(chain.clone())
             } else {
-                run_many(&mb, &original_feeds, &label_sb)
+                run_segment_many(&mb, &original_feeds, &fed, &label_sb)
             };
-            (chain, fed)
+            (chain, on_original)
         };
         drop(mb);
         memory::release_freed_memory();
@@ -406,6 +394,247 @@ pub fn verify_segmented(
         dropped_cuts: seg.dropped,
     });
     Ok(report)
+}
+
+/// The outputs of the segment of `nodes`: the values of its end cut `next_cut` it makes, then
+/// those of `also` it makes, and the constants among `also` when `constants_here`.
+fn segment_outputs(
+    scan: &Scan,
+    nodes: &[usize],
+    next_cut: &[String],
+    also: &[String],
+    constants_here: bool,
+) -> Vec<String> {
+    let made: HashSet<&str> = nodes
+        .iter()
+        .flat_map(|&i| scan.graph.node[i].output.iter().map(String::as_str))
+        .collect();
+    let mut w: Vec<String> = next_cut
+        .iter()
+        .filter(|v| made.contains(v.as_str()))
+        .cloned()
+        .collect();
+    let mut seen: HashSet<&str> = next_cut
+        .iter()
+        .filter(|v| made.contains(v.as_str()))
+        .map(String::as_str)
+        .collect();
+    for o in also {
+        let here = made.contains(o.as_str())
+            || (constants_here && scan.is_constant(o) && !made.contains(o.as_str()));
+        if here && seen.insert(o.as_str()) {
+            w.push(o.clone());
+        }
+    }
+    w
+}
+
+/// What tract is estimated to need to hold `model` whole: [`TRACT_FACTOR`] times its weights.
+pub fn model_need(model: &ModelProto) -> u64 {
+    TRACT_FACTOR.saturating_mul(weight_bytes(model))
+}
+
+/// Runs `model` on `sets` in consecutive segments, as verification runs the original: cut where
+/// [`plan`] cuts the model against itself, each segment with at most `memory_limit /
+/// TRACT_FACTOR` bytes of weights where a cut allows, fed the earlier segments' values at its
+/// start cut (the graph inputs from the sets). For each segment and each set in order, `f` gets
+/// the set's index and the values of `keep` the segment makes (constants among `keep` come with
+/// the first segment; graph inputs never: the caller has them in the sets). Each value of `keep`
+/// made by a node of the graph is handed once per set, so a value's sets arrive in set order.
+/// Held at a time: the cut values of every set, one segment's model, one set's outputs. Returns
+/// the number of segments.
+pub fn run_segments(
+    model: &ModelProto,
+    sets: &[InputSet],
+    memory_limit: u64,
+    keep: &[String],
+    label: &str,
+    mut f: impl FnMut(usize, Outputs) -> Result<()>,
+) -> Result<usize> {
+    let g = model.graph.as_ref().ok_or_else(|| Error::Graph {
+        reason: "the model has no graph".into(),
+    })?;
+    let fed: HashSet<String> = sets
+        .iter()
+        .flat_map(|s| s.names().map(str::to_string))
+        .collect();
+    let weight_budget = (memory_limit / TRACT_FACTOR).max(1);
+    let scan = Scan::new(g, &fed);
+    let types = static_types(g);
+    let seg = cuts::plan_scanned(&scan, &scan, &types, &types, weight_budget);
+    let k = seg.original.len();
+    let keep_set: HashSet<&str> = keep.iter().map(String::as_str).collect();
+    let mut store: Vec<HashMap<String, Tensor>> = vec![HashMap::new(); sets.len()];
+    for s in 0..k {
+        let next_cut: &[String] = seg.cuts.get(s).map(|c| c.as_slice()).unwrap_or(&[]);
+        let want = segment_outputs(&scan, &seg.original[s], next_cut, keep, s == 0);
+        // What later segments read.
+        let later: HashSet<&str> = seg.cuts[s.min(seg.cuts.len())..]
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if !want.is_empty() {
+            let (m, ins) = sub_model(model, &scan, &seg.original[s], &want);
+            let feeds = feeds(sets, &store, &ins);
+            let seg_label = format!("{label} segment {}/{k}", s + 1);
+            run_segment(&m, &feeds, &fed, &seg_label, |i, outs| {
+                let mut handed: Outputs = Vec::new();
+                for (n, t) in outs {
+                    let kept = keep_set.contains(n.as_str());
+                    if later.contains(n.as_str()) {
+                        if kept {
+                            handed.push((n.clone(), t.clone()));
+                        }
+                        store[i].insert(n, t);
+                    } else if kept {
+                        handed.push((n, t));
+                    }
+                }
+                f(i, handed)
+            })?;
+        }
+        for st in &mut store {
+            st.retain(|n, _| later.contains(n.as_str()));
+        }
+    }
+    Ok(k)
+}
+
+/// Runs the model of one segment on `sets` as [`run_each`] does, except that a small integer
+/// value it receives at its start cut (at most [`SMALL_INPUT`] elements, not one of the graph
+/// inputs `fed`: a shape computed before the cut, say) becomes an initializer of the model for
+/// the sets that carry it: tract needs a `Reshape`'s shape or a `Slice`'s bounds as constants,
+/// and they are constants within the whole model. Sets with the same signature (shapes, types,
+/// small values, as [`run_each`] groups them) share one compiled plan; `f` gets the sets in
+/// order.
+fn run_segment(
+    model: &ModelProto,
+    sets: &[InputSet],
+    fed: &HashSet<String>,
+    label: &str,
+    mut f: impl FnMut(usize, Outputs) -> Result<()>,
+) -> Result<()> {
+    let bakes = |n: &str, t: &Tensor| {
+        !fed.contains(n)
+            && t.len() <= SMALL_INPUT
+            && [DatumType::I64, DatumType::I32].contains(&t.datum_type())
+    };
+    if !sets
+        .iter()
+        .any(|set| set.tensors.iter().any(|(n, t)| bakes(n, t)))
+    {
+        return run_each(model, sets, label, f);
+    }
+    let mut plans: HashMap<String, Plan> = HashMap::new();
+    for (index, set) in sets.iter().enumerate() {
+        let (baked, rest): (Vec<_>, Vec<_>) =
+            set.tensors.iter().cloned().partition(|(n, t)| bakes(n, t));
+        let rest = InputSet::new(set.label.clone(), rest);
+        let key = signature(set);
+        let outputs = match plans.get(&key) {
+            Some(plan) => plan.run(&rest)?,
+            None => {
+                let mut m = model.clone();
+                if let Some(g) = m.graph.as_mut() {
+                    g.input
+                        .retain(|i| !baked.iter().any(|(n, _)| Some(n) == i.name.as_ref()));
+                    for (n, t) in &baked {
+                        let p =
+                            crate::rules::eval::to_proto(n, t).map_err(|reason| Error::Tract {
+                                model: label.to_string(),
+                                reason: format!("cut value `{n}`: {reason}"),
+                            })?;
+                        g.initializer.push(p);
+                    }
+                }
+                let (plan, outputs) = Plan::compile(&m, &rest, label)?;
+                plans.insert(key, plan);
+                outputs
+            }
+        };
+        f(index, outputs)?;
+    }
+    Ok(())
+}
+
+/// [`run_each`] of [`run_segment`], collected.
+fn run_segment_many(
+    model: &ModelProto,
+    sets: &[InputSet],
+    fed: &HashSet<String>,
+    label: &str,
+) -> Result<Vec<Outputs>> {
+    let mut all = Vec::with_capacity(sets.len());
+    run_segment(model, sets, fed, label, |_, o| {
+        all.push(o);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+thread_local! {
+    static SEGMENT_WISE_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many [`run_many_within`] calls of this thread ran their model segment by segment: what
+/// shows that the runs of `--quantize-tolerance` and of a `--budget` search kept within
+/// `--memory-limit` (the command runs on the calling thread, see [`crate::cli::embed::run`]).
+pub fn segment_wise_runs() -> usize {
+    SEGMENT_WISE_RUNS.with(|c| c.get())
+}
+
+/// [`run_many`] within `memory_limit`: whole when [`model_need`] fits, else by
+/// [`run_segments`]. Each set's outputs are named after the graph outputs, in graph order (a
+/// graph input that is a graph output taken from the set).
+pub fn run_many_within(
+    model: &ModelProto,
+    sets: &[InputSet],
+    memory_limit: u64,
+    label: &str,
+) -> Result<Vec<Outputs>> {
+    if model_need(model) <= memory_limit {
+        return run_many(model, sets, label);
+    }
+    SEGMENT_WISE_RUNS.with(|c| c.set(c.get() + 1));
+    let names = graph_outputs(model.graph.as_ref().ok_or_else(|| Error::Graph {
+        reason: "the model has no graph".into(),
+    })?);
+    let mut got: Vec<HashMap<String, Tensor>> = vec![HashMap::new(); sets.len()];
+    run_segments(model, sets, memory_limit, &names, label, |i, outs| {
+        got[i].extend(outs);
+        Ok(())
+    })?;
+    got.into_iter()
+        .zip(sets)
+        .map(|(mut m, set)| {
+            names
+                .iter()
+                .map(|n| {
+                    let t = m.remove(n).or_else(|| set.get(n).cloned());
+                    t.map(|t| (n.clone(), t)).ok_or_else(|| Error::Tract {
+                        model: label.to_string(),
+                        reason: format!("no segment made the graph output `{n}`"),
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// [`crate::verify::verify_against`] within `memory_limit`: the candidate `b` runs whole or
+/// segment by segment ([`run_many_within`]) and its graph outputs are compared with the
+/// `reference` outputs as a whole-model run compares them.
+pub fn verify_against_within(
+    reference: &[Outputs],
+    b: &ModelProto,
+    label_b: &str,
+    sets: &[InputSet],
+    tolerance: f32,
+    memory_limit: u64,
+) -> Result<VerifyReport> {
+    let out_b = run_many_within(b, sets, memory_limit, label_b)?;
+    Ok(report_from_outputs(reference, &out_b, sets, tolerance))
 }
 
 /// An intermediate value that fails the element-wise criterion with a relative L2 error of at
