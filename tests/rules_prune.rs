@@ -897,26 +897,7 @@ fn bad_prune_flags_are_one_line_and_exit_2() {
         ),
         (&["--prune-importance", "bn"], "give --prune-ratio too"),
     ];
-    for (args, want) in cases {
-        let d = tempfile::tempdir().expect("temp dir");
-        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prune.onnx");
-        let out = d.path().join("out.onnx");
-        let o = std::process::Command::new(common::bin())
-            .arg(&input)
-            .arg(&out)
-            .args(["--rules", "prune"])
-            .args(*args)
-            .output()
-            .expect("runs");
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains(want),
-            "{args:?}: {stderr}"
-        );
-        assert!(!out.exists(), "{args:?}: nothing is written");
-    }
+    assert_refused(&cases);
     assert_eq!(cases.len(), 6);
 }
 

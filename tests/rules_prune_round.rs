@@ -4,6 +4,7 @@
 //! the shared models, with the order of `prune` and `fuse-batchnorm`.
 
 mod common;
+mod prune;
 
 use common::compare::assert_outputs_match;
 use common::{initializer_dims as dims, skips};
@@ -14,6 +15,7 @@ use onnx_slim::onnx::proto::{tensor_proto::DataType, ModelProto};
 use onnx_slim::rewrite::{self, registry, Config, DriverOptions, RunReport};
 use onnx_slim::rules::prune::{rounded_keep, PruneConfig};
 use onnx_slim::verify::{self, InputSet};
+use prune::{assert_refused, params, shared};
 
 const F32: DataType = DataType::Float;
 
@@ -223,47 +225,12 @@ fn bad_prune_round_values_are_one_line_and_exit_2() {
             "--prune-round rounds the channels --prune-ratio keeps; give --prune-ratio too",
         ),
     ];
-    for (args, want) in cases {
-        let d = tempfile::tempdir().expect("temp dir");
-        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prune.onnx");
-        let out = d.path().join("out.onnx");
-        let o = std::process::Command::new(common::bin())
-            .arg(&input)
-            .arg(&out)
-            .args(["--rules", "prune"])
-            .args(*args)
-            .output()
-            .expect("runs");
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains(want),
-            "{args:?}: {stderr}"
-        );
-        assert!(!out.exists(), "{args:?}: nothing is written");
-    }
+    assert_refused(&cases);
     assert_eq!(cases.len(), 4);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The README's rows on the shared models.
-
-fn shared(name: &str) -> Option<(std::path::PathBuf, ModelProto)> {
-    let dir = common::shared_models()?
-        .into_iter()
-        .find(|d| d.ends_with(name))
-        .unwrap_or_else(|| panic!("{name} is missing from ../shared/models"));
-    let m = onnx_slim::onnx::decode_file(&dir.join("model.onnx"))
-        .expect("loads")
-        .model;
-    Some((dir, m))
-}
-
-fn params(m: &ModelProto) -> u64 {
-    let model = Model::from_proto(m.clone()).expect("valid");
-    onnx_slim::rewrite::driver::Stats::of(&model.graph).params
-}
 
 /// Output channels of the Convs that are not depthwise (`group` 1), summed.
 fn conv_channels(m: &ModelProto) -> i64 {

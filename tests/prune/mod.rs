@@ -115,10 +115,12 @@ pub fn assert_barrier(original: &ModelProto, want: &str) {
     );
 }
 
+/// The shared model `name` and its folder; `None` (with a loud skip) without `../shared`.
 pub fn shared(name: &str) -> Option<(std::path::PathBuf, ModelProto)> {
     let dir = crate::common::shared_models()?
         .into_iter()
-        .find(|d| d.ends_with(name))?;
+        .find(|d| d.ends_with(name))
+        .unwrap_or_else(|| panic!("{name} is missing from ../shared/models"));
     let m = onnx_slim::onnx::decode_file(&dir.join("model.onnx"))
         .expect("loads")
         .model;
@@ -149,5 +151,30 @@ pub fn ratio(r: f64, importance: Importance, exclude: &[&str]) -> PruneConfig {
         importance,
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
+    }
+}
+
+/// Runs `--rules prune` on `fixtures/prune.onnx` with each case's flags and asserts the exit
+/// code 2, one `error: ` line containing the case's text, and no output file.
+pub fn assert_refused(cases: &[(&[&str], &str)]) {
+    for (args, want) in cases {
+        let d = tempfile::tempdir().expect("temp dir");
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prune.onnx");
+        let out = d.path().join("out.onnx");
+        let o = std::process::Command::new(crate::common::bin())
+            .arg(&input)
+            .arg(&out)
+            .args(["--rules", "prune"])
+            .args(*args)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(want),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?}: nothing is written");
     }
 }
