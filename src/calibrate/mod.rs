@@ -134,12 +134,11 @@ pub fn capture_segmented(
         .collect();
     let mut keep: Vec<String> = Vec::new();
     let mut wanted_inputs: Vec<&String> = Vec::new();
-    for v in values {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(values.len());
+    for v in values.iter().filter(|v| seen.insert(v.as_str())) {
         if inputs.contains(v.as_str()) {
-            if !wanted_inputs.contains(&v) {
-                wanted_inputs.push(v);
-            }
-        } else if !keep.contains(v) {
+            wanted_inputs.push(v);
+        } else {
             keep.push(v.clone());
         }
     }
