@@ -116,21 +116,7 @@ fn int4_weights_on_the_block_grid_give_bit_equal_outputs_and_pack_low_nibble_fir
     // W2 [8,32] read by Gemm transB=1: K is axis 1.
     let (w1, c1) = on_int4_grid(&[40, 32], 0, 32, 1);
     let (w2, c2) = on_int4_grid(&[8, 32], 1, 32, 2);
-    let mut b = ModelBuilder::new(17);
-    b.input("x", DataType::Float, &[2, 40])
-        .initializer_f32("W1", w1)
-        .initializer_f32("W2", w2)
-        .node_named("fc1", "MatMul", &["x", "W1"], &["h"], vec![])
-        .node_named("relu", "Relu", &["h"], &["hr"], vec![])
-        .node_named(
-            "fc2",
-            "Gemm",
-            &["hr", "W2"],
-            &["y"],
-            vec![attr_i("transB", 1)],
-        )
-        .output("y", DataType::Float, &[2, 8]);
-    let proto = b.build();
+    let proto = mlp(w1, w2, 17);
     let (m, report, raised) = quantize_raised(&proto, int4(32));
     assert!(raised.is_some_and(|r| r.contains("from 17 to 21")));
     assert_eq!(m.opset(""), Some(21));

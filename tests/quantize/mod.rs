@@ -115,10 +115,12 @@ pub fn on_grid(dims: &[usize], axis: usize, seed: u64) -> ArrayD<f32> {
     w
 }
 
-/// x[2,16] → MatMul(W1[16,32]) → Relu → Gemm(·, W2[8,32], transB=1) → y[2,8].
+/// x[2,K] → MatMul(W1[K,H]) → Relu → Gemm(·, W2[N,H], transB=1) → y[2,N] (the tests use
+/// K=16, H=32, N=8 unless they say otherwise).
 pub fn mlp(w1: ArrayD<f32>, w2: ArrayD<f32>, opset: i64) -> ModelProto {
+    let (k, n) = (w1.shape()[0] as i64, w2.shape()[0] as i64);
     let mut b = ModelBuilder::new(opset);
-    b.input("x", DataType::Float, &[2, 16])
+    b.input("x", DataType::Float, &[2, k])
         .initializer_f32("W1", w1)
         .initializer_f32("W2", w2)
         .node_named("fc1", "MatMul", &["x", "W1"], &["h"], vec![])
@@ -130,7 +132,7 @@ pub fn mlp(w1: ArrayD<f32>, w2: ArrayD<f32>, opset: i64) -> ModelProto {
             &["y"],
             vec![attr_i("transB", 1)],
         )
-        .output("y", DataType::Float, &[2, 8]);
+        .output("y", DataType::Float, &[2, n]);
     b.build()
 }
 
